@@ -1,0 +1,418 @@
+//! The CLI's client commands: build a request, make one call, print.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use super::output;
+use super::{Command, Connection, exit};
+use crate::core::model::{AgentType, Priority, TaskSpec, TaskState};
+use crate::grpc::convert::{execution_from_pb, spec_to_pb, state_to_pb, task_from_pb};
+use crate::proto as pb;
+use crate::proto::claudomator_service_client::ClaudomatorServiceClient;
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// What the agent must do; `-` reads it from standard input.
+    pub instructions: Option<String>,
+    /// A TOML or YAML task file (the fields of a task spec, plus
+    /// `idempotency_key`); flags override its fields.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, short = 'p')]
+    pub project: Option<String>,
+    /// auto, claude, gemini, codex or local.
+    #[arg(long, short = 'a')]
+    pub agent: Option<String>,
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// A tool the agent may use (repeatable).
+    #[arg(long = "tool")]
+    pub tools: Vec<String>,
+    /// Spending cap in USD.
+    #[arg(long)]
+    pub budget: Option<f64>,
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// e.g. 30m or "1h 30m".
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// low, normal or high.
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag", short = 't')]
+    pub tags: Vec<String>,
+    /// A task that must complete first (repeatable).
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<String>,
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Wait in READY for a person to accept or reject the result.
+    #[arg(long)]
+    pub review: bool,
+    /// Resubmitting with the same key returns the first task.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only tasks in this state (repeatable).
+    #[arg(long = "state", short = 's')]
+    pub states: Vec<String>,
+    #[arg(long, short = 'p')]
+    pub project: Option<String>,
+    #[arg(long, short = 't')]
+    pub tag: Option<String>,
+    /// Tasks per page.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Continue from a previous page.
+    #[arg(long)]
+    pub page_token: Option<String>,
+    /// Follow every page.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// A failed command: the message and the exit code.
+struct Failure(String, u8);
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        let code = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => exit::USAGE,
+            Code::NotFound => exit::NOT_FOUND,
+            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => exit::REFUSED,
+            Code::Unauthenticated | Code::PermissionDenied => exit::UNAUTHENTICATED,
+            Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
+            _ => exit::FAILURE,
+        };
+        Failure(format!("{} ({:?})", status.message(), status.code()), code)
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure(message.into(), exit::USAGE)
+}
+
+pub async fn run(command: Command) -> ExitCode {
+    match dispatch(command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client =
+    ClaudomatorServiceClient<tonic::service::interceptor::InterceptedService<Channel, Token>>;
+
+async fn connect(connection: &Connection) -> Result<Client, Failure> {
+    let address = if connection.server.contains("://") {
+        connection.server.clone()
+    } else {
+        format!("http://{}", connection.server)
+    };
+    let endpoint = Endpoint::from_shared(address.clone())
+        .map_err(|e| usage(format!("bad --server address `{address}`: {e}")))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure(
+            format!("cannot reach the server at {address}: {e}. Is `claudomator serve` running?"),
+            exit::UNAVAILABLE,
+        )
+    })?;
+    let token = match &connection.token {
+        Some(t) if !t.is_empty() => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| usage("the token has characters that cannot be sent"))?,
+        ),
+        _ => None,
+    };
+    Ok(ClaudomatorServiceClient::with_interceptor(
+        channel,
+        Token(token),
+    ))
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Submit(args) => submit(*args).await,
+        Command::Get { id, connection } => {
+            let response = connect(&connection)
+                .await?
+                .get_task(pb::GetTaskRequest { id })
+                .await?
+                .into_inner();
+            print_task(response.task, &connection)
+        }
+        Command::List(args) => list(args).await,
+        Command::Cancel {
+            id,
+            reason,
+            connection,
+        } => {
+            let response = connect(&connection)
+                .await?
+                .cancel_task(pb::CancelTaskRequest { id, reason })
+                .await?
+                .into_inner();
+            print_task(response.task, &connection)
+        }
+        Command::Executions {
+            task_id,
+            connection,
+        } => executions(task_id, &connection).await,
+        Command::Execution { id, connection } => {
+            let response = connect(&connection)
+                .await?
+                .get_execution(pb::GetExecutionRequest { id })
+                .await?
+                .into_inner();
+            let execution =
+                execution_from_pb(response.execution.unwrap_or_default()).map_err(|e| {
+                    Failure(
+                        format!("the server sent a bad execution: {e}"),
+                        exit::FAILURE,
+                    )
+                })?;
+            if connection.json {
+                output::json(&execution);
+            } else {
+                output::execution_details(&execution);
+            }
+            Ok(())
+        }
+        Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),
+    }
+}
+
+fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Failure> {
+    let task = task_from_pb(task.unwrap_or_default())
+        .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))?;
+    if connection.json {
+        output::json(&task);
+    } else {
+        output::task_details(&task);
+    }
+    Ok(())
+}
+
+/// Reads a TOML or YAML task file into a spec and an idempotency key.
+fn read_task_file(path: &Path) -> Result<(TaskSpec, String), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let is_yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let mut value: serde_json::Value = if is_yaml {
+        serde_norway::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?
+    } else {
+        toml::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?
+    };
+    let key = value
+        .as_object_mut()
+        .and_then(|o| o.remove("idempotency_key"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let spec: TaskSpec =
+        serde_json::from_value(value).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    Ok((spec, key))
+}
+
+fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
+    let (mut spec, mut key) = match &args.file {
+        Some(path) => read_task_file(path)?,
+        None => (TaskSpec::default(), String::new()),
+    };
+    match args.instructions.as_deref() {
+        Some("-") => {
+            spec.instructions = std::io::read_to_string(std::io::stdin())
+                .map_err(|e| usage(format!("cannot read instructions from stdin: {e}")))?;
+        }
+        Some(text) => spec.instructions = text.to_string(),
+        None if args.file.is_none() => {
+            return Err(usage(
+                "give the instructions as an argument, `-` for stdin, or --file",
+            ));
+        }
+        None => {}
+    }
+    let set = |slot: &mut String, value: &Option<String>| {
+        if let Some(v) = value {
+            *slot = v.clone();
+        }
+    };
+    set(&mut spec.name, &args.name);
+    set(&mut spec.project, &args.project);
+    set(&mut spec.agent.agent_type, &args.agent);
+    set(&mut spec.agent.model, &args.model);
+    set(&mut spec.timeout, &args.timeout);
+    set(&mut spec.priority, &args.priority);
+    set(&mut spec.parent_task_id, &args.parent);
+    set(&mut key, &args.idempotency_key);
+    spec.agent.allowed_tools.extend(args.tools.iter().cloned());
+    spec.tags.extend(args.tags.iter().cloned());
+    spec.depends_on.extend(args.depends_on.iter().cloned());
+    if let Some(v) = args.budget {
+        spec.agent.max_budget_usd = v;
+    }
+    if let Some(v) = args.max_turns {
+        spec.agent.max_turns = v;
+    }
+    if let Some(v) = args.max_attempts {
+        spec.max_attempts = v;
+    }
+    spec.review_required |= args.review;
+
+    // Names travel as proto enums, so they are checked here, before sending.
+    if !spec.agent.agent_type.is_empty() {
+        spec.agent
+            .agent_type
+            .parse::<AgentType>()
+            .map_err(|e| usage(format!("--agent: {e}")))?;
+    }
+    if !spec.priority.is_empty() {
+        spec.priority
+            .parse::<Priority>()
+            .map_err(|e| usage(format!("--priority: {e}")))?;
+    }
+    Ok((spec, key))
+}
+
+async fn submit(args: SubmitArgs) -> Result<(), Failure> {
+    let (spec, idempotency_key) = build_spec(&args)?;
+    let response = connect(&args.connection)
+        .await?
+        .submit_task(pb::SubmitTaskRequest {
+            spec: Some(spec_to_pb(&spec)),
+            idempotency_key,
+            task_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let task = task_from_pb(response.task.unwrap_or_default())
+        .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))?;
+    if args.connection.json {
+        output::json(&serde_json::json!({ "task": task, "created": response.created }));
+    } else if response.created {
+        println!("submitted {} ({})", task.id, task.state);
+    } else {
+        println!(
+            "already submitted as {} ({}); the idempotency key matched",
+            task.id, task.state
+        );
+    }
+    Ok(())
+}
+
+async fn list(args: ListArgs) -> Result<(), Failure> {
+    let states = args
+        .states
+        .iter()
+        .map(|s| {
+            s.parse::<TaskState>()
+                .map(|s| state_to_pb(s) as i32)
+                .map_err(|e| usage(format!("--state: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = connect(&args.connection).await?;
+    let mut tasks = Vec::new();
+    let mut token = args.page_token.clone().unwrap_or_default();
+    loop {
+        let page = client
+            .list_tasks(pb::ListTasksRequest {
+                states: states.clone(),
+                project: args.project.clone().unwrap_or_default(),
+                tag: args.tag.clone().unwrap_or_default(),
+                page_size: args.limit,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        for task in page.tasks {
+            tasks.push(
+                task_from_pb(task).map_err(|e| {
+                    Failure(format!("the server sent a bad task: {e}"), exit::FAILURE)
+                })?,
+            );
+        }
+        token = page.next_page_token;
+        if !args.all || token.is_empty() {
+            break;
+        }
+    }
+    if args.connection.json {
+        output::json(&serde_json::json!({ "tasks": tasks, "next_page_token": token }));
+    } else {
+        output::task_table(&tasks);
+        if !token.is_empty() {
+            println!("more: --page-token {token}");
+        }
+    }
+    Ok(())
+}
+
+async fn executions(task_id: String, connection: &Connection) -> Result<(), Failure> {
+    let mut client = connect(connection).await?;
+    let mut executions = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_executions(pb::ListExecutionsRequest {
+                task_id: task_id.clone(),
+                page_size: 0,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        for e in page.executions {
+            executions.push(execution_from_pb(e).map_err(|e| {
+                Failure(
+                    format!("the server sent a bad execution: {e}"),
+                    exit::FAILURE,
+                )
+            })?);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    if connection.json {
+        output::json(&executions);
+    } else {
+        output::execution_table(&executions);
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The `claudomator` command: `init` and `serve` run locally; the other
+//! commands are gRPC calls to a server (`client.rs`).
+//!
+//! Exit codes scripts can trust: 0 success; 1 an unexpected error; 2 bad
+//! usage or an invalid argument; 3 not found; 4 refused in the task's current
+//! state (or already exists); 5 not authenticated; 6 server unreachable.
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "claudomator",
+    version,
+    about = "Run AI coding agents on your projects, many at a time"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Server address.
+    #[arg(
+        long,
+        env = "CLAUDOMATOR_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "CLAUDOMATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a commented default config file.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = config::DEFAULT_CONFIG_FILE)]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Submit a task.
+    Submit(Box<client::SubmitArgs>),
+    /// Show one task.
+    Get {
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List tasks, newest first.
+    List(client::ListArgs),
+    /// Cancel a task.
+    Cancel {
+        id: String,
+        /// Recorded as the task's state reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List a task's executions (attempts), oldest first.
+    Executions {
+        task_id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one execution.
+    Execution {
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Config file (default: ./claudomator.toml when it exists).
+    #[arg(long, env = "CLAUDOMATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, logs, sandboxes).
+    #[arg(long, env = "CLAUDOMATOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, env = "CLAUDOMATOR_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// HTTP listen address.
+    #[arg(long, env = "CLAUDOMATOR_HTTP_LISTEN")]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Database URL (postgres://… or sqlite://…); default: SQLite in the data directory.
+    #[arg(long, env = "CLAUDOMATOR_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Bearer tokens, comma-separated.
+    #[arg(
+        long,
+        env = "CLAUDOMATOR_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Option<Vec<String>>,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            listen: self.listen,
+            http_listen: self.http_listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// Exit codes, as documented above.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const REFUSED: u8 = 4;
+    pub const UNAUTHENTICATED: u8 = 5;
+    pub const UNAVAILABLE: u8 = 6;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Init { path, force } => init(&path, force),
+        Command::Serve(args) => serve(args).await,
+        other => client::run(other).await,
+    }
+}
+
+fn init(path: &std::path::Path, force: bool) -> ExitCode {
+    if path.exists() && !force {
+        eprintln!(
+            "error: {} already exists; pass --force to overwrite it",
+            path.display()
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    match std::fs::write(path, config::commented_default(&cwd)) {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sea_orm_migration=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let config = match Config::load(&args.overrides(), &cwd) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match crate::app::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The server's typed config: defaults < TOML file < environment < flags,
+//! validated once by [`Config::load`] and then passed around explicitly.
+//! An unknown key in the file is an error that names it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::core::validate::{TaskRules, parse_duration};
+
+/// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "claudomator.toml";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// HTTP listen address (webhooks, health checks).
+    pub http_listen: SocketAddr,
+    /// Where the database, logs and sandboxes live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; empty uses SQLite in `data_dir`.
+    pub database_url: String,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub defaults: DefaultsConfig,
+    /// The repositories tasks may target.
+    pub projects: Vec<ProjectConfig>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens; when any is set, every RPC but health needs one.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_instructions_bytes: usize,
+    /// The longest timeout a task may ask for, e.g. "24h".
+    pub max_timeout: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// Timeout for tasks that name none, e.g. "30m".
+    pub timeout: String,
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    /// The project's git repository.
+    pub path: PathBuf,
+    /// The GitHub repository it mirrors, as `owner/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7070".parse().expect("literal address"),
+            http_listen: "127.0.0.1:7071".parse().expect("literal address"),
+            data_dir: default_data_dir(),
+            database_url: String::new(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            defaults: DefaultsConfig::default(),
+            projects: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_instructions_bytes: 64 * 1024,
+            max_timeout: "24h".into(),
+        }
+    }
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        DefaultsConfig {
+            timeout: "30m".into(),
+            max_attempts: 3,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("claudomator")
+}
+
+/// Values from the environment and the command line; set ones win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub tokens: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Builds the config from its layers and validates it. `cwd` is where the
+    /// server starts: the default config file and project are looked up there.
+    pub fn load(overrides: &Overrides, cwd: &Path) -> anyhow::Result<Config> {
+        let implicit = cwd.join(DEFAULT_CONFIG_FILE);
+        let file = match &overrides.config_file {
+            Some(path) => Some(path.clone()),
+            None => implicit.is_file().then_some(implicit),
+        };
+        let mut config = match &file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(overrides);
+        if config.projects.is_empty()
+            && let Some(project) = project_from_cwd(cwd)
+        {
+            config.projects.push(project);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = o.http_listen {
+            self.http_listen = v;
+        }
+        if let Some(v) = &o.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = &o.database_url {
+            self.database_url = v.clone();
+        }
+        if let Some(v) = &o.tokens {
+            self.auth.tokens = v.clone();
+        }
+    }
+
+    /// Checks everything a running server relies on; the error says what to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for token in &self.auth.tokens {
+            if token.trim().is_empty() || token.contains(char::is_whitespace) {
+                bail!("auth.tokens: tokens must be non-empty and contain no spaces");
+            }
+        }
+        if self.auth.tokens.is_empty() {
+            for (key, addr) in [("listen", self.listen), ("http_listen", self.http_listen)] {
+                if !addr.ip().is_loopback() {
+                    bail!(
+                        "{key}: refusing to listen on {addr} without auth tokens: anyone who can reach \
+                         it could run agents on this machine. Set [auth] tokens (or \
+                         CLAUDOMATOR_TOKENS), or listen on 127.0.0.1"
+                    );
+                }
+            }
+        }
+        if self.limits.max_instructions_bytes == 0 {
+            bail!("limits.max_instructions_bytes: must be more than zero");
+        }
+        let max_timeout = parse_duration(&self.limits.max_timeout)
+            .map_err(|e| anyhow::anyhow!("limits.max_timeout: {e}"))?;
+        let timeout = parse_duration(&self.defaults.timeout)
+            .map_err(|e| anyhow::anyhow!("defaults.timeout: {e}"))?;
+        if timeout.is_zero() || timeout > max_timeout {
+            bail!("defaults.timeout: must be more than zero and at most limits.max_timeout");
+        }
+        if !(1..=20).contains(&self.defaults.max_attempts) {
+            bail!("defaults.max_attempts: must be between 1 and 20");
+        }
+        for (i, project) in self.projects.iter().enumerate() {
+            let valid_name = !project.name.is_empty()
+                && project
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid_name {
+                bail!(
+                    "projects[{i}].name: `{}` must be letters, digits, `.`, `_` or `-`",
+                    project.name
+                );
+            }
+            if self.projects[..i].iter().any(|p| p.name == project.name) {
+                bail!("projects[{i}].name: `{}` is configured twice", project.name);
+            }
+            if !project.path.is_dir() {
+                bail!(
+                    "projects[{i}].path: {} is not a directory",
+                    project.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL the server opens.
+    pub fn database(&self) -> DatabaseChoice {
+        if self.database_url.trim().is_empty() {
+            DatabaseChoice::EmbeddedSqlite(self.data_dir.clone())
+        } else {
+            DatabaseChoice::Url(self.database_url.trim().to_string())
+        }
+    }
+
+    /// The rules submitted tasks are checked against. Call after `validate`.
+    pub fn task_rules(&self) -> TaskRules {
+        let max_timeout = parse_duration(&self.limits.max_timeout).unwrap_or(Duration::MAX);
+        TaskRules {
+            projects: self.projects.iter().map(|p| p.name.clone()).collect(),
+            max_instructions_bytes: self.limits.max_instructions_bytes,
+            default_timeout: parse_duration(&self.defaults.timeout)
+                .unwrap_or(Duration::from_secs(1800)),
+            max_timeout,
+            default_max_attempts: self.defaults.max_attempts,
+            max_attempts_limit: 20,
+        }
+    }
+}
+
+pub enum DatabaseChoice {
+    EmbeddedSqlite(PathBuf),
+    Url(String),
+}
+
+/// With no projects configured, the git repository the server starts in is
+/// the one allowed project, named after its folder.
+fn project_from_cwd(cwd: &Path) -> Option<ProjectConfig> {
+    let root = cwd.ancestors().find(|dir| dir.join(".git").exists())?;
+    let name: String = root
+        .file_name()?
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Some(ProjectConfig {
+        name,
+        path: root.to_path_buf(),
+        github: None,
+    })
+}
+
+/// The commented config `claudomator init` writes.
+pub fn commented_default(cwd: &Path) -> String {
+    let d = Config::default();
+    let project = project_from_cwd(cwd);
+    let projects = match &project {
+        Some(p) => format!(
+            "[[projects]]\nname = \"{}\"\npath = \"{}\"\n# github = \"owner/{}\"\n",
+            p.name,
+            p.path.display(),
+            p.name
+        ),
+        None => "# [[projects]]\n# name = \"my-app\"\n# path = \"/path/to/my-app\"\n# github = \"owner/my-app\"\n".into(),
+    };
+    format!(
+        r#"# claudomator server config. Every key is optional; shown are the defaults.
+# Precedence: defaults < this file < CLAUDOMATOR_* environment < command-line flags.
+
+# gRPC address (CLAUDOMATOR_LISTEN, --listen).
+listen = "{listen}"
+# HTTP address for webhooks and health checks (CLAUDOMATOR_HTTP_LISTEN, --http-listen).
+http_listen = "{http}"
+# Database, logs and sandboxes (CLAUDOMATOR_DATA_DIR, --data-dir).
+data_dir = "{data_dir}"
+# Empty: embedded SQLite in data_dir. Or "postgres://user@host:5432/db"
+# (CLAUDOMATOR_DATABASE_URL, --database-url).
+database_url = ""
+
+[auth]
+# Bearer tokens (CLAUDOMATOR_TOKENS, comma-separated). When any is set, every
+# RPC but health needs `authorization: Bearer <token>`. Required to listen on
+# anything but loopback.
+tokens = []
+
+[limits]
+max_instructions_bytes = {max_bytes}
+max_timeout = "{max_timeout}"
+
+[defaults]
+timeout = "{timeout}"
+max_attempts = {attempts}
+
+# The repositories tasks may run in. With none configured, the git repository
+# the server starts in is the one project.
+{projects}"#,
+        listen = d.listen,
+        http = d.http_listen,
+        data_dir = d.data_dir.display(),
+        max_bytes = d.limits.max_instructions_bytes,
+        max_timeout = d.limits.max_timeout,
+        timeout = d.defaults.timeout,
+        attempts = d.defaults.max_attempts,
+        projects = projects,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = format!(
+            "{:#}",
+            Config::from_toml("listn = \"127.0.0.1:1\"").unwrap_err()
+        );
+        assert!(err.contains("listn"), "{err}");
+        let err = format!("{:#}", Config::from_toml("[auth]\ntoken = []").unwrap_err());
+        assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nhttp_listen = \"127.0.0.1:9001\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&overrides, dir.path()).unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.http_listen.port(), 9001);
+    }
+
+    #[test]
+    fn public_addresses_need_tokens() {
+        let mut config = Config {
+            listen: "0.0.0.0:7070".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("without auth tokens"), "{err}");
+        config.auth.tokens = vec!["s3cret-token".into()];
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_git_repository_started_in_is_the_default_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("my app");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        let config = Config::load(&Overrides::default(), &repo.join("src")).unwrap();
+        assert_eq!(config.projects.len(), 1);
+        assert_eq!(config.projects[0].name, "my-app");
+        assert_eq!(config.projects[0].path, repo);
+    }
+
+    #[test]
+    fn the_commented_default_parses_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&commented_default(dir.path())).unwrap();
+        config.validate().unwrap();
+    }
+}

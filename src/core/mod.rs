@@ -1,0 +1,13 @@
+//! The core: tasks, their state machine and validation. It knows nothing of
+//! gRPC, HTTP or the database driver: it never imports tonic, axum or
+//! sea-orm, and reaches the store only through `crate::store::Store`, whose
+//! functions take and return the types in `model`.
+
+pub mod error;
+pub mod model;
+pub mod state;
+pub mod tasks;
+pub mod validate;
+
+pub use error::{CoreError, CoreResult};
+pub use tasks::{ListQuery, TaskService};

@@ -1,0 +1,397 @@
+//! The task model: one definition of a task, an execution and their enums.
+//! Every other layer converts to and from these types.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Milliseconds since the Unix epoch, as stored and as shown.
+pub type UnixMillis = i64;
+
+pub fn now_millis() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A sortable unique id (a ULID): ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Id(Ulid);
+
+impl Id {
+    pub fn new() -> Self {
+        Id(Ulid::new())
+    }
+}
+
+impl Default for Id {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Id {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s.trim())
+            .map(Id)
+            .map_err(|_| format!("`{s}` is not a valid id (expected a 26-character ULID)"))
+    }
+}
+
+impl From<Id> for String {
+    fn from(id: Id) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for Id {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// Declares a fieldless enum with one lowercase name per variant, used in
+/// config files, the CLI, JSON output and the store.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Every accepted name, for error messages.
+            pub fn names() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == wanted)
+                    .ok_or_else(|| format!("unknown value `{s}`; expected one of {}", Self::names()))
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Which agent runs a task.
+    AgentType {
+        Auto => "auto",
+        Claude => "claude",
+        Gemini => "gemini",
+        Codex => "codex",
+        Local => "local",
+    }
+);
+
+named_enum!(
+    /// Scheduling priority: high before normal before low, then oldest first.
+    Priority {
+        Low => "low",
+        Normal => "normal",
+        High => "high",
+    }
+);
+
+named_enum!(
+    /// The life of a task; `core::state` decides which moves are legal.
+    TaskState {
+        Pending => "pending",
+        Queued => "queued",
+        Running => "running",
+        Ready => "ready",
+        Completed => "completed",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        Cancelled => "cancelled",
+        BudgetExceeded => "budget_exceeded",
+        Blocked => "blocked",
+    }
+);
+
+named_enum!(
+    /// How one attempt ended, or that it is still running.
+    ExecutionState {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        Cancelled => "cancelled",
+        BudgetExceeded => "budget_exceeded",
+        Blocked => "blocked",
+        RateLimited => "rate_limited",
+        Interrupted => "interrupted",
+    }
+);
+
+impl Priority {
+    /// Larger runs first.
+    pub fn rank(self) -> i32 {
+        match self {
+            Priority::Low => 0,
+            Priority::Normal => 1,
+            Priority::High => 2,
+        }
+    }
+
+    pub fn from_rank(rank: i32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.rank() == rank)
+    }
+}
+
+/// What the agent may do and spend, as a client writes it (names as text).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSpec {
+    /// `auto`, `claude`, `gemini`, `codex` or `local`; empty means `auto`.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub model: String,
+    pub allowed_tools: Vec<String>,
+    /// 0 means no cap.
+    pub max_budget_usd: f64,
+    /// 0 means the agent's default.
+    pub max_turns: u32,
+}
+
+/// A task as a client submits it, before validation. `core::validate` turns
+/// it into a [`Task`] or says which field is wrong.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    pub instructions: String,
+    pub project: String,
+    pub agent: AgentSpec,
+    /// A duration such as `30m` or `1h 30m`; empty uses the server default.
+    pub timeout: String,
+    /// `low`, `normal` or `high`; empty means `normal`.
+    pub priority: String,
+    pub tags: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub parent_task_id: String,
+    /// 0 uses the server default.
+    pub max_attempts: u32,
+    pub review_required: bool,
+}
+
+/// A `SubmitTask` call: the spec plus the optional idempotency key and id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubmitRequest {
+    pub spec: TaskSpec,
+    pub idempotency_key: String,
+    pub task_id: String,
+}
+
+/// Validated agent settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentSettings {
+    #[serde(rename = "type")]
+    pub agent_type: AgentType,
+    pub model: String,
+    pub allowed_tools: Vec<String>,
+    pub max_budget_usd: f64,
+    pub max_turns: u32,
+}
+
+/// A stored task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: Id,
+    pub name: String,
+    pub instructions: String,
+    pub project: String,
+    pub agent: AgentSettings,
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub depends_on: Vec<Id>,
+    pub parent_task_id: Option<Id>,
+    pub max_attempts: u32,
+    pub review_required: bool,
+    pub idempotency_key: Option<String>,
+    pub state: TaskState,
+    /// Why the task is in its state (a cancel reason, a failure), or empty.
+    pub state_reason: String,
+    /// The latest execution's summary, or empty.
+    pub summary: String,
+    /// Executions started so far.
+    pub attempts: u32,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+impl Task {
+    /// The spec that would submit this task again, as a client writes it.
+    pub fn spec(&self) -> TaskSpec {
+        TaskSpec {
+            name: self.name.clone(),
+            instructions: self.instructions.clone(),
+            project: self.project.clone(),
+            agent: AgentSpec {
+                agent_type: self.agent.agent_type.as_str().to_string(),
+                model: self.agent.model.clone(),
+                allowed_tools: self.agent.allowed_tools.clone(),
+                max_budget_usd: self.agent.max_budget_usd,
+                max_turns: self.agent.max_turns,
+            },
+            timeout: humantime::format_duration(self.timeout).to_string(),
+            priority: self.priority.as_str().to_string(),
+            tags: self.tags.clone(),
+            depends_on: self.depends_on.iter().map(Id::to_string).collect(),
+            parent_task_id: self
+                .parent_task_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            max_attempts: self.max_attempts,
+            review_required: self.review_required,
+        }
+    }
+}
+
+/// One attempt at a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: Id,
+    pub task_id: Id,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub state: ExecutionState,
+    pub started_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
+    pub exit_code: Option<i32>,
+    pub error: String,
+    pub agent: AgentType,
+    pub model: String,
+    pub session_id: String,
+    pub cost_usd: f64,
+    pub cost_estimated: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub turns: u32,
+    pub changed_files: Vec<String>,
+    pub commits: Vec<String>,
+    pub summary: String,
+    pub log_path: String,
+}
+
+impl Execution {
+    /// A new running attempt with nothing recorded yet.
+    pub fn start(task: &Task, attempt: u32, agent: AgentType, model: &str) -> Self {
+        Execution {
+            id: Id::new(),
+            task_id: task.id,
+            attempt,
+            state: ExecutionState::Running,
+            started_at: now_millis(),
+            ended_at: None,
+            exit_code: None,
+            error: String::new(),
+            agent,
+            model: model.to_string(),
+            session_id: String::new(),
+            cost_usd: 0.0,
+            cost_estimated: false,
+            input_tokens: 0,
+            output_tokens: 0,
+            turns: 0,
+            changed_files: Vec::new(),
+            commits: Vec::new(),
+            summary: String::new(),
+            log_path: String::new(),
+        }
+    }
+}
+
+/// Which tasks a listing wants, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub states: Vec<TaskState>,
+    pub project: Option<String>,
+    pub tag: Option<String>,
+    /// Only tasks older than this one (the page token).
+    pub before: Option<Id>,
+    pub limit: u64,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The token for the next page, when there is one.
+    pub next: Option<Id>,
+}
+
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = Id::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = Id::new();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(a.to_string().parse::<Id>().unwrap(), a);
+    }
+
+    #[test]
+    fn enum_names_round_trip_and_reject_unknown() {
+        for s in TaskState::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>().unwrap(), *s);
+        }
+        assert_eq!(
+            "TIMED-OUT".parse::<TaskState>().unwrap(),
+            TaskState::TimedOut
+        );
+        let err = "robot".parse::<AgentType>().unwrap_err();
+        assert!(err.contains("robot") && err.contains("claude"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The task state machine: the only place that decides which state changes
+//! are legal. Every writer of a task's state asks [`check`] first.
+//!
+//! ```text
+//! PENDING -> QUEUED -> RUNNING -> READY | COMPLETED | FAILED | TIMED_OUT
+//!                                | CANCELLED | BUDGET_EXCEEDED | BLOCKED
+//! READY   -> COMPLETED (accept) | QUEUED (reject with feedback)
+//! BLOCKED -> QUEUED (answered)
+//! FAILED | TIMED_OUT -> QUEUED (retry)
+//! any non-final state -> CANCELLED
+//! ```
+//! COMPLETED, CANCELLED and BUDGET_EXCEEDED are final.
+
+use super::model::TaskState;
+use TaskState::*;
+
+/// A state change the state machine refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot move a task from {} to {}", .from.as_str().to_uppercase(), .to.as_str().to_uppercase())]
+pub struct IllegalTransition {
+    pub from: TaskState,
+    pub to: TaskState,
+}
+
+impl TaskState {
+    /// A final state never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Completed | Cancelled | BudgetExceeded)
+    }
+}
+
+/// Whether a task may move from `from` to `to`.
+pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
+    let legal = match (from, to) {
+        (Pending, Queued) => true,
+        (Queued, Running) => true,
+        (Running, Ready | Completed | Failed | TimedOut | BudgetExceeded | Blocked) => true,
+        (Ready, Completed | Queued) => true,
+        (Blocked, Queued) => true,
+        (Failed | TimedOut, Queued) => true,
+        (from, Cancelled) => !from.is_final(),
+        _ => false,
+    };
+    if legal {
+        Ok(())
+    } else {
+        Err(IllegalTransition { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_state() -> impl Strategy<Value = TaskState> {
+        prop::sample::select(TaskState::ALL.to_vec())
+    }
+
+    #[test]
+    fn the_documented_paths_are_legal() {
+        for (from, to) in [
+            (Pending, Queued),
+            (Queued, Running),
+            (Running, Ready),
+            (Running, Blocked),
+            (Ready, Completed),
+            (Ready, Queued),
+            (Blocked, Queued),
+            (Failed, Queued),
+            (TimedOut, Queued),
+            (Pending, Cancelled),
+            (Blocked, Cancelled),
+            (Failed, Cancelled),
+        ] {
+            assert_eq!(check(from, to), Ok(()), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn the_error_names_both_states() {
+        let err = check(Completed, Cancelled).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot move a task from COMPLETED to CANCELLED"
+        );
+    }
+
+    proptest! {
+        /// Walk random sequences of requested states from PENDING, applying
+        /// the legal ones, and check the machine's invariants at each step.
+        #[test]
+        fn random_walks_keep_the_invariants(wanted in prop::collection::vec(any_state(), 1..60)) {
+            let mut state = Pending;
+            for to in wanted {
+                match check(state, to) {
+                    Ok(()) => {
+                        prop_assert!(!state.is_final(), "left final state {state}");
+                        prop_assert_ne!(state, to, "a self-loop was accepted");
+                        if to == Running {
+                            prop_assert_eq!(state, Queued);
+                        }
+                        if state == Pending {
+                            prop_assert!(matches!(to, Queued | Cancelled));
+                        }
+                        state = to;
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.from, state);
+                        prop_assert_eq!(e.to, to);
+                        let text = e.to_string();
+                        let from_name = state.as_str().to_uppercase();
+                        let to_name = to.as_str().to_uppercase();
+                        prop_assert!(text.contains(&from_name));
+                        prop_assert!(text.contains(&to_name));
+                    }
+                }
+            }
+        }
+
+        /// Cancel is legal exactly from the non-final states.
+        #[test]
+        fn cancel_is_legal_from_every_non_final_state(from in any_state()) {
+            prop_assert_eq!(check(from, Cancelled).is_ok(), !from.is_final());
+        }
+
+        /// Nothing leaves a final state.
+        #[test]
+        fn final_states_are_final(to in any_state()) {
+            for from in [Completed, Cancelled, BudgetExceeded] {
+                prop_assert!(check(from, to).is_err());
+            }
+        }
+
+        /// Every non-final state can still reach a final one.
+        #[test]
+        fn every_state_can_finish(from in any_state()) {
+            let mut seen = vec![from];
+            let mut frontier = vec![from];
+            while let Some(s) = frontier.pop() {
+                for to in TaskState::ALL {
+                    if check(s, *to).is_ok() && !seen.contains(to) {
+                        seen.push(*to);
+                        frontier.push(*to);
+                    }
+                }
+            }
+            prop_assert!(seen.iter().any(|s| s.is_final()));
+        }
+    }
+}

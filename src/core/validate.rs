@@ -1,0 +1,435 @@
+//! Checks a submitted spec field by field and builds the task it describes.
+//! Pure: the checks that need the store (dependencies exist, idempotency)
+//! live in `core::tasks`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::error::{CoreError, CoreResult};
+use super::model::{
+    AgentSettings, AgentType, Id, Priority, SubmitRequest, Task, TaskState, now_millis,
+};
+
+/// The limits and defaults a submitted task is checked against, from config.
+#[derive(Clone, Debug)]
+pub struct TaskRules {
+    /// Names of the projects tasks may target.
+    pub projects: Vec<String>,
+    pub max_instructions_bytes: usize,
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub default_max_attempts: u32,
+    pub max_attempts_limit: u32,
+}
+
+impl Default for TaskRules {
+    fn default() -> Self {
+        TaskRules {
+            projects: Vec::new(),
+            max_instructions_bytes: 64 * 1024,
+            default_timeout: Duration::from_secs(30 * 60),
+            max_timeout: Duration::from_secs(24 * 60 * 60),
+            default_max_attempts: 3,
+            max_attempts_limit: 20,
+        }
+    }
+}
+
+const MAX_NAME_CHARS: usize = 200;
+const DERIVED_NAME_CHARS: usize = 80;
+const MAX_SHORT_TEXT: usize = 200;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 64;
+const MAX_DEPENDENCIES: usize = 100;
+
+/// Parses a user-written duration such as `30m`, `1h 30m` or `90s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("cannot parse `{text}` as a duration ({e}); write e.g. `30m` or `1h 30m`")
+    })
+}
+
+/// Validates a submit request and builds the task, in state PENDING.
+pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
+    let spec = &req.spec;
+
+    let id = parse_optional_id("task_id", &req.task_id)?.unwrap_or_default();
+
+    let instructions = spec.instructions.trim();
+    if instructions.is_empty() {
+        return Err(CoreError::invalid("spec.instructions", "must not be empty"));
+    }
+    if spec.instructions.len() > rules.max_instructions_bytes {
+        return Err(CoreError::invalid(
+            "spec.instructions",
+            format!(
+                "is {} bytes; the limit is {} bytes",
+                spec.instructions.len(),
+                rules.max_instructions_bytes
+            ),
+        ));
+    }
+
+    let name = spec.name.trim();
+    let name = if name.is_empty() {
+        derive_name(instructions)
+    } else if name.chars().count() > MAX_NAME_CHARS || name.contains('\n') {
+        return Err(CoreError::invalid(
+            "spec.name",
+            format!("must be one line of at most {MAX_NAME_CHARS} characters"),
+        ));
+    } else {
+        name.to_string()
+    };
+
+    let project = resolve_project(&spec.project, rules)?;
+
+    let agent_type = if spec.agent.agent_type.trim().is_empty() {
+        AgentType::Auto
+    } else {
+        spec.agent
+            .agent_type
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.agent.type", e))?
+    };
+    let model = spec.agent.model.trim();
+    if model.len() > MAX_SHORT_TEXT || model.contains(char::is_whitespace) {
+        return Err(CoreError::invalid(
+            "spec.agent.model",
+            format!("must be a model name without spaces, at most {MAX_SHORT_TEXT} characters"),
+        ));
+    }
+    let mut allowed_tools = Vec::new();
+    for tool in &spec.agent.allowed_tools {
+        let tool = tool.trim();
+        if tool.is_empty() || tool.len() > MAX_SHORT_TEXT {
+            return Err(CoreError::invalid(
+                "spec.agent.allowed_tools",
+                "every tool name must be non-empty and at most 200 characters",
+            ));
+        }
+        if !allowed_tools.iter().any(|t| t == tool) {
+            allowed_tools.push(tool.to_string());
+        }
+    }
+    let budget = spec.agent.max_budget_usd;
+    if !budget.is_finite() || budget < 0.0 {
+        return Err(CoreError::invalid(
+            "spec.agent.max_budget_usd",
+            format!("must be zero (no cap) or a positive amount, got {budget}"),
+        ));
+    }
+
+    let timeout = if spec.timeout.trim().is_empty() {
+        rules.default_timeout
+    } else {
+        parse_duration(&spec.timeout).map_err(|e| CoreError::invalid("spec.timeout", e))?
+    };
+    if timeout.is_zero() || timeout > rules.max_timeout {
+        return Err(CoreError::invalid(
+            "spec.timeout",
+            format!(
+                "must be more than zero and at most {}",
+                humantime::format_duration(rules.max_timeout)
+            ),
+        ));
+    }
+
+    let priority = if spec.priority.trim().is_empty() {
+        Priority::Normal
+    } else {
+        spec.priority
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.priority", e))?
+    };
+
+    let tags = validate_tags(&spec.tags)?;
+    let depends_on = validate_dependencies(id, &spec.depends_on)?;
+    let parent_task_id = parse_optional_id("spec.parent_task_id", &spec.parent_task_id)?;
+    if parent_task_id == Some(id) {
+        return Err(CoreError::invalid(
+            "spec.parent_task_id",
+            "a task cannot be its own parent",
+        ));
+    }
+
+    let max_attempts = match spec.max_attempts {
+        0 => rules.default_max_attempts,
+        n if n > rules.max_attempts_limit => {
+            return Err(CoreError::invalid(
+                "spec.max_attempts",
+                format!("is {n}; the limit is {}", rules.max_attempts_limit),
+            ));
+        }
+        n => n,
+    };
+
+    let idempotency_key = req.idempotency_key.trim();
+    if idempotency_key.len() > MAX_SHORT_TEXT {
+        return Err(CoreError::invalid(
+            "idempotency_key",
+            format!("must be at most {MAX_SHORT_TEXT} characters"),
+        ));
+    }
+
+    let now = now_millis();
+    Ok(Task {
+        id,
+        name,
+        instructions: spec.instructions.clone(),
+        project,
+        agent: AgentSettings {
+            agent_type,
+            model: model.to_string(),
+            allowed_tools,
+            max_budget_usd: budget,
+            max_turns: spec.agent.max_turns,
+        },
+        timeout,
+        priority,
+        tags,
+        depends_on,
+        parent_task_id,
+        max_attempts,
+        review_required: spec.review_required,
+        idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
+        state: TaskState::Pending,
+        state_reason: String::new(),
+        summary: String::new(),
+        attempts: 0,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+fn derive_name(instructions: &str) -> String {
+    let first_line = instructions.lines().next().unwrap_or_default().trim();
+    let mut name: String = first_line.chars().take(DERIVED_NAME_CHARS).collect();
+    if first_line.chars().count() > DERIVED_NAME_CHARS {
+        name.push('…');
+    }
+    name
+}
+
+fn resolve_project(wanted: &str, rules: &TaskRules) -> CoreResult<String> {
+    let wanted = wanted.trim();
+    let known = || rules.projects.join(", ");
+    if rules.projects.is_empty() {
+        return Err(CoreError::invalid(
+            "spec.project",
+            "no projects are configured on the server; add a [[projects]] entry to its config",
+        ));
+    }
+    if wanted.is_empty() {
+        return match rules.projects.as_slice() {
+            [only] => Ok(only.clone()),
+            _ => Err(CoreError::invalid(
+                "spec.project",
+                format!("is required; configured projects: {}", known()),
+            )),
+        };
+    }
+    if rules.projects.iter().any(|p| p == wanted) {
+        Ok(wanted.to_string())
+    } else {
+        Err(CoreError::invalid(
+            "spec.project",
+            format!(
+                "unknown project `{wanted}`; configured projects: {}",
+                known()
+            ),
+        ))
+    }
+}
+
+fn validate_tags(tags: &[String]) -> CoreResult<Vec<String>> {
+    if tags.len() > MAX_TAGS {
+        return Err(CoreError::invalid(
+            "spec.tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty()
+            || tag.chars().count() > MAX_TAG_CHARS
+            || tag.contains(|c: char| c.is_whitespace() || c == ',')
+        {
+            return Err(CoreError::invalid(
+                "spec.tags",
+                format!(
+                    "`{tag}` is not a tag: tags are 1 to {MAX_TAG_CHARS} characters without spaces or commas"
+                ),
+            ));
+        }
+        if !out.iter().any(|t| t == tag) {
+            out.push(tag.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Dependencies must name distinct tasks other than this one. They may only
+/// name tasks that already exist (checked against the store), so the
+/// dependency graph is acyclic by construction; the one cycle a client can
+/// write is a task that depends on itself.
+fn validate_dependencies(own_id: Id, deps: &[String]) -> CoreResult<Vec<Id>> {
+    if deps.len() > MAX_DEPENDENCIES {
+        return Err(CoreError::invalid(
+            "spec.depends_on",
+            format!("at most {MAX_DEPENDENCIES} dependencies"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for dep in deps {
+        let id: Id = dep
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.depends_on", e))?;
+        if id == own_id {
+            return Err(CoreError::invalid(
+                "spec.depends_on",
+                format!("dependency cycle: task {id} depends on itself"),
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(CoreError::invalid(
+                "spec.depends_on",
+                format!("task {id} is listed twice"),
+            ));
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
+fn parse_optional_id(field: &str, text: &str) -> CoreResult<Option<Id>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e: String| CoreError::invalid(field, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::TaskSpec;
+
+    fn rules() -> TaskRules {
+        TaskRules {
+            projects: vec!["demo".into(), "other".into()],
+            max_instructions_bytes: 100,
+            ..TaskRules::default()
+        }
+    }
+
+    fn request(f: impl FnOnce(&mut TaskSpec)) -> SubmitRequest {
+        let mut spec = TaskSpec {
+            instructions: "Fix the flaky test\nIt fails on CI.".into(),
+            project: "demo".into(),
+            ..TaskSpec::default()
+        };
+        f(&mut spec);
+        SubmitRequest {
+            spec,
+            ..SubmitRequest::default()
+        }
+    }
+
+    fn field_of(req: SubmitRequest) -> String {
+        match validate(&req, &rules()) {
+            Err(CoreError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_defaults() {
+        let task = validate(&request(|_| {}), &rules()).unwrap();
+        assert_eq!(task.name, "Fix the flaky test");
+        assert_eq!(task.agent.agent_type, AgentType::Auto);
+        assert_eq!(task.priority, Priority::Normal);
+        assert_eq!(task.timeout, Duration::from_secs(1800));
+        assert_eq!(task.max_attempts, 3);
+        assert_eq!(task.state, TaskState::Pending);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(
+            field_of(request(|s| s.instructions = "  ".into())),
+            "spec.instructions"
+        );
+        assert_eq!(
+            field_of(request(|s| s.instructions = "x".repeat(101))),
+            "spec.instructions"
+        );
+        assert_eq!(
+            field_of(request(|s| s.project = "nope".into())),
+            "spec.project"
+        );
+        assert_eq!(field_of(request(|s| s.project = "".into())), "spec.project");
+        assert_eq!(
+            field_of(request(|s| s.agent.agent_type = "robot".into())),
+            "spec.agent.type"
+        );
+        assert_eq!(
+            field_of(request(|s| s.agent.max_budget_usd = -1.0)),
+            "spec.agent.max_budget_usd"
+        );
+        assert_eq!(
+            field_of(request(|s| s.agent.max_budget_usd = f64::NAN)),
+            "spec.agent.max_budget_usd"
+        );
+        assert_eq!(
+            field_of(request(|s| s.timeout = "soon".into())),
+            "spec.timeout"
+        );
+        assert_eq!(
+            field_of(request(|s| s.timeout = "0s".into())),
+            "spec.timeout"
+        );
+        assert_eq!(
+            field_of(request(|s| s.timeout = "3 days".into())),
+            "spec.timeout"
+        );
+        assert_eq!(
+            field_of(request(|s| s.priority = "urgent".into())),
+            "spec.priority"
+        );
+        assert_eq!(
+            field_of(request(|s| s.tags = vec!["a b".into()])),
+            "spec.tags"
+        );
+        assert_eq!(
+            field_of(request(|s| s.depends_on = vec!["x".into()])),
+            "spec.depends_on"
+        );
+        assert_eq!(
+            field_of(request(|s| s.max_attempts = 99)),
+            "spec.max_attempts"
+        );
+    }
+
+    #[test]
+    fn a_self_dependency_is_a_cycle() {
+        let id = Id::new();
+        let mut req = request(|s| s.depends_on = vec![id.to_string()]);
+        req.task_id = id.to_string();
+        let err = validate(&req, &rules()).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn one_project_is_the_default() {
+        let rules = TaskRules {
+            projects: vec!["solo".into()],
+            ..TaskRules::default()
+        };
+        let task = validate(&request(|s| s.project.clear()), &rules).unwrap();
+        assert_eq!(task.project, "solo");
+    }
+}

@@ -1,0 +1,337 @@
+//! Generated proto types to core types and back. Decoding never fails on an
+//! unknown enum number: it is passed on as text so that core validation names
+//! the field in its error.
+
+use prost_types::Timestamp;
+
+use crate::core::CoreError;
+use crate::core::model::{
+    self as m, AgentSettings, AgentSpec, Execution, SubmitRequest, Task, TaskSpec, UnixMillis,
+};
+use crate::proto as pb;
+
+pub fn timestamp(ms: UnixMillis) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn millis(ts: &Timestamp) -> UnixMillis {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+pub fn agent_to_pb(a: m::AgentType) -> pb::AgentType {
+    match a {
+        m::AgentType::Auto => pb::AgentType::Auto,
+        m::AgentType::Claude => pb::AgentType::Claude,
+        m::AgentType::Gemini => pb::AgentType::Gemini,
+        m::AgentType::Codex => pb::AgentType::Codex,
+        m::AgentType::Local => pb::AgentType::Local,
+    }
+}
+
+/// The name core validation parses: empty for UNSPECIFIED, the number for a
+/// value this server does not know.
+fn agent_name(value: i32) -> String {
+    match pb::AgentType::try_from(value) {
+        Ok(pb::AgentType::Unspecified) => String::new(),
+        Ok(pb::AgentType::Auto) => "auto".into(),
+        Ok(pb::AgentType::Claude) => "claude".into(),
+        Ok(pb::AgentType::Gemini) => "gemini".into(),
+        Ok(pb::AgentType::Codex) => "codex".into(),
+        Ok(pb::AgentType::Local) => "local".into(),
+        Err(_) => value.to_string(),
+    }
+}
+
+pub fn agent_from_pb(value: i32) -> Result<m::AgentType, String> {
+    agent_name(value).parse()
+}
+
+pub fn priority_to_pb(p: m::Priority) -> pb::Priority {
+    match p {
+        m::Priority::Low => pb::Priority::Low,
+        m::Priority::Normal => pb::Priority::Normal,
+        m::Priority::High => pb::Priority::High,
+    }
+}
+
+fn priority_name(value: i32) -> String {
+    match pb::Priority::try_from(value) {
+        Ok(pb::Priority::Unspecified) => String::new(),
+        Ok(pb::Priority::Low) => "low".into(),
+        Ok(pb::Priority::Normal) => "normal".into(),
+        Ok(pb::Priority::High) => "high".into(),
+        Err(_) => value.to_string(),
+    }
+}
+
+pub fn state_to_pb(s: m::TaskState) -> pb::TaskState {
+    use m::TaskState as S;
+    match s {
+        S::Pending => pb::TaskState::Pending,
+        S::Queued => pb::TaskState::Queued,
+        S::Running => pb::TaskState::Running,
+        S::Ready => pb::TaskState::Ready,
+        S::Completed => pb::TaskState::Completed,
+        S::Failed => pb::TaskState::Failed,
+        S::TimedOut => pb::TaskState::TimedOut,
+        S::Cancelled => pb::TaskState::Cancelled,
+        S::BudgetExceeded => pb::TaskState::BudgetExceeded,
+        S::Blocked => pb::TaskState::Blocked,
+    }
+}
+
+pub fn state_from_pb(value: i32) -> Result<m::TaskState, CoreError> {
+    m::TaskState::ALL
+        .iter()
+        .copied()
+        .find(|s| state_to_pb(*s) as i32 == value)
+        .ok_or_else(|| {
+            CoreError::invalid(
+                "states",
+                format!(
+                    "unknown task state {value}; expected one of {}",
+                    m::TaskState::names()
+                ),
+            )
+        })
+}
+
+pub fn execution_state_to_pb(s: m::ExecutionState) -> pb::ExecutionState {
+    use m::ExecutionState as S;
+    match s {
+        S::Running => pb::ExecutionState::Running,
+        S::Succeeded => pb::ExecutionState::Succeeded,
+        S::Failed => pb::ExecutionState::Failed,
+        S::TimedOut => pb::ExecutionState::TimedOut,
+        S::Cancelled => pb::ExecutionState::Cancelled,
+        S::BudgetExceeded => pb::ExecutionState::BudgetExceeded,
+        S::Blocked => pb::ExecutionState::Blocked,
+        S::RateLimited => pb::ExecutionState::RateLimited,
+        S::Interrupted => pb::ExecutionState::Interrupted,
+    }
+}
+
+pub fn execution_state_from_pb(value: i32) -> Result<m::ExecutionState, String> {
+    m::ExecutionState::ALL
+        .iter()
+        .copied()
+        .find(|s| execution_state_to_pb(*s) as i32 == value)
+        .ok_or_else(|| format!("unknown execution state {value}"))
+}
+
+pub fn spec_from_pb(spec: pb::TaskSpec) -> TaskSpec {
+    let agent = spec.agent.unwrap_or_default();
+    TaskSpec {
+        name: spec.name,
+        instructions: spec.instructions,
+        project: spec.project,
+        agent: AgentSpec {
+            agent_type: agent_name(agent.r#type),
+            model: agent.model,
+            allowed_tools: agent.allowed_tools,
+            max_budget_usd: agent.max_budget_usd,
+            max_turns: agent.max_turns,
+        },
+        timeout: spec.timeout,
+        priority: priority_name(spec.priority),
+        tags: spec.tags,
+        depends_on: spec.depends_on,
+        parent_task_id: spec.parent_task_id,
+        max_attempts: spec.max_attempts,
+        review_required: spec.review_required,
+    }
+}
+
+/// A client-side spec (names as text) in proto form. Names that do not
+/// parse become UNSPECIFIED; callers validate them first.
+pub fn spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
+    let agent_type = spec
+        .agent
+        .agent_type
+        .parse()
+        .map(agent_to_pb)
+        .unwrap_or(pb::AgentType::Unspecified);
+    let priority = spec
+        .priority
+        .parse()
+        .map(priority_to_pb)
+        .unwrap_or(pb::Priority::Unspecified);
+    pb::TaskSpec {
+        name: spec.name.clone(),
+        instructions: spec.instructions.clone(),
+        project: spec.project.clone(),
+        agent: Some(pb::AgentSettings {
+            r#type: agent_type as i32,
+            model: spec.agent.model.clone(),
+            allowed_tools: spec.agent.allowed_tools.clone(),
+            max_budget_usd: spec.agent.max_budget_usd,
+            max_turns: spec.agent.max_turns,
+        }),
+        timeout: spec.timeout.clone(),
+        priority: priority as i32,
+        tags: spec.tags.clone(),
+        depends_on: spec.depends_on.clone(),
+        parent_task_id: spec.parent_task_id.clone(),
+        max_attempts: spec.max_attempts,
+        review_required: spec.review_required,
+    }
+}
+
+pub fn submit_from_pb(req: pb::SubmitTaskRequest) -> SubmitRequest {
+    SubmitRequest {
+        spec: spec_from_pb(req.spec.unwrap_or_default()),
+        idempotency_key: req.idempotency_key,
+        task_id: req.task_id,
+    }
+}
+
+pub fn task_to_pb(t: &Task) -> pb::Task {
+    pb::Task {
+        id: t.id.to_string(),
+        spec: Some(spec_to_pb(&t.spec())),
+        state: state_to_pb(t.state) as i32,
+        state_reason: t.state_reason.clone(),
+        summary: t.summary.clone(),
+        attempts: t.attempts,
+        idempotency_key: t.idempotency_key.clone().unwrap_or_default(),
+        created_at: Some(timestamp(t.created_at)),
+        updated_at: Some(timestamp(t.updated_at)),
+        timeout_seconds: t.timeout.as_secs(),
+    }
+}
+
+/// A task as the server sent it, back to the core type (used by the CLI).
+pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
+    let spec = spec_from_pb(t.spec.unwrap_or_default());
+    let parse_id = |s: &str| s.parse::<m::Id>();
+    Ok(Task {
+        id: parse_id(&t.id)?,
+        name: spec.name,
+        instructions: spec.instructions,
+        project: spec.project,
+        agent: AgentSettings {
+            agent_type: spec.agent.agent_type.parse().unwrap_or(m::AgentType::Auto),
+            model: spec.agent.model,
+            allowed_tools: spec.agent.allowed_tools,
+            max_budget_usd: spec.agent.max_budget_usd,
+            max_turns: spec.agent.max_turns,
+        },
+        timeout: std::time::Duration::from_secs(t.timeout_seconds),
+        priority: spec.priority.parse().unwrap_or(m::Priority::Normal),
+        tags: spec.tags,
+        depends_on: spec
+            .depends_on
+            .iter()
+            .map(|d| parse_id(d))
+            .collect::<Result<_, _>>()?,
+        parent_task_id: match spec.parent_task_id.as_str() {
+            "" => None,
+            id => Some(parse_id(id)?),
+        },
+        max_attempts: spec.max_attempts,
+        review_required: spec.review_required,
+        idempotency_key: (!t.idempotency_key.is_empty()).then_some(t.idempotency_key),
+        state: state_from_pb(t.state).map_err(|e| e.to_string())?,
+        state_reason: t.state_reason,
+        summary: t.summary,
+        attempts: t.attempts,
+        created_at: t.created_at.as_ref().map(millis).unwrap_or_default(),
+        updated_at: t.updated_at.as_ref().map(millis).unwrap_or_default(),
+    })
+}
+
+pub fn execution_to_pb(e: &Execution) -> pb::Execution {
+    pb::Execution {
+        id: e.id.to_string(),
+        task_id: e.task_id.to_string(),
+        state: execution_state_to_pb(e.state) as i32,
+        started_at: Some(timestamp(e.started_at)),
+        ended_at: e.ended_at.map(timestamp),
+        exit_code: e.exit_code,
+        error: e.error.clone(),
+        agent: agent_to_pb(e.agent) as i32,
+        model: e.model.clone(),
+        session_id: e.session_id.clone(),
+        cost_usd: e.cost_usd,
+        cost_estimated: e.cost_estimated,
+        input_tokens: e.input_tokens,
+        output_tokens: e.output_tokens,
+        turns: e.turns,
+        changed_files: e.changed_files.clone(),
+        commits: e.commits.clone(),
+        summary: e.summary.clone(),
+        log_path: e.log_path.clone(),
+        attempt: e.attempt,
+    }
+}
+
+/// An execution as the server sent it, back to the core type (used by the CLI).
+pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
+    Ok(Execution {
+        id: e.id.parse()?,
+        task_id: e.task_id.parse()?,
+        attempt: e.attempt,
+        state: execution_state_from_pb(e.state)?,
+        started_at: e.started_at.as_ref().map(millis).unwrap_or_default(),
+        ended_at: e.ended_at.as_ref().map(millis),
+        exit_code: e.exit_code,
+        error: e.error,
+        agent: agent_from_pb(e.agent)?,
+        model: e.model,
+        session_id: e.session_id,
+        cost_usd: e.cost_usd,
+        cost_estimated: e.cost_estimated,
+        input_tokens: e.input_tokens,
+        output_tokens: e.output_tokens,
+        turns: e.turns,
+        changed_files: e.changed_files,
+        commits: e.commits,
+        summary: e.summary,
+        log_path: e.log_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::validate::{TaskRules, validate};
+
+    #[test]
+    fn a_task_survives_the_round_trip() {
+        let rules = TaskRules {
+            projects: vec!["demo".into()],
+            ..TaskRules::default()
+        };
+        let mut req = SubmitRequest::default();
+        req.spec.instructions = "do it".into();
+        req.spec.agent.agent_type = "gemini".into();
+        req.spec.priority = "high".into();
+        req.spec.tags = vec!["ci".into()];
+        req.idempotency_key = "k1".into();
+        let task = validate(&req, &rules).unwrap();
+        let back = task_from_pb(task_to_pb(&task)).unwrap();
+        assert_eq!(back, task);
+    }
+
+    #[test]
+    fn unknown_enum_numbers_reach_validation_as_text() {
+        let spec = pb::TaskSpec {
+            agent: Some(pb::AgentSettings {
+                r#type: 42,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(spec_from_pb(spec).agent.agent_type, "42");
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        for ms in [0, 1, 999, 1_700_000_000_123, -1] {
+            assert_eq!(millis(&timestamp(ms)), ms);
+        }
+    }
+}

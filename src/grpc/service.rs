@@ -1,0 +1,107 @@
+//! The tonic adapter for `claudomator.v1.ClaudomatorService`: each handler
+//! decodes the request, makes one call into the core and encodes the answer.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{execution_to_pb, state_from_pb, submit_from_pb, task_to_pb};
+use crate::core::{ListQuery, TaskService};
+use crate::proto as pb;
+use crate::proto::claudomator_service_server::ClaudomatorService;
+
+pub struct Api {
+    tasks: TaskService,
+}
+
+impl Api {
+    pub fn new(tasks: TaskService) -> Self {
+        Api { tasks }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl ClaudomatorService for Api {
+    async fn submit_task(
+        &self,
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Reply<pb::SubmitTaskResponse> {
+        let (task, created) = self
+            .tasks
+            .submit(submit_from_pb(request.into_inner()))
+            .await?;
+        Ok(Response::new(pb::SubmitTaskResponse {
+            task: Some(task_to_pb(&task)),
+            created,
+        }))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Reply<pb::GetTaskResponse> {
+        let task = self.tasks.get(&request.into_inner().id).await?;
+        Ok(Response::new(pb::GetTaskResponse {
+            task: Some(task_to_pb(&task)),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Reply<pb::ListTasksResponse> {
+        let req = request.into_inner();
+        let states = req
+            .states
+            .iter()
+            .map(|s| state_from_pb(*s))
+            .collect::<Result<_, _>>()?;
+        let page = self
+            .tasks
+            .list(ListQuery {
+                states,
+                project: req.project,
+                tag: req.tag,
+                page_size: req.page_size,
+                page_token: req.page_token,
+            })
+            .await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: page.items.iter().map(task_to_pb).collect(),
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Reply<pb::CancelTaskResponse> {
+        let req = request.into_inner();
+        let task = self.tasks.cancel(&req.id, &req.reason).await?;
+        Ok(Response::new(pb::CancelTaskResponse {
+            task: Some(task_to_pb(&task)),
+        }))
+    }
+
+    async fn get_execution(
+        &self,
+        request: Request<pb::GetExecutionRequest>,
+    ) -> Reply<pb::GetExecutionResponse> {
+        let execution = self.tasks.get_execution(&request.into_inner().id).await?;
+        Ok(Response::new(pb::GetExecutionResponse {
+            execution: Some(execution_to_pb(&execution)),
+        }))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<pb::ListExecutionsRequest>,
+    ) -> Reply<pb::ListExecutionsResponse> {
+        let req = request.into_inner();
+        let page = self
+            .tasks
+            .list_executions(&req.task_id, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(pb::ListExecutionsResponse {
+            executions: page.items.iter().map(execution_to_pb).collect(),
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+}

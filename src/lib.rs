@@ -1,0 +1,35 @@
+//! claudomator: a gRPC control plane that runs AI coding agents on real
+//! software projects.
+//!
+//! # Layout
+//! - [`core`]: tasks, the state machine, validation. No tonic, axum or sea-orm.
+//! - [`store`]: sea-orm over SQLite or PostgreSQL; takes and returns core types.
+//! - [`grpc`]: thin tonic adapters over the core, plus auth.
+//! - [`error`]: the one mapping from core errors to gRPC statuses.
+//! - [`config`]: the typed, layered, validated config.
+//! - [`app`]: wiring and shutdown.
+//! - [`cli`]: the `claudomator` command.
+//! - [`proto`]: code generated from `proto/claudomator/v1`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod grpc;
+pub mod store;
+
+/// Generated from `proto/claudomator/v1`.
+pub mod proto {
+    tonic::include_proto!("claudomator.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("claudomator_v1_descriptor");
+}
+
+/// A bare unary echo service, only the baseline for `benches/submit.rs`.
+#[doc(hidden)]
+pub mod bench_echo {
+    tonic::include_proto!("claudomator.bench");
+}

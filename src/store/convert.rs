@@ -1,0 +1,144 @@
+//! Rows to core types and back. A row that does not parse is reported as
+//! corrupt, never turned into a default.
+
+use std::time::Duration;
+
+use sea_orm::ActiveValue::Set;
+
+use super::entity::{execution, task};
+use super::{StoreError, StoreResult};
+use crate::core::model::{AgentSettings, Execution, Id, Priority, Task};
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain lists always serialize")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(column: &str, text: &str) -> StoreResult<T> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn count(n: u32) -> i64 {
+    i64::from(n)
+}
+
+fn uncount(column: &str, n: i64) -> StoreResult<u32> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{column}: {n} is out of range")))
+}
+
+pub fn task_to_row(t: &Task) -> task::ActiveModel {
+    task::ActiveModel {
+        id: Set(t.id.to_string()),
+        name: Set(t.name.clone()),
+        instructions: Set(t.instructions.clone()),
+        project: Set(t.project.clone()),
+        agent_type: Set(t.agent.agent_type.as_str().to_string()),
+        agent_model: Set(t.agent.model.clone()),
+        allowed_tools: Set(json(&t.agent.allowed_tools)),
+        max_budget_usd: Set(t.agent.max_budget_usd),
+        max_turns: Set(count(t.agent.max_turns)),
+        timeout_secs: Set(t.timeout.as_secs() as i64),
+        priority: Set(t.priority.rank()),
+        tags: Set(json(&t.tags)),
+        depends_on: Set(json(&t.depends_on)),
+        parent_task_id: Set(t.parent_task_id.map(|id| id.to_string())),
+        max_attempts: Set(count(t.max_attempts)),
+        review_required: Set(t.review_required),
+        idempotency_key: Set(t.idempotency_key.clone()),
+        state: Set(t.state.as_str().to_string()),
+        state_reason: Set(t.state_reason.clone()),
+        summary: Set(t.summary.clone()),
+        attempts: Set(count(t.attempts)),
+        created_at: Set(t.created_at),
+        updated_at: Set(t.updated_at),
+    }
+}
+
+pub fn task_from_row(r: task::Model) -> StoreResult<Task> {
+    Ok(Task {
+        id: parse("task.id", &r.id)?,
+        name: r.name,
+        instructions: r.instructions,
+        project: r.project,
+        agent: AgentSettings {
+            agent_type: parse("task.agent_type", &r.agent_type)?,
+            model: r.agent_model,
+            allowed_tools: parse_json("task.allowed_tools", &r.allowed_tools)?,
+            max_budget_usd: r.max_budget_usd,
+            max_turns: uncount("task.max_turns", r.max_turns)?,
+        },
+        timeout: Duration::from_secs(r.timeout_secs.max(0) as u64),
+        priority: Priority::from_rank(r.priority)
+            .ok_or_else(|| StoreError::Corrupt(format!("task.priority: {}", r.priority)))?,
+        tags: parse_json("task.tags", &r.tags)?,
+        depends_on: parse_json("task.depends_on", &r.depends_on)?,
+        parent_task_id: r
+            .parent_task_id
+            .as_deref()
+            .map(|id| parse::<Id>("task.parent_task_id", id))
+            .transpose()?,
+        max_attempts: uncount("task.max_attempts", r.max_attempts)?,
+        review_required: r.review_required,
+        idempotency_key: r.idempotency_key,
+        state: parse("task.state", &r.state)?,
+        state_reason: r.state_reason,
+        summary: r.summary,
+        attempts: uncount("task.attempts", r.attempts)?,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+pub fn execution_to_row(e: &Execution) -> execution::ActiveModel {
+    execution::ActiveModel {
+        id: Set(e.id.to_string()),
+        task_id: Set(e.task_id.to_string()),
+        attempt: Set(count(e.attempt)),
+        state: Set(e.state.as_str().to_string()),
+        started_at: Set(e.started_at),
+        ended_at: Set(e.ended_at),
+        exit_code: Set(e.exit_code),
+        error: Set(e.error.clone()),
+        agent: Set(e.agent.as_str().to_string()),
+        model: Set(e.model.clone()),
+        session_id: Set(e.session_id.clone()),
+        cost_usd: Set(e.cost_usd),
+        cost_estimated: Set(e.cost_estimated),
+        input_tokens: Set(e.input_tokens as i64),
+        output_tokens: Set(e.output_tokens as i64),
+        turns: Set(count(e.turns)),
+        changed_files: Set(json(&e.changed_files)),
+        commits: Set(json(&e.commits)),
+        summary: Set(e.summary.clone()),
+        log_path: Set(e.log_path.clone()),
+    }
+}
+
+pub fn execution_from_row(r: execution::Model) -> StoreResult<Execution> {
+    Ok(Execution {
+        id: parse("execution.id", &r.id)?,
+        task_id: parse("execution.task_id", &r.task_id)?,
+        attempt: uncount("execution.attempt", r.attempt)?,
+        state: parse("execution.state", &r.state)?,
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        exit_code: r.exit_code,
+        error: r.error,
+        agent: parse("execution.agent", &r.agent)?,
+        model: r.model,
+        session_id: r.session_id,
+        cost_usd: r.cost_usd,
+        cost_estimated: r.cost_estimated,
+        input_tokens: r.input_tokens.max(0) as u64,
+        output_tokens: r.output_tokens.max(0) as u64,
+        turns: uncount("execution.turns", r.turns)?,
+        changed_files: parse_json("execution.changed_files", &r.changed_files)?,
+        commits: parse_json("execution.commits", &r.commits)?,
+        summary: r.summary,
+        log_path: r.log_path,
+    })
+}

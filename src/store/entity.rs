@@ -1,0 +1,100 @@
+//! sea-orm entities: the stored shape of tasks, their tags and executions.
+//! Private to `store`; nothing outside it sees these types.
+
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub instructions: String,
+        pub project: String,
+        pub agent_type: String,
+        pub agent_model: String,
+        /// JSON array of strings.
+        pub allowed_tools: String,
+        pub max_budget_usd: f64,
+        pub max_turns: i64,
+        pub timeout_secs: i64,
+        pub priority: i32,
+        /// JSON array of strings.
+        pub tags: String,
+        /// JSON array of task ids.
+        pub depends_on: String,
+        pub parent_task_id: Option<String>,
+        pub max_attempts: i64,
+        pub review_required: bool,
+        #[sea_orm(unique)]
+        pub idempotency_key: Option<String>,
+        pub state: String,
+        pub state_reason: String,
+        pub summary: String,
+        pub attempts: i64,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One row per (task, tag), so listing by tag uses an index.
+pub mod task_tag {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_tag")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tag: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod execution {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "execution")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub task_id: String,
+        pub attempt: i64,
+        pub state: String,
+        pub started_at: i64,
+        pub ended_at: Option<i64>,
+        pub exit_code: Option<i32>,
+        pub error: String,
+        pub agent: String,
+        pub model: String,
+        pub session_id: String,
+        pub cost_usd: f64,
+        pub cost_estimated: bool,
+        pub input_tokens: i64,
+        pub output_tokens: i64,
+        pub turns: i64,
+        /// JSON array of paths.
+        pub changed_files: String,
+        /// JSON array of commit hashes.
+        pub commits: String,
+        pub summary: String,
+        pub log_path: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,214 @@
+//! Schema migrations, run on every start. The same migrations serve SQLite
+//! and PostgreSQL. Add a new migration; never edit one that has shipped.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Tasks)]
+    }
+}
+
+/// Tasks, their tags and executions.
+struct M0001Tasks;
+
+impl MigrationName for M0001Tasks {
+    fn name(&self) -> &str {
+        "m0001_tasks"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Task {
+    Table,
+    Id,
+    Name,
+    Instructions,
+    Project,
+    AgentType,
+    AgentModel,
+    AllowedTools,
+    MaxBudgetUsd,
+    MaxTurns,
+    TimeoutSecs,
+    Priority,
+    Tags,
+    DependsOn,
+    ParentTaskId,
+    MaxAttempts,
+    ReviewRequired,
+    IdempotencyKey,
+    State,
+    StateReason,
+    Summary,
+    Attempts,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum TaskTag {
+    Table,
+    Tag,
+    TaskId,
+}
+
+#[derive(DeriveIden)]
+enum Execution {
+    Table,
+    Id,
+    TaskId,
+    Attempt,
+    State,
+    StartedAt,
+    EndedAt,
+    ExitCode,
+    Error,
+    Agent,
+    Model,
+    SessionId,
+    CostUsd,
+    CostEstimated,
+    InputTokens,
+    OutputTokens,
+    Turns,
+    ChangedFiles,
+    Commits,
+    Summary,
+    LogPath,
+}
+
+fn text(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).text().not_null().to_owned()
+}
+
+fn big(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).big_integer().not_null().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Tasks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Task::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Task::Id)
+                            .string_len(26)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Task::Name))
+                    .col(text(Task::Instructions))
+                    .col(text(Task::Project))
+                    .col(text(Task::AgentType))
+                    .col(text(Task::AgentModel))
+                    .col(text(Task::AllowedTools))
+                    .col(ColumnDef::new(Task::MaxBudgetUsd).double().not_null())
+                    .col(big(Task::MaxTurns))
+                    .col(big(Task::TimeoutSecs))
+                    .col(ColumnDef::new(Task::Priority).integer().not_null())
+                    .col(text(Task::Tags))
+                    .col(text(Task::DependsOn))
+                    .col(ColumnDef::new(Task::ParentTaskId).string_len(26).null())
+                    .col(big(Task::MaxAttempts))
+                    .col(ColumnDef::new(Task::ReviewRequired).boolean().not_null())
+                    .col(
+                        ColumnDef::new(Task::IdempotencyKey)
+                            .text()
+                            .null()
+                            .unique_key(),
+                    )
+                    .col(text(Task::State))
+                    .col(text(Task::StateReason))
+                    .col(text(Task::Summary))
+                    .col(big(Task::Attempts))
+                    .col(big(Task::CreatedAt))
+                    .col(big(Task::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [
+            ("idx_task_state", Task::State),
+            ("idx_task_project", Task::Project),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .if_not_exists()
+                        .name(name)
+                        .table(Task::Table)
+                        .col(column)
+                        .col(Task::Id)
+                        .to_owned(),
+                )
+                .await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(TaskTag::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(TaskTag::Tag).text().not_null())
+                    .col(ColumnDef::new(TaskTag::TaskId).string_len(26).not_null())
+                    .primary_key(Index::create().col(TaskTag::Tag).col(TaskTag::TaskId))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Execution::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Execution::Id)
+                            .string_len(26)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Execution::TaskId).string_len(26).not_null())
+                    .col(big(Execution::Attempt))
+                    .col(text(Execution::State))
+                    .col(big(Execution::StartedAt))
+                    .col(ColumnDef::new(Execution::EndedAt).big_integer().null())
+                    .col(ColumnDef::new(Execution::ExitCode).integer().null())
+                    .col(text(Execution::Error))
+                    .col(text(Execution::Agent))
+                    .col(text(Execution::Model))
+                    .col(text(Execution::SessionId))
+                    .col(ColumnDef::new(Execution::CostUsd).double().not_null())
+                    .col(
+                        ColumnDef::new(Execution::CostEstimated)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(big(Execution::InputTokens))
+                    .col(big(Execution::OutputTokens))
+                    .col(big(Execution::Turns))
+                    .col(text(Execution::ChangedFiles))
+                    .col(text(Execution::Commits))
+                    .col(text(Execution::Summary))
+                    .col(text(Execution::LogPath))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_execution_task")
+                    .table(Execution::Table)
+                    .col(Execution::TaskId)
+                    .col(Execution::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+}

@@ -1,0 +1,170 @@
+//! The one batching writer. Callers send write operations over a bounded
+//! channel (backpressure) and wait for their reply; the writer task takes
+//! everything that is waiting (up to `MAX_BATCH`), applies it in one
+//! transaction on its own connection, commits, then replies to each caller.
+//! A caller is only told "done" after the commit.
+//!
+//! If a batch fails (say one insert hits a unique key), it is rolled back and
+//! each operation is retried in its own transaction, so one bad write never
+//! fails its neighbours.
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::convert::{execution_to_row, task_to_row};
+use super::entity::{execution, task, task_tag};
+use super::{StoreError, StoreResult};
+use crate::core::model::{Execution, Id, Task, TaskState, UnixMillis};
+
+const MAX_BATCH: usize = 512;
+const QUEUE_DEPTH: usize = 4096;
+
+pub enum WriteOp {
+    InsertTask(Box<Task>),
+    SetTaskState {
+        id: Id,
+        from: TaskState,
+        to: TaskState,
+        reason: String,
+        at: UnixMillis,
+    },
+    SaveExecution(Box<Execution>),
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<StoreResult<u64>>,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on its own connection. It ends when every
+    /// `Writer` handle is dropped.
+    pub fn spawn(db: DatabaseConnection) -> Writer {
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(db, rx));
+        Writer { jobs }
+    }
+
+    /// Applies one operation; returns the rows it changed, once committed.
+    pub async fn write(&self, op: WriteOp) -> StoreResult<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
+        let results = match apply_in_one_transaction(&db, &ops).await {
+            Ok(changed) => changed.into_iter().map(Ok).collect(),
+            Err(err) if ops.len() == 1 => vec![Err(err)],
+            Err(_) => {
+                let mut results = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    results.push(
+                        apply_in_one_transaction(&db, std::slice::from_ref(op))
+                            .await
+                            .map(|changed| changed[0]),
+                    );
+                }
+                results
+            }
+        };
+        for (job, result) in batch.drain(..).zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+async fn apply_in_one_transaction(
+    db: &DatabaseConnection,
+    ops: &[&WriteOp],
+) -> StoreResult<Vec<u64>> {
+    let txn = db.begin().await?;
+    let mut changed = Vec::with_capacity(ops.len());
+    for op in ops {
+        changed.push(apply(&txn, op).await?);
+    }
+    txn.commit().await?;
+    Ok(changed)
+}
+
+async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
+    match op {
+        WriteOp::InsertTask(t) => {
+            task::Entity::insert(task_to_row(t))
+                .exec_without_returning(txn)
+                .await?;
+            if !t.tags.is_empty() {
+                let rows = t.tags.iter().map(|tag| task_tag::ActiveModel {
+                    tag: sea_orm::ActiveValue::Set(tag.clone()),
+                    task_id: sea_orm::ActiveValue::Set(t.id.to_string()),
+                });
+                task_tag::Entity::insert_many(rows)
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+            Ok(1)
+        }
+        WriteOp::SetTaskState {
+            id,
+            from,
+            to,
+            reason,
+            at,
+        } => {
+            let result = task::Entity::update_many()
+                .col_expr(task::Column::State, Expr::value(to.as_str()))
+                .col_expr(task::Column::StateReason, Expr::value(reason.as_str()))
+                .col_expr(task::Column::UpdatedAt, Expr::value(*at))
+                .filter(task::Column::Id.eq(id.to_string()))
+                .filter(task::Column::State.eq(from.as_str()))
+                .exec(txn)
+                .await?;
+            Ok(result.rows_affected)
+        }
+        WriteOp::SaveExecution(e) => {
+            let columns = [
+                execution::Column::State,
+                execution::Column::EndedAt,
+                execution::Column::ExitCode,
+                execution::Column::Error,
+                execution::Column::Agent,
+                execution::Column::Model,
+                execution::Column::SessionId,
+                execution::Column::CostUsd,
+                execution::Column::CostEstimated,
+                execution::Column::InputTokens,
+                execution::Column::OutputTokens,
+                execution::Column::Turns,
+                execution::Column::ChangedFiles,
+                execution::Column::Commits,
+                execution::Column::Summary,
+                execution::Column::LogPath,
+            ];
+            execution::Entity::insert(execution_to_row(e))
+                .on_conflict(
+                    OnConflict::column(execution::Column::Id)
+                        .update_columns(columns)
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await?;
+            Ok(1)
+        }
+    }
+}

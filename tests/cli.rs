@@ -1,0 +1,309 @@
+//! The `claudomator` binary as a person runs it: `serve` with no config in a
+//! git repository, the client commands against it, their exit codes, config
+//! errors, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_claudomator");
+
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `claudomator serve` in `cwd`, with the user's data directory pointed into
+/// `home`; waits for the "listening on" line and reads the port from it.
+fn serve(cwd: &Path, home: &Path, args: &[&str]) -> Served {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("CLAUDOMATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(Ok((addr, line)));
+            } else if line.contains("error") {
+                let _ = tx.send(Err(line));
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok((addr, line))) => {
+            assert!(
+                line.contains("database="),
+                "the start line names the database: {line}"
+            );
+            Served { child, addr }
+        }
+        Ok(Err(line)) => panic!("serve failed: {line}"),
+        Err(_) => panic!("serve did not say where it listens"),
+    }
+}
+
+fn cli(served: &Served, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--server", &served.addr])
+        .env_remove("CLAUDOMATOR_TOKEN")
+        .output()
+        .expect("run cli")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("valid JSON on stdout")
+}
+
+fn git_repo(root: &Path, name: &str) -> std::path::PathBuf {
+    let repo = root.join(name);
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    repo
+}
+
+#[test]
+fn serve_with_no_config_then_drive_it_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), "shop");
+    let served = serve(&repo, tmp.path(), &[]);
+    assert!(
+        tmp.path().join("data/claudomator/claudomator.db").exists(),
+        "the default data dir is under the user's data directory"
+    );
+
+    // The repository the server started in is the default project.
+    let submitted = json(&cli(
+        &served,
+        &[
+            "submit",
+            "Add a health endpoint",
+            "--tag",
+            "api",
+            "--priority",
+            "high",
+            "--json",
+        ],
+    ));
+    assert_eq!(submitted["created"], true);
+    assert_eq!(submitted["task"]["project"], "shop");
+    assert_eq!(submitted["task"]["state"], "queued");
+    assert_eq!(submitted["task"]["priority"], "high");
+    let id = submitted["task"]["id"].as_str().unwrap().to_string();
+
+    // A task file (YAML) with flags on top.
+    let file = tmp.path().join("task.yaml");
+    std::fs::write(
+        &file,
+        "name: Docs\ninstructions: Write the API docs\nagent:\n  type: claude\n  max_budget_usd: 1.5\ntags: [docs]\nidempotency_key: docs-1\n",
+    )
+    .unwrap();
+    let from_file = json(&cli(
+        &served,
+        &[
+            "submit",
+            "--file",
+            file.to_str().unwrap(),
+            "--timeout",
+            "45m",
+            "--json",
+        ],
+    ));
+    assert_eq!(from_file["task"]["name"], "Docs");
+    assert_eq!(from_file["task"]["agent"]["type"], "claude");
+    assert_eq!(from_file["task"]["timeout"], 45 * 60);
+    let again = json(&cli(
+        &served,
+        &["submit", "--file", file.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(again["created"], false);
+    assert_eq!(again["task"]["id"], from_file["task"]["id"]);
+
+    let listed = json(&cli(&served, &["list", "--tag", "api", "--json"]));
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], id.as_str());
+
+    let table = cli(&served, &["list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(
+        text.contains("Add a health endpoint") && text.contains("Docs"),
+        "{text}"
+    );
+
+    let cancelled = json(&cli(
+        &served,
+        &["cancel", &id, "--reason", "changed my mind", "--json"],
+    ));
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["state_reason"], "changed my mind");
+    let got = json(&cli(&served, &["get", &id, "--json"]));
+    assert_eq!(got["state"], "cancelled");
+    let executions = json(&cli(&served, &["executions", &id, "--json"]));
+    assert_eq!(executions, serde_json::json!([]));
+
+    // Exit codes scripts can trust.
+    let code = |args: &[&str]| cli(&served, args).status.code().unwrap();
+    assert_eq!(
+        code(&["cancel", &id]),
+        4,
+        "cancelling a final task is refused"
+    );
+    assert_eq!(code(&["get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]), 3);
+    assert_eq!(code(&["submit", ""]), 2);
+    assert_eq!(code(&["submit", "x", "--agent", "robot"]), 2);
+    assert_eq!(code(&["submit", "x", "--timeout", "soon"]), 2);
+    let unreachable = Command::new(BIN)
+        .args(["list", "--server", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the server"));
+}
+
+#[test]
+fn tokens_from_the_environment_guard_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), "api");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .current_dir(&repo)
+        .env("CLAUDOMATOR_TOKENS", "tok-one-123456,tok-two-123456")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("starts");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let served = Served { child, addr };
+
+    let denied = cli(&served, &["list"]);
+    assert_eq!(denied.status.code(), Some(5));
+    let allowed = Command::new(BIN)
+        .args(["list", "--json", "--server", &served.addr])
+        .env("CLAUDOMATOR_TOKEN", "tok-two-123456")
+        .output()
+        .unwrap();
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+}
+
+#[test]
+fn config_mistakes_stop_the_server_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), "app");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", tmp.path())
+            .env("XDG_DATA_HOME", tmp.path().join("data"))
+            .env_remove("CLAUDOMATOR_TOKENS")
+            .output()
+            .unwrap()
+    };
+
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax_paralel = 3\n").unwrap();
+    let out = run(&["--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_paralel"),
+        "the unknown key is named: {err}"
+    );
+
+    let out = run(&["--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without auth tokens"), "{err}");
+
+    // `init` writes a config that `serve` then accepts as it is.
+    let written = tmp.path().join("claudomator.toml");
+    let init = Command::new(BIN)
+        .args(["init", written.to_str().unwrap()])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        text.contains("[[projects]]") && text.contains("name = \"app\""),
+        "{text}"
+    );
+    let again = Command::new(BIN)
+        .args(["init", written.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "init does not overwrite");
+    let served = serve(&repo, tmp.path(), &["--config", written.to_str().unwrap()]);
+    drop(served);
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), "svc");
+    let mut served = serve(&repo, tmp.path(), &[]);
+    let pid = served.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

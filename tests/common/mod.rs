@@ -1,0 +1,155 @@
+//! The one harness every integration test uses: a real server on
+//! `127.0.0.1:0` with a temporary data dir and a temporary git project,
+//! reached over real gRPC.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use claudomator::app::{self, Running};
+use claudomator::config::{Config, ProjectConfig};
+use claudomator::proto as pb;
+use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub config: Config,
+    running: Option<Running>,
+    /// Kept so the directories live as long as the server.
+    _dirs: std::sync::Arc<TempDir>,
+}
+
+/// A config for tests: loopback on a free port, temp data dir, one project
+/// (`demo`) and a second (`other`), no auth.
+pub fn test_config(dirs: &Path) -> Config {
+    let demo = dirs.join("demo");
+    let other = dirs.join("other");
+    for dir in [&demo, &other] {
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+    }
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dirs.join("data"),
+        projects: vec![
+            ProjectConfig {
+                name: "demo".into(),
+                path: demo,
+                github: None,
+            },
+            ProjectConfig {
+                name: "other".into(),
+                path: other,
+                github: Some("acme/other".into()),
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+pub async fn start_server() -> TestServer {
+    start_server_with(|_| {}).await
+}
+
+pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dirs.path());
+    adjust(&mut config);
+    config.validate().expect("test config is valid");
+    boot(config, dirs).await
+}
+
+async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
+    let running = app::start(config.clone()).await.expect("server starts");
+    TestServer {
+        addr: running.grpc_addr,
+        config,
+        running: Some(running),
+        _dirs: dirs,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn client(&self) -> ClaudomatorServiceClient<Channel> {
+        ClaudomatorServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits until it has let go of its listener.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("clean shutdown");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data dir and config
+    /// (on a new port).
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let dirs = self._dirs.clone();
+        boot(self.config.clone(), dirs).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown_token().cancel();
+        }
+    }
+}
+
+/// A minimal valid spec for project `demo`.
+pub fn spec(instructions: &str) -> pb::TaskSpec {
+    pb::TaskSpec {
+        instructions: instructions.into(),
+        project: "demo".into(),
+        ..Default::default()
+    }
+}
+
+pub fn submit_request(spec: pb::TaskSpec) -> pb::SubmitTaskRequest {
+    pb::SubmitTaskRequest {
+        spec: Some(spec),
+        ..Default::default()
+    }
+}
+
+/// Every task on the server, newest first, following pages.
+pub async fn all_tasks(client: &mut ClaudomatorServiceClient<Channel>) -> Vec<pb::Task> {
+    let mut tasks = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 100,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        tasks.extend(page.tasks);
+        if page.next_page_token.is_empty() {
+            return tasks;
+        }
+        page_token = page.next_page_token;
+    }
+}
