@@ -2,7 +2,8 @@
 //! channel (backpressure) and wait for their reply; the writer task takes
 //! everything that is waiting (up to `MAX_BATCH`), applies it in one
 //! transaction on its own connection, commits, then replies to each caller.
-//! A caller is only told "done" after the commit.
+//! A caller is only told "done" after the commit. A run of task inserts in
+//! a batch is written as one multi-row INSERT.
 //!
 //! If a batch fails (say one insert hits a unique key), it is rolled back and
 //! each operation is retried in its own transaction, so one bad write never
@@ -96,28 +97,57 @@ async fn apply_in_one_transaction(
 ) -> StoreResult<Vec<u64>> {
     let txn = db.begin().await?;
     let mut changed = Vec::with_capacity(ops.len());
-    for op in ops {
-        changed.push(apply(&txn, op).await?);
+    let mut rest = ops;
+    while !rest.is_empty() {
+        // A run of task inserts becomes one multi-row INSERT per table.
+        let inserts = rest
+            .iter()
+            .take_while(|op| matches!(op, WriteOp::InsertTask(_)))
+            .count();
+        if inserts > 1 {
+            let tasks = rest[..inserts].iter().filter_map(|op| match op {
+                WriteOp::InsertTask(task) => Some(task.as_ref()),
+                _ => None,
+            });
+            insert_tasks(&txn, tasks).await?;
+            changed.extend(std::iter::repeat_n(1, inserts));
+            rest = &rest[inserts..];
+        } else {
+            changed.push(apply(&txn, rest[0]).await?);
+            rest = &rest[1..];
+        }
     }
     txn.commit().await?;
     Ok(changed)
 }
 
+async fn insert_tasks<'a>(
+    txn: &DatabaseTransaction,
+    tasks: impl Iterator<Item = &'a Task> + Clone,
+) -> StoreResult<()> {
+    task::Entity::insert_many(tasks.clone().map(task_to_row))
+        .exec_without_returning(txn)
+        .await?;
+    let tags: Vec<task_tag::ActiveModel> = tasks
+        .flat_map(|t| {
+            t.tags.iter().map(|tag| task_tag::ActiveModel {
+                tag: sea_orm::ActiveValue::Set(tag.clone()),
+                task_id: sea_orm::ActiveValue::Set(t.id.to_string()),
+            })
+        })
+        .collect();
+    if !tags.is_empty() {
+        task_tag::Entity::insert_many(tags)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
     match op {
         WriteOp::InsertTask(t) => {
-            task::Entity::insert(task_to_row(t))
-                .exec_without_returning(txn)
-                .await?;
-            if !t.tags.is_empty() {
-                let rows = t.tags.iter().map(|tag| task_tag::ActiveModel {
-                    tag: sea_orm::ActiveValue::Set(tag.clone()),
-                    task_id: sea_orm::ActiveValue::Set(t.id.to_string()),
-                });
-                task_tag::Entity::insert_many(rows)
-                    .exec_without_returning(txn)
-                    .await?;
-            }
+            insert_tasks(txn, std::iter::once(t.as_ref())).await?;
             Ok(1)
         }
         WriteOp::SetTaskState {
