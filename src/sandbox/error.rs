@@ -1,0 +1,118 @@
+//! `SandboxError`: what went wrong with a project repository or a sandbox,
+//! each message saying what to fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid task id `{0}`: a sandbox id may only contain ASCII letters and digits")]
+    InvalidTaskId(String),
+
+    #[error("project `{project}`: {} does not exist", path.display())]
+    ProjectMissing { project: String, path: PathBuf },
+
+    #[error("project `{project}`: {} is not a git repository", path.display())]
+    NotARepository { project: String, path: PathBuf },
+
+    #[error(
+        "project `{project}`: {} is inside the git repository {}; point the project at {}",
+        path.display(), toplevel.display(), toplevel.display()
+    )]
+    NotTopLevel {
+        project: String,
+        path: PathBuf,
+        toplevel: PathBuf,
+    },
+
+    #[error("project `{project}`: the repository in {} has no commits yet: make a first commit", path.display())]
+    EmptyRepository { project: String, path: PathBuf },
+
+    #[error(
+        "project `{project}` has uncommitted changes in {}: commit or stash them first ({files})",
+        path.display()
+    )]
+    DirtyProject {
+        project: String,
+        path: PathBuf,
+        /// The first few changed files, for the message.
+        files: String,
+    },
+
+    #[error(
+        "{} already exists but is not the sandbox of task {task_id} ({reason}): remove it to start over",
+        path.display()
+    )]
+    SandboxConflict {
+        path: PathBuf,
+        task_id: String,
+        reason: String,
+    },
+
+    #[error("sandbox {} is on {found}, not on branch {expected}: check out {expected} again", path.display())]
+    WrongBranch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+
+    #[error("sandbox {} has uncommitted changes: commit them (commit_all) before publishing", path.display())]
+    DirtySandbox { path: PathBuf },
+
+    #[error("`{0}` is not a valid branch name")]
+    InvalidBranch(String),
+
+    #[error("project {} has no remote `{name}`: add it with `git remote add` or pass a URL", project.display())]
+    UnknownRemote { project: PathBuf, name: String },
+
+    #[error(
+        "rebasing {branch} onto {onto} stopped on conflicts in {files}: the branch was left as it was; \
+         merge by hand in {} or run the task again on the new {onto}",
+        path.display()
+    )]
+    RebaseConflict {
+        path: PathBuf,
+        branch: String,
+        onto: String,
+        files: String,
+    },
+
+    #[error(
+        "cannot tell the default branch of {}: run `git remote set-head origin --auto` or check out the default branch",
+        path.display()
+    )]
+    NoDefaultBranch { path: PathBuf },
+
+    #[error("{} is not directly inside the sandbox root {}: refusing to remove it", path.display(), root.display())]
+    OutsideRoot { path: PathBuf, root: PathBuf },
+
+    #[error("git {subcommand} failed in {}: {stderr}", dir.display())]
+    Git {
+        subcommand: String,
+        dir: PathBuf,
+        stderr: String,
+    },
+
+    #[error("cannot run git: {source}: install git and put it on PATH")]
+    GitUnavailable { source: std::io::Error },
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    pub(super) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        SandboxError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

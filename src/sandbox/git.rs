@@ -1,0 +1,150 @@
+//! The one way this module runs `git`: an argument list (never a shell
+//! string), no prompts, no hooks, no signing, and none of the inherited
+//! `GIT_*` variables that would point git at another repository or identity.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use tokio::process::Command;
+
+use super::error::SandboxError;
+
+/// Config every invocation gets, so the user's global config cannot make our
+/// own commits, rebases and pushes hang (signing, hooks) or differ.
+const FIXED_CONFIG: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "push.gpgSign=false",
+    "rebase.autoSquash=false",
+    "rebase.autoStash=false",
+    "rebase.updateRefs=false",
+    "color.ui=false",
+];
+
+/// Inherited variables that would redirect git (to another repository, index
+/// or identity) if claudomator itself runs under git, e.g. from a hook.
+pub(super) const CLEARED_ENV: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "GIT_COMMITTER_DATE",
+];
+
+/// A `git` invocation run in `dir` (`git -C dir …`).
+pub(super) struct Git {
+    command: Command,
+    subcommand: String,
+    dir: PathBuf,
+}
+
+/// Starts `git -C dir <args…>`; `args[0]` is the subcommand named in errors.
+pub(super) fn git<I, S>(dir: &Path, args: I) -> Git
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new("git");
+    command.arg("-C").arg(dir);
+    for setting in FIXED_CONFIG {
+        command.arg("-c").arg(setting);
+    }
+    for name in CLEARED_ENV {
+        command.env_remove(name);
+    }
+    command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GCM_INTERACTIVE", "never")
+        // Stable, English messages: some errors are recognised by their text.
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Dropping the future (a timeout, a cancelled task) kills git.
+        .kill_on_drop(true);
+    let mut subcommand = String::new();
+    for (index, arg) in args.into_iter().enumerate() {
+        if index == 0 {
+            subcommand = arg.as_ref().to_string_lossy().into_owned();
+        }
+        command.arg(arg);
+    }
+    Git {
+        command,
+        subcommand,
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Git {
+    /// Commits made by this invocation carry `name <email>` as committer,
+    /// and as author too when `author` is set (a rebase keeps the authors).
+    pub(super) fn identity(mut self, name: &str, email: &str, author: bool) -> Self {
+        self.command
+            .env("GIT_COMMITTER_NAME", name)
+            .env("GIT_COMMITTER_EMAIL", email);
+        if author {
+            self.command
+                .env("GIT_AUTHOR_NAME", name)
+                .env("GIT_AUTHOR_EMAIL", email);
+        }
+        self
+    }
+
+    /// Runs git and returns its output whatever the exit status; only a git
+    /// that cannot be started is an error.
+    pub(super) async fn output(mut self) -> Result<Output, SandboxError> {
+        self.command
+            .output()
+            .await
+            .map_err(|source| SandboxError::GitUnavailable { source })
+    }
+
+    /// Runs git, requires success and returns stdout with trailing
+    /// whitespace removed.
+    pub(super) async fn run(self) -> Result<String, SandboxError> {
+        let subcommand = self.subcommand.clone();
+        let dir = self.dir.clone();
+        let output = self.output().await?;
+        if !output.status.success() {
+            return Err(failed(&subcommand, &dir, &output));
+        }
+        let mut stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout.truncate(stdout.trim_end().len());
+        Ok(stdout)
+    }
+
+    /// Runs git and reports whether it succeeded; for commands whose exit
+    /// status is the answer (`diff --quiet`, `rev-parse --verify`).
+    pub(super) async fn succeeds(self) -> Result<bool, SandboxError> {
+        Ok(self.output().await?.status.success())
+    }
+}
+
+/// The error for a git command that exited with a failure.
+pub(super) fn failed(subcommand: &str, dir: &Path, output: &Output) -> SandboxError {
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let stderr = if stderr.is_empty() {
+        format!("exited with {}", output.status)
+    } else {
+        stderr
+    };
+    SandboxError::Git {
+        subcommand: subcommand.to_string(),
+        dir: dir.to_path_buf(),
+        stderr,
+    }
+}

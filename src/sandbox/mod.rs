@@ -1,0 +1,315 @@
+//! The git sandbox an agent runs in: a private clone of the project
+//! repository on its own branch, `claudomator/<task-id>`, under the sandbox
+//! root. The agent edits (and may commit in) the clone; `commit_all` commits
+//! what is left and reports the changes since the base commit; `finish`
+//! removes the clone or keeps it for a post-mortem.
+//!
+//! Part of the core side: no tonic, axum or sea-orm. Every git call goes
+//! through `git.rs`, which runs the `git` CLI with an argument list.
+//!
+//! # Layout
+//! - this file: the types, `prepare`, `commit_all`, `finish`.
+//! - `prepare.rs`: the project checks, the clone, reusing a sandbox.
+//! - `publish.rs`: `default_branch`, `rebase_and_push`.
+//! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
+
+mod error;
+mod git;
+mod prepare;
+mod publish;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+pub use error::SandboxError;
+use git::git;
+use prepare::{build, check_clean, check_project, project_head, reuse};
+pub use publish::{default_branch, deliver, rebase_and_push};
+
+/// Sandbox branches are named `claudomator/<task-id>`.
+pub const BRANCH_PREFIX: &str = "claudomator/";
+
+/// Kept in the sandbox's own git config, so a reused sandbox knows its base.
+const BASE_COMMIT_KEY: &str = "claudomator.baseCommit";
+
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Where sandboxes live, one directory per task, e.g. `<data_dir>/sandboxes`.
+    pub root: PathBuf,
+    /// Author and committer of the commits claudomator makes.
+    pub author_name: String,
+    pub author_email: String,
+    /// Keep the sandbox of a failed task for inspection instead of removing it.
+    pub keep_on_failure: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sandbox {
+    /// The clone: `<root>/<task-id>`.
+    pub path: PathBuf,
+    /// `claudomator/<task-id>`.
+    pub branch: String,
+    /// The project's HEAD when the sandbox was made; changes are counted from it.
+    pub base_commit: String,
+}
+
+/// One file changed since the base commit (`git diff --numstat`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    /// The path now (the new path of a renamed file).
+    pub path: String,
+    /// The old path when git detected a rename.
+    pub renamed_from: Option<String>,
+    /// Lines added and removed; both 0 for a binary file.
+    pub added: u64,
+    pub removed: u64,
+    pub binary: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub files: Vec<FileChange>,
+    /// Commits since the base commit, oldest first, including the agent's own.
+    pub commits: Vec<String>,
+}
+
+impl Sandbox {
+    /// Clones the project repository into `<root>/<task-id>` and checks out a
+    /// new branch `claudomator/<task-id>` at the project's current HEAD.
+    ///
+    /// The project must be the top level of a git working tree with at least
+    /// one commit and no uncommitted changes to tracked files (untracked
+    /// files are ignored: they are not part of the commit the agent starts
+    /// from). If `<root>/<task-id>` is already the sandbox of this task (a
+    /// retry, a resumed session), it is reused as it is.
+    pub async fn prepare(
+        cfg: &SandboxConfig,
+        project_name: &str,
+        project_path: &Path,
+        task_id: &str,
+    ) -> Result<Sandbox, SandboxError> {
+        check_task_id(task_id)?;
+        let path = cfg.root.join(task_id);
+        let branch = format!("{BRANCH_PREFIX}{task_id}");
+        if exists(&path).await? {
+            let sandbox = reuse(path, branch, task_id, project_path).await?;
+            info!(task_id, path = %sandbox.path.display(), "reusing sandbox");
+            return Ok(sandbox);
+        }
+
+        let project = check_project(project_name, project_path).await?;
+        let base_commit = project_head(project_name, &project).await?;
+        check_clean(project_name, &project).await?;
+
+        tokio::fs::create_dir_all(&cfg.root)
+            .await
+            .map_err(|e| SandboxError::io("create the sandbox root", &cfg.root, e))?;
+        // Build in a hidden directory and rename it into place, so
+        // `<root>/<task-id>` is always a complete sandbox. Task ids have no
+        // dots, so this name never collides with a sandbox.
+        let staging = cfg.root.join(format!(".{task_id}.partial"));
+        remove_dir_if_exists(&staging).await?;
+        if let Err(err) = build(cfg, &project, &staging, &branch, &base_commit).await {
+            if let Err(cleanup) = remove_dir_if_exists(&staging).await {
+                warn!(task_id, error = %cleanup, "cannot remove a partial sandbox");
+            }
+            return Err(err);
+        }
+        tokio::fs::rename(&staging, &path)
+            .await
+            .map_err(|e| SandboxError::io("move the new sandbox to", &path, e))?;
+        info!(task_id, path = %path.display(), base_commit, "sandbox ready");
+        Ok(Sandbox {
+            path,
+            branch,
+            base_commit,
+        })
+    }
+
+    /// Stages everything the agent changed (new, modified and deleted files,
+    /// minus what `.gitignore` ignores), commits it as the configured author
+    /// if there is anything to commit, and returns every change since the
+    /// base commit, the agent's own commits included.
+    pub async fn commit_all(
+        &self,
+        cfg: &SandboxConfig,
+        message: &str,
+    ) -> Result<Changes, SandboxError> {
+        self.check_branch().await?;
+        git(&self.path, ["add", "--all"]).run().await?;
+        if has_staged_changes(&self.path).await? {
+            let message = if message.trim().is_empty() {
+                format!("{}: agent changes", self.branch)
+            } else {
+                message.to_string()
+            };
+            git(
+                &self.path,
+                ["commit", "--quiet", "--no-verify", "-m", &message],
+            )
+            .identity(&cfg.author_name, &cfg.author_email, true)
+            .run()
+            .await?;
+        }
+        self.changes().await
+    }
+
+    /// Removes the sandbox after a success; after a failure keeps it if
+    /// `keep_on_failure` is set. Returns whether it was kept.
+    pub async fn finish(self, cfg: &SandboxConfig, success: bool) -> Result<bool, SandboxError> {
+        if !success && cfg.keep_on_failure {
+            info!(path = %self.path.display(), "keeping the sandbox of a failed task");
+            return Ok(true);
+        }
+        // The fields are public: never remove anything but `<root>/<id>`.
+        let in_root = self.path.parent() == Some(cfg.root.as_path())
+            && self
+                .path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| check_task_id(name).is_ok());
+        if !in_root {
+            return Err(SandboxError::OutsideRoot {
+                path: self.path,
+                root: cfg.root.clone(),
+            });
+        }
+        remove_dir_if_exists(&self.path).await?;
+        Ok(false)
+    }
+
+    /// Every change since the base commit: files with line counts, commits.
+    pub async fn changes(&self) -> Result<Changes, SandboxError> {
+        let numstat = git(
+            &self.path,
+            [
+                "diff",
+                "--numstat",
+                "-z",
+                "-M",
+                "--no-ext-diff",
+                "--no-textconv",
+                &self.base_commit,
+                "HEAD",
+                "--",
+            ],
+        )
+        .run()
+        .await?;
+        let range = format!("{}..HEAD", self.base_commit);
+        let commits = git(&self.path, ["rev-list", "--reverse", &range, "--"])
+            .run()
+            .await?;
+        Ok(Changes {
+            files: parse_numstat(&numstat),
+            commits: commits.lines().map(str::to_string).collect(),
+        })
+    }
+
+    /// The sandbox must still be on its branch (the agent may have moved).
+    async fn check_branch(&self) -> Result<(), SandboxError> {
+        let found = current_branch(&self.path).await?;
+        if found.as_deref() == Some(self.branch.as_str()) {
+            return Ok(());
+        }
+        Err(SandboxError::WrongBranch {
+            path: self.path.clone(),
+            expected: self.branch.clone(),
+            found: found.unwrap_or_else(|| "a detached HEAD".to_string()),
+        })
+    }
+}
+
+/// Task ids become directory and branch names: only ASCII letters and
+/// digits, so nothing escapes the root and no ref is malformed.
+fn check_task_id(task_id: &str) -> Result<(), SandboxError> {
+    let valid = !task_id.is_empty()
+        && task_id.len() <= 64
+        && task_id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(SandboxError::InvalidTaskId(task_id.to_string()))
+    }
+}
+
+/// The checked-out branch, or `None` for a detached HEAD.
+async fn current_branch(dir: &Path) -> Result<Option<String>, SandboxError> {
+    let output = git(dir, ["symbolic-ref", "--quiet", "HEAD"])
+        .output()
+        .await?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    let reference = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    Ok(Some(
+        reference
+            .strip_prefix("refs/heads/")
+            .unwrap_or(&reference)
+            .to_string(),
+    ))
+}
+
+async fn has_staged_changes(dir: &Path) -> Result<bool, SandboxError> {
+    let output = git(dir, ["diff", "--cached", "--quiet", "--"])
+        .output()
+        .await?;
+    match output.status.code() {
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        _ => Err(git::failed("diff", dir, &output)),
+    }
+}
+
+/// Parses `git diff --numstat -z`: `added\tremoved\tpath\0`, or for a rename
+/// `added\tremoved\t\0old\0new\0`; a binary file counts `-\t-`.
+fn parse_numstat(raw: &str) -> Vec<FileChange> {
+    let mut fields = raw.split('\0');
+    let mut files = Vec::new();
+    while let Some(record) = fields.next() {
+        let mut parts = record.splitn(3, '\t');
+        let (Some(added), Some(removed), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (path, renamed_from) = if path.is_empty() {
+            let from = fields.next().unwrap_or_default();
+            let to = fields.next().unwrap_or_default();
+            (to.to_string(), Some(from.to_string()))
+        } else {
+            (path.to_string(), None)
+        };
+        let binary = added == "-" && removed == "-";
+        files.push(FileChange {
+            path,
+            renamed_from,
+            added: added.parse().unwrap_or(0),
+            removed: removed.parse().unwrap_or(0),
+            binary,
+        });
+    }
+    files
+}
+
+async fn exists(path: &Path) -> Result<bool, SandboxError> {
+    tokio::fs::try_exists(path)
+        .await
+        .map_err(|e| SandboxError::io("read", path, e))
+}
+
+async fn canonical(path: &Path) -> Result<PathBuf, SandboxError> {
+    tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| SandboxError::io("resolve", path, e))
+}
+
+async fn remove_dir_if_exists(path: &Path) -> Result<(), SandboxError> {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SandboxError::io("remove", path, e)),
+    }
+}

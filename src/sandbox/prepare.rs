@@ -1,0 +1,167 @@
+//! Making a sandbox: checking the project repository, cloning it onto the
+//! task branch, or accepting an existing sandbox of the same task.
+
+use std::path::{Path, PathBuf};
+
+use super::error::SandboxError;
+use super::git::{self, git};
+use super::{BASE_COMMIT_KEY, Sandbox, SandboxConfig, canonical, current_branch};
+
+/// How many changed files a "dirty project" error names.
+const FILES_IN_MESSAGE: usize = 5;
+
+/// Checks that `path` is the top level of a git working tree; returns it
+/// canonicalised.
+pub(super) async fn check_project(project: &str, path: &Path) -> Result<PathBuf, SandboxError> {
+    let missing = || SandboxError::ProjectMissing {
+        project: project.to_string(),
+        path: path.to_path_buf(),
+    };
+    let not_a_repository = || SandboxError::NotARepository {
+        project: project.to_string(),
+        path: path.to_path_buf(),
+    };
+    match tokio::fs::metadata(path).await {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(not_a_repository()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(SandboxError::io("read", path, e)),
+    }
+    let output = git(path, ["rev-parse", "--show-toplevel"]).output().await?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // "not a git repository", or a bare one ("must be run in a work tree").
+        if stderr.contains("not a git repository") || stderr.contains("work tree") {
+            return Err(not_a_repository());
+        }
+        return Err(git::failed("rev-parse", path, &output));
+    }
+    let toplevel = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim_end());
+    let project_dir = canonical(path).await?;
+    if project_dir != canonical(&toplevel).await? {
+        return Err(SandboxError::NotTopLevel {
+            project: project.to_string(),
+            path: path.to_path_buf(),
+            toplevel,
+        });
+    }
+    Ok(project_dir)
+}
+
+pub(super) async fn project_head(project: &str, repo: &Path) -> Result<String, SandboxError> {
+    let output = git(repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
+        .output()
+        .await?;
+    if !output.status.success() {
+        return Err(SandboxError::EmptyRepository {
+            project: project.to_string(),
+            path: repo.to_path_buf(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Uncommitted changes to tracked files (staged or not) would silently stay
+/// behind, so they are an error.
+pub(super) async fn check_clean(project: &str, repo: &Path) -> Result<(), SandboxError> {
+    let changed = git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
+        .run()
+        .await?;
+    let files: Vec<&str> = changed.split('\0').filter(|f| !f.is_empty()).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut named = files[..files.len().min(FILES_IN_MESSAGE)].join(", ");
+    if files.len() > FILES_IN_MESSAGE {
+        named.push_str(&format!(" and {} more", files.len() - FILES_IN_MESSAGE));
+    }
+    Err(SandboxError::DirtyProject {
+        project: project.to_string(),
+        path: repo.to_path_buf(),
+        files: named,
+    })
+}
+
+/// Clones `project` into `dir` and sets up the task branch and local config.
+pub(super) async fn build(
+    cfg: &SandboxConfig,
+    project: &Path,
+    dir: &Path,
+    branch: &str,
+    base_commit: &str,
+) -> Result<(), SandboxError> {
+    // A full copy, not hard links: the agent may run anything in the clone,
+    // and must not be able to touch the project's object files.
+    let (project_arg, dir_arg) = (project.as_os_str(), dir.as_os_str());
+    let clone = [
+        "clone".as_ref(),
+        "--no-hardlinks".as_ref(),
+        "--no-checkout".as_ref(),
+        "--quiet".as_ref(),
+        "--".as_ref(),
+        project_arg,
+        dir_arg,
+    ];
+    git(&cfg.root, clone).run().await?;
+    git(dir, ["checkout", "--quiet", "-b", branch, base_commit])
+        .run()
+        .await?;
+    // Our base, plus an identity so the agent's own `git commit` works on a
+    // machine with no global git identity, and never waits for a signature.
+    let settings = [
+        (BASE_COMMIT_KEY, base_commit),
+        ("user.name", &cfg.author_name),
+        ("user.email", &cfg.author_email),
+        ("commit.gpgSign", "false"),
+    ];
+    for (key, value) in settings {
+        git(dir, ["config", key, value]).run().await?;
+    }
+    Ok(())
+}
+
+/// Accepts an existing `<root>/<task-id>` only if it is this task's sandbox.
+pub(super) async fn reuse(
+    path: PathBuf,
+    branch: String,
+    task_id: &str,
+    project_path: &Path,
+) -> Result<Sandbox, SandboxError> {
+    let conflict = |reason: String| SandboxError::SandboxConflict {
+        path: path.clone(),
+        task_id: task_id.to_string(),
+        reason,
+    };
+    let toplevel = git(&path, ["rev-parse", "--show-toplevel"])
+        .output()
+        .await?;
+    let toplevel = PathBuf::from(String::from_utf8_lossy(&toplevel.stdout).trim_end());
+    if canonical(&path).await? != toplevel {
+        return Err(conflict("it is not a git clone".to_string()));
+    }
+    match current_branch(&path).await? {
+        Some(found) if found == branch => {}
+        Some(found) => return Err(conflict(format!("it is on branch {found}"))),
+        None => return Err(conflict("its HEAD is detached".to_string())),
+    }
+    let base = git(&path, ["config", "--get", BASE_COMMIT_KEY])
+        .output()
+        .await?;
+    let base_commit = String::from_utf8_lossy(&base.stdout).trim().to_string();
+    if !base.status.success() || base_commit.is_empty() {
+        return Err(conflict(format!("it has no {BASE_COMMIT_KEY}")));
+    }
+    let origin = git(&path, ["remote", "get-url", "origin"]).run().await?;
+    if let (Ok(project), Ok(origin)) = (
+        tokio::fs::canonicalize(project_path).await,
+        tokio::fs::canonicalize(&origin).await,
+    ) && project != origin
+    {
+        return Err(conflict(format!("it is a clone of {}", origin.display())));
+    }
+    Ok(Sandbox {
+        path,
+        branch,
+        base_commit,
+    })
+}
