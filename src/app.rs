@@ -9,8 +9,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use std::sync::Arc;
+
 use crate::config::{Config, DatabaseChoice};
-use crate::core::TaskService;
+use crate::core::executor::Executor;
+use crate::core::logs::LogHub;
+use crate::core::{Activity, TaskService};
+use crate::runners::claude::ClaudeRunner;
+use crate::runners::{CommandSpec, Runner};
 use crate::store::Store;
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -19,6 +25,7 @@ pub struct Running {
     pub database: String,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
+    executor: JoinHandle<()>,
 }
 
 impl Running {
@@ -33,9 +40,13 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until the server stops (after the token is cancelled).
+    /// Waits until the server stops (after the token is cancelled): the
+    /// gRPC server has closed and the executor has stopped its agents.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server.await.context("server task panicked")?
+        let served = self.server.await.context("server task panicked");
+        self.shutdown.cancel();
+        self.executor.await.context("executor task panicked")?;
+        served?
     }
 }
 
@@ -50,13 +61,43 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = open_store(&config).await?;
-    let tasks = TaskService::new(store.clone(), config.task_rules());
+    let logs = LogHub::new(config.data_dir.join("logs"))
+        .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
+    let tasks = TaskService::new(
+        store.clone(),
+        config.task_rules(),
+        logs,
+        Arc::new(Activity::default()),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+
+    let runners: Vec<Arc<dyn Runner>> = vec![Arc::new(ClaudeRunner::new(CommandSpec {
+        program: config.agents.claude.command.clone(),
+        env: config.agents.claude.env.clone(),
+    }))];
+    for runner in &runners {
+        match runner.unavailable() {
+            None => info!(agent = %runner.agent(), "agent available"),
+            Some(why) => info!(agent = %runner.agent(), "agent unavailable: {why}"),
+        }
+    }
+    let executor = Executor::new(
+        tasks.clone(),
+        runners,
+        config.executor_config(),
+        shutdown.clone(),
+    );
+    let executor = if config.executor.enabled {
+        tokio::spawn(executor.run())
+    } else {
+        info!("executor disabled: tasks are accepted and served, not run");
+        tokio::spawn(async {})
+    };
 
     let stop = shutdown.clone();
     let server = tokio::spawn(crate::grpc::serve(
@@ -78,42 +119,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         database: store.description().to_string(),
         shutdown,
         server,
+        executor,
     })
 }
 
 /// Runs until Ctrl-C or SIGTERM, then shuts down cleanly.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Listen for signals before anything starts, so a SIGTERM that comes
+    // right after the "listening" line is not the default (fatal) action.
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     let running = start(config).await?;
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
         info!("shutting down");
         token.cancel();
     });
     running.wait().await
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = sigterm => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

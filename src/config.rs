@@ -30,6 +30,84 @@ pub struct Config {
     pub defaults: DefaultsConfig,
     /// The repositories tasks may target.
     pub projects: Vec<ProjectConfig>,
+    pub executor: ExecutorSection,
+    pub agents: AgentsConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// Run tasks on this server. Off: it only accepts and serves tasks.
+    pub enabled: bool,
+    /// Attempts running at once, all agents together.
+    pub max_concurrent: usize,
+    /// On SIGTERM: "requeue" stops running agents and queues their tasks
+    /// again; "finish" lets them finish first.
+    pub shutdown: String,
+    /// Keep a failed attempt's sandbox for inspection.
+    pub keep_failed_sandboxes: bool,
+    /// Author of the commits made for agents.
+    pub commit_author_name: String,
+    pub commit_author_email: String,
+    /// First backoff after a rate limit; doubles per attempt up to `retry_max`.
+    pub retry_base: String,
+    pub retry_max: String,
+    /// How often the queue is checked when nothing else wakes the scheduler.
+    pub poll_interval: String,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        ExecutorSection {
+            enabled: true,
+            max_concurrent: 4,
+            shutdown: "requeue".into(),
+            keep_failed_sandboxes: true,
+            commit_author_name: "claudomator".into(),
+            commit_author_email: "claudomator@localhost".into(),
+            retry_base: "10s".into(),
+            retry_max: "10m".into(),
+            poll_interval: "1s".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub claude: AgentConfig,
+}
+
+impl AgentsConfig {
+    /// Each agent's section.
+    pub fn sections(&self) -> Vec<(crate::core::model::AgentType, &AgentConfig)> {
+        vec![(crate::core::model::AgentType::Claude, &self.claude)]
+    }
+}
+
+/// How to run one agent CLI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The program: a name on PATH or a path.
+    pub command: PathBuf,
+    /// Attempts of this agent at once; 0 means only the global cap applies.
+    pub max_concurrent: usize,
+    /// The model when a task names none; empty lets the CLI choose.
+    pub model: String,
+    /// Extra environment for the agent process (base URLs, keys, HOME…).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            command: PathBuf::from("claude"),
+            max_concurrent: 0,
+            model: String::new(),
+            env: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -77,6 +155,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             defaults: DefaultsConfig::default(),
             projects: Vec::new(),
+            executor: ExecutorSection::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -195,6 +275,19 @@ impl Config {
         if timeout.is_zero() || timeout > max_timeout {
             bail!("defaults.timeout: must be more than zero and at most limits.max_timeout");
         }
+        if self.executor.max_concurrent == 0 {
+            bail!("executor.max_concurrent: must be at least 1");
+        }
+        if !matches!(self.executor.shutdown.as_str(), "requeue" | "finish") {
+            bail!("executor.shutdown: must be \"requeue\" or \"finish\"");
+        }
+        for (key, text) in [
+            ("executor.retry_base", &self.executor.retry_base),
+            ("executor.retry_max", &self.executor.retry_max),
+            ("executor.poll_interval", &self.executor.poll_interval),
+        ] {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        }
         if !(1..=20).contains(&self.defaults.max_attempts) {
             bail!("defaults.max_attempts: must be between 1 and 20");
         }
@@ -243,6 +336,50 @@ impl Config {
             max_timeout,
             default_max_attempts: self.defaults.max_attempts,
             max_attempts_limit: 20,
+        }
+    }
+}
+
+impl Config {
+    /// The executor's settings. Call after `validate`.
+    pub fn executor_config(&self) -> crate::core::executor::ExecutorConfig {
+        use crate::core::executor::{ExecutorConfig, ShutdownMode};
+        let duration = |text: &str, fallback: u64| {
+            parse_duration(text).unwrap_or(Duration::from_secs(fallback))
+        };
+        let mut agent_limits = std::collections::HashMap::new();
+        let mut agent_models = std::collections::HashMap::new();
+        for (agent, section) in self.agents.sections() {
+            if section.max_concurrent > 0 {
+                agent_limits.insert(agent, section.max_concurrent);
+            }
+            if !section.model.is_empty() {
+                agent_models.insert(agent, section.model.clone());
+            }
+        }
+        ExecutorConfig {
+            max_concurrent: self.executor.max_concurrent,
+            agent_limits,
+            agent_models,
+            projects: self
+                .projects
+                .iter()
+                .map(|p| (p.name.clone(), p.path.clone()))
+                .collect(),
+            sandbox: crate::sandbox::SandboxConfig {
+                root: self.data_dir.join("sandboxes"),
+                author_name: self.executor.commit_author_name.clone(),
+                author_email: self.executor.commit_author_email.clone(),
+                keep_on_failure: self.executor.keep_failed_sandboxes,
+            },
+            retry_base: duration(&self.executor.retry_base, 10),
+            retry_max: duration(&self.executor.retry_max, 600),
+            poll_interval: duration(&self.executor.poll_interval, 1),
+            shutdown: if self.executor.shutdown == "finish" {
+                ShutdownMode::Finish
+            } else {
+                ShutdownMode::Requeue
+            },
         }
     }
 }
@@ -316,6 +453,33 @@ max_timeout = "{max_timeout}"
 timeout = "{timeout}"
 max_attempts = {attempts}
 
+[executor]
+# Off: this server accepts and serves tasks but runs none.
+enabled = true
+# Attempts running at once, all agents together.
+max_concurrent = {max_concurrent}
+# On SIGTERM: "requeue" stops running agents and queues their tasks again;
+# "finish" lets them finish first.
+shutdown = "requeue"
+# Keep a failed attempt's sandbox (<data_dir>/sandboxes/<task-id>) to inspect.
+keep_failed_sandboxes = true
+commit_author_name = "claudomator"
+commit_author_email = "claudomator@localhost"
+# Backoff after a rate limit: retry_base, doubling per attempt, up to retry_max.
+retry_base = "10s"
+retry_max = "10m"
+poll_interval = "1s"
+
+[agents.claude]
+# The Claude Code CLI: a name on PATH or a path.
+command = "claude"
+# Attempts of this agent at once; 0: only executor.max_concurrent applies.
+max_concurrent = 0
+# Model when a task names none; empty lets the CLI choose.
+model = ""
+# Extra environment for the agent, e.g. ANTHROPIC_BASE_URL.
+env = {{}}
+
 # The repositories tasks may run in. With none configured, the git repository
 # the server starts in is the one project.
 {projects}"#,
@@ -326,6 +490,7 @@ max_attempts = {attempts}
         max_timeout = d.limits.max_timeout,
         timeout = d.defaults.timeout,
         attempts = d.defaults.max_attempts,
+        max_concurrent = d.executor.max_concurrent,
         projects = projects,
     )
 }

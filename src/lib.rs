@@ -2,7 +2,10 @@
 //! software projects.
 //!
 //! # Layout
-//! - [`core`]: tasks, the state machine, validation. No tonic, axum or sea-orm.
+//! - [`core`]: tasks, the state machine, validation, the executor, the log
+//!   hub. No tonic, axum or sea-orm.
+//! - [`runners`]: the `Runner` trait and the agent CLIs behind it.
+//! - [`sandbox`]: the git sandbox an agent runs in.
 //! - [`store`]: sea-orm over SQLite or PostgreSQL; takes and returns core types.
 //! - [`grpc`]: thin tonic adapters over the core, plus auth.
 //! - [`error`]: the one mapping from core errors to gRPC statuses.
@@ -17,6 +20,8 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod grpc;
+pub mod runners;
+pub mod sandbox;
 pub mod store;
 
 /// Generated from `proto/claudomator/v1`.

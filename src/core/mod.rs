@@ -4,10 +4,12 @@
 //! functions take and return the types in `model`.
 
 pub mod error;
+pub mod executor;
+pub mod logs;
 pub mod model;
 pub mod state;
 pub mod tasks;
 pub mod validate;
 
 pub use error::{CoreError, CoreResult};
-pub use tasks::{ListQuery, TaskService};
+pub use tasks::{Activity, ListQuery, TaskService};

@@ -250,6 +250,9 @@ pub struct Task {
     pub summary: String,
     /// Executions started so far.
     pub attempts: u32,
+    /// A queued task is not started before this time (rate-limit backoff); 0: no wait.
+    #[serde(default)]
+    pub run_after: UnixMillis,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -303,9 +306,20 @@ pub struct Execution {
     pub output_tokens: u64,
     pub turns: u32,
     pub changed_files: Vec<String>,
+    /// Lines added and removed per changed file.
+    #[serde(default)]
+    pub file_changes: Vec<FileChange>,
     pub commits: Vec<String>,
     pub summary: String,
     pub log_path: String,
+}
+
+/// One file an execution changed, from `git diff --numstat`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub added: u64,
+    pub removed: u64,
 }
 
 impl Execution {
@@ -329,6 +343,7 @@ impl Execution {
             output_tokens: 0,
             turns: 0,
             changed_files: Vec::new(),
+            file_changes: Vec::new(),
             commits: Vec::new(),
             summary: String::new(),
             log_path: String::new(),

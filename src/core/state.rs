@@ -4,6 +4,8 @@
 //! ```text
 //! PENDING -> QUEUED -> RUNNING -> READY | COMPLETED | FAILED | TIMED_OUT
 //!                                | CANCELLED | BUDGET_EXCEEDED | BLOCKED
+//! PENDING -> FAILED (a dependency failed or was cancelled)
+//! RUNNING -> QUEUED (requeued: rate-limited, or its server went away)
 //! READY   -> COMPLETED (accept) | QUEUED (reject with feedback)
 //! BLOCKED -> QUEUED (answered)
 //! FAILED | TIMED_OUT -> QUEUED (retry)
@@ -32,9 +34,11 @@ impl TaskState {
 /// Whether a task may move from `from` to `to`.
 pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
     let legal = match (from, to) {
-        (Pending, Queued) => true,
+        (Pending, Queued | Failed) => true,
         (Queued, Running) => true,
-        (Running, Ready | Completed | Failed | TimedOut | BudgetExceeded | Blocked) => true,
+        (Running, Ready | Completed | Failed | TimedOut | BudgetExceeded | Blocked | Queued) => {
+            true
+        }
         (Ready, Completed | Queued) => true,
         (Blocked, Queued) => true,
         (Failed | TimedOut, Queued) => true,
@@ -64,6 +68,8 @@ mod tests {
             (Queued, Running),
             (Running, Ready),
             (Running, Blocked),
+            (Running, Queued),
+            (Pending, Failed),
             (Ready, Completed),
             (Ready, Queued),
             (Blocked, Queued),
@@ -101,7 +107,7 @@ mod tests {
                             prop_assert_eq!(state, Queued);
                         }
                         if state == Pending {
-                            prop_assert!(matches!(to, Queued | Cancelled));
+                            prop_assert!(matches!(to, Queued | Failed | Cancelled));
                         }
                         state = to;
                     }

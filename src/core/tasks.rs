@@ -2,13 +2,20 @@
 //! Transport adapters (gRPC, the HTTP shim, the CLI) call these methods and
 //! nothing below them.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::error::{CoreError, CoreResult};
-use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, now_millis};
+use super::logs::{LogEvent, LogHub};
+use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
 use super::validate::{TaskRules, validate};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TaskUpdate};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -31,7 +38,57 @@ pub struct ListQuery {
 pub struct TaskService {
     store: Store,
     rules: TaskRules,
+    logs: Arc<LogHub>,
+    activity: Arc<Activity>,
 }
+
+/// What the task service and the executor share: a wake-up for new work and
+/// the cancel switches of running executions.
+#[derive(Default)]
+pub struct Activity {
+    pub wake: Notify,
+    running: Mutex<HashMap<Id, CancellationToken>>,
+}
+
+impl Activity {
+    /// Registers a running task's cancel switch; `None` if it already runs.
+    pub fn start(&self, task: Id, token: CancellationToken) -> bool {
+        let mut running = self.running.lock().expect("activity lock");
+        if running.contains_key(&task) {
+            return false;
+        }
+        running.insert(task, token);
+        true
+    }
+
+    pub fn finish(&self, task: Id) {
+        self.running.lock().expect("activity lock").remove(&task);
+    }
+
+    /// Stops a running task's agent, if it runs here.
+    pub fn stop(&self, task: Id) -> bool {
+        match self.running.lock().expect("activity lock").get(&task) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.lock().expect("activity lock").len()
+    }
+}
+
+/// A log subscription: which execution, and its events.
+pub struct LogStream {
+    pub execution_id: Id,
+    pub events: mpsc::Receiver<Result<LogEvent, String>>,
+}
+
+/// How often a follower waiting for a task's first execution looks again.
+const EXECUTION_POLL: Duration = Duration::from_millis(200);
 
 impl From<StoreError> for CoreError {
     fn from(err: StoreError) -> Self {
@@ -46,8 +103,25 @@ impl From<StoreError> for CoreError {
 }
 
 impl TaskService {
-    pub fn new(store: Store, rules: TaskRules) -> Self {
-        TaskService { store, rules }
+    pub fn new(store: Store, rules: TaskRules, logs: Arc<LogHub>, activity: Arc<Activity>) -> Self {
+        TaskService {
+            store,
+            rules,
+            logs,
+            activity,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn logs(&self) -> &Arc<LogHub> {
+        &self.logs
+    }
+
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     pub fn rules(&self) -> &TaskRules {
@@ -94,6 +168,7 @@ impl TaskService {
         match self.store.insert_task(task.clone()).await {
             Ok(()) => {
                 info!(task_id = %task.id, project = %task.project, state = %task.state, "task submitted");
+                self.activity.wake.notify_one();
                 Ok((task, true))
             }
             Err(StoreError::Duplicate(_)) => self.resolve_duplicate(&task).await,
@@ -142,7 +217,10 @@ impl TaskService {
             text => text,
         };
         let task = self.transition(id, TaskState::Cancelled, reason).await?;
-        info!(task_id = %id, reason, "task cancelled");
+        let was_running = self.activity.stop(id);
+        info!(task_id = %id, reason, was_running, "task cancelled");
+        // Dependents of a cancelled task fail; let the scheduler see it.
+        self.activity.wake.notify_one();
         Ok(task)
     }
 
@@ -156,15 +234,12 @@ impl TaskService {
                 .await?
                 .ok_or_else(|| CoreError::not_found("task", id))?;
             state::check(task.state, to)?;
-            let now = now_millis();
-            if self
-                .store
-                .set_task_state(id, task.state, to, reason, now)
-                .await?
-            {
+            let update = TaskUpdate::new(id, task.state, to, reason);
+            let at = update.at;
+            if self.store.update_task(update).await? {
                 task.state = to;
                 task.state_reason = reason.to_string();
-                task.updated_at = now;
+                task.updated_at = at;
                 return Ok(task);
             }
         }
@@ -196,6 +271,59 @@ impl TaskService {
             .store
             .list_executions(task_id, after, page_limit(page_size))
             .await?)
+    }
+}
+
+impl TaskService {
+    /// An execution's log (or a task's latest execution's). With `follow`
+    /// and a task that has not started yet, waits for its first execution
+    /// (or returns nothing once the task can no longer start one).
+    pub async fn stream_logs(
+        &self,
+        execution_id: &str,
+        task_id: &str,
+        from_offset: u64,
+        follow: bool,
+    ) -> CoreResult<LogStream> {
+        let execution_id = if !execution_id.trim().is_empty() {
+            let id = parse_id("execution_id", execution_id)?;
+            if self.store.get_execution(id).await?.is_none() {
+                return Err(CoreError::not_found("execution", id));
+            }
+            id
+        } else if !task_id.trim().is_empty() {
+            let task_id = parse_id("task_id", task_id)?;
+            loop {
+                if let Some(execution) = self.store.latest_execution(task_id).await? {
+                    break execution.id;
+                }
+                let task = self
+                    .store
+                    .get_task(task_id)
+                    .await?
+                    .ok_or_else(|| CoreError::not_found("task", task_id))?;
+                let may_start = matches!(
+                    task.state,
+                    TaskState::Pending | TaskState::Queued | TaskState::Running
+                );
+                if !follow || !may_start {
+                    return Err(CoreError::not_found(
+                        "execution of task",
+                        format!("{task_id} (it is {})", task.state),
+                    ));
+                }
+                tokio::time::sleep(EXECUTION_POLL).await;
+            }
+        } else {
+            return Err(CoreError::invalid(
+                "execution_id",
+                "give an execution_id or a task_id",
+            ));
+        };
+        Ok(LogStream {
+            execution_id,
+            events: self.logs.subscribe(execution_id, from_offset, follow),
+        })
     }
 }
 

@@ -197,6 +197,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         state_reason: String::new(),
         summary: String::new(),
         attempts: 0,
+        run_after: 0,
         created_at: now,
         updated_at: now,
     })

@@ -5,6 +5,7 @@
 use prost_types::Timestamp;
 
 use crate::core::CoreError;
+use crate::core::logs::{LogEvent, LogKind};
 use crate::core::model::{
     self as m, AgentSettings, AgentSpec, Execution, SubmitRequest, Task, TaskSpec, UnixMillis,
 };
@@ -120,6 +121,33 @@ pub fn execution_state_from_pb(value: i32) -> Result<m::ExecutionState, String> 
         .copied()
         .find(|s| execution_state_to_pb(*s) as i32 == value)
         .ok_or_else(|| format!("unknown execution state {value}"))
+}
+
+pub fn log_kind_to_pb(kind: LogKind) -> pb::LogEventKind {
+    match kind {
+        LogKind::Text => pb::LogEventKind::Text,
+        LogKind::ToolCall => pb::LogEventKind::ToolCall,
+        LogKind::ToolResult => pb::LogEventKind::ToolResult,
+        LogKind::System => pb::LogEventKind::System,
+        LogKind::Result => pb::LogEventKind::Result,
+        LogKind::Stderr => pb::LogEventKind::Stderr,
+    }
+}
+
+pub fn log_event_to_pb(execution_id: &str, e: LogEvent) -> pb::LogEvent {
+    pb::LogEvent {
+        execution_id: execution_id.to_string(),
+        offset: e.offset,
+        time: Some(timestamp(e.at)),
+        kind: log_kind_to_pb(e.kind) as i32,
+        text: e.text,
+        payload_json: if e.payload.is_null() {
+            String::new()
+        } else {
+            e.payload.to_string()
+        },
+        raw: e.raw,
+    }
 }
 
 pub fn spec_from_pb(spec: pb::TaskSpec) -> TaskSpec {
@@ -238,6 +266,7 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         state_reason: t.state_reason,
         summary: t.summary,
         attempts: t.attempts,
+        run_after: 0,
         created_at: t.created_at.as_ref().map(millis).unwrap_or_default(),
         updated_at: t.updated_at.as_ref().map(millis).unwrap_or_default(),
     })
@@ -261,6 +290,15 @@ pub fn execution_to_pb(e: &Execution) -> pb::Execution {
         output_tokens: e.output_tokens,
         turns: e.turns,
         changed_files: e.changed_files.clone(),
+        file_changes: e
+            .file_changes
+            .iter()
+            .map(|f| pb::FileChange {
+                path: f.path.clone(),
+                added: f.added,
+                removed: f.removed,
+            })
+            .collect(),
         commits: e.commits.clone(),
         summary: e.summary.clone(),
         log_path: e.log_path.clone(),
@@ -288,6 +326,15 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
         output_tokens: e.output_tokens,
         turns: e.turns,
         changed_files: e.changed_files,
+        file_changes: e
+            .file_changes
+            .into_iter()
+            .map(|f| m::FileChange {
+                path: f.path,
+                added: f.added,
+                removed: f.removed,
+            })
+            .collect(),
         commits: e.commits,
         summary: e.summary,
         log_path: e.log_path,

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{execution_to_pb, state_from_pb, submit_from_pb, task_to_pb};
+use super::convert::{execution_to_pb, log_event_to_pb, state_from_pb, submit_from_pb, task_to_pb};
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
 use crate::proto::claudomator_service_server::ClaudomatorService;
@@ -19,6 +19,10 @@ impl Api {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+type LogEventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::StreamLogsResponse, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
 impl ClaudomatorService for Api {
@@ -88,6 +92,28 @@ impl ClaudomatorService for Api {
         Ok(Response::new(pb::GetExecutionResponse {
             execution: Some(execution_to_pb(&execution)),
         }))
+    }
+
+    type StreamLogsStream = LogEventStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Reply<Self::StreamLogsStream> {
+        let req = request.into_inner();
+        let stream = self
+            .tasks
+            .stream_logs(&req.execution_id, &req.task_id, req.from_offset, req.follow)
+            .await?;
+        let execution_id = stream.execution_id.to_string();
+        let events = tokio_stream::wrappers::ReceiverStream::new(stream.events);
+        let responses = tokio_stream::StreamExt::map(events, move |item| match item {
+            Ok(event) => Ok(pb::StreamLogsResponse {
+                event: Some(log_event_to_pb(&execution_id, event)),
+            }),
+            Err(message) => Err(Status::internal(message)),
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn list_executions(

@@ -53,6 +53,7 @@ pub fn task_to_row(t: &Task) -> task::ActiveModel {
         state_reason: Set(t.state_reason.clone()),
         summary: Set(t.summary.clone()),
         attempts: Set(count(t.attempts)),
+        run_after: Set(t.run_after),
         created_at: Set(t.created_at),
         updated_at: Set(t.updated_at),
     }
@@ -88,6 +89,7 @@ pub fn task_from_row(r: task::Model) -> StoreResult<Task> {
         state_reason: r.state_reason,
         summary: r.summary,
         attempts: uncount("task.attempts", r.attempts)?,
+        run_after: r.run_after,
         created_at: r.created_at,
         updated_at: r.updated_at,
     })
@@ -112,6 +114,7 @@ pub fn execution_to_row(e: &Execution) -> execution::ActiveModel {
         output_tokens: Set(e.output_tokens as i64),
         turns: Set(count(e.turns)),
         changed_files: Set(json(&e.changed_files)),
+        file_changes: Set(json(&e.file_changes)),
         commits: Set(json(&e.commits)),
         summary: Set(e.summary.clone()),
         log_path: Set(e.log_path.clone()),
@@ -137,6 +140,7 @@ pub fn execution_from_row(r: execution::Model) -> StoreResult<Execution> {
         output_tokens: r.output_tokens.max(0) as u64,
         turns: uncount("execution.turns", r.turns)?,
         changed_files: parse_json("execution.changed_files", &r.changed_files)?,
+        file_changes: parse_json("execution.file_changes", &r.file_changes)?,
         commits: parse_json("execution.commits", &r.commits)?,
         summary: r.summary,
         log_path: r.log_path,

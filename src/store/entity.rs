@@ -33,6 +33,7 @@ pub mod task {
         pub state_reason: String,
         pub summary: String,
         pub attempts: i64,
+        pub run_after: i64,
         pub created_at: i64,
         pub updated_at: i64,
     }
@@ -87,6 +88,8 @@ pub mod execution {
         pub turns: i64,
         /// JSON array of paths.
         pub changed_files: String,
+        /// JSON array of {path, added, removed}.
+        pub file_changes: String,
         /// JSON array of commit hashes.
         pub commits: String,
         pub summary: String,

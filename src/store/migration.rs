@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasks)]
+        vec![Box::new(M0001Tasks), Box::new(M0002Executor)]
     }
 }
 
@@ -207,6 +207,61 @@ impl MigrationTrait for M0001Tasks {
                     .table(Execution::Table)
                     .col(Execution::TaskId)
                     .col(Execution::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// What the executor needs: a task's backoff time, per-file line counts.
+struct M0002Executor;
+
+impl MigrationName for M0002Executor {
+    fn name(&self) -> &str {
+        "m0002_executor"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV2 {
+    #[sea_orm(iden = "task")]
+    Table,
+    RunAfter,
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV2 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    FileChanges,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Executor {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV2::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV2::RunAfter)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ExecutionV2::Table)
+                    .add_column(
+                        ColumnDef::new(ExecutionV2::FileChanges)
+                            .text()
+                            .not_null()
+                            .default("[]"),
+                    )
                     .to_owned(),
             )
             .await

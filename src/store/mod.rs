@@ -51,6 +51,34 @@ impl From<DbErr> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A conditional change to a task: applied only if it is still in `from`.
+#[derive(Clone, Debug)]
+pub struct TaskUpdate {
+    pub id: Id,
+    pub from: TaskState,
+    pub to: TaskState,
+    pub reason: String,
+    pub at: UnixMillis,
+    pub attempts: Option<u32>,
+    pub run_after: Option<UnixMillis>,
+    pub summary: Option<String>,
+}
+
+impl TaskUpdate {
+    pub fn new(id: Id, from: TaskState, to: TaskState, reason: &str) -> Self {
+        TaskUpdate {
+            id,
+            from,
+            to,
+            reason: reason.to_string(),
+            at: crate::core::model::now_millis(),
+            attempts: None,
+            run_after: None,
+            summary: None,
+        }
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -95,27 +123,54 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a task from `from` to `to` if it is still in `from`. Returns
+    /// Applies the update if the task is still in `update.from`. Returns
     /// false, changing nothing, when another writer moved it first.
-    pub async fn set_task_state(
-        &self,
-        id: Id,
-        from: TaskState,
-        to: TaskState,
-        reason: &str,
-        at: UnixMillis,
-    ) -> StoreResult<bool> {
+    pub async fn update_task(&self, update: TaskUpdate) -> StoreResult<bool> {
         let changed = self
             .writer
-            .write(WriteOp::SetTaskState {
-                id,
-                from,
-                to,
-                reason: reason.to_string(),
-                at,
-            })
+            .write(WriteOp::UpdateTask(Box::new(update)))
             .await?;
         Ok(changed > 0)
+    }
+
+    /// Queued tasks whose backoff has passed, in the order they should run:
+    /// high priority first, then oldest first.
+    pub async fn runnable_tasks(&self, now: UnixMillis, limit: u64) -> StoreResult<Vec<Task>> {
+        task::Entity::find()
+            .filter(task::Column::State.eq(TaskState::Queued.as_str()))
+            .filter(task::Column::RunAfter.lte(now))
+            .order_by_desc(task::Column::Priority)
+            .order_by_asc(task::Column::Id)
+            .limit(limit)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::task_from_row)
+            .collect()
+    }
+
+    /// Tasks in one state, oldest first.
+    pub async fn tasks_in_state(&self, state: TaskState, limit: u64) -> StoreResult<Vec<Task>> {
+        task::Entity::find()
+            .filter(task::Column::State.eq(state.as_str()))
+            .order_by_asc(task::Column::Id)
+            .limit(limit)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::task_from_row)
+            .collect()
+    }
+
+    /// The most recent execution of a task, if any.
+    pub async fn latest_execution(&self, task_id: Id) -> StoreResult<Option<Execution>> {
+        execution::Entity::find()
+            .filter(execution::Column::TaskId.eq(task_id.to_string()))
+            .order_by_desc(execution::Column::Id)
+            .one(&self.reader)
+            .await?
+            .map(convert::execution_from_row)
+            .transpose()
     }
 
     /// Inserts an execution, or replaces it when its id exists.

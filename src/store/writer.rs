@@ -16,23 +16,18 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::TaskUpdate;
 use super::convert::{execution_to_row, task_to_row};
 use super::entity::{execution, task, task_tag};
 use super::{StoreError, StoreResult};
-use crate::core::model::{Execution, Id, Task, TaskState, UnixMillis};
+use crate::core::model::{Execution, Task};
 
 const MAX_BATCH: usize = 512;
 const QUEUE_DEPTH: usize = 4096;
 
 pub enum WriteOp {
     InsertTask(Box<Task>),
-    SetTaskState {
-        id: Id,
-        from: TaskState,
-        to: TaskState,
-        reason: String,
-        at: UnixMillis,
-    },
+    UpdateTask(Box<TaskUpdate>),
     SaveExecution(Box<Execution>),
 }
 
@@ -150,19 +145,23 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             insert_tasks(txn, std::iter::once(t.as_ref())).await?;
             Ok(1)
         }
-        WriteOp::SetTaskState {
-            id,
-            from,
-            to,
-            reason,
-            at,
-        } => {
-            let result = task::Entity::update_many()
-                .col_expr(task::Column::State, Expr::value(to.as_str()))
-                .col_expr(task::Column::StateReason, Expr::value(reason.as_str()))
-                .col_expr(task::Column::UpdatedAt, Expr::value(*at))
-                .filter(task::Column::Id.eq(id.to_string()))
-                .filter(task::Column::State.eq(from.as_str()))
+        WriteOp::UpdateTask(u) => {
+            let mut update = task::Entity::update_many()
+                .col_expr(task::Column::State, Expr::value(u.to.as_str()))
+                .col_expr(task::Column::StateReason, Expr::value(u.reason.as_str()))
+                .col_expr(task::Column::UpdatedAt, Expr::value(u.at));
+            if let Some(attempts) = u.attempts {
+                update = update.col_expr(task::Column::Attempts, Expr::value(i64::from(attempts)));
+            }
+            if let Some(run_after) = u.run_after {
+                update = update.col_expr(task::Column::RunAfter, Expr::value(run_after));
+            }
+            if let Some(summary) = &u.summary {
+                update = update.col_expr(task::Column::Summary, Expr::value(summary.as_str()));
+            }
+            let result = update
+                .filter(task::Column::Id.eq(u.id.to_string()))
+                .filter(task::Column::State.eq(u.from.as_str()))
                 .exec(txn)
                 .await?;
             Ok(result.rows_affected)
@@ -182,6 +181,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 execution::Column::OutputTokens,
                 execution::Column::Turns,
                 execution::Column::ChangedFiles,
+                execution::Column::FileChanges,
                 execution::Column::Commits,
                 execution::Column::Summary,
                 execution::Column::LogPath,

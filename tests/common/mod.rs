@@ -22,12 +22,13 @@ pub struct TestServer {
 }
 
 /// A config for tests: loopback on a free port, temp data dir, one project
-/// (`demo`) and a second (`other`), no auth.
+/// (`demo`) and a second (`other`), no auth, and the executor off (tests of
+/// the executor turn it on), so API tests see tasks as they submitted them.
 pub fn test_config(dirs: &Path) -> Config {
     let demo = dirs.join("demo");
     let other = dirs.join("other");
     for dir in [&demo, &other] {
-        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        init_git_repo(dir);
     }
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -45,7 +46,42 @@ pub fn test_config(dirs: &Path) -> Config {
                 github: Some("acme/other".into()),
             },
         ],
+        executor: claudomator::config::ExecutorSection {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
+    }
+}
+
+/// A git repository with one commit on branch `trunk` (not `master`, so
+/// nothing may assume it), independent of any global git config.
+pub fn init_git_repo(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("README.md"), "# demo\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "trunk"][..],
+        &["add", "README.md"],
+        &[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "-m",
+            "initial",
+        ],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?} failed");
     }
 }
 

@@ -1,0 +1,639 @@
+//! The executor: picks runnable tasks in priority order within the global
+//! and per-agent limits, runs each attempt in a git sandbox through its
+//! runner, and records the outcome. Cancel, timeout and shutdown all go
+//! through one cancel token per attempt, which ends the agent's whole
+//! process group.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::logs::{LogKind, LogWriter};
+use super::model::{AgentType, Execution, ExecutionState, FileChange, Task, TaskState, now_millis};
+use super::state;
+use super::tasks::TaskService;
+use crate::runners::{RunOutcome, RunRequest, Runner, Verdict, extract_summary};
+use crate::sandbox::{Sandbox, SandboxConfig, deliver};
+use crate::store::TaskUpdate;
+
+/// What the agent is told on top of its own system prompt.
+pub const SYSTEM_PROMPT: &str = "You are running unattended under claudomator, in a git \
+sandbox of the project (your working directory), on a branch of your own. Work only inside \
+that directory. Your changes are committed for you when you finish. End your final message \
+with a `## Summary` section saying what you changed and how you checked it.";
+
+/// What to do with running agents when the server stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Stop them and put their tasks back in the queue.
+    Requeue,
+    /// Let them finish, taking no new work.
+    Finish,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub max_concurrent: usize,
+    /// Per-agent caps; an agent not named is capped by `max_concurrent`.
+    pub agent_limits: HashMap<AgentType, usize>,
+    /// The default model of each agent, when a task names none.
+    pub agent_models: HashMap<AgentType, String>,
+    /// Project name to repository path.
+    pub projects: HashMap<String, PathBuf>,
+    pub sandbox: SandboxConfig,
+    /// First rate-limit backoff; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How often the queue is looked at when nothing wakes the executor.
+    pub poll_interval: Duration,
+    pub shutdown: ShutdownMode,
+}
+
+pub struct Executor {
+    tasks: TaskService,
+    runners: HashMap<AgentType, Arc<dyn Runner>>,
+    config: ExecutorConfig,
+    running_per_agent: Mutex<HashMap<AgentType, usize>>,
+    /// Agents the model API refused, until when.
+    limited_until: Mutex<HashMap<AgentType, Instant>>,
+    shutdown: CancellationToken,
+}
+
+/// Preference order for `auto` until a classifier picks.
+const AUTO_ORDER: [AgentType; 4] = [
+    AgentType::Claude,
+    AgentType::Codex,
+    AgentType::Gemini,
+    AgentType::Local,
+];
+
+impl Executor {
+    pub fn new(
+        tasks: TaskService,
+        runners: Vec<Arc<dyn Runner>>,
+        config: ExecutorConfig,
+        shutdown: CancellationToken,
+    ) -> Arc<Executor> {
+        Arc::new(Executor {
+            tasks,
+            runners: runners.into_iter().map(|r| (r.agent(), r)).collect(),
+            config,
+            running_per_agent: Mutex::new(HashMap::new()),
+            limited_until: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// The scheduling loop; returns after shutdown, once running attempts
+    /// have stopped (or finished, per the shutdown mode).
+    pub async fn run(self: Arc<Self>) {
+        let mut attempts = JoinSet::new();
+        let activity = self.tasks.activity().clone();
+        let attempts_token = match self.config.shutdown {
+            ShutdownMode::Requeue => self.shutdown.child_token(),
+            ShutdownMode::Finish => CancellationToken::new(),
+        };
+        loop {
+            if let Err(e) = self.promote_pending().await {
+                warn!(error = %e, "cannot check pending tasks");
+            }
+            if let Err(e) = self.start_runnable(&mut attempts, &attempts_token).await {
+                warn!(error = %e, "cannot start queued tasks");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = activity.wake.notified() => {}
+                Some(_) = attempts.join_next() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        info!(running = attempts.len(), mode = ?self.config.shutdown, "executor stopping");
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// PENDING tasks whose dependencies completed become QUEUED; those with
+    /// a dependency that failed or was cancelled fail with that reason.
+    async fn promote_pending(&self) -> Result<(), super::CoreError> {
+        let store = self.tasks.store();
+        for task in store.tasks_in_state(TaskState::Pending, 500).await? {
+            let deps = store.get_tasks(&task.depends_on).await?;
+            let failed = deps.iter().find(|d| {
+                matches!(
+                    d.state,
+                    TaskState::Failed
+                        | TaskState::TimedOut
+                        | TaskState::Cancelled
+                        | TaskState::BudgetExceeded
+                )
+            });
+            let (to, reason) = if let Some(dep) = failed {
+                (
+                    TaskState::Failed,
+                    format!("dependency {} ended {}", dep.id, dep.state),
+                )
+            } else if deps.len() == task.depends_on.len()
+                && deps.iter().all(|d| d.state == TaskState::Completed)
+            {
+                (TaskState::Queued, String::new())
+            } else {
+                continue;
+            };
+            state::check(task.state, to)?;
+            store
+                .update_task(TaskUpdate::new(task.id, TaskState::Pending, to, &reason))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn is_limited(&self, agent: AgentType) -> bool {
+        self.limited_until
+            .lock()
+            .expect("limits lock")
+            .get(&agent)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn mark_limited(&self, agent: AgentType, for_how_long: Duration) {
+        let until = Instant::now() + for_how_long;
+        let mut limited = self.limited_until.lock().expect("limits lock");
+        let entry = limited.entry(agent).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    fn has_room(&self, agent: AgentType) -> bool {
+        let limit = self
+            .config
+            .agent_limits
+            .get(&agent)
+            .copied()
+            .unwrap_or(self.config.max_concurrent);
+        self.running_per_agent
+            .lock()
+            .expect("counts lock")
+            .get(&agent)
+            .copied()
+            .unwrap_or(0)
+            < limit
+    }
+
+    /// The agent a task runs on now: Ok(None) means wait (limits), Err is a
+    /// reason the task can never run here.
+    fn pick_agent(&self, task: &Task) -> Result<Option<AgentType>, String> {
+        let usable = |agent: AgentType| {
+            self.runners
+                .get(&agent)
+                .is_some_and(|r| r.unavailable().is_none())
+        };
+        if task.agent.agent_type == AgentType::Auto {
+            let installed: Vec<AgentType> = AUTO_ORDER.into_iter().filter(|a| usable(*a)).collect();
+            if installed.is_empty() {
+                return Err("no agent is available on this server: install claude, codex or gemini, or configure a local model".into());
+            }
+            return Ok(installed
+                .into_iter()
+                .find(|a| !self.is_limited(*a) && self.has_room(*a)));
+        }
+        let agent = task.agent.agent_type;
+        match self.runners.get(&agent) {
+            None => Err(format!("agent `{agent}` is not available on this server")),
+            Some(runner) => match runner.unavailable() {
+                Some(why) => Err(why),
+                None => Ok((!self.is_limited(agent) && self.has_room(agent)).then_some(agent)),
+            },
+        }
+    }
+
+    async fn start_runnable(
+        self: &Arc<Self>,
+        attempts: &mut JoinSet<()>,
+        token: &CancellationToken,
+    ) -> Result<(), super::CoreError> {
+        let activity = self.tasks.activity();
+        let free = self
+            .config
+            .max_concurrent
+            .saturating_sub(activity.running_count());
+        if free == 0 || self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let store = self.tasks.store();
+        let candidates = store
+            .runnable_tasks(now_millis(), (free * 4 + 16) as u64)
+            .await?;
+        let mut started = 0;
+        for task in candidates {
+            if started == free {
+                break;
+            }
+            let agent = match self.pick_agent(&task) {
+                Ok(Some(agent)) => agent,
+                Ok(None) => continue,
+                Err(reason) => {
+                    let update =
+                        TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
+                    // QUEUED -> FAILED goes through RUNNING, as for any attempt.
+                    if store.update_task(update).await? {
+                        store
+                            .update_task(TaskUpdate::new(
+                                task.id,
+                                TaskState::Running,
+                                TaskState::Failed,
+                                &reason,
+                            ))
+                            .await?;
+                        warn!(task_id = %task.id, reason, "task cannot run");
+                    }
+                    continue;
+                }
+            };
+            state::check(task.state, TaskState::Running)?;
+            let mut claim = TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
+            claim.attempts = Some(task.attempts + 1);
+            if !store.update_task(claim).await? {
+                continue; // someone else moved it
+            }
+            let attempt_token = token.child_token();
+            if !activity.start(task.id, attempt_token.clone()) {
+                continue;
+            }
+            *self
+                .running_per_agent
+                .lock()
+                .expect("counts lock")
+                .entry(agent)
+                .or_default() += 1;
+            started += 1;
+            let mut task = task;
+            task.attempts += 1;
+            task.state = TaskState::Running;
+            let executor = self.clone();
+            attempts.spawn(async move {
+                executor.run_attempt(task, agent, attempt_token).await;
+            });
+        }
+        Ok(())
+    }
+
+    async fn run_attempt(self: Arc<Self>, task: Task, agent: AgentType, token: CancellationToken) {
+        let task_id = task.id;
+        let model = if task.agent.model.is_empty() {
+            self.config
+                .agent_models
+                .get(&agent)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            task.agent.model.clone()
+        };
+        let mut execution = Execution::start(&task, task.attempts, agent, &model);
+        let result = match self.tasks.logs().writer(execution.id) {
+            Ok(mut log) => {
+                execution.log_path = log.path().display().to_string();
+                self.attempt(&task, &mut execution, &mut log, token).await
+            }
+            Err(e) => {
+                let reason = format!("cannot open the execution log: {e}");
+                self.record(&task, &mut execution, Err(reason)).await
+            }
+        };
+        if let Err(e) = result {
+            warn!(task_id = %task_id, error = %e, "cannot record the attempt");
+        }
+        self.tasks.activity().finish(task_id);
+        if let Some(count) = self
+            .running_per_agent
+            .lock()
+            .expect("counts lock")
+            .get_mut(&agent)
+        {
+            *count = count.saturating_sub(1);
+        }
+        self.tasks.activity().wake.notify_one();
+    }
+
+    async fn attempt(
+        &self,
+        task: &Task,
+        execution: &mut Execution,
+        log: &mut LogWriter,
+        token: CancellationToken,
+    ) -> Result<(), super::CoreError> {
+        let store = self.tasks.store();
+        store.save_execution(execution.clone()).await?;
+        let note = |log: &mut LogWriter, text: String| {
+            if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+                warn!(error = %e, "cannot write the execution log");
+            }
+        };
+
+        let Some(project_path) = self.config.projects.get(&task.project) else {
+            let reason = format!("project `{}` is no longer configured", task.project);
+            note(log, reason.clone());
+            return self.record(task, execution, Err(reason)).await;
+        };
+        let sandbox = match Sandbox::prepare(
+            &self.config.sandbox,
+            &task.project,
+            project_path,
+            &task.id.to_string(),
+        )
+        .await
+        {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                note(log, e.to_string());
+                return self.record(task, execution, Err(e.to_string())).await;
+            }
+        };
+        note(
+            log,
+            format!(
+                "attempt {} on {} in {} (branch {})",
+                execution.attempt,
+                execution.agent,
+                sandbox.path.display(),
+                sandbox.branch
+            ),
+        );
+
+        let runner = self.runners[&execution.agent].clone();
+        let request = RunRequest {
+            task_id: task.id,
+            execution_id: execution.id,
+            workdir: sandbox.path.clone(),
+            prompt: task.instructions.clone(),
+            system_prompt: SYSTEM_PROMPT.to_string(),
+            model: execution.model.clone(),
+            allowed_tools: task.agent.allowed_tools.clone(),
+            max_budget_usd: task.agent.max_budget_usd,
+            max_turns: task.agent.max_turns,
+            resume_session: None,
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let timed_out = timed_out.clone();
+            let token = token.clone();
+            let timeout = task.timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                timed_out.store(true, Ordering::SeqCst);
+                token.cancel();
+            })
+        };
+        let outcome = runner.run(request, log, token).await;
+        timer.abort();
+
+        let message = format!(
+            "{}\n\nclaudomator task {} (execution {}, attempt {})",
+            task.name, task.id, execution.id, execution.attempt
+        );
+        match sandbox.commit_all(&self.config.sandbox, &message).await {
+            Ok(changes) => {
+                execution.commits = changes.commits;
+                execution.changed_files = changes.files.iter().map(|f| f.path.clone()).collect();
+                execution.file_changes = changes
+                    .files
+                    .into_iter()
+                    .map(|f| FileChange {
+                        path: f.path,
+                        added: f.added,
+                        removed: f.removed,
+                    })
+                    .collect();
+                if !execution.commits.is_empty() {
+                    note(
+                        log,
+                        format!(
+                            "committed {} file(s) on {}: {}",
+                            execution.changed_files.len(),
+                            sandbox.branch,
+                            execution.commits.join(", ")
+                        ),
+                    );
+                }
+            }
+            Err(e) => note(log, format!("cannot commit the agent's changes: {e}")),
+        }
+
+        let mut verdict = self.verdict(
+            task,
+            execution.agent,
+            &outcome,
+            timed_out.load(Ordering::SeqCst),
+        );
+        let requeued = matches!(verdict.task_state, TaskState::Queued);
+        let mut succeeded = verdict.execution_state == ExecutionState::Succeeded;
+        if succeeded && !execution.commits.is_empty() {
+            // The work goes back to the project as branch claudomator/<task>.
+            if let Err(e) = deliver(&sandbox).await {
+                note(
+                    log,
+                    format!("cannot deliver {} to the project: {e}", sandbox.branch),
+                );
+                succeeded = false;
+                verdict = Decision {
+                    execution_state: ExecutionState::Failed,
+                    task_state: TaskState::Failed,
+                    reason: format!(
+                        "the agent finished, but its branch could not be delivered: {e}"
+                    ),
+                    run_after: None,
+                };
+            }
+        }
+        if !requeued {
+            match sandbox.finish(&self.config.sandbox, succeeded).await {
+                Ok(true) => note(
+                    log,
+                    format!(
+                        "kept the sandbox at {}",
+                        sandbox_path(&self.config.sandbox, task)
+                    ),
+                ),
+                Ok(false) => {}
+                Err(e) => note(log, format!("cannot clean up the sandbox: {e}")),
+            }
+        }
+        note(
+            log,
+            format!("{}: {}", verdict.task_state, verdict.reason)
+                .trim_end_matches(": ")
+                .to_string(),
+        );
+        self.record(task, execution, Ok((outcome, verdict))).await
+    }
+
+    /// Decides the execution's and the task's next states from an outcome.
+    fn verdict(
+        &self,
+        task: &Task,
+        agent: AgentType,
+        outcome: &RunOutcome,
+        timed_out: bool,
+    ) -> Decision {
+        let decide = |execution_state, task_state, reason: String| Decision {
+            execution_state,
+            task_state,
+            reason,
+            run_after: None,
+        };
+        match &outcome.verdict {
+            Verdict::Stopped if self.shutdown.is_cancelled() => decide(
+                ExecutionState::Interrupted,
+                TaskState::Queued,
+                "the server shut down mid-run; requeued".into(),
+            ),
+            Verdict::Stopped if timed_out => decide(
+                ExecutionState::TimedOut,
+                TaskState::TimedOut,
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(task.timeout)
+                ),
+            ),
+            Verdict::Stopped => decide(
+                ExecutionState::Cancelled,
+                TaskState::Cancelled,
+                "cancelled".into(),
+            ),
+            Verdict::Succeeded if task.review_required => decide(
+                ExecutionState::Succeeded,
+                TaskState::Ready,
+                "waiting for review".into(),
+            ),
+            Verdict::Succeeded => decide(
+                ExecutionState::Succeeded,
+                TaskState::Completed,
+                String::new(),
+            ),
+            Verdict::Failed(reason) => {
+                decide(ExecutionState::Failed, TaskState::Failed, reason.clone())
+            }
+            Verdict::BudgetExceeded(reason) => decide(
+                ExecutionState::BudgetExceeded,
+                TaskState::BudgetExceeded,
+                reason.clone(),
+            ),
+            Verdict::RateLimited {
+                message,
+                retry_after,
+            } => {
+                let backoff = self
+                    .backoff(task.attempts)
+                    .max(retry_after.unwrap_or_default());
+                self.mark_limited(agent, backoff);
+                if task.attempts < task.max_attempts {
+                    Decision {
+                        execution_state: ExecutionState::RateLimited,
+                        task_state: TaskState::Queued,
+                        reason: format!(
+                            "rate limited ({message}); retrying in {}",
+                            humantime::format_duration(Duration::from_millis(
+                                backoff.as_millis() as u64
+                            ))
+                        ),
+                        run_after: Some(now_millis() + backoff.as_millis() as i64),
+                    }
+                } else {
+                    decide(
+                        ExecutionState::RateLimited,
+                        TaskState::Failed,
+                        format!(
+                            "rate limited ({message}); gave up after {} attempts",
+                            task.attempts
+                        ),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff: base × 2^(attempt-1), capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.config
+            .retry_base
+            .saturating_mul(factor)
+            .min(self.config.retry_max)
+    }
+
+    /// Saves the finished execution, then moves the task (if it is still
+    /// RUNNING: a cancel may have moved it already).
+    async fn record(
+        &self,
+        task: &Task,
+        execution: &mut Execution,
+        result: Result<(RunOutcome, Decision), String>,
+    ) -> Result<(), super::CoreError> {
+        let store = self.tasks.store();
+        let decision = match result {
+            Ok((outcome, decision)) => {
+                execution.exit_code = outcome.exit_code;
+                execution.session_id = outcome.session_id;
+                if !outcome.model.is_empty() {
+                    execution.model = outcome.model;
+                }
+                execution.cost_usd = outcome.cost_usd;
+                execution.cost_estimated = outcome.cost_estimated;
+                execution.input_tokens = outcome.input_tokens;
+                execution.output_tokens = outcome.output_tokens;
+                execution.turns = outcome.turns;
+                execution.summary = extract_summary(&outcome.final_text).unwrap_or_default();
+                decision
+            }
+            Err(reason) => Decision {
+                execution_state: ExecutionState::Failed,
+                task_state: TaskState::Failed,
+                reason,
+                run_after: None,
+            },
+        };
+        execution.state = decision.execution_state;
+        if decision.execution_state != ExecutionState::Succeeded {
+            execution.error = decision.reason.clone();
+        }
+        execution.ended_at = Some(now_millis());
+        store.save_execution(execution.clone()).await?;
+
+        if decision.task_state != TaskState::Cancelled {
+            state::check(TaskState::Running, decision.task_state)?;
+            let mut update = TaskUpdate::new(
+                task.id,
+                TaskState::Running,
+                decision.task_state,
+                &decision.reason,
+            );
+            update.run_after = decision.run_after;
+            if !execution.summary.is_empty() {
+                update.summary = Some(execution.summary.clone());
+            }
+            store.update_task(update).await?;
+        }
+        info!(
+            task_id = %task.id,
+            execution_id = %execution.id,
+            state = %execution.state,
+            cost_usd = execution.cost_usd,
+            "attempt finished"
+        );
+        Ok(())
+    }
+}
+
+fn sandbox_path(config: &SandboxConfig, task: &Task) -> String {
+    config.root.join(task.id.to_string()).display().to_string()
+}
+
+struct Decision {
+    execution_state: ExecutionState,
+    task_state: TaskState,
+    reason: String,
+    run_after: Option<i64>,
+}

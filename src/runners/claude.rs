@@ -1,0 +1,385 @@
+//! Claude Code, headless: `claude -p … --output-format stream-json --verbose`.
+//! Every stream-json line becomes a structured log event; the final `result`
+//! event gives the session, cost, tokens, turns and how the run ended.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{self, Stream};
+use super::{CommandSpec, RunOutcome, RunRequest, Runner, Verdict, locate};
+use crate::core::logs::{LogKind, LogWriter};
+use crate::core::model::AgentType;
+
+/// Works as root (unlike bypassPermissions) and lets the agent edit files in
+/// its working directory.
+const PERMISSION_MODE: &str = "acceptEdits";
+
+pub struct ClaudeRunner {
+    command: CommandSpec,
+}
+
+impl ClaudeRunner {
+    pub fn new(command: CommandSpec) -> Self {
+        ClaudeRunner { command }
+    }
+
+    fn args(&self, req: &RunRequest) -> Vec<String> {
+        let mut args = vec![
+            "-p".to_string(),
+            req.prompt.clone(),
+            "--output-format".into(),
+            "stream-json".into(),
+            "--verbose".into(),
+            "--permission-mode".into(),
+            PERMISSION_MODE.into(),
+        ];
+        if !req.model.is_empty() {
+            args.extend(["--model".into(), req.model.clone()]);
+        }
+        if req.max_turns > 0 {
+            args.extend(["--max-turns".into(), req.max_turns.to_string()]);
+        }
+        if req.max_budget_usd > 0.0 {
+            args.extend(["--max-budget-usd".into(), req.max_budget_usd.to_string()]);
+        }
+        if !req.allowed_tools.is_empty() {
+            args.extend(["--allowedTools".into(), req.allowed_tools.join(",")]);
+        }
+        if !req.system_prompt.is_empty() {
+            args.extend(["--append-system-prompt".into(), req.system_prompt.clone()]);
+        }
+        if let Some(session) = &req.resume_session {
+            args.extend(["--resume".into(), session.clone()]);
+        }
+        args
+    }
+}
+
+#[async_trait::async_trait]
+impl Runner for ClaudeRunner {
+    fn agent(&self) -> AgentType {
+        AgentType::Claude
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        match locate(&self.command.program) {
+            Some(_) => None,
+            None => Some(format!(
+                "the `{}` CLI is not installed (npm install -g @anthropic-ai/claude-code, or set [agents.claude] command)",
+                self.command.program.display()
+            )),
+        }
+    }
+
+    async fn run(
+        &self,
+        req: RunRequest,
+        log: &mut LogWriter,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        let mut command = Command::new(&self.command.program);
+        command
+            .args(self.args(&req))
+            .current_dir(&req.workdir)
+            .envs(&self.command.env);
+        let mut stream = ClaudeStream::default();
+        let exit = process::run(command, &cancel, |source, line| {
+            let logged = match source {
+                Stream::Stdout => {
+                    let (kind, text, payload) = stream.read_line(&line);
+                    log.append(kind, text, payload, line)
+                }
+                Stream::Stderr => log.append(LogKind::Stderr, line.clone(), Value::Null, line),
+            };
+            if let Err(e) = logged {
+                tracing::warn!(error = %e, "cannot write the execution log");
+            }
+        })
+        .await;
+        match exit {
+            Ok(exit) => stream.finish(exit.code, exit.stopped),
+            Err(e) => RunOutcome::new(Verdict::Failed(format!(
+                "cannot start `{}`: {e}",
+                self.command.program.display()
+            ))),
+        }
+    }
+}
+
+/// What has been read of one run's stream-json output.
+#[derive(Default)]
+pub struct ClaudeStream {
+    session_id: String,
+    model: String,
+    result: Option<Value>,
+    last_text: String,
+    last_retry_delay: Option<Duration>,
+}
+
+impl ClaudeStream {
+    /// Reads one stdout line: its log kind, a one-line reading, the payload.
+    pub fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            return (LogKind::Text, line.to_string(), Value::Null);
+        };
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        let subtype = event["subtype"].as_str().unwrap_or_default().to_string();
+        if let Some(session) = event["session_id"].as_str() {
+            self.session_id = session.to_string();
+        }
+        let (log_kind, text) = match kind.as_str() {
+            "system" if subtype == "init" => {
+                self.model = event["model"].as_str().unwrap_or_default().to_string();
+                (
+                    LogKind::System,
+                    format!("session {} started (model {})", self.session_id, self.model),
+                )
+            }
+            "system" if subtype == "api_retry" => {
+                self.last_retry_delay = event["retry_delay_ms"]
+                    .as_f64()
+                    .map(|ms| Duration::from_millis(ms as u64));
+                (
+                    LogKind::System,
+                    format!(
+                        "model API error {} ({}), retry {} of {}",
+                        event["error_status"],
+                        event["error"].as_str().unwrap_or("unknown"),
+                        event["attempt"],
+                        event["max_retries"]
+                    ),
+                )
+            }
+            "assistant" => self.read_assistant(&event),
+            "user" => {
+                let block = &event["message"]["content"][0];
+                let content = match &block["content"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let kind = if block["is_error"].as_bool() == Some(true) {
+                    "tool error"
+                } else {
+                    "tool result"
+                };
+                (
+                    LogKind::ToolResult,
+                    format!("{kind}: {}", one_line(&content)),
+                )
+            }
+            "result" => {
+                let text = format!(
+                    "{} ({} turns, ${:.4})",
+                    if event["is_error"].as_bool() == Some(true) {
+                        format!("error: {subtype}")
+                    } else {
+                        subtype.clone()
+                    },
+                    event["num_turns"],
+                    event["total_cost_usd"].as_f64().unwrap_or_default()
+                );
+                self.result = Some(event.clone());
+                (LogKind::Result, text)
+            }
+            other => (
+                LogKind::System,
+                format!("{other} {subtype}").trim().to_string(),
+            ),
+        };
+        (log_kind, text, event)
+    }
+
+    fn read_assistant(&mut self, event: &Value) -> (LogKind, String) {
+        let block = &event["message"]["content"][0];
+        match block["type"].as_str() {
+            Some("tool_use") => {
+                let input = &block["input"];
+                let target = ["file_path", "command", "path", "pattern", "url"]
+                    .iter()
+                    .find_map(|k| input[*k].as_str())
+                    .unwrap_or_default();
+                (
+                    LogKind::ToolCall,
+                    format!(
+                        "{} {}",
+                        block["name"].as_str().unwrap_or("tool"),
+                        one_line(target)
+                    )
+                    .trim()
+                    .to_string(),
+                )
+            }
+            Some("text") => {
+                let text = block["text"].as_str().unwrap_or_default().to_string();
+                self.last_text = text.clone();
+                (LogKind::Text, text)
+            }
+            Some("thinking") => (LogKind::System, "thinking".into()),
+            _ => (LogKind::System, "assistant message".into()),
+        }
+    }
+
+    /// The outcome, once the process has exited.
+    pub fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome {
+        let mut outcome = RunOutcome::new(Verdict::Succeeded);
+        outcome.exit_code = exit_code;
+        outcome.session_id = self.session_id;
+        outcome.model = self.model;
+        outcome.final_text = self.last_text;
+        if stopped {
+            outcome.verdict = Verdict::Stopped;
+        }
+        let Some(result) = self.result else {
+            if !stopped {
+                outcome.verdict = Verdict::Failed(format!(
+                    "claude exited with {} before reporting a result",
+                    exit_code.map_or("a signal".to_string(), |c| format!("code {c}"))
+                ));
+            }
+            return outcome;
+        };
+        let usage = &result["usage"];
+        let tokens = |k: &str| usage[k].as_u64().unwrap_or_default();
+        outcome.input_tokens = tokens("input_tokens")
+            + tokens("cache_creation_input_tokens")
+            + tokens("cache_read_input_tokens");
+        outcome.output_tokens = tokens("output_tokens");
+        outcome.cost_usd = result["total_cost_usd"].as_f64().unwrap_or_default();
+        outcome.turns = result["num_turns"].as_u64().unwrap_or_default() as u32;
+        if let Some(text) = result["result"].as_str() {
+            outcome.final_text = text.to_string();
+        }
+        if let Some(session) = result["session_id"].as_str() {
+            outcome.session_id = session.to_string();
+        }
+        if stopped {
+            return outcome;
+        }
+        let subtype = result["subtype"].as_str().unwrap_or_default();
+        let is_error = result["is_error"].as_bool().unwrap_or(false);
+        let api_status = result["api_error_status"].as_u64();
+        outcome.verdict = match (subtype, is_error, api_status) {
+            ("error_max_turns", _, _) => {
+                Verdict::Failed(format!("reached the turn limit ({} turns)", outcome.turns))
+            }
+            ("error_max_budget_usd", _, _) => Verdict::BudgetExceeded(format!(
+                "reached the budget (spent ${:.4})",
+                outcome.cost_usd
+            )),
+            (_, true, Some(429 | 529)) => Verdict::RateLimited {
+                message: one_line(&outcome.final_text),
+                retry_after: self.last_retry_delay,
+            },
+            (_, true, _) => Verdict::Failed(if outcome.final_text.is_empty() {
+                format!("claude reported an error ({subtype})")
+            } else {
+                one_line(&outcome.final_text)
+            }),
+            ("success", false, _) => Verdict::Succeeded,
+            (other, _, _) => Verdict::Failed(format!("claude ended with `{other}`")),
+        };
+        outcome
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut short: String = line.chars().take(200).collect();
+    if line.chars().count() > 200 || text.lines().nth(1).is_some() {
+        short.push('…');
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(lines: &[&str]) -> ClaudeStream {
+        let mut stream = ClaudeStream::default();
+        for line in lines {
+            stream.read_line(line);
+        }
+        stream
+    }
+
+    const INIT: &str =
+        r#"{"type":"system","subtype":"init","session_id":"s-1","model":"claude-sonnet-4-5"}"#;
+
+    #[test]
+    fn a_successful_run_records_session_cost_tokens_and_text() {
+        let stream = read(&[
+            INIT,
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Write","input":{"file_path":"/w/hello.txt","content":"hi"}}]},"session_id":"s-1"}"#,
+            r#"{"type":"user","message":{"content":[{"tool_use_id":"t1","type":"tool_result","content":"File created"}]},"session_id":"s-1"}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Done.\n\n## Summary\nWrote hello.txt."}]},"session_id":"s-1"}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"Done.\n\n## Summary\nWrote hello.txt.","session_id":"s-1","total_cost_usd":0.0091,"usage":{"input_tokens":2468,"cache_creation_input_tokens":10,"cache_read_input_tokens":5,"output_tokens":112}}"#,
+        ]);
+        let outcome = stream.finish(Some(0), false);
+        assert_eq!(outcome.verdict, Verdict::Succeeded);
+        assert_eq!(outcome.session_id, "s-1");
+        assert_eq!(outcome.model, "claude-sonnet-4-5");
+        assert_eq!(outcome.cost_usd, 0.0091);
+        assert_eq!(
+            (outcome.input_tokens, outcome.output_tokens, outcome.turns),
+            (2483, 112, 2)
+        );
+        assert!(outcome.final_text.contains("## Summary"));
+    }
+
+    #[test]
+    fn limits_and_api_errors_map_to_outcomes() {
+        let result = |body: &str| read(&[INIT, body]).finish(Some(1), false).verdict;
+        assert!(matches!(
+            result(r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":2}"#),
+            Verdict::Failed(m) if m.contains("turn limit")
+        ));
+        assert!(matches!(
+            result(
+                r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true,"total_cost_usd":0.002}"#
+            ),
+            Verdict::BudgetExceeded(_)
+        ));
+        let limited = read(&[
+            INIT,
+            r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":1,"retry_delay_ms":1500,"error_status":429,"error":"rate_limit"}"#,
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429)"}"#,
+        ])
+        .finish(Some(1), false);
+        assert_eq!(
+            limited.verdict,
+            Verdict::RateLimited {
+                message: "API Error: Request rejected (429)".into(),
+                retry_after: Some(Duration::from_millis(1500)),
+            }
+        );
+        assert!(matches!(
+            result(r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":500,"result":"API Error: 500"}"#),
+            Verdict::Failed(m) if m.contains("500")
+        ));
+        assert!(
+            matches!(read(&[INIT]).finish(Some(2), false).verdict, Verdict::Failed(m) if m.contains("code 2"))
+        );
+        assert_eq!(read(&[INIT]).finish(None, true).verdict, Verdict::Stopped);
+    }
+
+    #[test]
+    fn lines_become_readable_events() {
+        let mut stream = ClaudeStream::default();
+        let (kind, text, _) = stream.read_line(
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"cargo test"}}]}}"#,
+        );
+        assert_eq!(
+            (kind, text.as_str()),
+            (LogKind::ToolCall, "Bash cargo test")
+        );
+        let (kind, text, payload) = stream.read_line("not json");
+        assert_eq!(
+            (kind, text.as_str(), payload),
+            (LogKind::Text, "not json", Value::Null)
+        );
+    }
+}

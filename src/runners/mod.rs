@@ -1,0 +1,161 @@
+//! Runners: the seam between the executor and the agent CLIs. A runner turns
+//! one [`RunRequest`] into a process, streams what it prints into the
+//! execution log, and reports a [`RunOutcome`]. Sandboxes, commits,
+//! timeouts, cancellation and state changes are the executor's, the same for
+//! every runner.
+
+pub mod claude;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::core::logs::LogWriter;
+use crate::core::model::{AgentType, Id};
+
+/// Everything a runner needs for one attempt.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub task_id: Id,
+    pub execution_id: Id,
+    /// The sandbox: the agent's working directory.
+    pub workdir: PathBuf,
+    /// The user's instructions.
+    pub prompt: String,
+    /// Appended to the agent's own system prompt.
+    pub system_prompt: String,
+    /// Empty: the runner's default model.
+    pub model: String,
+    pub allowed_tools: Vec<String>,
+    /// 0: no cap.
+    pub max_budget_usd: f64,
+    /// 0: the agent's default.
+    pub max_turns: u32,
+    /// Resume this agent session instead of starting a new one.
+    pub resume_session: Option<String>,
+}
+
+/// How an attempt ended, as the runner saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Succeeded,
+    Failed(String),
+    BudgetExceeded(String),
+    /// The model API refused for load or quota; retry later.
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The process was stopped by the cancel token (cancel or timeout; the
+    /// executor knows which).
+    Stopped,
+}
+
+/// What a runner reports about an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    pub session_id: String,
+    /// The model that actually answered, when the agent said.
+    pub model: String,
+    pub cost_usd: f64,
+    pub cost_estimated: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub turns: u32,
+    /// The agent's final message.
+    pub final_text: String,
+}
+
+impl RunOutcome {
+    pub fn new(verdict: Verdict) -> Self {
+        RunOutcome {
+            verdict,
+            exit_code: None,
+            session_id: String::new(),
+            model: String::new(),
+            cost_usd: 0.0,
+            cost_estimated: false,
+            input_tokens: 0,
+            output_tokens: 0,
+            turns: 0,
+            final_text: String::new(),
+        }
+    }
+}
+
+/// An agent the executor can run.
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    fn agent(&self) -> AgentType;
+
+    /// Why this runner cannot run now (its CLI is missing), if it cannot.
+    fn unavailable(&self) -> Option<String>;
+
+    /// Runs one attempt to its end. Must return promptly once `cancel`
+    /// fires, with the agent's whole process group ended.
+    async fn run(
+        &self,
+        request: RunRequest,
+        log: &mut LogWriter,
+        cancel: CancellationToken,
+    ) -> RunOutcome;
+}
+
+/// How to start an agent CLI: the command and extra environment, from config.
+#[derive(Clone, Debug, Default)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Finds a program on PATH (or checks an explicit path).
+pub fn locate(program: &std::path::Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The `## Summary` section of an agent's final text: the lines after the
+/// heading, up to the next heading of the same or a higher level.
+pub fn extract_summary(text: &str) -> Option<String> {
+    let mut lines = text.lines();
+    lines.by_ref().find(|l| {
+        let l = l.trim();
+        l.eq_ignore_ascii_case("## summary") || l.eq_ignore_ascii_case("# summary")
+    })?;
+    let body: Vec<&str> = lines
+        .take_while(|l| !(l.starts_with("# ") || l.starts_with("## ")))
+        .collect();
+    let body = body.join("\n").trim().to_string();
+    (!body.is_empty()).then_some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_section_is_extracted() {
+        let text =
+            "I did it.\n\n## Summary\nCreated hello.txt.\nAll tests pass.\n\n## Next\nnothing";
+        assert_eq!(
+            extract_summary(text).as_deref(),
+            Some("Created hello.txt.\nAll tests pass.")
+        );
+        assert_eq!(extract_summary("no heading here"), None);
+        assert_eq!(extract_summary("## Summary\n\n"), None);
+        assert_eq!(
+            extract_summary("## summary\n### Details\nx").as_deref(),
+            Some("### Details\nx")
+        );
+    }
+}

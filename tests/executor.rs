@@ -1,0 +1,587 @@
+//! End to end: the real server runs the real `claude` CLI (installed by
+//! scripts/install-agents) against the project's own scripted Anthropic
+//! model server, in git sandboxes, and clients watch over gRPC.
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use claudomator::config::Config;
+use claudomator::proto as pb;
+use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
+use common::{TestServer, spec, start_server_with};
+use support::anthropic_mock::{AnthropicMock, Script};
+use support::claude_env::{ClaudeEnv, claude_or_skip};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+type Client = ClaudomatorServiceClient<Channel>;
+
+/// A server whose `claude` agent talks to `mock`, with `adjust` applied.
+async fn server_with_claude(
+    mock: &AnthropicMock,
+    home: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
+    let program = support::claude_env::claude_bin_path();
+    let mut env = ClaudeEnv::new(mock.base_url(), home);
+    env.max_retries = 1;
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::create_dir_all(env.tmp_dir()).unwrap();
+    let vars = env
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+        .collect();
+    start_server_with(move |c| {
+        c.agents.claude.command = program;
+        c.agents.claude.env = vars;
+        c.agents.claude.model = "claude-sonnet-4-5".into();
+        c.executor.enabled = true;
+        c.executor.poll_interval = "200ms".into();
+        c.executor.retry_base = "1s".into();
+        adjust(c);
+    })
+    .await
+}
+
+fn claude_spec(instructions: &str) -> pb::TaskSpec {
+    pb::TaskSpec {
+        agent: Some(pb::AgentSettings {
+            r#type: pb::AgentType::Claude as i32,
+            ..Default::default()
+        }),
+        ..spec(instructions)
+    }
+}
+
+async fn submit(client: &mut Client, spec: pb::TaskSpec) -> pb::Task {
+    client
+        .submit_task(common::submit_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+async fn get(client: &mut Client, id: &str) -> pb::Task {
+    client
+        .get_task(pb::GetTaskRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+/// Polls until the task is in one of `states` (60 s at most).
+async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = get(client, id).await;
+        if states.iter().any(|s| *s as i32 == task.state) {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} stuck in {:?} ({})",
+            pb::TaskState::try_from(task.state),
+            task.state_reason
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
+    client
+        .list_executions(pb::ListExecutionsRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions
+}
+
+/// Polls `condition` without blocking the runtime (30 s at most).
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Processes whose working directory is inside `dir`.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(dir)
+        {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
+        }
+    }
+    found
+}
+
+async fn git_output(dir: &Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_task_runs_claude_in_a_sandbox_and_records_everything() {
+    if claude_or_skip("a_task_runs_claude_in_a_sandbox_and_records_everything").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::write_file("hello.txt", "hi"));
+    let server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+
+    let task = submit(&mut client, claude_spec("Create hello.txt containing hi")).await;
+    let done = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Completed, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "{}",
+        done.state_reason
+    );
+    assert_eq!(done.attempts, 1);
+
+    let runs = executions(&mut client, &task.id).await;
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(
+        run.state,
+        pb::ExecutionState::Succeeded as i32,
+        "{}",
+        run.error
+    );
+    assert_eq!(run.agent, pb::AgentType::Claude as i32);
+    assert_eq!(run.model, "claude-sonnet-4-5");
+    assert!(!run.session_id.is_empty());
+    assert!(run.cost_usd > 0.0);
+    assert!(run.input_tokens > 0 && run.output_tokens > 0);
+    assert!(run.turns >= 2);
+    assert_eq!(run.exit_code, Some(0));
+    assert!(
+        !run.summary.is_empty(),
+        "the ## Summary section is extracted"
+    );
+    assert_eq!(done.summary, run.summary);
+    assert_eq!(run.changed_files, vec!["hello.txt".to_string()]);
+    assert_eq!(run.file_changes[0].added, 1);
+    assert_eq!(run.commits.len(), 1);
+
+    // The commit is delivered to the project as branch claudomator/<task>.
+    let project = server.config.projects[0].path.clone();
+    let branch = format!("claudomator/{}", task.id);
+    assert_eq!(
+        git_output(&project, &["rev-parse", &branch]).await,
+        run.commits[0]
+    );
+    assert_eq!(
+        git_output(&project, &["show", &format!("{branch}:hello.txt")]).await,
+        "hi"
+    );
+    // The project's own checkout is untouched, and the sandbox is gone.
+    assert!(!project.join("hello.txt").exists());
+    assert!(!server.data_dir().join("sandboxes").join(&task.id).exists());
+
+    // The log is on disk and replays in full over StreamLogs.
+    assert!(Path::new(&run.log_path).is_file());
+    let mut stream = client
+        .stream_logs(pb::StreamLogsRequest {
+            execution_id: run.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    let mut next = 0;
+    while let Some(item) = stream.next().await {
+        let event = item.unwrap().event.unwrap();
+        assert_eq!(event.offset, next);
+        next += 1;
+        kinds.push(pb::LogEventKind::try_from(event.kind).unwrap());
+    }
+    for wanted in [
+        pb::LogEventKind::System,
+        pb::LogEventKind::ToolCall,
+        pb::LogEventKind::ToolResult,
+        pb::LogEventKind::Text,
+        pb::LogEventKind::Result,
+    ] {
+        assert!(kinds.contains(&wanted), "{wanted:?} missing from {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn limits_map_to_states() {
+    if claude_or_skip("limits_map_to_states").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::ManyTurns);
+    let server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+
+    let mut turns = claude_spec("keep going");
+    turns.agent.as_mut().unwrap().max_turns = 1;
+    let turns = submit(&mut client, turns).await;
+    let mut budget = claude_spec("spend");
+    budget.agent.as_mut().unwrap().max_budget_usd = 0.0001;
+    let budget = submit(&mut client, budget).await;
+
+    let finals = [
+        pb::TaskState::Completed,
+        pb::TaskState::Failed,
+        pb::TaskState::BudgetExceeded,
+    ];
+    let turns = wait_for(&mut client, &turns.id, &finals).await;
+    assert_eq!(turns.state, pb::TaskState::Failed as i32);
+    assert!(
+        turns.state_reason.contains("turn limit"),
+        "{}",
+        turns.state_reason
+    );
+    let budget = wait_for(&mut client, &budget.id, &finals).await;
+    assert_eq!(
+        budget.state,
+        pb::TaskState::BudgetExceeded as i32,
+        "{}",
+        budget.state_reason
+    );
+    let run = &executions(&mut client, &budget.id).await[0];
+    assert_eq!(run.state, pb::ExecutionState::BudgetExceeded as i32);
+    // A failed attempt's sandbox is kept for inspection.
+    assert!(server.data_dir().join("sandboxes").join(&turns.id).is_dir());
+}
+
+#[tokio::test]
+async fn a_rate_limited_attempt_is_requeued_and_then_succeeds() {
+    if claude_or_skip("a_rate_limited_attempt_is_requeued_and_then_succeeds").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // CLAUDE_CODE_MAX_RETRIES=1: each attempt makes two calls, so the first
+    // attempt is rate-limited and the second succeeds on its second call.
+    let mock = AnthropicMock::start(Script::rate_limited_then(
+        3,
+        1,
+        Script::write_file("ok.txt", "ok"),
+    ));
+    let server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+
+    let task = submit(&mut client, claude_spec("write ok.txt")).await;
+    let done = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Completed, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "{}",
+        done.state_reason
+    );
+    assert_eq!(done.attempts, 2);
+    let runs = executions(&mut client, &task.id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].state, pb::ExecutionState::RateLimited as i32);
+    assert!(runs[0].error.contains("rate limited"), "{}", runs[0].error);
+    assert_eq!(runs[1].state, pb::ExecutionState::Succeeded as i32);
+    // The backoff was honoured: the retry started at least a second later.
+    let gap = runs[1].started_at.unwrap().seconds - runs[0].ended_at.unwrap().seconds;
+    assert!(gap >= 0, "{gap}");
+    let gap_ms = (runs[1].started_at.unwrap().seconds * 1000
+        + runs[1].started_at.unwrap().nanos as i64 / 1_000_000)
+        - (runs[0].ended_at.unwrap().seconds * 1000
+            + runs[0].ended_at.unwrap().nanos as i64 / 1_000_000);
+    assert!(gap_ms >= 900, "retried after {gap_ms} ms");
+}
+
+#[tokio::test]
+async fn cancel_and_timeout_end_the_agent_and_leave_no_process() {
+    if claude_or_skip("cancel_and_timeout_end_the_agent_and_leave_no_process").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::Slow {
+        delay_per_event: Duration::from_millis(200),
+        chunks: 1000,
+    });
+    let server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+    let sandboxes = server.data_dir().join("sandboxes");
+
+    let cancelled = submit(&mut client, claude_spec("take your time")).await;
+    let mut timed = claude_spec("take even longer");
+    timed.timeout = "4s".into();
+    let timed = submit(&mut client, timed).await;
+
+    wait_for(&mut client, &cancelled.id, &[pb::TaskState::Running]).await;
+    assert!(
+        eventually(|| mock.in_flight() >= 1).await,
+        "the agent reached the model"
+    );
+    assert!(
+        !processes_in(&sandboxes).is_empty(),
+        "the agent runs in its sandbox"
+    );
+    let response = client
+        .cancel_task(pb::CancelTaskRequest {
+            id: cancelled.id.clone(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(response.state, pb::TaskState::Cancelled as i32);
+
+    let timed = wait_for(
+        &mut client,
+        &timed.id,
+        &[
+            pb::TaskState::TimedOut,
+            pb::TaskState::Failed,
+            pb::TaskState::Completed,
+        ],
+    )
+    .await;
+    assert_eq!(
+        timed.state,
+        pb::TaskState::TimedOut as i32,
+        "{}",
+        timed.state_reason
+    );
+
+    // Both executions end, and no process is left in any sandbox.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = executions(&mut client, &cancelled.id).await;
+        let b = executions(&mut client, &timed.id).await;
+        let ended = |runs: &[pb::Execution]| runs.iter().all(|r| r.ended_at.is_some());
+        if ended(&a) && ended(&b) {
+            assert_eq!(a[0].state, pb::ExecutionState::Cancelled as i32);
+            assert_eq!(b[0].state, pb::ExecutionState::TimedOut as i32);
+            break;
+        }
+        assert!(Instant::now() < deadline, "executions did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = processes_in(&sandboxes);
+    assert!(left.is_empty(), "processes outlived their task: {left:?}");
+    assert_eq!(
+        get(&mut client, &cancelled.id).await.state_reason,
+        "changed my mind"
+    );
+}
+
+#[tokio::test]
+async fn two_subscribers_follow_one_execution_live() {
+    if claude_or_skip("two_subscribers_follow_one_execution_live").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::Slow {
+        delay_per_event: Duration::from_millis(50),
+        chunks: 40,
+    });
+    let server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, claude_spec("narrate slowly")).await;
+
+    // The first subscriber follows by task id before the execution exists.
+    let mut early = client
+        .stream_logs(pb::StreamLogsRequest {
+            task_id: task.id.clone(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = early.next().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(first.offset, 0);
+
+    // The second joins late from offset 1, while the agent still runs.
+    assert_eq!(
+        get(&mut client, &task.id).await.state,
+        pb::TaskState::Running as i32
+    );
+    let mut late_client = server.client().await;
+    let late = late_client
+        .stream_logs(pb::StreamLogsRequest {
+            execution_id: first.execution_id.clone(),
+            from_offset: 1,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let collect = |mut stream: tonic::Streaming<pb::StreamLogsResponse>| async move {
+        let mut events = Vec::new();
+        while let Some(item) = stream.next().await {
+            events.push(item.unwrap().event.unwrap());
+        }
+        events
+    };
+    let (mut early_events, late_events) = tokio::join!(collect(early), collect(late));
+    early_events.insert(0, first);
+
+    let offsets = |events: &[pb::LogEvent]| events.iter().map(|e| e.offset).collect::<Vec<_>>();
+    let total = early_events.len() as u64;
+    assert!(total >= 4, "start, agent events, result, end: got {total}");
+    assert_eq!(offsets(&early_events), (0..total).collect::<Vec<_>>());
+    assert_eq!(offsets(&late_events), (1..total).collect::<Vec<_>>());
+    assert_eq!(early_events[1..], late_events[..]);
+    assert!(
+        early_events
+            .iter()
+            .any(|e| e.kind == pb::LogEventKind::Result as i32),
+        "the stream runs to the result"
+    );
+    let done = get(&mut client, &task.id).await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "{}",
+        done.state_reason
+    );
+}
+
+#[tokio::test]
+async fn the_scheduler_keeps_limits_priorities_and_dependencies() {
+    if claude_or_skip("the_scheduler_keeps_limits_priorities_and_dependencies").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::Slow {
+        delay_per_event: Duration::from_millis(20),
+        chunks: 10,
+    });
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.executor.max_concurrent = 3;
+        c.agents.claude.max_concurrent = 2;
+    })
+    .await;
+    let mut client = server.client().await;
+
+    let first = submit(&mut client, claude_spec("first")).await;
+    let mut after = claude_spec("after first");
+    after.depends_on = vec![first.id.clone()];
+    let after = submit(&mut client, after).await;
+    assert_eq!(after.state, pb::TaskState::Pending as i32);
+    let mut batch = Vec::new();
+    for (i, priority) in [
+        pb::Priority::Low,
+        pb::Priority::Normal,
+        pb::Priority::High,
+        pb::Priority::Low,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = claude_spec(&format!("batch {i}"));
+        s.priority = priority as i32;
+        batch.push(submit(&mut client, s).await);
+    }
+    // A dependency that gets cancelled fails its dependent.
+    let doomed = submit(
+        &mut client,
+        pb::TaskSpec {
+            priority: pb::Priority::Low as i32,
+            ..claude_spec("doomed")
+        },
+    )
+    .await;
+    let mut orphan = claude_spec("orphan");
+    orphan.depends_on = vec![doomed.id.clone()];
+    let orphan = submit(&mut client, orphan).await;
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            id: doomed.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let finals = [
+        pb::TaskState::Completed,
+        pb::TaskState::Failed,
+        pb::TaskState::Cancelled,
+    ];
+    let orphan = wait_for(&mut client, &orphan.id, &finals).await;
+    assert_eq!(orphan.state, pb::TaskState::Failed as i32);
+    assert!(
+        orphan.state_reason.contains(&doomed.id),
+        "{}",
+        orphan.state_reason
+    );
+
+    let mut started = Vec::new();
+    for task in batch.iter().chain([&first, &after]) {
+        let done = wait_for(&mut client, &task.id, &finals).await;
+        assert_eq!(
+            done.state,
+            pb::TaskState::Completed as i32,
+            "{}",
+            done.state_reason
+        );
+        let run = executions(&mut client, &task.id).await.remove(0);
+        started.push((
+            task.id.clone(),
+            run.started_at.unwrap(),
+            run.ended_at.unwrap(),
+        ));
+    }
+    // The per-agent cap (2) held at every moment, though the global cap is 3.
+    assert!(
+        mock.max_in_flight() <= 2,
+        "max in flight {}",
+        mock.max_in_flight()
+    );
+    // The dependent started only after its dependency ended.
+    let first_end = &started[4].2;
+    let after_start = &started[5].1;
+    assert!(
+        (after_start.seconds, after_start.nanos) >= (first_end.seconds, first_end.nanos),
+        "dependent started before its dependency ended"
+    );
+    // Among the batch, high priority started no later than the low ones
+    // submitted before it.
+    let key = |t: &prost_types::Timestamp| (t.seconds, t.nanos);
+    assert!(key(&started[2].1) <= key(&started[3].1));
+}
