@@ -168,6 +168,7 @@ async fn main() {
             name: "bench".into(),
             path: dir.path().join("bench"),
             github: None,
+            publish_remote: None,
         }],
         ..Config::default()
     };

@@ -23,12 +23,19 @@ use crate::store::Store;
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub database: String,
+    tasks: TaskService,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     executor: JoinHandle<()>,
 }
 
 impl Running {
+    /// The core task service this server runs (for in-process benchmarks and
+    /// tools; clients use gRPC).
+    pub fn tasks(&self) -> &TaskService {
+        &self.tasks
+    }
+
     /// The root token: cancelling it stops the server.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -102,7 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = shutdown.clone();
     let server = tokio::spawn(crate::grpc::serve(
         listener,
-        tasks,
+        tasks.clone(),
         config.auth.tokens.clone(),
         async move { stop.cancelled().await },
     ));
@@ -117,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         grpc_addr,
         database: store.description().to_string(),
+        tasks,
         shutdown,
         server,
         executor,

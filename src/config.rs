@@ -52,6 +52,9 @@ pub struct ExecutorSection {
     /// First backoff after a rate limit; doubles per attempt up to `retry_max`.
     pub retry_base: String,
     pub retry_max: String,
+    /// How long an agent whose usage quota is spent is set aside (when it does
+    /// not say when the quota resets); `auto` tasks go to other agents.
+    pub usage_limit_cooldown: String,
     /// How often the queue is checked when nothing else wakes the scheduler.
     pub poll_interval: String,
 }
@@ -67,6 +70,7 @@ impl Default for ExecutorSection {
             commit_author_email: "claudomator@localhost".into(),
             retry_base: "10s".into(),
             retry_max: "10m".into(),
+            usage_limit_cooldown: "1h".into(),
             poll_interval: "1s".into(),
         }
     }
@@ -142,6 +146,11 @@ pub struct ProjectConfig {
     /// The GitHub repository it mirrors, as `owner/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<String>,
+    /// When set, a finished task's branch is rebased onto the project's
+    /// default branch and pushed here: one of the project's remote names, a
+    /// URL or a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_remote: Option<String>,
 }
 
 impl Default for Config {
@@ -284,6 +293,10 @@ impl Config {
         for (key, text) in [
             ("executor.retry_base", &self.executor.retry_base),
             ("executor.retry_max", &self.executor.retry_max),
+            (
+                "executor.usage_limit_cooldown",
+                &self.executor.usage_limit_cooldown,
+            ),
             ("executor.poll_interval", &self.executor.poll_interval),
         ] {
             parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
@@ -364,7 +377,13 @@ impl Config {
             projects: self
                 .projects
                 .iter()
-                .map(|p| (p.name.clone(), p.path.clone()))
+                .map(|p| {
+                    let target = crate::core::executor::ProjectTarget {
+                        path: p.path.clone(),
+                        publish_remote: p.publish_remote.clone(),
+                    };
+                    (p.name.clone(), target)
+                })
                 .collect(),
             sandbox: crate::sandbox::SandboxConfig {
                 root: self.data_dir.join("sandboxes"),
@@ -374,6 +393,7 @@ impl Config {
             },
             retry_base: duration(&self.executor.retry_base, 10),
             retry_max: duration(&self.executor.retry_max, 600),
+            usage_limit_cooldown: duration(&self.executor.usage_limit_cooldown, 3600),
             poll_interval: duration(&self.executor.poll_interval, 1),
             shutdown: if self.executor.shutdown == "finish" {
                 ShutdownMode::Finish
@@ -409,6 +429,7 @@ fn project_from_cwd(cwd: &Path) -> Option<ProjectConfig> {
         name,
         path: root.to_path_buf(),
         github: None,
+        publish_remote: None,
     })
 }
 
@@ -418,7 +439,9 @@ pub fn commented_default(cwd: &Path) -> String {
     let project = project_from_cwd(cwd);
     let projects = match &project {
         Some(p) => format!(
-            "[[projects]]\nname = \"{}\"\npath = \"{}\"\n# github = \"owner/{}\"\n",
+            "[[projects]]\nname = \"{}\"\npath = \"{}\"\n# github = \"owner/{}\"\n\
+             # Rebase finished branches onto the default branch and push them here:\n\
+             # publish_remote = \"origin\"\n",
             p.name,
             p.path.display(),
             p.name
@@ -468,6 +491,9 @@ commit_author_email = "claudomator@localhost"
 # Backoff after a rate limit: retry_base, doubling per attempt, up to retry_max.
 retry_base = "10s"
 retry_max = "10m"
+# An agent whose usage quota is spent is set aside this long (unless it says
+# when the quota resets); `auto` tasks go to other agents meanwhile.
+usage_limit_cooldown = "1h"
 poll_interval = "1s"
 
 [agents.claude]

@@ -585,3 +585,184 @@ async fn the_scheduler_keeps_limits_priorities_and_dependencies() {
     let key = |t: &prost_types::Timestamp| (t.seconds, t.nanos);
     assert!(key(&started[2].1) <= key(&started[3].1));
 }
+
+#[tokio::test]
+async fn a_spent_quota_sets_the_agent_aside_and_requeues() {
+    if claude_or_skip("a_spent_quota_sets_the_agent_aside_and_requeues").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::UsageLimitReached);
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.executor.usage_limit_cooldown = "1h".into();
+    })
+    .await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, claude_spec("anything")).await;
+
+    // One attempt, then the task waits in the queue for the cool-down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let runs = executions(&mut client, &task.id).await;
+        if runs.first().is_some_and(|r| r.ended_at.is_some()) {
+            break runs;
+        }
+        assert!(Instant::now() < deadline, "the attempt did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs[0].state, pb::ExecutionState::RateLimited as i32);
+    assert!(runs[0].error.contains("usage limit"), "{}", runs[0].error);
+    let queued = wait_for(&mut client, &task.id, &[pb::TaskState::Queued]).await;
+    assert!(
+        queued.state_reason.contains("set aside until"),
+        "{}",
+        queued.state_reason
+    );
+    // A second task for the same agent is not started while it is set aside.
+    let second = submit(&mut client, claude_spec("another")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(&mut client, &second.id).await.state,
+        pb::TaskState::Queued as i32
+    );
+    assert_eq!(executions(&mut client, &task.id).await.len(), 1);
+    assert!(executions(&mut client, &second.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_requeues_running_tasks_and_stops_their_agents() {
+    if claude_or_skip("shutdown_requeues_running_tasks_and_stops_their_agents").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::Slow {
+        delay_per_event: Duration::from_millis(200),
+        chunks: 1000,
+    });
+    let mut server = server_with_claude(&mock, home.path(), |_| {}).await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, claude_spec("long job")).await;
+    wait_for(&mut client, &task.id, &[pb::TaskState::Running]).await;
+    assert!(eventually(|| mock.in_flight() >= 1).await);
+
+    server.stop().await;
+    let sandboxes = server.data_dir().join("sandboxes");
+    let left = processes_in(&sandboxes);
+    assert!(left.is_empty(), "agents outlived the server: {left:?}");
+
+    let store = claudomator::store::Store::open_sqlite(&server.data_dir())
+        .await
+        .unwrap();
+    let id = task.id.parse().unwrap();
+    let stored = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(stored.state, claudomator::core::model::TaskState::Queued);
+    let run = store.latest_execution(id).await.unwrap().unwrap();
+    assert_eq!(
+        run.state,
+        claudomator::core::model::ExecutionState::Interrupted
+    );
+    assert!(run.ended_at.is_some());
+    // The sandbox is kept for the next attempt.
+    assert!(sandboxes.join(&task.id).is_dir());
+}
+
+#[tokio::test]
+async fn finished_work_is_rebased_and_pushed_to_the_publish_remote() {
+    if claude_or_skip("finished_work_is_rebased_and_pushed_to_the_publish_remote").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let bare = remote.path().join("demo.git");
+    let mock = AnthropicMock::start(Script::write_file("feature.txt", "new"));
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.projects[0].publish_remote = Some("origin".into());
+    })
+    .await;
+    let project = server.config.projects[0].path.clone();
+    let git = |dir: &Path, args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(
+        remote.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "trunk",
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(
+        &project,
+        &["remote", "add", "origin", bare.to_str().unwrap()],
+    );
+    git(&project, &["push", "-q", "origin", "trunk"]);
+
+    let mut client = server.client().await;
+    let task = submit(&mut client, claude_spec("add feature.txt")).await;
+    let seen = wait_for(
+        &mut client,
+        &task.id,
+        &[
+            pb::TaskState::Running,
+            pb::TaskState::Completed,
+            pb::TaskState::Failed,
+        ],
+    )
+    .await;
+    // Move trunk on while the agent works: the branch must be rebased onto it.
+    let moved_trunk = seen.state == pb::TaskState::Running as i32;
+    if moved_trunk {
+        std::fs::write(project.join("NEWS.md"), "news\n").unwrap();
+        git(&project, &["add", "NEWS.md"]);
+        git(&project, &["commit", "-q", "-m", "trunk moves on"]);
+    }
+    let done = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Completed, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "{}",
+        done.state_reason
+    );
+
+    let branch = format!("claudomator/{}", task.id);
+    let pushed = git_output(&bare, &["rev-parse", &branch]).await;
+    assert_eq!(pushed.len(), 40, "the branch reached the publish remote");
+    assert_eq!(
+        git_output(&bare, &["show", &format!("{branch}:feature.txt")]).await,
+        "new"
+    );
+    let trunk_head = git_output(&project, &["rev-parse", "trunk"]).await;
+    let status = std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", &trunk_head, &pushed])
+        .current_dir(&bare)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the pushed branch sits on the project's trunk (moved: {moved_trunk})"
+    );
+    let logged =
+        std::fs::read_to_string(&executions(&mut client, &task.id).await[0].log_path).unwrap();
+    assert!(logged.contains("pushed it to origin"), "{logged}");
+}

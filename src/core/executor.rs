@@ -19,7 +19,7 @@ use super::model::{AgentType, Execution, ExecutionState, FileChange, Task, TaskS
 use super::state;
 use super::tasks::TaskService;
 use crate::runners::{RunOutcome, RunRequest, Runner, Verdict, extract_summary};
-use crate::sandbox::{Sandbox, SandboxConfig, deliver};
+use crate::sandbox::{Sandbox, SandboxConfig, default_branch, deliver, rebase_and_push};
 use crate::store::TaskUpdate;
 
 /// What the agent is told on top of its own system prompt.
@@ -44,15 +44,25 @@ pub struct ExecutorConfig {
     pub agent_limits: HashMap<AgentType, usize>,
     /// The default model of each agent, when a task names none.
     pub agent_models: HashMap<AgentType, String>,
-    /// Project name to repository path.
-    pub projects: HashMap<String, PathBuf>,
+    /// Project name to where it lives and where its work goes.
+    pub projects: HashMap<String, ProjectTarget>,
     pub sandbox: SandboxConfig,
     /// First rate-limit backoff; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// How long an agent whose usage quota is spent is set aside, when it
+    /// does not say when the quota resets.
+    pub usage_limit_cooldown: Duration,
     /// How often the queue is looked at when nothing wakes the executor.
     pub poll_interval: Duration,
     pub shutdown: ShutdownMode,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProjectTarget {
+    pub path: PathBuf,
+    /// Rebase finished branches onto the default branch and push them here.
+    pub publish_remote: Option<String>,
 }
 
 pub struct Executor {
@@ -333,7 +343,7 @@ impl Executor {
             }
         };
 
-        let Some(project_path) = self.config.projects.get(&task.project) else {
+        let Some(project) = self.config.projects.get(&task.project) else {
             let reason = format!("project `{}` is no longer configured", task.project);
             note(log, reason.clone());
             return self.record(task, execution, Err(reason)).await;
@@ -341,7 +351,7 @@ impl Executor {
         let sandbox = match Sandbox::prepare(
             &self.config.sandbox,
             &task.project,
-            project_path,
+            &project.path,
             &task.id.to_string(),
         )
         .await
@@ -431,19 +441,15 @@ impl Executor {
         let requeued = matches!(verdict.task_state, TaskState::Queued);
         let mut succeeded = verdict.execution_state == ExecutionState::Succeeded;
         if succeeded && !execution.commits.is_empty() {
-            // The work goes back to the project as branch claudomator/<task>.
-            if let Err(e) = deliver(&sandbox).await {
-                note(
-                    log,
-                    format!("cannot deliver {} to the project: {e}", sandbox.branch),
-                );
+            // The work goes back to the project as branch claudomator/<task>,
+            // and to the publish remote when the project has one.
+            if let Err(e) = self.hand_over(&sandbox, project, log).await {
+                note(log, e.clone());
                 succeeded = false;
                 verdict = Decision {
                     execution_state: ExecutionState::Failed,
                     task_state: TaskState::Failed,
-                    reason: format!(
-                        "the agent finished, but its branch could not be delivered: {e}"
-                    ),
+                    reason: format!("the agent finished, but {e}"),
                     run_after: None,
                 };
             }
@@ -468,6 +474,36 @@ impl Executor {
                 .to_string(),
         );
         self.record(task, execution, Ok((outcome, verdict))).await
+    }
+
+    /// Delivers the sandbox branch into the project, then (if configured)
+    /// rebases it onto the project's default branch and pushes it.
+    async fn hand_over(
+        &self,
+        sandbox: &Sandbox,
+        project: &ProjectTarget,
+        log: &mut LogWriter,
+    ) -> Result<(), String> {
+        deliver(sandbox)
+            .await
+            .map_err(|e| format!("its branch could not be delivered to the project: {e}"))?;
+        let Some(remote) = &project.publish_remote else {
+            return Ok(());
+        };
+        let default = default_branch(&project.path)
+            .await
+            .map_err(|e| format!("the project's default branch is unknown: {e}"))?;
+        rebase_and_push(sandbox, &self.config.sandbox, remote, &default)
+            .await
+            .map_err(|e| format!("publishing to {remote} failed: {e}"))?;
+        let text = format!(
+            "rebased {} onto {default} and pushed it to {remote}",
+            sandbox.branch
+        );
+        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+            warn!(error = %e, "cannot write the execution log");
+        }
+        Ok(())
     }
 
     /// Decides the execution's and the task's next states from an outcome.
@@ -521,6 +557,39 @@ impl Executor {
                 TaskState::BudgetExceeded,
                 reason.clone(),
             ),
+            Verdict::UsageLimited { message, resets_at } => {
+                let now = now_millis();
+                let cooldown = resets_at
+                    .filter(|at| *at > now)
+                    .map(|at| Duration::from_millis((at - now) as u64))
+                    .unwrap_or(self.config.usage_limit_cooldown);
+                self.mark_limited(agent, cooldown);
+                let until =
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
+                if task.attempts < task.max_attempts {
+                    // An `auto` task may go to another agent at once; one
+                    // that named this agent waits for it.
+                    let run_after = (task.agent.agent_type != AgentType::Auto)
+                        .then(|| now + cooldown.as_millis() as i64);
+                    Decision {
+                        execution_state: ExecutionState::RateLimited,
+                        task_state: TaskState::Queued,
+                        reason: format!(
+                            "usage limit reached ({message}); {agent} set aside until {until}"
+                        ),
+                        run_after,
+                    }
+                } else {
+                    decide(
+                        ExecutionState::RateLimited,
+                        TaskState::Failed,
+                        format!(
+                            "usage limit reached ({message}); gave up after {} attempts",
+                            task.attempts
+                        ),
+                    )
+                }
+            }
             Verdict::RateLimited {
                 message,
                 retry_after,

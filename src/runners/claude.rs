@@ -269,6 +269,10 @@ impl ClaudeStream {
                 "reached the budget (spent ${:.4})",
                 outcome.cost_usd
             )),
+            (_, true, _) if is_usage_limit(&outcome.final_text) => Verdict::UsageLimited {
+                message: one_line(&outcome.final_text),
+                resets_at: usage_limit_reset(&outcome.final_text),
+            },
             (_, true, Some(429 | 529)) => Verdict::RateLimited {
                 message: one_line(&outcome.final_text),
                 retry_after: self.last_retry_delay,
@@ -283,6 +287,27 @@ impl ClaudeStream {
         };
         outcome
     }
+}
+
+/// Claude Code's words for a spent quota, as opposed to a short rate limit:
+/// "Claude AI usage limit reached|1750000000", "5-hour limit reached",
+/// "Your credit balance is too low".
+fn is_usage_limit(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    ["usage limit", "limit reached", "credit balance is too low"]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
+/// The reset time in "…usage limit reached|<unix seconds>", if given.
+fn usage_limit_reset(text: &str) -> Option<i64> {
+    let (_, tail) = text.rsplit_once('|')?;
+    let digits: String = tail
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse::<i64>().ok().map(|secs| secs * 1000)
 }
 
 fn one_line(text: &str) -> String {
@@ -354,6 +379,15 @@ mod tests {
             Verdict::RateLimited {
                 message: "API Error: Request rejected (429)".into(),
                 retry_after: Some(Duration::from_millis(1500)),
+            }
+        );
+        assert_eq!(
+            result(
+                r#"{"type":"result","subtype":"success","is_error":true,"result":"Claude AI usage limit reached|1750000000"}"#
+            ),
+            Verdict::UsageLimited {
+                message: "Claude AI usage limit reached|1750000000".into(),
+                resets_at: Some(1_750_000_000_000),
             }
         );
         assert!(matches!(

@@ -49,6 +49,13 @@ pub enum Verdict {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The account's usage quota is spent (not a short rate limit): set the
+    /// agent aside until it resets, or for the configured cool-down.
+    UsageLimited {
+        message: String,
+        /// When the agent said the quota resets (Unix milliseconds).
+        resets_at: Option<i64>,
+    },
     /// The process was stopped by the cancel token (cancel or timeout; the
     /// executor knows which).
     Stopped,

@@ -39,11 +39,13 @@ pub fn test_config(dirs: &Path) -> Config {
                 name: "demo".into(),
                 path: demo,
                 github: None,
+                publish_remote: None,
             },
             ProjectConfig {
                 name: "other".into(),
                 path: other,
                 github: Some("acme/other".into()),
+                publish_remote: None,
             },
         ],
         executor: claudomator::config::ExecutorSection {

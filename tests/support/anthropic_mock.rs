@@ -68,6 +68,10 @@ pub enum Script {
     },
     /// Every `/v1/messages` call gets HTTP 529 `overloaded_error`.
     Overloaded,
+    /// Every `/v1/messages` call gets HTTP 429 saying the account's usage
+    /// limit is reached (a quota, not a short rate limit), with
+    /// `retry-after: 1`.
+    UsageLimitReached,
     /// Streams a text answer in `chunks` deltas, sleeping `delay_per_event`
     /// before every SSE event after `message_start`; the text ends with a
     /// `## Summary` section. A large `chunks` keeps the request open for
@@ -464,6 +468,19 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
                 call -= failures;
                 script = then;
             }
+            Script::UsageLimitReached => {
+                return json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &error_body(
+                        "rate_limit_error",
+                        "mock: Claude usage limit reached for this billing period",
+                    ),
+                    &[
+                        ("retry-after", "1".into()),
+                        ("request-id", new_id("req_mock")),
+                    ],
+                );
+            }
             Script::Overloaded => {
                 return json_response(
                     StatusCode::from_u16(529).unwrap(),
@@ -503,7 +520,9 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
                 delay_per_event,
                 chunks,
             } => (Reply::slow_text(*chunks), *delay_per_event),
-            Script::RateLimitedThen { .. } | Script::Overloaded => unreachable!(),
+            Script::RateLimitedThen { .. } | Script::Overloaded | Script::UsageLimitReached => {
+                unreachable!("answered above")
+            }
         }
     };
 
