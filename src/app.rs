@@ -14,9 +14,12 @@ use std::sync::Arc;
 use crate::config::{Config, DatabaseChoice};
 use crate::core::executor::Executor;
 use crate::core::logs::LogHub;
+use crate::core::model::AgentType;
 use crate::core::{Activity, TaskService};
+use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
-use crate::runners::{CommandSpec, Runner};
+use crate::runners::codex::CodexRunner;
+use crate::runners::gemini::GeminiRunner;
 use crate::store::Store;
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -57,6 +60,24 @@ impl Running {
     }
 }
 
+/// One runner per agent, from its config section.
+fn build_runners(config: &Config) -> Vec<Arc<dyn Runner>> {
+    let spec = |agent: AgentType| {
+        let section = match agent {
+            AgentType::Gemini => &config.agents.gemini,
+            AgentType::Codex => &config.agents.codex,
+            _ => &config.agents.claude,
+        };
+        section.command_spec(agent, &config.data_dir)
+    };
+    let prices = Arc::new(config.prices.clone());
+    vec![
+        Arc::new(ClaudeRunner::new(spec(AgentType::Claude))),
+        Arc::new(GeminiRunner::new(spec(AgentType::Gemini), prices.clone())),
+        Arc::new(CodexRunner::new(spec(AgentType::Codex), prices)),
+    ]
+}
+
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = match config.database() {
         DatabaseChoice::EmbeddedSqlite(dir) => Store::open_sqlite(&dir).await?,
@@ -83,10 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grpc_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
-    let runners: Vec<Arc<dyn Runner>> = vec![Arc::new(ClaudeRunner::new(CommandSpec {
-        program: config.agents.claude.command.clone(),
-        env: config.agents.claude.env.clone(),
-    }))];
+    let runners = build_runners(&config);
     for runner in &runners {
         match runner.unavailable() {
             None => info!(agent = %runner.agent(), "agent available"),

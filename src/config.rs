@@ -32,6 +32,10 @@ pub struct Config {
     pub projects: Vec<ProjectConfig>,
     pub executor: ExecutorSection,
     pub agents: AgentsConfig,
+    /// USD per million tokens by model, for agents that report no cost
+    /// (Gemini, Codex): `[prices."gemini-2.5-flash"] input_per_mtok = 0.3,
+    /// output_per_mtok = 2.5`.
+    pub prices: std::collections::HashMap<String, crate::runners::Price>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,36 +84,70 @@ impl Default for ExecutorSection {
 #[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
     pub claude: AgentConfig,
+    pub gemini: AgentConfig,
+    pub codex: AgentConfig,
 }
 
 impl AgentsConfig {
     /// Each agent's section.
     pub fn sections(&self) -> Vec<(crate::core::model::AgentType, &AgentConfig)> {
-        vec![(crate::core::model::AgentType::Claude, &self.claude)]
+        use crate::core::model::AgentType;
+        vec![
+            (AgentType::Claude, &self.claude),
+            (AgentType::Gemini, &self.gemini),
+            (AgentType::Codex, &self.codex),
+        ]
     }
 }
 
 /// How to run one agent CLI.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The program: a name on PATH or a path.
+    /// The program: a name on PATH or a path; empty: the agent's usual name
+    /// (`claude`, `gemini`, `codex`).
     pub command: PathBuf,
     /// Attempts of this agent at once; 0 means only the global cap applies.
     pub max_concurrent: usize,
     /// The model when a task names none; empty lets the CLI choose.
     pub model: String,
-    /// Extra environment for the agent process (base URLs, keys, HOME…).
+    /// Extra environment for the agent process (keys, proxies…).
     pub env: std::collections::BTreeMap<String, String>,
+    /// Gemini and Codex run with a home of their own (settings, sessions):
+    /// empty means `<data_dir>/agents/<agent>`.
+    pub home: PathBuf,
+    /// The model API's base URL, for Gemini and Codex; empty: their default.
+    pub base_url: String,
+    /// The environment variable with the API key (Codex; default
+    /// `OPENAI_API_KEY`).
+    pub api_key_env: String,
+    /// Retries the CLI itself makes on API errors before claudomator's own
+    /// backoff takes over (Gemini and Codex; default 2).
+    pub max_retries: Option<u32>,
 }
 
-impl Default for AgentConfig {
-    fn default() -> Self {
-        AgentConfig {
-            command: PathBuf::from("claude"),
-            max_concurrent: 0,
-            model: String::new(),
-            env: std::collections::BTreeMap::new(),
+impl AgentConfig {
+    /// The command, the extra environment and the home of this agent.
+    pub fn command_spec(
+        &self,
+        agent: crate::core::model::AgentType,
+        data_dir: &Path,
+    ) -> crate::runners::CommandSpec {
+        crate::runners::CommandSpec {
+            program: if self.command.as_os_str().is_empty() {
+                PathBuf::from(agent.as_str())
+            } else {
+                self.command.clone()
+            },
+            env: self.env.clone(),
+            home: if self.home.as_os_str().is_empty() {
+                data_dir.join("agents").join(agent.as_str())
+            } else {
+                self.home.clone()
+            },
+            base_url: self.base_url.clone(),
+            api_key_env: self.api_key_env.clone(),
+            max_retries: self.max_retries.unwrap_or(2),
         }
     }
 }
@@ -166,6 +204,7 @@ impl Default for Config {
             projects: Vec::new(),
             executor: ExecutorSection::default(),
             agents: AgentsConfig::default(),
+            prices: default_prices(),
         }
     }
 }
@@ -186,6 +225,26 @@ impl Default for DefaultsConfig {
             max_attempts: 3,
         }
     }
+}
+
+/// List prices of common models (USD per million tokens), so Gemini and
+/// Codex runs get an estimated cost out of the box. Override in `[prices]`.
+fn default_prices() -> std::collections::HashMap<String, crate::runners::Price> {
+    let price = |input_per_mtok, output_per_mtok| crate::runners::Price {
+        input_per_mtok,
+        output_per_mtok,
+    };
+    [
+        ("gemini-2.5-pro", price(1.25, 10.0)),
+        ("gemini-2.5-flash", price(0.30, 2.50)),
+        ("gemini-2.5-flash-lite", price(0.10, 0.40)),
+        ("gpt-5", price(1.25, 10.0)),
+        ("gpt-5-mini", price(0.25, 2.0)),
+        ("gpt-5-codex", price(1.25, 10.0)),
+    ]
+    .into_iter()
+    .map(|(model, p)| (model.to_string(), p))
+    .collect()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -505,6 +564,31 @@ max_concurrent = 0
 model = ""
 # Extra environment for the agent, e.g. ANTHROPIC_BASE_URL.
 env = {{}}
+
+[agents.gemini]
+# The Gemini CLI; it runs with a home of its own (<data_dir>/agents/gemini,
+# settings written there) and GEMINI_API_KEY from the environment.
+command = "gemini"
+max_concurrent = 0
+model = ""
+# base_url = "http://127.0.0.1:8080"   # GOOGLE_GEMINI_BASE_URL
+env = {{}}
+
+[agents.codex]
+# The Codex CLI; CODEX_HOME is <data_dir>/agents/codex, with a config.toml
+# written there. The API key comes from api_key_env (default OPENAI_API_KEY).
+command = "codex"
+max_concurrent = 0
+model = ""
+# base_url = "http://127.0.0.1:8000/v1"   # any OpenAI Responses API
+# api_key_env = "OPENAI_API_KEY"
+env = {{}}
+
+# Prices (USD per million tokens) for agents that report no cost; common
+# models are built in.
+# [prices."gemini-2.5-flash"]
+# input_per_mtok = 0.30
+# output_per_mtok = 2.50
 
 # The repositories tasks may run in. With none configured, the git repository
 # the server starts in is the one project.

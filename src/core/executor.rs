@@ -385,6 +385,7 @@ impl Executor {
             max_budget_usd: task.agent.max_budget_usd,
             max_turns: task.agent.max_turns,
             resume_session: None,
+            prior_usage: None,
         };
         let timed_out = Arc::new(AtomicBool::new(false));
         let timer = {

@@ -8,8 +8,10 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{self, Stream};
-use super::{CommandSpec, RunOutcome, RunRequest, Runner, Verdict, locate};
+use super::{
+    CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict, missing_cli, one_line,
+    run_cli,
+};
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
 
@@ -65,13 +67,10 @@ impl Runner for ClaudeRunner {
     }
 
     fn unavailable(&self) -> Option<String> {
-        match locate(&self.command.program) {
-            Some(_) => None,
-            None => Some(format!(
-                "the `{}` CLI is not installed (npm install -g @anthropic-ai/claude-code, or set [agents.claude] command)",
-                self.command.program.display()
-            )),
-        }
+        missing_cli(
+            &self.command.program,
+            "npm install -g @anthropic-ai/claude-code, or set [agents.claude] command",
+        )
     }
 
     async fn run(
@@ -85,27 +84,14 @@ impl Runner for ClaudeRunner {
             .args(self.args(&req))
             .current_dir(&req.workdir)
             .envs(&self.command.env);
-        let mut stream = ClaudeStream::default();
-        let exit = process::run(command, &cancel, |source, line| {
-            let logged = match source {
-                Stream::Stdout => {
-                    let (kind, text, payload) = stream.read_line(&line);
-                    log.append(kind, text, payload, line)
-                }
-                Stream::Stderr => log.append(LogKind::Stderr, line.clone(), Value::Null, line),
-            };
-            if let Err(e) = logged {
-                tracing::warn!(error = %e, "cannot write the execution log");
-            }
-        })
-        .await;
-        match exit {
-            Ok(exit) => stream.finish(exit.code, exit.stopped),
-            Err(e) => RunOutcome::new(Verdict::Failed(format!(
-                "cannot start `{}`: {e}",
-                self.command.program.display()
-            ))),
-        }
+        run_cli(
+            command,
+            ClaudeStream::default(),
+            log,
+            &cancel,
+            &self.command.program,
+        )
+        .await
     }
 }
 
@@ -119,9 +105,8 @@ pub struct ClaudeStream {
     last_retry_delay: Option<Duration>,
 }
 
-impl ClaudeStream {
-    /// Reads one stdout line: its log kind, a one-line reading, the payload.
-    pub fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
+impl StreamParser for ClaudeStream {
+    fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return (LogKind::Text, line.to_string(), Value::Null);
         };
@@ -192,6 +177,12 @@ impl ClaudeStream {
         (log_kind, text, event)
     }
 
+    fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome {
+        self.outcome(exit_code, stopped)
+    }
+}
+
+impl ClaudeStream {
     fn read_assistant(&mut self, event: &Value) -> (LogKind, String) {
         let block = &event["message"]["content"][0];
         match block["type"].as_str() {
@@ -223,7 +214,7 @@ impl ClaudeStream {
     }
 
     /// The outcome, once the process has exited.
-    pub fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome {
+    fn outcome(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome {
         let mut outcome = RunOutcome::new(Verdict::Succeeded);
         outcome.exit_code = exit_code;
         outcome.session_id = self.session_id;
@@ -310,18 +301,10 @@ fn usage_limit_reset(text: &str) -> Option<i64> {
     digits.parse::<i64>().ok().map(|secs| secs * 1000)
 }
 
-fn one_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    let mut short: String = line.chars().take(200).collect();
-    if line.chars().count() > 200 || text.lines().nth(1).is_some() {
-        short.push('…');
-    }
-    short
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runners::extract_summary;
 
     fn read(lines: &[&str]) -> ClaudeStream {
         let mut stream = ClaudeStream::default();
@@ -329,6 +312,58 @@ mod tests {
             stream.read_line(line);
         }
         stream
+    }
+
+    /// The recorded streams of the real CLI, and what each must give.
+    #[test]
+    fn recorded_streams() {
+        let outcome = |stream: &str, exit| {
+            let mut parser = ClaudeStream::default();
+            for line in stream.lines() {
+                parser.read_line(line);
+            }
+            parser.finish(Some(exit), false)
+        };
+        let dir = |name: &str| match name {
+            "ok" => include_str!("../../tests/fixtures/agent-cli/claude-stream.jsonl"),
+            "turns" => include_str!("../../tests/fixtures/agent-cli/claude-max-turns.jsonl"),
+            "budget" => include_str!("../../tests/fixtures/agent-cli/claude-max-budget.jsonl"),
+            "429" => include_str!("../../tests/fixtures/agent-cli/claude-429-stream.jsonl"),
+            "529" => include_str!("../../tests/fixtures/agent-cli/claude-529-stream.jsonl"),
+            "denied" => {
+                include_str!("../../tests/fixtures/agent-cli/claude-permission-denied.jsonl")
+            }
+            _ => include_str!("../../tests/fixtures/agent-cli/claude-resume-stream.jsonl"),
+        };
+        let ok = outcome(dir("ok"), 0);
+        assert_eq!(ok.verdict, Verdict::Succeeded);
+        assert!(ok.cost_usd > 0.0 && ok.turns >= 2 && !ok.session_id.is_empty());
+        assert!(extract_summary(&ok.final_text).is_some());
+        assert!(
+            matches!(outcome(dir("turns"), 1).verdict, Verdict::Failed(m) if m.contains("turn limit"))
+        );
+        assert!(matches!(
+            outcome(dir("budget"), 1).verdict,
+            Verdict::BudgetExceeded(_)
+        ));
+        for limited in ["429", "529"] {
+            let verdict = outcome(dir(limited), 1).verdict;
+            assert!(
+                matches!(
+                    verdict,
+                    Verdict::RateLimited {
+                        retry_after: Some(_),
+                        ..
+                    }
+                ),
+                "{limited}: {verdict:?}"
+            );
+        }
+        // A denied write still ends as a success; the denial is in the log.
+        assert_eq!(outcome(dir("denied"), 0).verdict, Verdict::Succeeded);
+        let resumed = outcome(dir("resume"), 0);
+        assert_eq!(resumed.verdict, Verdict::Succeeded);
+        assert!(!resumed.session_id.is_empty());
     }
 
     const INIT: &str =

@@ -5,16 +5,22 @@
 //! every runner.
 
 pub mod claude;
+pub mod codex;
+pub mod gemini;
 pub mod process;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::logs::LogWriter;
+use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::{AgentType, Id};
+use process::Stream;
 
 /// Everything a runner needs for one attempt.
 #[derive(Clone, Debug)]
@@ -36,6 +42,9 @@ pub struct RunRequest {
     pub max_turns: u32,
     /// Resume this agent session instead of starting a new one.
     pub resume_session: Option<String>,
+    /// Tokens (in, out) the resumed session had already used, for agents
+    /// that report usage cumulatively per session.
+    pub prior_usage: Option<(u64, u64)>,
 }
 
 /// How an attempt ended, as the runner saw it.
@@ -113,11 +122,100 @@ pub trait Runner: Send + Sync {
     ) -> RunOutcome;
 }
 
-/// How to start an agent CLI: the command and extra environment, from config.
+/// How to start an agent CLI, from config.
 #[derive(Clone, Debug, Default)]
 pub struct CommandSpec {
     pub program: PathBuf,
+    /// Extra environment for the agent process.
     pub env: BTreeMap<String, String>,
+    /// A directory the runner owns for the agent's own config and sessions
+    /// (used by agents that run with an isolated home).
+    pub home: PathBuf,
+    /// Model API base URL, for agents whose endpoint the runner configures.
+    pub base_url: String,
+    /// The environment variable holding the model API key.
+    pub api_key_env: String,
+    /// Retries the agent itself makes on API errors before giving up.
+    pub max_retries: u32,
+}
+
+/// USD per million tokens, for agents that report no cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Model name to price.
+pub type PriceTable = HashMap<String, Price>;
+
+/// The estimated cost of tokens on a model, if the table has its price.
+pub fn estimate_cost(prices: &PriceTable, model: &str, input: u64, output: u64) -> Option<f64> {
+    let price = prices.get(model)?;
+    Some(input as f64 / 1e6 * price.input_per_mtok + output as f64 / 1e6 * price.output_per_mtok)
+}
+
+/// Reads one agent's stdout, line by line, into log events and an outcome.
+pub trait StreamParser: Send {
+    /// One stdout line: its log kind, a one-line human reading, the payload.
+    fn read_line(&mut self, line: &str) -> (LogKind, String, Value);
+
+    /// The outcome once the process has exited (`stopped`: by the cancel token).
+    fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome;
+}
+
+/// Runs an agent CLI to its end: stdout through `parser`, stderr as stderr
+/// events, everything into the execution log; the one copy of this logic
+/// every runner uses.
+pub async fn run_cli<P: StreamParser>(
+    command: Command,
+    mut parser: P,
+    log: &mut LogWriter,
+    cancel: &CancellationToken,
+    program: &Path,
+) -> RunOutcome {
+    let exit = process::run(command, cancel, |source, line| {
+        let logged = match source {
+            Stream::Stdout => {
+                let (kind, text, payload) = parser.read_line(&line);
+                log.append(kind, text, payload, line)
+            }
+            Stream::Stderr => log.append(LogKind::Stderr, line.clone(), Value::Null, line),
+        };
+        if let Err(e) = logged {
+            tracing::warn!(error = %e, "cannot write the execution log");
+        }
+    })
+    .await;
+    match exit {
+        Ok(exit) => parser.finish(exit.code, exit.stopped),
+        Err(e) => RunOutcome::new(Verdict::Failed(format!(
+            "cannot start `{}`: {e}",
+            program.display()
+        ))),
+    }
+}
+
+/// The first line of a text, cut at 200 characters, for one-line readings.
+pub fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut short: String = line.chars().take(200).collect();
+    if line.chars().count() > 200 || text.lines().nth(1).is_some() {
+        short.push('…');
+    }
+    short
+}
+
+/// Why a CLI cannot run, if it is not installed.
+pub fn missing_cli(program: &Path, install_hint: &str) -> Option<String> {
+    match locate(program) {
+        Some(_) => None,
+        None => Some(format!(
+            "the `{}` CLI is not installed ({install_hint})",
+            program.display()
+        )),
+    }
 }
 
 /// Finds a program on PATH (or checks an explicit path).

@@ -1,0 +1,444 @@
+//! Gemini CLI, headless: `gemini -p … -o stream-json --approval-mode yolo`,
+//! with a home of its own (settings that keep it offline-safe and bounded).
+//! Gemini reports tokens but no cost: the cost is estimated from the price
+//! table and marked as estimated.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict, estimate_cost,
+    missing_cli, one_line, run_cli,
+};
+use crate::core::logs::{LogKind, LogWriter};
+use crate::core::model::AgentType;
+
+pub struct GeminiRunner {
+    command: CommandSpec,
+    prices: Arc<PriceTable>,
+}
+
+/// Exit codes the Gemini CLI documents (and one seen when retries run out).
+const EXIT_AUTH: i32 = 41;
+const EXIT_INPUT: i32 = 42;
+const EXIT_CONFIG: i32 = 52;
+const EXIT_API_RETRIES: i32 = 173;
+
+impl GeminiRunner {
+    pub fn new(command: CommandSpec, prices: Arc<PriceTable>) -> Self {
+        GeminiRunner { command, prices }
+    }
+
+    /// The settings the CLI reads from `$HOME/.gemini/settings.json`: API-key
+    /// auth (also with a custom base URL), no usage statistics, telemetry or
+    /// auto-update, and bounded retries.
+    pub fn settings(&self) -> Value {
+        json!({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "privacy": {"usageStatisticsEnabled": false},
+            "telemetry": {"enabled": false},
+            "general": {
+                "enableAutoUpdate": false,
+                "enableAutoUpdateNotification": false,
+                "maxAttempts": self.command.max_retries + 1,
+            },
+        })
+    }
+
+    fn write_settings(&self) -> std::io::Result<()> {
+        let dir = self.command.home.join(".gemini");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(self.command.home.join("tmp"))?;
+        let text = serde_json::to_string_pretty(&self.settings()).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("settings.json"), text)
+    }
+
+    fn args(&self, req: &RunRequest) -> Vec<String> {
+        let mut prompt = req.prompt.clone();
+        if !req.system_prompt.is_empty() {
+            // The CLI has no flag to append to its system prompt.
+            prompt = format!("{prompt}\n\n{}", req.system_prompt);
+        }
+        let mut args = vec![
+            "-p".to_string(),
+            prompt,
+            "-o".into(),
+            "stream-json".into(),
+            // Edits and commands run without asking: the agent works in a
+            // sandbox clone, and nobody is there to answer.
+            "--approval-mode".into(),
+            "yolo".into(),
+        ];
+        if !req.model.is_empty() {
+            args.extend(["-m".into(), req.model.clone()]);
+        }
+        if let Some(session) = &req.resume_session {
+            args.extend(["--resume".into(), session.clone()]);
+        }
+        args
+    }
+}
+
+#[async_trait::async_trait]
+impl Runner for GeminiRunner {
+    fn agent(&self) -> AgentType {
+        AgentType::Gemini
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        missing_cli(
+            &self.command.program,
+            "npm install -g @google/gemini-cli, or set [agents.gemini] command",
+        )
+    }
+
+    async fn run(
+        &self,
+        req: RunRequest,
+        log: &mut LogWriter,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        if let Err(e) = self.write_settings() {
+            return RunOutcome::new(Verdict::Failed(format!(
+                "cannot write Gemini settings in {}: {e}",
+                self.command.home.display()
+            )));
+        }
+        let mut command = Command::new(&self.command.program);
+        command
+            .args(self.args(&req))
+            .current_dir(&req.workdir)
+            .env("HOME", &self.command.home)
+            .env("TMPDIR", self.command.home.join("tmp"))
+            .env("GEMINI_CLI_TRUST_WORKSPACE", "true");
+        if !self.command.base_url.is_empty() {
+            command.env("GOOGLE_GEMINI_BASE_URL", &self.command.base_url);
+        }
+        command.envs(&self.command.env);
+        let parser = GeminiStream {
+            prices: self.prices.clone(),
+            ..GeminiStream::default()
+        };
+        run_cli(command, parser, log, &cancel, &self.command.program).await
+    }
+}
+
+/// What has been read of one run's stream-json output.
+#[derive(Default)]
+pub struct GeminiStream {
+    prices: Arc<PriceTable>,
+    session_id: String,
+    model: String,
+    /// The current assistant message, joined from its deltas.
+    text: String,
+    /// The last complete assistant message.
+    last_text: String,
+    tool_calls: u32,
+    result: Option<Value>,
+    last_error: String,
+}
+
+impl StreamParser for GeminiStream {
+    fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            return (LogKind::Text, line.to_string(), Value::Null);
+        };
+        let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let (kind, text) = match event["type"].as_str().unwrap_or_default() {
+            "init" => {
+                self.session_id = str_of(&event["session_id"]);
+                self.model = str_of(&event["model"]);
+                (
+                    LogKind::System,
+                    format!("session {} started (model {})", self.session_id, self.model),
+                )
+            }
+            "message" if event["role"] == "assistant" => {
+                let chunk = str_of(&event["content"]);
+                if event["delta"].as_bool() == Some(true) {
+                    self.text.push_str(&chunk);
+                } else {
+                    self.text = chunk.clone();
+                }
+                (LogKind::Text, chunk)
+            }
+            "message" => {
+                self.close_message();
+                (
+                    LogKind::System,
+                    format!("user: {}", one_line(&str_of(&event["content"]))),
+                )
+            }
+            "tool_use" => {
+                self.close_message();
+                self.tool_calls += 1;
+                let params = &event["parameters"];
+                let target = ["file_path", "command", "path", "pattern", "url"]
+                    .iter()
+                    .find_map(|k| params[*k].as_str())
+                    .unwrap_or_default();
+                (
+                    LogKind::ToolCall,
+                    format!("{} {}", str_of(&event["tool_name"]), one_line(target))
+                        .trim()
+                        .to_string(),
+                )
+            }
+            "tool_result" => {
+                let status = str_of(&event["status"]);
+                let detail = match (&event["error"]["message"], &event["output"]) {
+                    (Value::String(m), _) => m.clone(),
+                    (_, Value::String(o)) => o.clone(),
+                    _ => String::new(),
+                };
+                (
+                    LogKind::ToolResult,
+                    format!("tool {status} {}", one_line(&detail))
+                        .trim()
+                        .to_string(),
+                )
+            }
+            "error" => {
+                self.last_error = str_of(&event["message"]);
+                (
+                    LogKind::System,
+                    format!("error: {}", one_line(&self.last_error)),
+                )
+            }
+            "result" => {
+                self.close_message();
+                let status = str_of(&event["status"]);
+                let text = match event["error"]["message"].as_str() {
+                    Some(message) => format!("{status}: {}", one_line(message)),
+                    None => status,
+                };
+                self.result = Some(event.clone());
+                (LogKind::Result, text)
+            }
+            other => (LogKind::System, other.to_string()),
+        };
+        (kind, text, event)
+    }
+
+    fn finish(mut self, exit_code: Option<i32>, stopped: bool) -> RunOutcome {
+        self.close_message();
+        let mut outcome = RunOutcome::new(Verdict::Succeeded);
+        outcome.exit_code = exit_code;
+        outcome.session_id = self.session_id.clone();
+        outcome.model = self.model.clone();
+        outcome.final_text = self.last_text.clone();
+        outcome.turns = self.tool_calls + 1;
+        outcome.cost_estimated = true;
+        if let Some(result) = &self.result {
+            self.read_stats(&result["stats"], &mut outcome);
+        }
+        if stopped {
+            outcome.verdict = Verdict::Stopped;
+            return outcome;
+        }
+        let error = self
+            .result
+            .as_ref()
+            .and_then(|r| r["error"]["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.last_error.clone());
+        let status = self
+            .result
+            .as_ref()
+            .and_then(|r| r["status"].as_str())
+            .unwrap_or_default();
+        outcome.verdict = match (status, exit_code) {
+            ("success", Some(0)) => Verdict::Succeeded,
+            _ if is_rate_limit(&error) || exit_code == Some(EXIT_API_RETRIES) => {
+                Verdict::RateLimited {
+                    message: one_line(&error),
+                    retry_after: None,
+                }
+            }
+            (_, Some(EXIT_AUTH)) => Verdict::Failed(format!(
+                "gemini rejected its authentication (exit 41): set GEMINI_API_KEY {}",
+                if error.is_empty() {
+                    String::new()
+                } else {
+                    format!("({})", one_line(&error))
+                }
+            )),
+            (_, Some(EXIT_INPUT)) => Verdict::Failed(format!(
+                "gemini rejected its input (exit 42): {}",
+                one_line(&error)
+            )),
+            (_, Some(EXIT_CONFIG)) => Verdict::Failed(format!(
+                "gemini's configuration is invalid (exit 52): {}",
+                one_line(&error)
+            )),
+            ("error", _) => Verdict::Failed(one_line(&error)),
+            ("success", code) => Verdict::Failed(format!(
+                "gemini reported success but exited with {}",
+                code.map_or("a signal".to_string(), |c| format!("code {c}"))
+            )),
+            (_, code) => Verdict::Failed(format!(
+                "gemini exited with {} before reporting a result{}",
+                code.map_or("a signal".to_string(), |c| format!("code {c}")),
+                if error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", one_line(&error))
+                }
+            )),
+        };
+        outcome
+    }
+}
+
+impl GeminiStream {
+    fn close_message(&mut self) {
+        if !self.text.is_empty() {
+            self.last_text = std::mem::take(&mut self.text);
+        }
+    }
+
+    /// Tokens from the result's stats, and the cost estimated per model
+    /// (with `auto`, several models may have answered).
+    fn read_stats(&self, stats: &Value, outcome: &mut RunOutcome) {
+        let tokens = |v: &Value, k: &str| v[k].as_u64().unwrap_or_default();
+        outcome.input_tokens = tokens(stats, "input_tokens");
+        outcome.output_tokens = tokens(stats, "output_tokens");
+        let mut cost = 0.0;
+        match stats["models"].as_object() {
+            Some(models) if !models.is_empty() => {
+                for (model, usage) in models {
+                    cost += estimate_cost(
+                        &self.prices,
+                        model,
+                        tokens(usage, "input_tokens"),
+                        tokens(usage, "output_tokens"),
+                    )
+                    .unwrap_or_default();
+                }
+                if outcome.model.is_empty() || outcome.model == "auto" {
+                    // The router answers too; the main model wrote the most.
+                    outcome.model = models
+                        .iter()
+                        .max_by_key(|(_, usage)| tokens(usage, "output_tokens"))
+                        .map(|(model, _)| model.clone())
+                        .unwrap_or_default();
+                }
+            }
+            _ => {
+                cost = estimate_cost(
+                    &self.prices,
+                    &outcome.model,
+                    outcome.input_tokens,
+                    outcome.output_tokens,
+                )
+                .unwrap_or_default();
+            }
+        }
+        outcome.cost_usd = cost;
+    }
+}
+
+fn is_rate_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "429",
+        "resource has been exhausted",
+        "resource_exhausted",
+        "rate limit",
+        "quota",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runners::Price;
+
+    fn prices() -> Arc<PriceTable> {
+        let mut table = PriceTable::new();
+        table.insert(
+            "gemini-2.5-flash".into(),
+            Price {
+                input_per_mtok: 0.30,
+                output_per_mtok: 2.50,
+            },
+        );
+        Arc::new(table)
+    }
+
+    fn read(stream: &str, exit: Option<i32>) -> (RunOutcome, Vec<LogKind>) {
+        let mut parser = GeminiStream {
+            prices: prices(),
+            ..GeminiStream::default()
+        };
+        let kinds = stream.lines().map(|l| parser.read_line(l).0).collect();
+        (parser.finish(exit, false), kinds)
+    }
+
+    /// The recorded streams of the real CLI, and what each must give.
+    #[test]
+    fn recorded_streams() {
+        let stream = include_str!("../../tests/fixtures/agent-cli/gemini-stream.jsonl");
+        let (outcome, kinds) = read(stream, Some(0));
+        assert_eq!(outcome.verdict, Verdict::Succeeded);
+        assert_eq!(outcome.session_id, "4c1bbfef-00bb-4888-b81e-5d0279185cda");
+        assert_eq!((outcome.input_tokens, outcome.output_tokens), (2468, 112));
+        assert!(outcome.cost_estimated);
+        let expected = 2468.0 / 1e6 * 0.30 + 112.0 / 1e6 * 2.50;
+        assert!(
+            (outcome.cost_usd - expected).abs() < 1e-12,
+            "{}",
+            outcome.cost_usd
+        );
+        assert!(outcome.final_text.contains("## Summary"));
+        assert!(outcome.final_text.starts_with("I created hello.txt"));
+        assert_eq!(
+            kinds,
+            vec![
+                LogKind::System,
+                LogKind::System,
+                LogKind::Text,
+                LogKind::ToolCall,
+                LogKind::ToolResult,
+                LogKind::Text,
+                LogKind::Result
+            ]
+        );
+
+        let resume = include_str!("../../tests/fixtures/agent-cli/gemini-resume-stream.jsonl");
+        let (outcome, _) = read(resume, Some(0));
+        assert_eq!(outcome.verdict, Verdict::Succeeded);
+        assert_eq!(outcome.session_id, "4c1bbfef-00bb-4888-b81e-5d0279185cda");
+
+        let auto = include_str!("../../tests/fixtures/agent-cli/gemini-stream-auto-model.jsonl");
+        let (outcome, _) = read(auto, Some(0));
+        assert_eq!(outcome.verdict, Verdict::Succeeded);
+        assert_ne!(outcome.model, "auto", "the model that answered is recorded");
+
+        let limited = include_str!("../../tests/fixtures/agent-cli/gemini-429-stream.jsonl");
+        let (outcome, _) = read(limited, Some(173));
+        assert!(
+            matches!(outcome.verdict, Verdict::RateLimited { .. }),
+            "{:?}",
+            outcome.verdict
+        );
+    }
+
+    #[test]
+    fn exit_codes_name_the_problem() {
+        let init = r#"{"type":"init","session_id":"s","model":"gemini-2.5-flash"}"#;
+        let (outcome, _) = read(init, Some(41));
+        assert!(matches!(outcome.verdict, Verdict::Failed(m) if m.contains("GEMINI_API_KEY")));
+        let (outcome, _) = read(init, Some(52));
+        assert!(matches!(outcome.verdict, Verdict::Failed(m) if m.contains("configuration")));
+        let error =
+            r#"{"type":"result","status":"error","error":{"type":"x","message":"bad things"}}"#;
+        let (outcome, _) = read(error, Some(1));
+        assert_eq!(outcome.verdict, Verdict::Failed("bad things".into()));
+    }
+}
