@@ -15,6 +15,7 @@ use crate::config::{Config, DatabaseChoice};
 use crate::core::executor::Executor;
 use crate::core::logs::LogHub;
 use crate::core::model::AgentType;
+use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
@@ -111,12 +112,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Some(why) => info!(agent = %runner.agent(), "agent unavailable: {why}"),
         }
     }
-    let executor = Executor::new(
+    let executor_config = config.executor_config();
+    let status = StatusService::new(
         tasks.clone(),
-        runners,
-        config.executor_config(),
-        shutdown.clone(),
+        runners.clone(),
+        StatusConfig {
+            data_dir: config.data_dir.clone(),
+            executor_enabled: config.executor.enabled,
+            max_concurrent: executor_config.max_concurrent,
+            agent_limits: executor_config.agent_limits.clone(),
+        },
     );
+    let executor = Executor::new(tasks.clone(), runners, executor_config, shutdown.clone());
     let executor = if config.executor.enabled {
         tokio::spawn(executor.run())
     } else {
@@ -128,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(crate::grpc::serve(
         listener,
         tasks.clone(),
+        status,
         config.auth.tokens.clone(),
         async move { stop.cancelled().await },
     ));

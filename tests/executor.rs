@@ -766,3 +766,63 @@ async fn finished_work_is_rebased_and_pushed_to_the_publish_remote() {
         std::fs::read_to_string(&executions(&mut client, &task.id).await[0].log_path).unwrap();
     assert!(logged.contains("pushed it to origin"), "{logged}");
 }
+
+#[tokio::test]
+async fn system_status_says_what_will_work_and_missing_agents_fail_at_once() {
+    if claude_or_skip("system_status_says_what_will_work_and_missing_agents_fail_at_once").is_none()
+    {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::write_file("x.txt", "x"));
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.agents.gemini.command = "/nonexistent/gemini".into();
+        c.agents.codex.command = "/nonexistent/codex".into();
+        c.agents.claude.max_concurrent = 2;
+    })
+    .await;
+    let mut client = server.client().await;
+    let status = client
+        .get_system_status(pb::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.executor_enabled);
+    let agent = |a: pb::AgentType| {
+        status
+            .agents
+            .iter()
+            .find(|s| s.agent == a as i32)
+            .unwrap()
+            .clone()
+    };
+    let claude = agent(pb::AgentType::Claude);
+    assert!(claude.available, "{}", claude.detail);
+    assert!(claude.version.starts_with("2.1.197"), "{}", claude.version);
+    assert!(claude.credentials_ok, "{}", claude.credentials);
+    assert!(claude.credentials.contains("ANTHROPIC_API_KEY"));
+    assert_eq!(claude.max_concurrent, 2);
+    let gemini = agent(pb::AgentType::Gemini);
+    assert!(!gemini.available);
+    assert!(gemini.detail.contains("not installed"), "{}", gemini.detail);
+    assert!(status.git.unwrap().ok);
+    assert!(status.data_dir.unwrap().ok);
+    assert!(status.database.unwrap().ok);
+
+    // A task for an agent that is not installed fails at once, saying why.
+    let mut for_gemini = claude_spec("needs gemini");
+    for_gemini.agent.as_mut().unwrap().r#type = pb::AgentType::Gemini as i32;
+    let task = submit(&mut client, for_gemini).await;
+    let failed = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Failed, pb::TaskState::Completed],
+    )
+    .await;
+    assert_eq!(failed.state, pb::TaskState::Failed as i32);
+    assert!(
+        failed.state_reason.contains("not installed"),
+        "{}",
+        failed.state_reason
+    );
+}

@@ -1,4 +1,6 @@
 //! The CLI's client commands: build a request, make one call, print.
+//! `submit --wait` then follows the task (`logs.rs`) and exits with its
+//! outcome.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +10,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use super::logs::{self, FollowOptions, Printer, Style, Target};
 use super::output;
 use super::{Command, Connection, exit};
 use crate::core::model::{AgentType, Priority, TaskSpec, TaskState};
@@ -62,6 +65,12 @@ pub struct SubmitArgs {
     /// Resubmitting with the same key returns the first task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Follow the task's log until it stops, print it, and exit with its
+    /// outcome: 0 completed or ready, 10 failed, 11 timed out, 12 budget
+    /// exceeded, 13 cancelled, 14 blocked (with --json the log goes to
+    /// stderr and the final task to stdout).
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -89,7 +98,7 @@ pub struct ListArgs {
 }
 
 /// A failed command: the message and the exit code.
-struct Failure(String, u8);
+pub(super) struct Failure(pub(super) String, pub(super) u8);
 
 impl From<Status> for Failure {
     fn from(status: Status) -> Self {
@@ -105,7 +114,7 @@ impl From<Status> for Failure {
     }
 }
 
-fn usage(message: impl Into<String>) -> Failure {
+pub(super) fn usage(message: impl Into<String>) -> Failure {
     Failure(message.into(), exit::USAGE)
 }
 
@@ -120,7 +129,7 @@ pub async fn run(command: Command) -> ExitCode {
 }
 
 #[derive(Clone)]
-struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub(super) struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl Interceptor for Token {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -133,10 +142,10 @@ impl Interceptor for Token {
     }
 }
 
-type Client =
+pub(super) type Client =
     ClaudomatorServiceClient<tonic::service::interceptor::InterceptedService<Channel, Token>>;
 
-async fn connect(connection: &Connection) -> Result<Client, Failure> {
+pub(super) async fn connect(connection: &Connection) -> Result<Client, Failure> {
     let address = if connection.server.contains("://") {
         connection.server.clone()
     } else {
@@ -192,6 +201,23 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             task_id,
             connection,
         } => executions(task_id, &connection).await,
+        Command::Doctor { connection } => {
+            let status = connect(&connection)
+                .await?
+                .get_system_status(pb::GetSystemStatusRequest {})
+                .await?
+                .into_inner();
+            let usable = output::doctor(&status, &connection.server, connection.json);
+            if usable {
+                Ok(())
+            } else {
+                Err(Failure(
+                    "no agent can run tasks on this server: install one, or set its credentials"
+                        .into(),
+                    exit::FAILURE,
+                ))
+            }
+        }
         Command::Execution { id, connection } => {
             let response = connect(&connection)
                 .await?
@@ -212,13 +238,20 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Logs(args) => logs::logs(args).await,
+        Command::Run(args) => super::batch::run(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),
     }
 }
 
+/// A task as the server sent it, or a failure saying it was malformed.
+pub(super) fn decode_task(task: Option<pb::Task>) -> Result<crate::core::model::Task, Failure> {
+    task_from_pb(task.unwrap_or_default())
+        .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))
+}
+
 fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Failure> {
-    let task = task_from_pb(task.unwrap_or_default())
-        .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))?;
+    let task = decode_task(task)?;
     if connection.json {
         output::json(&task);
     } else {
@@ -312,8 +345,8 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
 
 async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let (spec, idempotency_key) = build_spec(&args)?;
-    let response = connect(&args.connection)
-        .await?
+    let mut client = connect(&args.connection).await?;
+    let response = client
         .submit_task(pb::SubmitTaskRequest {
             spec: Some(spec_to_pb(&spec)),
             idempotency_key,
@@ -321,8 +354,10 @@ async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         })
         .await?
         .into_inner();
-    let task = task_from_pb(response.task.unwrap_or_default())
-        .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))?;
+    let task = decode_task(response.task)?;
+    if args.wait {
+        return submit_and_wait(client, task, response.created, &args.connection).await;
+    }
     if args.connection.json {
         output::json(&serde_json::json!({ "task": task, "created": response.created }));
     } else if response.created {
@@ -334,6 +369,71 @@ async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `submit --wait`: follows the task's log until the task stops, prints the
+/// task, and turns its outcome into the exit code.
+async fn submit_and_wait(
+    mut client: Client,
+    task: crate::core::model::Task,
+    created: bool,
+    connection: &Connection,
+) -> Result<(), Failure> {
+    let id = task.id.to_string();
+    let note = if created {
+        format!("submitted {id} ({})", task.state)
+    } else {
+        format!(
+            "already submitted as {id} ({}); the idempotency key matched",
+            task.state
+        )
+    };
+    // With --json, stdout carries only the final task.
+    let target = if connection.json {
+        eprintln!("{note}");
+        Target::Stderr
+    } else {
+        println!("{note}");
+        Target::Stdout
+    };
+    let mut printer = Printer::new(Style::Human, target);
+    let followed = logs::until_interrupted(logs::follow_task(
+        &mut client,
+        &id,
+        FollowOptions::default(),
+        &mut printer,
+    ))
+    .await;
+    let Some(followed) = followed else {
+        return Err(Failure(
+            format!(
+                "interrupted; task {id} keeps running on the server (`claudomator logs -f {id}` follows it)"
+            ),
+            exit::INTERRUPTED,
+        ));
+    };
+    let last = decode_task(Some(followed?))?;
+    if connection.json {
+        output::json(&last);
+    } else {
+        println!();
+        output::task_details(&last);
+    }
+    match logs::outcome_code(last.state) {
+        0 => Ok(()),
+        code => Err(Failure(
+            format!(
+                "task {id} ended {}{}",
+                last.state,
+                if last.state_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", last.state_reason)
+                }
+            ),
+            code,
+        )),
+    }
 }
 
 async fn list(args: ListArgs) -> Result<(), Failure> {

@@ -1,11 +1,21 @@
 //! The `claudomator` command: `init` and `serve` run locally; the other
-//! commands are gRPC calls to a server (`client.rs`).
+//! commands are gRPC calls to a server (`client.rs`; `logs.rs` prints and
+//! follows execution logs; `batch.rs` is `run`, a file of tasks).
 //!
 //! Exit codes scripts can trust: 0 success; 1 an unexpected error; 2 bad
 //! usage or an invalid argument; 3 not found; 4 refused in the task's current
 //! state (or already exists); 5 not authenticated; 6 server unreachable.
+//!
+//! Commands that wait for tasks (`submit --wait`, `run --wait`) exit with the
+//! task's outcome instead (for `run`, the worst of its tasks, in the order
+//! below): 0 COMPLETED or READY; 10 FAILED; 11 TIMED_OUT; 12 BUDGET_EXCEEDED;
+//! 13 CANCELLED; 14 BLOCKED; 130 interrupted (Ctrl-C) before the tasks
+//! stopped, which keep running on the server. Worst first: FAILED, TIMED_OUT,
+//! BUDGET_EXCEEDED, BLOCKED, CANCELLED. Ctrl-C ends `logs` with 0.
 
+mod batch;
 mod client;
+mod logs;
 mod output;
 
 use std::path::PathBuf;
@@ -87,6 +97,36 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Check what will work before you submit: agents found, their versions
+    /// and credentials, git, the data dir, the database. Exits 1 when no
+    /// agent can run tasks.
+    Doctor {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a task's or an execution's log, one line per event.
+    ///
+    /// A task id shows its newest execution; with --follow, every execution
+    /// the task goes on to start (a rate-limited attempt is retried as a new
+    /// one) until the task stops. An execution id shows that execution. Each
+    /// line: local time, a kind tag (text, tool, output, system, result,
+    /// stderr) and the event's text; coloured on a terminal unless NO_COLOR
+    /// is set. --json prints one JSON object per event and line (fields
+    /// execution_id, offset, time, kind, text, payload, raw). Ctrl-C stops
+    /// following and exits 0.
+    Logs(logs::LogsArgs),
+    /// Submit a file of tasks, in dependency order, without duplicates.
+    ///
+    /// The file (YAML, TOML or JSON by its extension) lists tasks: a YAML or
+    /// JSON list, or `tasks: [...]` / TOML `[[tasks]]`. Each holds the fields
+    /// `submit --file` accepts, plus an optional `id`: a name local to the
+    /// file that other tasks' `depends_on` may use (besides task ids already
+    /// on the server). Unnamed tasks are called #1, #2, ... by position.
+    /// Unknown names, duplicate names and cycles are refused (exit 2) before
+    /// anything is submitted. Each task's idempotency key is
+    /// `run:<hash of the file's bytes>:<name>` (unless it sets
+    /// `idempotency_key`), so running the same file again creates nothing new.
+    Run(batch::RunArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -137,6 +177,18 @@ pub mod exit {
     pub const REFUSED: u8 = 4;
     pub const UNAUTHENTICATED: u8 = 5;
     pub const UNAVAILABLE: u8 = 6;
+    /// `--wait`: the task ended FAILED.
+    pub const TASK_FAILED: u8 = 10;
+    /// `--wait`: the task ended TIMED_OUT.
+    pub const TASK_TIMED_OUT: u8 = 11;
+    /// `--wait`: the task ended BUDGET_EXCEEDED.
+    pub const TASK_BUDGET_EXCEEDED: u8 = 12;
+    /// `--wait`: the task ended CANCELLED.
+    pub const TASK_CANCELLED: u8 = 13;
+    /// `--wait`: the task is BLOCKED, waiting for an answer.
+    pub const TASK_BLOCKED: u8 = 14;
+    /// `--wait`: Ctrl-C before the tasks stopped (they keep running).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 pub fn main() -> ExitCode {

@@ -10,6 +10,32 @@ pub fn json(value: &impl serde::Serialize) {
     }
 }
 
+/// `HH:MM:SS` of a time in the local time zone (UTC when it cannot be
+/// determined).
+pub fn clock(at: UnixMillis) -> String {
+    let secs = at.div_euclid(1000);
+    {
+        // Platforms with a 32-bit time_t are not among ours; a wrapped value
+        // only misprints a clock.
+        let t = secs as libc::time_t;
+        // SAFETY: an all-zero `tm` is a valid value (integers and a null
+        // `tm_zone`), and `localtime_r` only reads `t` and writes `tm`, both
+        // locals that outlive the call; it is the thread-safe variant.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        if !unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+            return format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+        }
+    }
+    let day = secs.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+pub fn rfc3339(at: UnixMillis) -> String {
+    let since_epoch = std::time::Duration::from_millis(u64::try_from(at).unwrap_or_default());
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch).to_string()
+}
+
 /// "3m ago", "2h ago": how long ago a time was, roughly.
 fn age(at: UnixMillis) -> String {
     let secs = ((now_millis() - at).max(0) / 1000) as u64;
@@ -22,7 +48,7 @@ fn age(at: UnixMillis) -> String {
     format!("{n}{unit} ago")
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -192,4 +218,129 @@ pub fn execution_details(e: &Execution) {
     if !e.summary.is_empty() {
         println!("summary:\n{}", e.summary);
     }
+}
+
+/// Prints the system status; returns whether any agent can run tasks.
+pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_json: bool) -> bool {
+    use crate::proto as pb;
+    let usable = status
+        .agents
+        .iter()
+        .any(|a| a.available && a.credentials_ok);
+    let agent_name = |value: i32| {
+        crate::grpc::convert::agent_from_pb(value)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| value.to_string())
+    };
+    let until = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map(|t| {
+                format!(
+                    "set aside until {}",
+                    rfc3339(crate::grpc::convert::millis(t))
+                )
+            })
+            .unwrap_or_default()
+    };
+    if as_json {
+        let agents: Vec<serde_json::Value> = status
+            .agents
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "agent": agent_name(a.agent),
+                    "available": a.available,
+                    "command": a.command,
+                    "detail": a.detail,
+                    "version": a.version,
+                    "credentials_ok": a.credentials_ok,
+                    "credentials": a.credentials,
+                    "running": a.running,
+                    "queued": a.queued,
+                    "max_concurrent": a.max_concurrent,
+                    "rate_limited_until": a.rate_limited_until.as_ref().map(|t| rfc3339(crate::grpc::convert::millis(t))),
+                })
+            })
+            .collect();
+        let check = |c: &Option<pb::ComponentCheck>| {
+            let c = c.clone().unwrap_or_default();
+            serde_json::json!({"ok": c.ok, "detail": c.detail})
+        };
+        json(&serde_json::json!({
+            "server_version": status.server_version,
+            "executor_enabled": status.executor_enabled,
+            "max_concurrent": status.max_concurrent,
+            "running": status.running,
+            "queued": status.queued,
+            "queued_auto": status.queued_auto,
+            "agents": agents,
+            "git": check(&status.git),
+            "data_dir": check(&status.data_dir),
+            "database": check(&status.database),
+            "local_model": check(&status.local_model),
+            "usable": usable,
+        }));
+        return usable;
+    }
+    println!(
+        "claudomator {} at {server}: executor {}, {} of {} running, {} queued ({} auto)",
+        status.server_version,
+        if status.executor_enabled { "on" } else { "off" },
+        status.running,
+        status.max_concurrent,
+        status.queued,
+        status.queued_auto
+    );
+    println!();
+    let rows: Vec<Vec<String>> = status
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                agent_name(a.agent),
+                if !a.available {
+                    "missing".into()
+                } else if !a.credentials_ok {
+                    "no key".into()
+                } else {
+                    "ok".into()
+                },
+                if a.version.is_empty() {
+                    "-".into()
+                } else {
+                    a.version.clone()
+                },
+                format!("{}/{}", a.running, a.max_concurrent),
+                a.queued.to_string(),
+                [
+                    a.credentials.clone(),
+                    until(&a.rate_limited_until),
+                    a.detail.clone(),
+                ]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+            ]
+        })
+        .collect();
+    table(
+        &["AGENT", "STATUS", "VERSION", "RUNNING", "QUEUED", "DETAIL"],
+        &rows,
+    );
+    println!();
+    for (name, check) in [
+        ("git", &status.git),
+        ("data dir", &status.data_dir),
+        ("database", &status.database),
+        ("local model", &status.local_model),
+    ] {
+        let check = check.clone().unwrap_or_default();
+        println!(
+            "{name:<12} {:<4} {}",
+            if check.ok { "ok" } else { "--" },
+            check.detail
+        );
+    }
+    usable
 }

@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -69,9 +69,6 @@ pub struct Executor {
     tasks: TaskService,
     runners: HashMap<AgentType, Arc<dyn Runner>>,
     config: ExecutorConfig,
-    running_per_agent: Mutex<HashMap<AgentType, usize>>,
-    /// Agents the model API refused, until when.
-    limited_until: Mutex<HashMap<AgentType, Instant>>,
     shutdown: CancellationToken,
 }
 
@@ -94,8 +91,6 @@ impl Executor {
             tasks,
             runners: runners.into_iter().map(|r| (r.agent(), r)).collect(),
             config,
-            running_per_agent: Mutex::new(HashMap::new()),
-            limited_until: Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -163,18 +158,13 @@ impl Executor {
     }
 
     fn is_limited(&self, agent: AgentType) -> bool {
-        self.limited_until
-            .lock()
-            .expect("limits lock")
-            .get(&agent)
-            .is_some_and(|until| *until > Instant::now())
+        self.tasks.activity().limited_until(agent).is_some()
     }
 
     fn mark_limited(&self, agent: AgentType, for_how_long: Duration) {
-        let until = Instant::now() + for_how_long;
-        let mut limited = self.limited_until.lock().expect("limits lock");
-        let entry = limited.entry(agent).or_insert(until);
-        *entry = (*entry).max(until);
+        let until = now_millis() + for_how_long.as_millis() as i64;
+        self.tasks.activity().mark_limited(agent, until);
+        info!(agent = %agent, seconds = for_how_long.as_secs(), "agent set aside");
     }
 
     fn has_room(&self, agent: AgentType) -> bool {
@@ -184,13 +174,7 @@ impl Executor {
             .get(&agent)
             .copied()
             .unwrap_or(self.config.max_concurrent);
-        self.running_per_agent
-            .lock()
-            .expect("counts lock")
-            .get(&agent)
-            .copied()
-            .unwrap_or(0)
-            < limit
+        self.tasks.activity().running_of(agent) < limit
     }
 
     /// The agent a task runs on now: Ok(None) means wait (limits), Err is a
@@ -270,15 +254,9 @@ impl Executor {
                 continue; // someone else moved it
             }
             let attempt_token = token.child_token();
-            if !activity.start(task.id, attempt_token.clone()) {
+            if !activity.start(task.id, agent, attempt_token.clone()) {
                 continue;
             }
-            *self
-                .running_per_agent
-                .lock()
-                .expect("counts lock")
-                .entry(agent)
-                .or_default() += 1;
             started += 1;
             let mut task = task;
             task.attempts += 1;
@@ -317,14 +295,6 @@ impl Executor {
             warn!(task_id = %task_id, error = %e, "cannot record the attempt");
         }
         self.tasks.activity().finish(task_id);
-        if let Some(count) = self
-            .running_per_agent
-            .lock()
-            .expect("counts lock")
-            .get_mut(&agent)
-        {
-            *count = count.saturating_sub(1);
-        }
         self.tasks.activity().wake.notify_one();
     }
 

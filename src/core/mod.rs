@@ -8,6 +8,7 @@ pub mod executor;
 pub mod logs;
 pub mod model;
 pub mod state;
+pub mod status;
 pub mod tasks;
 pub mod validate;
 

@@ -12,7 +12,10 @@ use tracing::{info, warn};
 
 use super::error::{CoreError, CoreResult};
 use super::logs::{LogEvent, LogHub};
-use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
+use super::model::{
+    AgentType, Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, UnixMillis,
+    now_millis,
+};
 use super::state;
 use super::validate::{TaskRules, validate};
 use crate::store::{Store, StoreError, TaskUpdate};
@@ -42,22 +45,25 @@ pub struct TaskService {
     activity: Arc<Activity>,
 }
 
-/// What the task service and the executor share: a wake-up for new work and
-/// the cancel switches of running executions.
+/// What the task service, the executor and the status report share: a
+/// wake-up for new work, the running attempts (agent and cancel switch),
+/// and the agents set aside after a rate limit or a spent quota.
 #[derive(Default)]
 pub struct Activity {
     pub wake: Notify,
-    running: Mutex<HashMap<Id, CancellationToken>>,
+    running: Mutex<HashMap<Id, (AgentType, CancellationToken)>>,
+    limited_until: Mutex<HashMap<AgentType, UnixMillis>>,
 }
 
 impl Activity {
-    /// Registers a running task's cancel switch; `None` if it already runs.
-    pub fn start(&self, task: Id, token: CancellationToken) -> bool {
+    /// Registers a running task's agent and cancel switch; false if it
+    /// already runs.
+    pub fn start(&self, task: Id, agent: AgentType, token: CancellationToken) -> bool {
         let mut running = self.running.lock().expect("activity lock");
         if running.contains_key(&task) {
             return false;
         }
-        running.insert(task, token);
+        running.insert(task, (agent, token));
         true
     }
 
@@ -68,7 +74,7 @@ impl Activity {
     /// Stops a running task's agent, if it runs here.
     pub fn stop(&self, task: Id) -> bool {
         match self.running.lock().expect("activity lock").get(&task) {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 true
             }
@@ -78,6 +84,33 @@ impl Activity {
 
     pub fn running_count(&self) -> usize {
         self.running.lock().expect("activity lock").len()
+    }
+
+    /// Attempts of one agent running now.
+    pub fn running_of(&self, agent: AgentType) -> usize {
+        self.running
+            .lock()
+            .expect("activity lock")
+            .values()
+            .filter(|(a, _)| *a == agent)
+            .count()
+    }
+
+    /// Sets an agent aside until `until` (or later, if it already is).
+    pub fn mark_limited(&self, agent: AgentType, until: UnixMillis) {
+        let mut limited = self.limited_until.lock().expect("activity lock");
+        let entry = limited.entry(agent).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Until when an agent is set aside, if it is now.
+    pub fn limited_until(&self, agent: AgentType) -> Option<UnixMillis> {
+        self.limited_until
+            .lock()
+            .expect("activity lock")
+            .get(&agent)
+            .copied()
+            .filter(|until| *until > now_millis())
     }
 }
 

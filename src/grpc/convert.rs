@@ -341,6 +341,42 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
     })
 }
 
+pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSystemStatusResponse {
+    let check = |c: &crate::core::status::Check| pb::ComponentCheck {
+        ok: c.ok,
+        detail: c.detail.clone(),
+    };
+    pb::GetSystemStatusResponse {
+        server_version: s.version.clone(),
+        executor_enabled: s.executor_enabled,
+        max_concurrent: s.max_concurrent as u32,
+        running: s.running as u32,
+        queued: s.queued,
+        queued_auto: s.queued_auto,
+        agents: s
+            .agents
+            .iter()
+            .map(|a| pb::AgentStatus {
+                agent: agent_to_pb(a.agent) as i32,
+                available: a.probe.available,
+                command: a.probe.command.clone(),
+                detail: a.probe.detail.clone(),
+                version: a.probe.version.clone(),
+                credentials_ok: a.probe.credentials_ok,
+                credentials: a.probe.credentials.clone(),
+                running: a.running as u32,
+                queued: a.queued,
+                max_concurrent: a.max_concurrent as u32,
+                rate_limited_until: a.limited_until.map(timestamp),
+            })
+            .collect(),
+        git: Some(check(&s.git)),
+        data_dir: Some(check(&s.data_dir)),
+        database: Some(check(&s.database)),
+        local_model: Some(check(&s.local_model)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::core::TaskService;
+use crate::core::status::StatusService;
 use crate::proto::claudomator_service_server::ClaudomatorServiceServer;
 pub use service::Api;
 
@@ -20,6 +21,7 @@ pub use service::Api;
 pub async fn serve(
     listener: TcpListener,
     tasks: TaskService,
+    status: StatusService,
     tokens: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -40,7 +42,7 @@ pub async fn serve(
     Server::builder()
         .add_service(health_service)
         .add_service(ClaudomatorServiceServer::with_interceptor(
-            Api::new(tasks),
+            Api::new(tasks, status),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))

@@ -3,18 +3,23 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{execution_to_pb, log_event_to_pb, state_from_pb, submit_from_pb, task_to_pb};
+use super::convert::{
+    execution_to_pb, log_event_to_pb, state_from_pb, submit_from_pb, system_status_to_pb,
+    task_to_pb,
+};
+use crate::core::status::StatusService;
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
 use crate::proto::claudomator_service_server::ClaudomatorService;
 
 pub struct Api {
     tasks: TaskService,
+    status: StatusService,
 }
 
 impl Api {
-    pub fn new(tasks: TaskService) -> Self {
-        Api { tasks }
+    pub fn new(tasks: TaskService, status: StatusService) -> Self {
+        Api { tasks, status }
     }
 }
 
@@ -92,6 +97,14 @@ impl ClaudomatorService for Api {
         Ok(Response::new(pb::GetExecutionResponse {
             execution: Some(execution_to_pb(&execution)),
         }))
+    }
+
+    async fn get_system_status(
+        &self,
+        _request: Request<pb::GetSystemStatusRequest>,
+    ) -> Reply<pb::GetSystemStatusResponse> {
+        let status = self.status.status().await?;
+        Ok(Response::new(system_status_to_pb(&status)))
     }
 
     type StreamLogsStream = LogEventStream;

@@ -9,8 +9,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict, missing_cli, one_line,
-    run_cli,
+    AgentProbe, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict, env_value,
+    missing_cli, one_line, probe_cli, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -18,6 +18,9 @@ use crate::core::model::AgentType;
 /// Works as root (unlike bypassPermissions) and lets the agent edit files in
 /// its working directory.
 const PERMISSION_MODE: &str = "acceptEdits";
+
+const INSTALL_HINT: &str =
+    "npm install -g @anthropic-ai/claude-code, or set [agents.claude] command";
 
 pub struct ClaudeRunner {
     command: CommandSpec,
@@ -67,10 +70,42 @@ impl Runner for ClaudeRunner {
     }
 
     fn unavailable(&self) -> Option<String> {
-        missing_cli(
-            &self.command.program,
-            "npm install -g @anthropic-ai/claude-code, or set [agents.claude] command",
-        )
+        missing_cli(&self.command.program, INSTALL_HINT)
+    }
+
+    async fn probe(&self) -> AgentProbe {
+        let spec = &self.command;
+        let credentials = if let Some(var) = [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ]
+        .into_iter()
+        .find(|v| env_value(spec, v).is_some())
+        {
+            (true, format!("{var} is set"))
+        } else {
+            let config_dir = env_value(spec, "CLAUDE_CONFIG_DIR")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    env_value(spec, "HOME").map(|h| std::path::Path::new(&h).join(".claude"))
+                });
+            match config_dir
+                .map(|d| d.join(".credentials.json"))
+                .filter(|f| f.is_file())
+            {
+                Some(file) => (true, format!("logged in ({})", file.display())),
+                None => (
+                    false,
+                    "no ANTHROPIC_API_KEY and no `claude login` credentials".into(),
+                ),
+            }
+        };
+        let mut probe = probe_cli(spec, INSTALL_HINT, &[], credentials).await;
+        if let Some(url) = env_value(spec, "ANTHROPIC_BASE_URL") {
+            probe.credentials.push_str(&format!("; base URL {url}"));
+        }
+        probe
     }
 
     async fn run(

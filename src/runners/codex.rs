@@ -9,14 +9,15 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict, estimate_cost,
-    missing_cli, one_line, run_cli,
+    AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
 
 const PROVIDER: &str = "claudomator";
 const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
+const INSTALL_HINT: &str = "npm install -g @openai/codex, or set [agents.codex] command";
 
 pub struct CodexRunner {
     command: CommandSpec,
@@ -114,10 +115,43 @@ impl Runner for CodexRunner {
     }
 
     fn unavailable(&self) -> Option<String> {
-        missing_cli(
-            &self.command.program,
-            "npm install -g @openai/codex, or set [agents.codex] command",
+        missing_cli(&self.command.program, INSTALL_HINT)
+    }
+
+    async fn probe(&self) -> AgentProbe {
+        let spec = &self.command;
+        let key_env = if spec.api_key_env.is_empty() {
+            DEFAULT_KEY_ENV
+        } else {
+            &spec.api_key_env
+        };
+        let auth_file = spec.home.join("auth.json");
+        let mut credentials = if env_value(spec, key_env).is_some() {
+            (true, format!("{key_env} is set"))
+        } else if auth_file.is_file() {
+            (true, format!("logged in ({})", auth_file.display()))
+        } else {
+            (
+                false,
+                format!(
+                    "no {key_env}, and no login in {} (CODEX_HOME={} codex login)",
+                    spec.home.display(),
+                    spec.home.display()
+                ),
+            )
+        };
+        if !spec.base_url.is_empty() {
+            credentials
+                .1
+                .push_str(&format!("; base URL {}", spec.base_url));
+        }
+        probe_cli(
+            spec,
+            INSTALL_HINT,
+            &[("CODEX_HOME", spec.home.as_path())],
+            credentials,
         )
+        .await
     }
 
     async fn run(

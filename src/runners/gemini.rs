@@ -10,8 +10,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict, estimate_cost,
-    missing_cli, one_line, run_cli,
+    AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -26,6 +26,8 @@ const EXIT_AUTH: i32 = 41;
 const EXIT_INPUT: i32 = 42;
 const EXIT_CONFIG: i32 = 52;
 const EXIT_API_RETRIES: i32 = 173;
+
+const INSTALL_HINT: &str = "npm install -g @google/gemini-cli, or set [agents.gemini] command";
 
 impl GeminiRunner {
     pub fn new(command: CommandSpec, prices: Arc<PriceTable>) -> Self {
@@ -89,10 +91,33 @@ impl Runner for GeminiRunner {
     }
 
     fn unavailable(&self) -> Option<String> {
-        missing_cli(
-            &self.command.program,
-            "npm install -g @google/gemini-cli, or set [agents.gemini] command",
+        missing_cli(&self.command.program, INSTALL_HINT)
+    }
+
+    async fn probe(&self) -> AgentProbe {
+        let spec = &self.command;
+        let mut credentials = match ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+            .into_iter()
+            .find(|v| env_value(spec, v).is_some())
+        {
+            Some(var) => (true, format!("{var} is set")),
+            None => (
+                false,
+                "no GEMINI_API_KEY in the environment or [agents.gemini] env".into(),
+            ),
+        };
+        if !spec.base_url.is_empty() {
+            credentials
+                .1
+                .push_str(&format!("; base URL {}", spec.base_url));
+        }
+        probe_cli(
+            spec,
+            INSTALL_HINT,
+            &[("HOME", spec.home.as_path())],
+            credentials,
         )
+        .await
     }
 
     async fn run(

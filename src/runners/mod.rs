@@ -112,6 +112,10 @@ pub trait Runner: Send + Sync {
     /// Why this runner cannot run now (its CLI is missing), if it cannot.
     fn unavailable(&self) -> Option<String>;
 
+    /// What `doctor` reports: the CLI found or not, its version, whether
+    /// credentials (or a base URL) are set.
+    async fn probe(&self) -> AgentProbe;
+
     /// Runs one attempt to its end. Must return promptly once `cancel`
     /// fires, with the agent's whole process group ended.
     async fn run(
@@ -205,6 +209,86 @@ pub fn one_line(text: &str) -> String {
         short.push('…');
     }
     short
+}
+
+/// Facts about one agent on this machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentProbe {
+    /// The configured command.
+    pub command: String,
+    /// Where it was found, or why it cannot run.
+    pub detail: String,
+    pub available: bool,
+    /// What `<command> --version` printed (first line).
+    pub version: String,
+    pub credentials_ok: bool,
+    /// Where the credentials come from, or what is missing.
+    pub credentials: String,
+}
+
+/// A variable from the agent's configured environment, else the server's.
+pub fn env_value(spec: &CommandSpec, name: &str) -> Option<String> {
+    spec.env
+        .get(name)
+        .cloned()
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// Probes a CLI: found on PATH, `--version` (10 s at most), and the
+/// credentials as the runner judged them.
+pub async fn probe_cli(
+    spec: &CommandSpec,
+    install_hint: &str,
+    extra_env: &[(&str, &Path)],
+    credentials: (bool, String),
+) -> AgentProbe {
+    let mut probe = AgentProbe {
+        command: spec.program.display().to_string(),
+        credentials_ok: credentials.0,
+        credentials: credentials.1,
+        ..AgentProbe::default()
+    };
+    let Some(path) = locate(&spec.program) else {
+        probe.detail = missing_cli(&spec.program, install_hint).unwrap_or_default();
+        return probe;
+    };
+    probe.available = true;
+    probe.detail = path.display().to_string();
+    let mut command = Command::new(&path);
+    command
+        .arg("--version")
+        .envs(&spec.env)
+        .envs(extra_env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(10), command.output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            probe.version = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+        }
+        Ok(Ok(out)) => {
+            probe.available = false;
+            probe.detail = format!(
+                "{} --version failed: {}",
+                path.display(),
+                one_line(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        Ok(Err(e)) => {
+            probe.available = false;
+            probe.detail = format!("cannot run {}: {e}", path.display());
+        }
+        Err(_) => {
+            probe.available = false;
+            probe.detail = format!("{} --version did not answer in 10 s", path.display());
+        }
+    }
+    probe
 }
 
 /// Why a CLI cannot run, if it is not installed.

@@ -162,6 +162,20 @@ impl Store {
             .collect()
     }
 
+    /// How many tasks in `state` name each agent type (as stored: `auto`,
+    /// `claude`, …).
+    pub async fn count_by_agent(&self, state: TaskState) -> StoreResult<Vec<(String, i64)>> {
+        Ok(task::Entity::find()
+            .select_only()
+            .column(task::Column::AgentType)
+            .column_as(task::Column::Id.count(), "n")
+            .filter(task::Column::State.eq(state.as_str()))
+            .group_by(task::Column::AgentType)
+            .into_tuple::<(String, i64)>()
+            .all(&self.reader)
+            .await?)
+    }
+
     /// The most recent execution of a task, if any.
     pub async fn latest_execution(&self, task_id: Id) -> StoreResult<Option<Execution>> {
         execution::Entity::find()

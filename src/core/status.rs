@@ -1,0 +1,193 @@
+//! What `doctor` shows and the scheduler relies on: which agents can run
+//! here (CLI found, version, credentials), how busy each is, which are set
+//! aside and until when, and whether git, the data dir and the database work.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::CoreResult;
+use super::model::{AgentType, TaskState, UnixMillis};
+use super::tasks::TaskService;
+use crate::runners::{AgentProbe, Runner};
+
+/// One check: whether it is fine, and the detail a person needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentStatus {
+    pub agent: AgentType,
+    pub probe: AgentProbe,
+    pub running: usize,
+    /// Queued tasks that name this agent.
+    pub queued: u64,
+    /// This agent's own cap (the global cap when it has none).
+    pub max_concurrent: usize,
+    /// Set aside after a rate limit or a spent quota, until then.
+    pub limited_until: Option<UnixMillis>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SystemStatus {
+    pub version: String,
+    pub executor_enabled: bool,
+    pub max_concurrent: usize,
+    pub running: usize,
+    pub queued: u64,
+    /// Queued tasks with agent `auto`.
+    pub queued_auto: u64,
+    pub agents: Vec<AgentStatus>,
+    pub git: Check,
+    pub data_dir: Check,
+    pub database: Check,
+    pub local_model: Check,
+}
+
+/// The settings the report names.
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    pub data_dir: PathBuf,
+    pub executor_enabled: bool,
+    pub max_concurrent: usize,
+    pub agent_limits: HashMap<AgentType, usize>,
+}
+
+#[derive(Clone)]
+pub struct StatusService {
+    tasks: TaskService,
+    runners: Vec<Arc<dyn Runner>>,
+    config: StatusConfig,
+}
+
+impl StatusService {
+    pub fn new(tasks: TaskService, runners: Vec<Arc<dyn Runner>>, config: StatusConfig) -> Self {
+        StatusService {
+            tasks,
+            runners,
+            config,
+        }
+    }
+
+    pub async fn status(&self) -> CoreResult<SystemStatus> {
+        let activity = self.tasks.activity();
+        let (queued_counts, database) =
+            match self.tasks.store().count_by_agent(TaskState::Queued).await {
+                Ok(counts) => (
+                    counts,
+                    Check {
+                        ok: true,
+                        detail: "reachable".into(),
+                    },
+                ),
+                Err(e) => (
+                    Vec::new(),
+                    Check {
+                        ok: false,
+                        detail: e.to_string(),
+                    },
+                ),
+            };
+        let queued_of = |name: &str| {
+            queued_counts
+                .iter()
+                .filter(|(agent, _)| agent == name)
+                .map(|(_, n)| *n as u64)
+                .sum::<u64>()
+        };
+        let probes = futures_join(self.runners.iter().map(|r| r.probe())).await;
+        let agents = self
+            .runners
+            .iter()
+            .zip(probes)
+            .map(|(runner, probe)| {
+                let agent = runner.agent();
+                AgentStatus {
+                    agent,
+                    probe,
+                    running: activity.running_of(agent),
+                    queued: queued_of(agent.as_str()),
+                    max_concurrent: self
+                        .config
+                        .agent_limits
+                        .get(&agent)
+                        .copied()
+                        .unwrap_or(self.config.max_concurrent),
+                    limited_until: activity.limited_until(agent),
+                }
+            })
+            .collect();
+        Ok(SystemStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            executor_enabled: self.config.executor_enabled,
+            max_concurrent: self.config.max_concurrent,
+            running: activity.running_count(),
+            queued: queued_counts.iter().map(|(_, n)| *n as u64).sum(),
+            queued_auto: queued_of(AgentType::Auto.as_str()),
+            agents,
+            git: git_check().await,
+            data_dir: writable(&self.config.data_dir),
+            database: Check {
+                detail: format!("{} ({})", self.tasks.store().description(), database.detail),
+                ..database
+            },
+            local_model: Check {
+                ok: false,
+                detail: "no [local_model] endpoint configured".into(),
+            },
+        })
+    }
+}
+
+/// Runs the probes one after another (they are few and quick), keeping order.
+async fn futures_join<F: std::future::Future<Output = AgentProbe>>(
+    probes: impl Iterator<Item = F>,
+) -> Vec<AgentProbe> {
+    let mut out = Vec::new();
+    for probe in probes {
+        out.push(probe.await);
+    }
+    out
+}
+
+async fn git_check() -> Check {
+    match tokio::process::Command::new("git")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => Check {
+            ok: true,
+            detail: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        },
+        Ok(out) => Check {
+            ok: false,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("git is not installed ({e}); sandboxes need it"),
+        },
+    }
+}
+
+fn writable(dir: &std::path::Path) -> Check {
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check {
+            ok: true,
+            detail: format!("{} is writable", dir.display()),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("{} is not writable: {e}", dir.display()),
+        },
+    }
+}
