@@ -126,7 +126,7 @@ impl Runner for CodexRunner {
             &spec.api_key_env
         };
         let auth_file = spec.home.join("auth.json");
-        let mut credentials = if env_value(spec, key_env).is_some() {
+        let credentials = if env_value(spec, key_env).is_some() {
             (true, format!("{key_env} is set"))
         } else if auth_file.is_file() {
             (true, format!("logged in ({})", auth_file.display()))
@@ -140,11 +140,6 @@ impl Runner for CodexRunner {
                 ),
             )
         };
-        if !spec.base_url.is_empty() {
-            credentials
-                .1
-                .push_str(&format!("; base URL {}", spec.base_url));
-        }
         probe_cli(
             spec,
             INSTALL_HINT,

@@ -96,7 +96,7 @@ impl Runner for GeminiRunner {
 
     async fn probe(&self) -> AgentProbe {
         let spec = &self.command;
-        let mut credentials = match ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+        let credentials = match ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
             .into_iter()
             .find(|v| env_value(spec, v).is_some())
         {
@@ -106,11 +106,6 @@ impl Runner for GeminiRunner {
                 "no GEMINI_API_KEY in the environment or [agents.gemini] env".into(),
             ),
         };
-        if !spec.base_url.is_empty() {
-            credentials
-                .1
-                .push_str(&format!("; base URL {}", spec.base_url));
-        }
         probe_cli(
             spec,
             INSTALL_HINT,

@@ -249,6 +249,11 @@ pub async fn probe_cli(
         credentials: credentials.1,
         ..AgentProbe::default()
     };
+    if !spec.base_url.is_empty() {
+        probe
+            .credentials
+            .push_str(&format!("; base URL {}", spec.base_url));
+    }
     let Some(path) = locate(&spec.program) else {
         probe.detail = missing_cli(&spec.program, install_hint).unwrap_or_default();
         return probe;
