@@ -56,6 +56,16 @@ pub struct LogEvent {
     pub raw: String,
 }
 
+/// An event with the execution it belongs to, as subscribers receive it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogItem {
+    pub execution_id: Id,
+    pub event: LogEvent,
+}
+
+/// What a subscriber receives: items, or one read failure before the end.
+pub type LogSender = mpsc::Sender<Result<LogItem, String>>;
+
 /// Owns the log directory and the live channels of running executions.
 pub struct LogHub {
     dir: PathBuf,
@@ -114,6 +124,11 @@ impl LogHub {
             .contains_key(&execution)
     }
 
+    /// A channel for a subscriber, sized so a slow client holds a little.
+    pub fn channel() -> (LogSender, mpsc::Receiver<Result<LogItem, String>>) {
+        mpsc::channel(SUBSCRIBER_BUFFER)
+    }
+
     /// Events from `from_offset` on; with `follow`, then live ones until the
     /// execution ends. The channel closes at the end; an `Err` is a read
     /// failure reported once before closing.
@@ -122,8 +137,8 @@ impl LogHub {
         execution: Id,
         from_offset: u64,
         follow: bool,
-    ) -> mpsc::Receiver<Result<LogEvent, String>> {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+    ) -> mpsc::Receiver<Result<LogItem, String>> {
+        let (tx, rx) = Self::channel();
         let hub = self.clone();
         tokio::spawn(async move {
             if let Err(e) = hub.feed(execution, from_offset, follow, &tx).await {
@@ -133,13 +148,15 @@ impl LogHub {
         rx
     }
 
-    async fn feed(
+    /// Sends one execution's events into `tx` (see [`LogHub::subscribe`]).
+    /// Returns false when the subscriber has gone away.
+    pub async fn feed(
         &self,
         execution: Id,
         from_offset: u64,
         follow: bool,
-        tx: &mpsc::Sender<Result<LogEvent, String>>,
-    ) -> Result<(), String> {
+        tx: &LogSender,
+    ) -> Result<bool, String> {
         // Subscribe before reading the file, so nothing falls in between.
         let mut live = if follow {
             self.live_receiver(execution)
@@ -148,25 +165,31 @@ impl LogHub {
         };
         let mut reader = FileCursor::new(self.path(execution));
         let mut next = from_offset;
+        let item = |event| {
+            Ok(LogItem {
+                execution_id: execution,
+                event,
+            })
+        };
         loop {
             for event in reader.read_new().await? {
                 if event.offset >= next {
                     next = event.offset + 1;
-                    if tx.send(Ok(event)).await.is_err() {
-                        return Ok(());
+                    if tx.send(item(event)).await.is_err() {
+                        return Ok(false);
                     }
                 }
             }
             let Some(receiver) = live.as_mut() else {
-                return Ok(());
+                return Ok(true);
             };
             loop {
                 match receiver.recv().await {
                     Ok(event) if event.offset < next => continue,
                     Ok(event) if event.offset == next => {
                         next += 1;
-                        if tx.send(Ok(event)).await.is_err() {
-                            return Ok(());
+                        if tx.send(item(event)).await.is_err() {
+                            return Ok(false);
                         }
                     }
                     // A gap or a lag: the file has everything; catch up there.
@@ -284,10 +307,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    async fn collect(mut rx: mpsc::Receiver<Result<LogEvent, String>>) -> Vec<u64> {
+    async fn collect(mut rx: mpsc::Receiver<Result<LogItem, String>>) -> Vec<u64> {
         let mut offsets = Vec::new();
-        while let Some(event) = rx.recv().await {
-            offsets.push(event.unwrap().offset);
+        while let Some(item) = rx.recv().await {
+            offsets.push(item.unwrap().event.offset);
         }
         offsets
     }
@@ -349,8 +372,8 @@ mod tests {
         }
         drop(writer);
         let mut next = 0;
-        while let Some(event) = slow.recv().await {
-            assert_eq!(event.unwrap().offset, next);
+        while let Some(item) = slow.recv().await {
+            assert_eq!(item.unwrap().event.offset, next);
             next += 1;
         }
         assert_eq!(next, LIVE_CAPACITY as u64 * 4);

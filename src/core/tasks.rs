@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::error::{CoreError, CoreResult};
-use super::logs::{LogEvent, LogHub};
+use super::logs::{LogHub, LogItem, LogSender};
 use super::model::{
     AgentType, Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, UnixMillis,
     now_millis,
@@ -114,13 +114,7 @@ impl Activity {
     }
 }
 
-/// A log subscription: which execution, and its events.
-pub struct LogStream {
-    pub execution_id: Id,
-    pub events: mpsc::Receiver<Result<LogEvent, String>>,
-}
-
-/// How often a follower waiting for a task's first execution looks again.
+/// How often a task follower looks for the task's next execution.
 const EXECUTION_POLL: Duration = Duration::from_millis(200);
 
 impl From<StoreError> for CoreError {
@@ -308,55 +302,113 @@ impl TaskService {
 }
 
 impl TaskService {
-    /// An execution's log (or a task's latest execution's). With `follow`
-    /// and a task that has not started yet, waits for its first execution
-    /// (or returns nothing once the task can no longer start one).
+    /// An execution's log, or a task's. With an execution id: its events
+    /// from `from_offset`, then (with `follow`) live until it ends. With a
+    /// task id: its newest execution's events; with `follow`, every
+    /// execution it runs from then on (waiting for the first, and for each
+    /// retry), until the task stops. The stream starts at once either way.
     pub async fn stream_logs(
         &self,
         execution_id: &str,
         task_id: &str,
         from_offset: u64,
         follow: bool,
-    ) -> CoreResult<LogStream> {
-        let execution_id = if !execution_id.trim().is_empty() {
-            let id = parse_id("execution_id", execution_id)?;
-            if self.store.get_execution(id).await?.is_none() {
-                return Err(CoreError::not_found("execution", id));
-            }
-            id
-        } else if !task_id.trim().is_empty() {
-            let task_id = parse_id("task_id", task_id)?;
-            loop {
-                if let Some(execution) = self.store.latest_execution(task_id).await? {
-                    break execution.id;
+    ) -> CoreResult<mpsc::Receiver<Result<LogItem, String>>> {
+        match (execution_id.trim().is_empty(), task_id.trim().is_empty()) {
+            (false, false) => Err(CoreError::invalid(
+                "execution_id",
+                "give an execution_id or a task_id, not both",
+            )),
+            (true, true) => Err(CoreError::invalid(
+                "execution_id",
+                "give an execution_id or a task_id",
+            )),
+            (false, true) => {
+                let id = parse_id("execution_id", execution_id)?;
+                if self.store.get_execution(id).await?.is_none() {
+                    return Err(CoreError::not_found("execution", id));
                 }
+                Ok(self.logs.subscribe(id, from_offset, follow))
+            }
+            (true, false) => {
+                let task_id = parse_id("task_id", task_id)?;
                 let task = self
                     .store
                     .get_task(task_id)
                     .await?
                     .ok_or_else(|| CoreError::not_found("task", task_id))?;
-                let may_start = matches!(
-                    task.state,
-                    TaskState::Pending | TaskState::Queued | TaskState::Running
+                let latest = self.store.latest_execution(task_id).await?;
+                if !follow {
+                    let Some(execution) = latest else {
+                        return Err(CoreError::not_found(
+                            "execution of task",
+                            format!("{task_id} (it is {})", task.state),
+                        ));
+                    };
+                    return Ok(self.logs.subscribe(execution.id, from_offset, false));
+                }
+                let (tx, rx) = LogHub::channel();
+                let service = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = service
+                        .follow_task(task_id, latest.map(|e| e.id), from_offset, &tx)
+                        .await
+                    {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                });
+                Ok(rx)
+            }
+        }
+    }
+
+    /// Feeds a task's executions, one after another, until the task stops
+    /// or the subscriber goes away.
+    async fn follow_task(
+        &self,
+        task_id: Id,
+        first: Option<Id>,
+        from_offset: u64,
+        tx: &LogSender,
+    ) -> Result<(), String> {
+        let mut next = first;
+        let mut offset = from_offset;
+        let mut last_fed: Option<Id> = None;
+        loop {
+            if let Some(execution) = next.take() {
+                if !self.logs.feed(execution, offset, true, tx).await? {
+                    return Ok(());
+                }
+                last_fed = Some(execution);
+                offset = 0;
+            }
+            // Is there a newer execution, or can the task still start one?
+            loop {
+                let latest = self
+                    .store
+                    .latest_execution(task_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(execution) = latest.filter(|e| Some(e.id) != last_fed) {
+                    next = Some(execution.id);
+                    break;
+                }
+                let state = self
+                    .store
+                    .get_task(task_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|t| t.state);
+                let may_run_again = matches!(
+                    state,
+                    Some(TaskState::Pending | TaskState::Queued | TaskState::Running)
                 );
-                if !follow || !may_start {
-                    return Err(CoreError::not_found(
-                        "execution of task",
-                        format!("{task_id} (it is {})", task.state),
-                    ));
+                if !may_run_again || tx.is_closed() {
+                    return Ok(());
                 }
                 tokio::time::sleep(EXECUTION_POLL).await;
             }
-        } else {
-            return Err(CoreError::invalid(
-                "execution_id",
-                "give an execution_id or a task_id",
-            ));
-        };
-        Ok(LogStream {
-            execution_id,
-            events: self.logs.subscribe(execution_id, from_offset, follow),
-        })
+        }
     }
 }
 

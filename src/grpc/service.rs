@@ -114,15 +114,14 @@ impl ClaudomatorService for Api {
         request: Request<pb::StreamLogsRequest>,
     ) -> Reply<Self::StreamLogsStream> {
         let req = request.into_inner();
-        let stream = self
+        let events = self
             .tasks
             .stream_logs(&req.execution_id, &req.task_id, req.from_offset, req.follow)
             .await?;
-        let execution_id = stream.execution_id.to_string();
-        let events = tokio_stream::wrappers::ReceiverStream::new(stream.events);
-        let responses = tokio_stream::StreamExt::map(events, move |item| match item {
-            Ok(event) => Ok(pb::StreamLogsResponse {
-                event: Some(log_event_to_pb(&execution_id, event)),
+        let events = tokio_stream::wrappers::ReceiverStream::new(events);
+        let responses = tokio_stream::StreamExt::map(events, |item| match item {
+            Ok(item) => Ok(pb::StreamLogsResponse {
+                event: Some(log_event_to_pb(&item.execution_id.to_string(), item.event)),
             }),
             Err(message) => Err(Status::internal(message)),
         });

@@ -152,7 +152,10 @@ impl StreamParser for ClaudeStream {
         }
         let (log_kind, text) = match kind.as_str() {
             "system" if subtype == "init" => {
-                self.model = event["model"].as_str().unwrap_or_default().to_string();
+                // "claude-opus-4-8[1m]": the bracket names a context-window
+                // variant, not part of the model's name.
+                let model = event["model"].as_str().unwrap_or_default();
+                self.model = model.split('[').next().unwrap_or(model).to_string();
                 (
                     LogKind::System,
                     format!("session {} started (model {})", self.session_id, self.model),

@@ -45,6 +45,12 @@ impl CodexRunner {
         };
         config.insert("analytics".into(), table(&[("enabled", false.into())]));
         config.insert("otel".into(), table(&[("exporter", "none".into())]));
+        // Agent commands write to the sandbox and $TMPDIR, not the shared
+        // /tmp (concurrent sandboxes raced remounting it).
+        config.insert(
+            "sandbox_workspace_write".into(),
+            table(&[("exclude_slash_tmp", true.into())]),
+        );
         config.insert(
             "features".into(),
             table(&[
@@ -80,7 +86,7 @@ impl CodexRunner {
     }
 
     fn write_config(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.command.home)?;
+        std::fs::create_dir_all(self.command.home.join("tmp"))?;
         std::fs::write(self.command.home.join("config.toml"), self.config_toml())
     }
 
@@ -166,6 +172,8 @@ impl Runner for CodexRunner {
             .args(self.args(&req))
             .current_dir(&req.workdir)
             .env("CODEX_HOME", &self.command.home)
+            .env("TMPDIR", self.command.home.join("tmp"))
+            .env("NO_COLOR", "1")
             .envs(&self.command.env);
         let parser = CodexStream {
             prices: self.prices.clone(),
@@ -267,6 +275,12 @@ impl StreamParser for CodexStream {
             return outcome;
         }
         outcome.verdict = match (&self.failure, exit_code) {
+            (Some(message), _) if message.to_ascii_lowercase().contains("quota") => {
+                Verdict::UsageLimited {
+                    message: one_line(message),
+                    resets_at: None,
+                }
+            }
             (Some(message), _)
                 if message.contains("429") || message.contains("Too Many Requests") =>
             {
@@ -439,6 +453,16 @@ mod tests {
             (0, 0),
         );
         assert_eq!(outcome.verdict, Verdict::Failed("model not found".into()));
+        let (outcome, _) = read(
+            r#"{"type":"turn.failed","error":{"message":"Quota exceeded. Check your plan and billing details."}}"#,
+            Some(1),
+            (0, 0),
+        );
+        assert!(
+            matches!(outcome.verdict, Verdict::UsageLimited { .. }),
+            "{:?}",
+            outcome.verdict
+        );
         let (outcome, _) = read(
             r#"{"type":"thread.started","thread_id":"t"}"#,
             Some(2),

@@ -25,6 +25,9 @@ pub struct GeminiRunner {
 const EXIT_AUTH: i32 = 41;
 const EXIT_INPUT: i32 = 42;
 const EXIT_CONFIG: i32 = 52;
+const EXIT_TURN_LIMIT: i32 = 53;
+/// The CLI exits with the HTTP status of its last API error, mod 256: 429
+/// becomes 173.
 const EXIT_API_RETRIES: i32 = 173;
 
 const INSTALL_HINT: &str = "npm install -g @google/gemini-cli, or set [agents.gemini] command";
@@ -133,7 +136,10 @@ impl Runner for GeminiRunner {
             .current_dir(&req.workdir)
             .env("HOME", &self.command.home)
             .env("TMPDIR", self.command.home.join("tmp"))
-            .env("GEMINI_CLI_TRUST_WORKSPACE", "true");
+            .env("GEMINI_CLI_TRUST_WORKSPACE", "true")
+            // One process, not a launcher and a relaunched child.
+            .env("GEMINI_CLI_NO_RELAUNCH", "true")
+            .env("NO_COLOR", "1");
         if !self.command.base_url.is_empty() {
             command.env("GOOGLE_GEMINI_BASE_URL", &self.command.base_url);
         }
@@ -290,6 +296,9 @@ impl StreamParser for GeminiStream {
                 "gemini rejected its input (exit 42): {}",
                 one_line(&error)
             )),
+            (_, Some(EXIT_TURN_LIMIT)) => {
+                Verdict::Failed(format!("reached the turn limit: {}", one_line(&error)))
+            }
             (_, Some(EXIT_CONFIG)) => Verdict::Failed(format!(
                 "gemini's configuration is invalid (exit 52): {}",
                 one_line(&error)

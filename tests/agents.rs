@@ -1,0 +1,491 @@
+//! Gemini CLI and Codex through the same executor as Claude: the real CLIs
+//! (installed by scripts/install-agents) against the project's own scripted
+//! Gemini and OpenAI-Responses servers on loopback.
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use claudomator::config::Config;
+use claudomator::core::logs::LogHub;
+use claudomator::core::model::Id;
+use claudomator::proto as pb;
+use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
+use claudomator::runners::codex::CodexRunner;
+use claudomator::runners::gemini::GeminiRunner;
+use claudomator::runners::{CommandSpec, Price, PriceTable, RunRequest, Runner, Verdict};
+use common::{TestServer, spec, start_server_with};
+use support::anthropic_mock::{self, AnthropicMock};
+use support::claude_env::{ClaudeEnv, claude_or_skip};
+use support::codex_env::{CodexEnv, codex_launcher_path, codex_or_skip};
+use support::gemini_env::{gemini_bin_path, gemini_or_skip};
+use support::gemini_mock::{self, GeminiMock};
+use support::openai_mock::{self, OpenAiMock};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+type Client = ClaudomatorServiceClient<Channel>;
+
+const GEMINI_MODEL: &str = "gemini-2.5-flash";
+/// A model Codex knows, so it offers its apply_patch tool.
+const CODEX_MODEL: &str = "gpt-5.5";
+
+fn all_installed(test: &str) -> bool {
+    claude_or_skip(test).is_some()
+        && gemini_or_skip(test).is_some()
+        && codex_or_skip(test).is_some()
+}
+
+/// Points the Gemini and Codex sections of `c` at the mocks.
+fn configure_gemini(c: &mut Config, mock: &GeminiMock) {
+    c.agents.gemini.command = gemini_bin_path();
+    c.agents.gemini.base_url = mock.base_url();
+    c.agents.gemini.model = GEMINI_MODEL.into();
+    c.agents.gemini.max_retries = Some(0);
+    c.agents
+        .gemini
+        .env
+        .insert("GEMINI_API_KEY".into(), "mock-gemini-key".into());
+}
+
+fn configure_codex(c: &mut Config, mock: &OpenAiMock) {
+    c.agents.codex.command = codex_launcher_path();
+    c.agents.codex.base_url = mock.base_url();
+    c.agents.codex.model = CODEX_MODEL.into();
+    c.agents.codex.max_retries = Some(0);
+    c.agents.codex.api_key_env = CodexEnv::API_KEY_VAR.into();
+    c.agents
+        .codex
+        .env
+        .insert(CodexEnv::API_KEY_VAR.into(), "sk-mock".into());
+    c.prices.insert(
+        CODEX_MODEL.into(),
+        Price {
+            input_per_mtok: 1.25,
+            output_per_mtok: 10.0,
+        },
+    );
+}
+
+fn configure_claude(c: &mut Config, mock: &AnthropicMock, home: &Path) {
+    let mut env = ClaudeEnv::new(mock.base_url(), home);
+    env.max_retries = 1;
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::create_dir_all(env.tmp_dir()).unwrap();
+    c.agents.claude.command = support::claude_env::claude_bin_path();
+    c.agents.claude.model = "claude-sonnet-4-5".into();
+    c.agents.claude.env = env
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+        .collect();
+}
+
+async fn server(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    start_server_with(|c| {
+        c.executor.enabled = true;
+        c.executor.poll_interval = "200ms".into();
+        c.executor.retry_base = "1s".into();
+        adjust(c);
+    })
+    .await
+}
+
+fn agent_spec(agent: pb::AgentType, instructions: &str) -> pb::TaskSpec {
+    pb::TaskSpec {
+        agent: Some(pb::AgentSettings {
+            r#type: agent as i32,
+            ..Default::default()
+        }),
+        ..spec(instructions)
+    }
+}
+
+async fn submit(client: &mut Client, spec: pb::TaskSpec) -> pb::Task {
+    client
+        .submit_task(common::submit_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let task = client
+            .get_task(pb::GetTaskRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        if states.iter().any(|s| *s as i32 == task.state) {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} stuck: {}",
+            task.state_reason
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
+    client
+        .list_executions(pb::ListExecutionsRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions
+}
+
+fn processes_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.chars().all(|c| c.is_ascii_digit())
+            && std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+        {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
+        }
+    }
+    found
+}
+
+const FINAL: [pb::TaskState; 4] = [
+    pb::TaskState::Completed,
+    pb::TaskState::Failed,
+    pb::TaskState::Cancelled,
+    pb::TaskState::TimedOut,
+];
+
+#[tokio::test]
+async fn three_agents_run_side_by_side_with_the_same_record() {
+    if !all_installed("three_agents_run_side_by_side_with_the_same_record") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let claude = AnthropicMock::start(anthropic_mock::Script::write_file("from-claude.txt", "c"));
+    let gemini = GeminiMock::start(gemini_mock::Script::write_file("from-gemini.txt", "g"));
+    let codex = OpenAiMock::start(openai_mock::Script::write_file("from-codex.txt", "x"));
+    let server = server(|c| {
+        c.executor.max_concurrent = 3;
+        configure_claude(c, &claude, home.path());
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+
+    let mut tasks = Vec::new();
+    for (agent, file) in [
+        (pb::AgentType::Claude, "from-claude.txt"),
+        (pb::AgentType::Gemini, "from-gemini.txt"),
+        (pb::AgentType::Codex, "from-codex.txt"),
+    ] {
+        let task = submit(&mut client, agent_spec(agent, &format!("create {file}"))).await;
+        tasks.push((agent, file, task));
+    }
+    for (agent, file, task) in &tasks {
+        let done = wait_for(&mut client, &task.id, &FINAL).await;
+        assert_eq!(
+            done.state,
+            pb::TaskState::Completed as i32,
+            "{agent:?}: {}",
+            done.state_reason
+        );
+        let run = executions(&mut client, &task.id).await.remove(0);
+        assert_eq!(run.agent, *agent as i32);
+        assert!(!run.session_id.is_empty(), "{agent:?} session");
+        assert!(
+            run.input_tokens > 0 && run.output_tokens > 0,
+            "{agent:?} tokens"
+        );
+        assert!(run.cost_usd > 0.0, "{agent:?} cost");
+        assert_eq!(
+            run.cost_estimated,
+            *agent != pb::AgentType::Claude,
+            "{agent:?}"
+        );
+        assert_eq!(run.changed_files, vec![file.to_string()], "{agent:?}");
+        assert_eq!(run.commits.len(), 1, "{agent:?}");
+        assert!(!run.summary.is_empty(), "{agent:?} summary");
+    }
+    // The three ran at the same time, one each.
+    for (mock_max, name) in [
+        (claude.max_in_flight(), "claude"),
+        (gemini.max_in_flight(), "gemini"),
+        (codex.max_in_flight(), "codex"),
+    ] {
+        assert_eq!(mock_max, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_back_off_and_then_succeed_for_gemini_and_codex() {
+    if gemini_or_skip("rate_limits_back_off_and_then_succeed_for_gemini_and_codex").is_none()
+        || codex_or_skip("rate_limits_back_off_and_then_succeed_for_gemini_and_codex").is_none()
+    {
+        return;
+    }
+    let gemini = GeminiMock::start(gemini_mock::Script::rate_limited_then(
+        1,
+        1,
+        gemini_mock::Script::write_file("g.txt", "g"),
+    ));
+    let codex = OpenAiMock::start(openai_mock::Script::rate_limited_then(
+        1,
+        1,
+        openai_mock::Script::write_file("x.txt", "x"),
+    ));
+    let server = server(|c| {
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+    let g = submit(
+        &mut client,
+        agent_spec(pb::AgentType::Gemini, "write g.txt"),
+    )
+    .await;
+    let x = submit(&mut client, agent_spec(pb::AgentType::Codex, "write x.txt")).await;
+    for task in [g, x] {
+        let done = wait_for(&mut client, &task.id, &FINAL).await;
+        assert_eq!(
+            done.state,
+            pb::TaskState::Completed as i32,
+            "{}",
+            done.state_reason
+        );
+        let runs = executions(&mut client, &task.id).await;
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(
+            runs[0].state,
+            pb::ExecutionState::RateLimited as i32,
+            "{}",
+            runs[0].error
+        );
+        assert_eq!(
+            runs[1].state,
+            pb::ExecutionState::Succeeded as i32,
+            "{}",
+            runs[1].error
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_gemini_and_codex_and_everything_they_started() {
+    if gemini_or_skip("cancel_stops_gemini_and_codex_and_everything_they_started").is_none()
+        || codex_or_skip("cancel_stops_gemini_and_codex_and_everything_they_started").is_none()
+    {
+        return;
+    }
+    let slow = Duration::from_millis(200);
+    let gemini = GeminiMock::start(gemini_mock::Script::Slow {
+        delay_per_event: slow,
+        chunks: 1000,
+    });
+    let codex = OpenAiMock::start(openai_mock::Script::Slow {
+        delay_per_event: slow,
+        chunks: 1000,
+    });
+    let server = server(|c| {
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+    let sandboxes = server.data_dir().join("sandboxes");
+    let g = submit(&mut client, agent_spec(pb::AgentType::Gemini, "slowly")).await;
+    let x = submit(&mut client, agent_spec(pb::AgentType::Codex, "slowly")).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gemini.in_flight() == 0 || codex.in_flight() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agents never reached their models"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_in(&sandboxes).is_empty());
+    for task in [&g, &x] {
+        client
+            .cancel_task(pb::CancelTaskRequest {
+                id: task.id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ended = true;
+        for task in [&g, &x] {
+            ended &= executions(&mut client, &task.id)
+                .await
+                .iter()
+                .all(|r| r.ended_at.is_some());
+        }
+        if ended {
+            break;
+        }
+        assert!(Instant::now() < deadline, "executions did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for task in [&g, &x] {
+        let run = executions(&mut client, &task.id).await.remove(0);
+        assert_eq!(
+            run.state,
+            pb::ExecutionState::Cancelled as i32,
+            "{}",
+            run.error
+        );
+    }
+    let left = processes_in(&sandboxes);
+    assert!(left.is_empty(), "processes outlived their task: {left:?}");
+}
+
+/// Runs one attempt through a runner directly, in `workdir`.
+async fn run_once(
+    runner: &dyn Runner,
+    hub: &std::sync::Arc<LogHub>,
+    workdir: &Path,
+    prompt: &str,
+    model: &str,
+    resume: Option<String>,
+    prior_usage: Option<(u64, u64)>,
+) -> claudomator::runners::RunOutcome {
+    let execution = Id::new();
+    let mut log = hub.writer(execution).unwrap();
+    let request = RunRequest {
+        task_id: Id::new(),
+        execution_id: execution,
+        workdir: workdir.to_path_buf(),
+        prompt: prompt.into(),
+        system_prompt: String::new(),
+        model: model.into(),
+        allowed_tools: Vec::new(),
+        max_budget_usd: 0.0,
+        max_turns: 0,
+        resume_session: resume,
+        prior_usage,
+    };
+    runner
+        .run(request, &mut log, CancellationToken::new())
+        .await
+}
+
+#[tokio::test]
+async fn gemini_and_codex_runners_resume_their_sessions() {
+    if gemini_or_skip("gemini_and_codex_runners_resume_their_sessions").is_none()
+        || codex_or_skip("gemini_and_codex_runners_resume_their_sessions").is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("work");
+    common::init_git_repo(&workdir);
+    let hub = LogHub::new(dir.path().join("logs")).unwrap();
+    let mut prices = PriceTable::new();
+    prices.insert(
+        CODEX_MODEL.into(),
+        Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 1.0,
+        },
+    );
+    let prices = std::sync::Arc::new(prices);
+
+    let gemini_mock = GeminiMock::start(gemini_mock::Script::write_file("g.txt", "g"));
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("GEMINI_API_KEY".to_string(), "mock-gemini-key".to_string());
+    let gemini = GeminiRunner::new(
+        CommandSpec {
+            program: gemini_bin_path(),
+            env,
+            home: dir.path().join("gemini-home"),
+            base_url: gemini_mock.base_url(),
+            api_key_env: String::new(),
+            max_retries: 0,
+        },
+        prices.clone(),
+    );
+    let first = run_once(
+        &gemini,
+        &hub,
+        &workdir,
+        "write g.txt",
+        GEMINI_MODEL,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(first.verdict, Verdict::Succeeded);
+    assert!(workdir.join("g.txt").is_file());
+    let resumed = run_once(
+        &gemini,
+        &hub,
+        &workdir,
+        "The answer is 42.",
+        GEMINI_MODEL,
+        Some(first.session_id.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(resumed.verdict, Verdict::Succeeded, "{:?}", resumed.verdict);
+    assert_eq!(resumed.session_id, first.session_id);
+
+    let codex_mock = OpenAiMock::start(openai_mock::Script::write_file("x.txt", "x"));
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(CodexEnv::API_KEY_VAR.to_string(), "sk-mock".to_string());
+    let codex = CodexRunner::new(
+        CommandSpec {
+            program: codex_launcher_path(),
+            env,
+            home: dir.path().join("codex-home"),
+            base_url: codex_mock.base_url(),
+            api_key_env: CodexEnv::API_KEY_VAR.into(),
+            max_retries: 0,
+        },
+        prices,
+    );
+    let first = run_once(
+        &codex,
+        &hub,
+        &workdir,
+        "write x.txt",
+        CODEX_MODEL,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(first.verdict, Verdict::Succeeded, "{:?}", first.verdict);
+    assert!(workdir.join("x.txt").is_file());
+    let resumed = run_once(
+        &codex,
+        &hub,
+        &workdir,
+        "The answer is 42.",
+        CODEX_MODEL,
+        Some(first.session_id.clone()),
+        Some((first.input_tokens, first.output_tokens)),
+    )
+    .await;
+    assert_eq!(resumed.verdict, Verdict::Succeeded, "{:?}", resumed.verdict);
+    assert_eq!(resumed.session_id, first.session_id);
+    // Usage on a resumed thread is cumulative (the mock charges its input
+    // per call: two calls, then one more); the runner records this run's share.
+    assert_eq!(first.input_tokens, 2 * openai_mock::INPUT_TOKENS);
+    assert_eq!(resumed.input_tokens, openai_mock::INPUT_TOKENS);
+}
