@@ -1,0 +1,71 @@
+"""A Python client for claudomator, generated from its proto/ at build time.
+
+    from claudomator_client import Client
+    client = Client("127.0.0.1:7070")
+    task = client.submit_task("Fix the flaky test", tags=["ci"]).task
+
+The generated modules are `claudomator_client.v1.task_pb2` (messages and
+enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
+raw stub); the common names are re-exported here.
+"""
+
+from .client import Client, LogStream, enum_name, enum_value
+from .errors import (
+    AlreadyExistsError,
+    ClaudomatorError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from .v1.service_pb2 import (
+    ListExecutionsResponse,
+    ListTasksResponse,
+    SubmitTaskResponse,
+)
+from .v1.task_pb2 import (
+    AgentSettings,
+    AgentType,
+    Execution,
+    ExecutionState,
+    FileChange,
+    LogEvent,
+    LogEventKind,
+    Priority,
+    Task,
+    TaskSpec,
+    TaskState,
+)
+
+__all__ = [
+    "AgentSettings",
+    "AgentType",
+    "AlreadyExistsError",
+    "ClaudomatorError",
+    "Client",
+    "DeadlineExceededError",
+    "Execution",
+    "ExecutionState",
+    "FailedPreconditionError",
+    "FileChange",
+    "InvalidArgumentError",
+    "ListExecutionsResponse",
+    "ListTasksResponse",
+    "LogEvent",
+    "LogEventKind",
+    "LogStream",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Priority",
+    "SubmitTaskResponse",
+    "Task",
+    "TaskSpec",
+    "TaskState",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "enum_name",
+    "enum_value",
+]
