@@ -349,6 +349,7 @@ async fn executions_are_served_from_the_store() {
     execution.changed_files = vec!["src/lib.rs".into()];
     execution.commits = vec!["abc123".into()];
     execution.summary = "## Summary\nDone.".into();
+    execution.permission_denials = vec!["Bash rm -rf /".into()];
     store.save_execution(execution.clone()).await.unwrap();
     drop(store);
 
@@ -373,6 +374,7 @@ async fn executions_are_served_from_the_store() {
     );
     assert_eq!(got.changed_files, vec!["src/lib.rs".to_string()]);
     assert_eq!(got.agent, pb::AgentType::Claude as i32);
+    assert_eq!(got.permission_denials, vec!["Bash rm -rf /".to_string()]);
     let listed = client
         .list_executions(pb::ListExecutionsRequest {
             task_id: task.id.clone(),

@@ -212,6 +212,9 @@ pub fn execution_details(e: &Execution) {
     if !e.commits.is_empty() {
         println!("commits:       {}", e.commits.join(", "));
     }
+    if !e.permission_denials.is_empty() {
+        println!("denied:        {}", e.permission_denials.join(", "));
+    }
     if !e.log_path.is_empty() {
         println!("log:           {}", e.log_path);
     }

@@ -625,6 +625,7 @@ impl Executor {
                 execution.input_tokens = outcome.input_tokens;
                 execution.output_tokens = outcome.output_tokens;
                 execution.turns = outcome.turns;
+                execution.permission_denials = outcome.permission_denials;
                 execution.summary = extract_summary(&outcome.final_text).unwrap_or_default();
                 decision
             }

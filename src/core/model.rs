@@ -312,6 +312,9 @@ pub struct Execution {
     pub commits: Vec<String>,
     pub summary: String,
     pub log_path: String,
+    /// Tool calls the agent's permissions refused, e.g. "Write /path".
+    #[serde(default)]
+    pub permission_denials: Vec<String>,
 }
 
 /// One file an execution changed, from `git diff --numstat`.
@@ -347,6 +350,7 @@ impl Execution {
             commits: Vec::new(),
             summary: String::new(),
             log_path: String::new(),
+            permission_denials: Vec::new(),
         }
     }
 }

@@ -303,6 +303,7 @@ pub fn execution_to_pb(e: &Execution) -> pb::Execution {
         summary: e.summary.clone(),
         log_path: e.log_path.clone(),
         attempt: e.attempt,
+        permission_denials: e.permission_denials.clone(),
     }
 }
 
@@ -338,6 +339,7 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
         commits: e.commits,
         summary: e.summary,
         log_path: e.log_path,
+        permission_denials: e.permission_denials,
     })
 }
 

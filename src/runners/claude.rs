@@ -284,6 +284,10 @@ impl ClaudeStream {
         if let Some(session) = result["session_id"].as_str() {
             outcome.session_id = session.to_string();
         }
+        outcome.permission_denials = result["permission_denials"]
+            .as_array()
+            .map(|denials| denials.iter().map(describe_denial).collect())
+            .unwrap_or_default();
         if stopped {
             return outcome;
         }
@@ -316,6 +320,22 @@ impl ClaudeStream {
         };
         outcome
     }
+}
+
+/// "Write /path/file" from a `permission_denials` entry.
+fn describe_denial(denial: &Value) -> String {
+    let input = &denial["tool_input"];
+    let target = ["file_path", "command", "path", "url"]
+        .iter()
+        .find_map(|k| input[*k].as_str())
+        .unwrap_or_default();
+    format!(
+        "{} {}",
+        denial["tool_name"].as_str().unwrap_or("tool"),
+        one_line(target)
+    )
+    .trim()
+    .to_string()
 }
 
 /// Claude Code's words for a spent quota, as opposed to a short rate limit:
@@ -397,8 +417,13 @@ mod tests {
                 "{limited}: {verdict:?}"
             );
         }
-        // A denied write still ends as a success; the denial is in the log.
-        assert_eq!(outcome(dir("denied"), 0).verdict, Verdict::Succeeded);
+        // A denied write still ends as a success; the denial is recorded.
+        let denied = outcome(dir("denied"), 0);
+        assert_eq!(denied.verdict, Verdict::Succeeded);
+        assert_eq!(
+            denied.permission_denials,
+            vec!["Write /sandbox/work/claude2/hello.txt".to_string()]
+        );
         let resumed = outcome(dir("resume"), 0);
         assert_eq!(resumed.verdict, Verdict::Succeeded);
         assert!(!resumed.session_id.is_empty());

@@ -85,6 +85,8 @@ pub struct RunOutcome {
     pub turns: u32,
     /// The agent's final message.
     pub final_text: String,
+    /// Tool calls the agent's permissions refused, e.g. "Write /path".
+    pub permission_denials: Vec<String>,
 }
 
 impl RunOutcome {
@@ -100,6 +102,7 @@ impl RunOutcome {
             output_tokens: 0,
             turns: 0,
             final_text: String::new(),
+            permission_denials: Vec::new(),
         }
     }
 }

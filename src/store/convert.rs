@@ -118,6 +118,7 @@ pub fn execution_to_row(e: &Execution) -> execution::ActiveModel {
         commits: Set(json(&e.commits)),
         summary: Set(e.summary.clone()),
         log_path: Set(e.log_path.clone()),
+        permission_denials: Set(json(&e.permission_denials)),
     }
 }
 
@@ -144,5 +145,6 @@ pub fn execution_from_row(r: execution::Model) -> StoreResult<Execution> {
         commits: parse_json("execution.commits", &r.commits)?,
         summary: r.summary,
         log_path: r.log_path,
+        permission_denials: parse_json("execution.permission_denials", &r.permission_denials)?,
     })
 }

@@ -94,6 +94,8 @@ pub mod execution {
         pub commits: String,
         pub summary: String,
         pub log_path: String,
+        /// JSON array of strings.
+        pub permission_denials: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasks), Box::new(M0002Executor)]
+        vec![
+            Box::new(M0001Tasks),
+            Box::new(M0002Executor),
+            Box::new(M0003PermissionDenials),
+        ]
     }
 }
 
@@ -258,6 +262,41 @@ impl MigrationTrait for M0002Executor {
                     .table(ExecutionV2::Table)
                     .add_column(
                         ColumnDef::new(ExecutionV2::FileChanges)
+                            .text()
+                            .not_null()
+                            .default("[]"),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Tool calls an agent's permissions refused, per execution.
+struct M0003PermissionDenials;
+
+impl MigrationName for M0003PermissionDenials {
+    fn name(&self) -> &str {
+        "m0003_permission_denials"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV3 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    PermissionDenials,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003PermissionDenials {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ExecutionV3::Table)
+                    .add_column(
+                        ColumnDef::new(ExecutionV3::PermissionDenials)
                             .text()
                             .not_null()
                             .default("[]"),

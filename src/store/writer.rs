@@ -185,6 +185,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 execution::Column::Commits,
                 execution::Column::Summary,
                 execution::Column::LogPath,
+                execution::Column::PermissionDenials,
             ];
             execution::Entity::insert(execution_to_row(e))
                 .on_conflict(
