@@ -15,6 +15,7 @@ use crate::config::{Config, DatabaseChoice};
 use crate::core::executor::Executor;
 use crate::core::logs::LogHub;
 use crate::core::model::AgentType;
+use crate::core::recovery;
 use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::runners::Runner;
@@ -123,7 +124,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             agent_limits: executor_config.agent_limits.clone(),
         },
     );
-    let executor = Executor::new(tasks.clone(), runners, executor_config, shutdown.clone());
+    let executor = Executor::new(
+        tasks.clone(),
+        runners.clone(),
+        executor_config,
+        shutdown.clone(),
+    );
+    if config.executor.enabled {
+        let by_agent = runners.iter().map(|r| (r.agent(), r.clone())).collect();
+        recovery::reconcile(
+            &tasks,
+            &by_agent,
+            &config.data_dir.join("sandboxes"),
+            config.executor.on_restart == "requeue",
+        )
+        .await
+        .context("cannot reconcile what the previous run left")?;
+    }
     let executor = if config.executor.enabled {
         tokio::spawn(executor.run())
     } else {

@@ -48,6 +48,10 @@ pub struct ExecutorSection {
     /// On SIGTERM: "requeue" stops running agents and queues their tasks
     /// again; "finish" lets them finish first.
     pub shutdown: String,
+    /// After a crash: "requeue" puts tasks that were running back in the
+    /// queue (resuming their agent sessions) within their attempt limits;
+    /// "fail" fails them.
+    pub on_restart: String,
     /// Keep a failed attempt's sandbox for inspection.
     pub keep_failed_sandboxes: bool,
     /// Author of the commits made for agents.
@@ -69,6 +73,7 @@ impl Default for ExecutorSection {
             enabled: true,
             max_concurrent: 4,
             shutdown: "requeue".into(),
+            on_restart: "requeue".into(),
             keep_failed_sandboxes: true,
             commit_author_name: "claudomator".into(),
             commit_author_email: "claudomator@localhost".into(),
@@ -346,6 +351,9 @@ impl Config {
         if self.executor.max_concurrent == 0 {
             bail!("executor.max_concurrent: must be at least 1");
         }
+        if !matches!(self.executor.on_restart.as_str(), "requeue" | "fail") {
+            bail!("executor.on_restart: must be \"requeue\" or \"fail\"");
+        }
         if !matches!(self.executor.shutdown.as_str(), "requeue" | "finish") {
             bail!("executor.shutdown: must be \"requeue\" or \"finish\"");
         }
@@ -543,6 +551,9 @@ max_concurrent = {max_concurrent}
 # On SIGTERM: "requeue" stops running agents and queues their tasks again;
 # "finish" lets them finish first.
 shutdown = "requeue"
+# After a crash: "requeue" queues the tasks that were running again (resuming
+# their agent sessions) within their attempt limits; "fail" fails them.
+on_restart = "requeue"
 # Keep a failed attempt's sandbox (<data_dir>/sandboxes/<task-id>) to inspect.
 keep_failed_sandboxes = true
 commit_author_name = "claudomator"

@@ -306,6 +306,7 @@ impl Executor {
         token: CancellationToken,
     ) -> Result<(), super::CoreError> {
         let store = self.tasks.store();
+        let previous = store.latest_execution(task.id).await?;
         store.save_execution(execution.clone()).await?;
         let note = |log: &mut LogWriter, text: String| {
             if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
@@ -344,18 +345,23 @@ impl Executor {
         );
 
         let runner = self.runners[&execution.agent].clone();
+        let (prompt, resume_session, prior_usage) =
+            self.continuation(task, execution.agent, previous).await?;
+        if let Some(session) = &resume_session {
+            note(log, format!("resuming session {session}"));
+        }
         let request = RunRequest {
             task_id: task.id,
             execution_id: execution.id,
             workdir: sandbox.path.clone(),
-            prompt: task.instructions.clone(),
+            prompt,
             system_prompt: SYSTEM_PROMPT.to_string(),
             model: execution.model.clone(),
             allowed_tools: task.agent.allowed_tools.clone(),
             max_budget_usd: task.agent.max_budget_usd,
             max_turns: task.agent.max_turns,
-            resume_session: None,
-            prior_usage: None,
+            resume_session,
+            prior_usage,
         };
         let timed_out = Arc::new(AtomicBool::new(false));
         let timer = {
@@ -445,6 +451,37 @@ impl Executor {
                 .to_string(),
         );
         self.record(task, execution, Ok((outcome, verdict))).await
+    }
+
+    /// What the next attempt says to the agent: the task's instructions in a
+    /// new session, or, after an interruption, a continuation of the same
+    /// session (and the tokens that session had used, for agents that count
+    /// per session).
+    async fn continuation(
+        &self,
+        task: &Task,
+        agent: AgentType,
+        previous: Option<Execution>,
+    ) -> Result<(String, Option<String>, Option<(u64, u64)>), super::CoreError> {
+        let Some(previous) = previous.filter(|p| {
+            p.state == ExecutionState::Interrupted && p.agent == agent && !p.session_id.is_empty()
+        }) else {
+            return Ok((task.instructions.clone(), None, None));
+        };
+        let session_runs = self
+            .tasks
+            .store()
+            .executions_of_session(task.id, &previous.session_id)
+            .await?;
+        let used = session_runs.iter().fold((0, 0), |(i, o), e| {
+            (i + e.input_tokens, o + e.output_tokens)
+        });
+        let prompt = format!(
+            "The previous run of this task was interrupted when the server restarted. \
+             Continue where you left off. The task was:\n\n{}",
+            task.instructions
+        );
+        Ok((prompt, Some(previous.session_id), Some(used)))
     }
 
     /// Delivers the sandbox branch into the project, then (if configured)

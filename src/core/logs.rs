@@ -204,6 +204,13 @@ impl LogHub {
     }
 }
 
+impl LogHub {
+    /// Every event of an execution's log as written so far.
+    pub async fn read_all(&self, execution: Id) -> Result<Vec<LogEvent>, String> {
+        FileCursor::new(self.path(execution)).read_new().await
+    }
+}
+
 /// Appends events to one execution's log. Dropping it ends the live stream.
 pub struct LogWriter {
     hub: Arc<LogHub>,

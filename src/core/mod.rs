@@ -7,6 +7,7 @@ pub mod error;
 pub mod executor;
 pub mod logs;
 pub mod model;
+pub mod recovery;
 pub mod state;
 pub mod status;
 pub mod tasks;

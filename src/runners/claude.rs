@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AgentProbe, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict, env_value,
-    missing_cli, one_line, probe_cli, run_cli,
+    missing_cli, one_line, probe_cli, replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -71,6 +71,10 @@ impl Runner for ClaudeRunner {
 
     fn unavailable(&self) -> Option<String> {
         missing_cli(&self.command.program, INSTALL_HINT)
+    }
+
+    fn recover(&self, _model: &str, stdout_lines: &[String]) -> RunOutcome {
+        replay(ClaudeStream::default(), stdout_lines)
     }
 
     async fn probe(&self) -> AgentProbe {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    env_value, estimate_cost, missing_cli, one_line, probe_cli, run_cli,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -122,6 +122,15 @@ impl Runner for CodexRunner {
 
     fn unavailable(&self) -> Option<String> {
         missing_cli(&self.command.program, INSTALL_HINT)
+    }
+
+    fn recover(&self, model: &str, stdout_lines: &[String]) -> RunOutcome {
+        let parser = CodexStream {
+            prices: self.prices.clone(),
+            model: model.to_string(),
+            ..CodexStream::default()
+        };
+        replay(parser, stdout_lines)
     }
 
     async fn probe(&self) -> AgentProbe {

@@ -119,6 +119,11 @@ pub trait Runner: Send + Sync {
     /// credentials (or a base URL) are set.
     async fn probe(&self) -> AgentProbe;
 
+    /// Rebuilds what an attempt had reported (session, tokens, cost) from
+    /// the agent's own output lines, as kept in the execution log: how an
+    /// attempt cut short by a crash is recorded after the restart.
+    fn recover(&self, model: &str, stdout_lines: &[String]) -> RunOutcome;
+
     /// Runs one attempt to its end. Must return promptly once `cancel`
     /// fires, with the agent's whole process group ended.
     async fn run(
@@ -170,6 +175,15 @@ pub trait StreamParser: Send {
 
     /// The outcome once the process has exited (`stopped`: by the cancel token).
     fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome;
+}
+
+/// Feeds recorded stdout lines through a parser, as if the run had been
+/// stopped after the last one.
+pub fn replay<P: StreamParser>(mut parser: P, stdout_lines: &[String]) -> RunOutcome {
+    for line in stdout_lines {
+        parser.read_line(line);
+    }
+    parser.finish(None, true)
 }
 
 /// Runs an agent CLI to its end: stdout through `parser`, stderr as stderr

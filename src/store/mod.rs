@@ -20,7 +20,9 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
-use crate::core::model::{Execution, Id, Page, Task, TaskFilter, TaskState, UnixMillis};
+use crate::core::model::{
+    Execution, ExecutionState, Id, Page, Task, TaskFilter, TaskState, UnixMillis,
+};
 use entity::{execution, task, task_tag};
 use writer::{WriteOp, Writer};
 
@@ -174,6 +176,35 @@ impl Store {
             .into_tuple::<(String, i64)>()
             .all(&self.reader)
             .await?)
+    }
+
+    /// Executions in one state, oldest first.
+    pub async fn executions_in_state(&self, state: ExecutionState) -> StoreResult<Vec<Execution>> {
+        execution::Entity::find()
+            .filter(execution::Column::State.eq(state.as_str()))
+            .order_by_asc(execution::Column::Id)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::execution_from_row)
+            .collect()
+    }
+
+    /// The executions of a task that ran in one agent session.
+    pub async fn executions_of_session(
+        &self,
+        task_id: Id,
+        session_id: &str,
+    ) -> StoreResult<Vec<Execution>> {
+        execution::Entity::find()
+            .filter(execution::Column::TaskId.eq(task_id.to_string()))
+            .filter(execution::Column::SessionId.eq(session_id))
+            .order_by_asc(execution::Column::Id)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::execution_from_row)
+            .collect()
     }
 
     /// The most recent execution of a task, if any.

@@ -1,0 +1,158 @@
+//! Start-up reconciliation after a crash (SIGKILL, power loss): what a dead
+//! server left running is made consistent before the executor starts.
+//!
+//! - Agent processes still running in this server's sandboxes are killed
+//!   (their process groups), so no orphan outlives the server.
+//! - Executions left RUNNING are marked INTERRUPTED; what the agent had
+//!   reported (session, tokens, cost) is rebuilt from the execution log,
+//!   which was written line by line before the crash.
+//! - Tasks left RUNNING are requeued (the next attempt resumes the agent
+//!   session, in the kept sandbox) within their attempt limit, or failed,
+//!   per `[executor] on_restart`. QUEUED and BLOCKED tasks stay as they are.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::CoreResult;
+use super::logs::LogKind;
+use super::model::{AgentType, ExecutionState, TaskState, now_millis};
+use super::state;
+use super::tasks::TaskService;
+use crate::runners::Runner;
+use crate::store::TaskUpdate;
+
+/// What a reconciliation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub killed_processes: usize,
+    pub interrupted_executions: usize,
+    pub requeued_tasks: usize,
+    pub failed_tasks: usize,
+}
+
+pub const INTERRUPTED: &str = "interrupted: the server stopped during the run";
+
+pub async fn reconcile(
+    tasks: &TaskService,
+    runners: &HashMap<AgentType, Arc<dyn Runner>>,
+    sandbox_root: &Path,
+    requeue: bool,
+) -> CoreResult<RecoveryReport> {
+    let store = tasks.store();
+    let mut report = RecoveryReport {
+        killed_processes: kill_processes_under(sandbox_root),
+        ..RecoveryReport::default()
+    };
+
+    for mut execution in store.executions_in_state(ExecutionState::Running).await? {
+        let events = tasks
+            .logs()
+            .read_all(execution.id)
+            .await
+            .unwrap_or_default();
+        let agent_lines: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind != LogKind::Stderr && !e.raw.is_empty())
+            .map(|e| e.raw.clone())
+            .collect();
+        if let Some(runner) = runners.get(&execution.agent) {
+            let seen = runner.recover(&execution.model, &agent_lines);
+            if !seen.session_id.is_empty() {
+                execution.session_id = seen.session_id;
+            }
+            execution.input_tokens = seen.input_tokens;
+            execution.output_tokens = seen.output_tokens;
+            execution.cost_usd = seen.cost_usd;
+            execution.cost_estimated = seen.cost_estimated;
+            execution.turns = seen.turns;
+        }
+        execution.state = ExecutionState::Interrupted;
+        execution.error = INTERRUPTED.to_string();
+        execution.ended_at = Some(now_millis());
+        store.save_execution(execution.clone()).await?;
+        if let Ok(mut log) = tasks.logs().writer(execution.id) {
+            let _ = log.append(
+                LogKind::System,
+                "interrupted: the server restarted",
+                serde_json::Value::Null,
+                "",
+            );
+        }
+        report.interrupted_executions += 1;
+    }
+
+    for task in store
+        .tasks_in_state(TaskState::Running, u64::MAX >> 1)
+        .await?
+    {
+        let (to, reason) = if requeue && task.attempts < task.max_attempts {
+            (
+                TaskState::Queued,
+                "requeued: the server restarted during the run".to_string(),
+            )
+        } else {
+            (
+                TaskState::Failed,
+                format!(
+                    "interrupted by a server restart ({} of {} attempts used)",
+                    task.attempts, task.max_attempts
+                ),
+            )
+        };
+        state::check(TaskState::Running, to)?;
+        if store
+            .update_task(TaskUpdate::new(task.id, TaskState::Running, to, &reason))
+            .await?
+        {
+            match to {
+                TaskState::Queued => report.requeued_tasks += 1,
+                _ => report.failed_tasks += 1,
+            }
+        }
+    }
+    if report != RecoveryReport::default() {
+        info!(?report, "recovered from an unclean stop");
+    }
+    Ok(report)
+}
+
+/// Kills (SIGKILL, whole process group) every process whose working
+/// directory is inside `root`; returns how many there were.
+fn kill_processes_under(root: &Path) -> usize {
+    let Ok(root) = root.canonicalize() else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let own = std::process::id() as i32;
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let inside =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        if !inside {
+            continue;
+        }
+        // SAFETY: getpgid/killpg/kill only look up and signal processes.
+        unsafe {
+            let group = libc::getpgid(pid);
+            if group > 1 && group != libc::getpgrp() {
+                libc::killpg(group, libc::SIGKILL);
+            } else {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        warn!(pid, "killed an agent process left by the previous server");
+        killed += 1;
+    }
+    killed
+}
