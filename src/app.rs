@@ -93,12 +93,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = open_store(&config).await?;
     let logs = LogHub::new(config.data_dir.join("logs"))
         .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
+    let executor_config = config.executor_config();
     let tasks = TaskService::new(
         store.clone(),
         config.task_rules(),
         logs,
         Arc::new(Activity::default()),
-    );
+    )
+    .with_sandboxes(executor_config.sandbox.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -113,7 +115,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Some(why) => info!(agent = %runner.agent(), "agent unavailable: {why}"),
         }
     }
-    let executor_config = config.executor_config();
     let status = StatusService::new(
         tasks.clone(),
         runners.clone(),

@@ -9,7 +9,9 @@ pub fn to_status(err: CoreError) -> Status {
         CoreError::InvalidArgument { .. } => Code::InvalidArgument,
         CoreError::NotFound { .. } => Code::NotFound,
         CoreError::AlreadyExists(_) => Code::AlreadyExists,
-        CoreError::IllegalTransition(_) => Code::FailedPrecondition,
+        CoreError::IllegalTransition(_) | CoreError::FailedPrecondition(_) => {
+            Code::FailedPrecondition
+        }
         CoreError::Unavailable(_) => Code::Unavailable,
         CoreError::Internal(_) => Code::Internal,
     };

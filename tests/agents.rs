@@ -489,3 +489,254 @@ async fn gemini_and_codex_runners_resume_their_sessions() {
     assert_eq!(first.input_tokens, 2 * openai_mock::INPUT_TOKENS);
     assert_eq!(resumed.input_tokens, openai_mock::INPUT_TOKENS);
 }
+
+const QUESTION: &str = r#"{"question": "Which database should the cache use?", "choices": ["sqlite", "redis"], "context": "both are installed"}"#;
+const ANSWER: &str = "Use sqlite, it is already a dependency.";
+
+async fn answer_round_trip(client: &mut Client, agent: pb::AgentType) -> pb::Task {
+    let task = submit(client, agent_spec(agent, "add a cache; ask which database")).await;
+    let blocked = wait_for(
+        client,
+        &task.id,
+        &[
+            pb::TaskState::Blocked,
+            pb::TaskState::Completed,
+            pb::TaskState::Failed,
+        ],
+    )
+    .await;
+    assert_eq!(
+        blocked.state,
+        pb::TaskState::Blocked as i32,
+        "{agent:?}: {}",
+        blocked.state_reason
+    );
+    let question = blocked.question.clone().expect("the question is stored");
+    assert_eq!(question.text, "Which database should the cache use?");
+    assert_eq!(
+        question.choices,
+        vec!["sqlite".to_string(), "redis".to_string()]
+    );
+    let first = executions(client, &task.id).await.remove(0);
+    assert_eq!(first.state, pb::ExecutionState::Blocked as i32);
+    // Watchers saw a question event.
+    let mut stream = client
+        .stream_logs(pb::StreamLogsRequest {
+            execution_id: first.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut asked = false;
+    while let Some(event) = tokio_stream::StreamExt::next(&mut stream).await {
+        asked |= event.unwrap().event.unwrap().kind == pb::LogEventKind::Question as i32;
+    }
+    assert!(asked, "{agent:?}: no question event");
+
+    // Answering anything but a blocked task, or with nothing, is refused.
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: task.id.clone(),
+            answer: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let answered = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: task.id.clone(),
+            answer: ANSWER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(answered.state, pb::TaskState::Queued as i32);
+    assert!(answered.question.is_none());
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: task.id.clone(),
+            answer: ANSWER.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let done = wait_for(client, &task.id, &FINAL).await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "{agent:?}: {}",
+        done.state_reason
+    );
+    let runs = executions(client, &task.id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].session_id, first.session_id,
+        "{agent:?}: the same session resumed"
+    );
+    done
+}
+
+#[tokio::test]
+async fn each_agent_asks_is_answered_and_resumes_its_session() {
+    if !all_installed("each_agent_asks_is_answered_and_resumes_its_session") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let file = ".claudomator/question.json";
+    let claude = AnthropicMock::start(anthropic_mock::Script::write_file(file, QUESTION));
+    let gemini = GeminiMock::start(gemini_mock::Script::write_file(file, QUESTION));
+    let codex = OpenAiMock::start(openai_mock::Script::write_file(file, QUESTION));
+    let server = server(|c| {
+        c.executor.max_concurrent = 3;
+        configure_claude(c, &claude, home.path());
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+    let (c, g, x) = tokio::join!(
+        async {
+            let mut client = server.client().await;
+            answer_round_trip(&mut client, pb::AgentType::Claude).await
+        },
+        async {
+            let mut client = server.client().await;
+            answer_round_trip(&mut client, pb::AgentType::Gemini).await
+        },
+        async {
+            let mut client = server.client().await;
+            answer_round_trip(&mut client, pb::AgentType::Codex).await
+        },
+    );
+    // Each model server saw the answer in the resumed session's history.
+    let saw = |bodies: Vec<String>| bodies.iter().any(|b| b.contains(ANSWER));
+    assert!(
+        saw(claude
+            .requests()
+            .iter()
+            .filter_map(|r| r.body.as_ref().map(|b| b.to_string()))
+            .collect()),
+        "claude"
+    );
+    assert!(
+        saw(gemini
+            .requests()
+            .iter()
+            .filter_map(|r| r.body.as_ref().map(|b| b.to_string()))
+            .collect()),
+        "gemini"
+    );
+    assert!(
+        saw(codex
+            .requests()
+            .iter()
+            .filter_map(|r| r.body.as_ref().map(|b| b.to_string()))
+            .collect()),
+        "codex"
+    );
+    // The question file never reaches the delivered branch.
+    for task in [c, g, x] {
+        let runs = executions(&mut client, &task.id).await;
+        assert!(
+            runs.iter()
+                .all(|r| !r.changed_files.iter().any(|f| f.contains(".claudomator"))),
+            "{runs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn review_rejects_with_feedback_then_accepts() {
+    if claude_or_skip("review_rejects_with_feedback_then_accepts").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let claude = AnthropicMock::start(anthropic_mock::Script::write_file("feature.txt", "v1"));
+    let server = server(|c| configure_claude(c, &claude, home.path())).await;
+    let mut client = server.client().await;
+    let mut spec = agent_spec(pb::AgentType::Claude, "write feature.txt");
+    spec.review_required = true;
+    let task = submit(&mut client, spec).await;
+    let ready = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Ready, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        ready.state,
+        pb::TaskState::Ready as i32,
+        "{}",
+        ready.state_reason
+    );
+    assert!(!ready.summary.is_empty());
+    // The work is reviewable in the project, and the sandbox waits.
+    assert!(server.data_dir().join("sandboxes").join(&task.id).is_dir());
+
+    let err = client
+        .reject_task(pb::RejectTaskRequest {
+            task_id: task.id.clone(),
+            feedback: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let feedback = "Please also mention it in the README.";
+    let rejected = client
+        .reject_task(pb::RejectTaskRequest {
+            task_id: task.id.clone(),
+            feedback: feedback.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(rejected.state, pb::TaskState::Queued as i32);
+    let ready_again = wait_for(
+        &mut client,
+        &task.id,
+        &[pb::TaskState::Ready, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        ready_again.state,
+        pb::TaskState::Ready as i32,
+        "{}",
+        ready_again.state_reason
+    );
+    let runs = executions(&mut client, &task.id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].session_id, runs[0].session_id,
+        "the review resumed the session"
+    );
+    assert!(claude.requests().iter().any(|r| {
+        r.body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains(feedback))
+    }));
+
+    let accepted = client
+        .accept_task(pb::AcceptTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(accepted.state, pb::TaskState::Completed as i32);
+    assert!(!server.data_dir().join("sandboxes").join(&task.id).exists());
+    let err = client
+        .accept_task(pb::AcceptTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}

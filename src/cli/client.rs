@@ -201,6 +201,64 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             task_id,
             connection,
         } => executions(task_id, &connection).await,
+        Command::Answer {
+            task_id,
+            answer,
+            connection,
+        } => {
+            let answer = text_or_stdin(answer)?;
+            let response = connect(&connection)
+                .await?
+                .answer_question(pb::AnswerQuestionRequest { task_id, answer })
+                .await?
+                .into_inner();
+            print_task(response.task, &connection)
+        }
+        Command::Accept {
+            task_id,
+            connection,
+        } => {
+            let response = connect(&connection)
+                .await?
+                .accept_task(pb::AcceptTaskRequest { task_id })
+                .await?
+                .into_inner();
+            print_task(response.task, &connection)
+        }
+        Command::Reject {
+            task_id,
+            feedback,
+            connection,
+        } => {
+            let feedback = text_or_stdin(feedback)?;
+            let response = connect(&connection)
+                .await?
+                .reject_task(pb::RejectTaskRequest { task_id, feedback })
+                .await?
+                .into_inner();
+            print_task(response.task, &connection)
+        }
+        Command::Questions { connection } => {
+            let blocked = connect(&connection)
+                .await?
+                .list_tasks(pb::ListTasksRequest {
+                    states: vec![state_to_pb(TaskState::Blocked) as i32],
+                    page_size: 500,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .tasks
+                .into_iter()
+                .map(|t| decode_task(Some(t)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if connection.json {
+                output::json(&blocked);
+            } else {
+                output::questions(&blocked);
+            }
+            Ok(())
+        }
         Command::Doctor { connection } => {
             let status = connect(&connection)
                 .await?
@@ -248,6 +306,15 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 pub(super) fn decode_task(task: Option<pb::Task>) -> Result<crate::core::model::Task, Failure> {
     task_from_pb(task.unwrap_or_default())
         .map_err(|e| Failure(format!("the server sent a bad task: {e}"), exit::FAILURE))
+}
+
+/// The argument, or standard input when it is `-`.
+fn text_or_stdin(text: String) -> Result<String, Failure> {
+    if text != "-" {
+        return Ok(text);
+    }
+    std::io::read_to_string(std::io::stdin())
+        .map_err(|e| usage(format!("cannot read standard input: {e}")))
 }
 
 fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Failure> {

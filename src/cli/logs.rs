@@ -141,6 +141,7 @@ fn kind_name(kind: pb::LogEventKind) -> &'static str {
         pb::LogEventKind::System => "system",
         pb::LogEventKind::Result => "result",
         pb::LogEventKind::Stderr => "stderr",
+        pb::LogEventKind::Question => "question",
         pb::LogEventKind::Unspecified => "unknown",
     }
 }
@@ -184,6 +185,7 @@ fn human_line(event: &pb::LogEvent, color: bool) -> String {
         pb::LogEventKind::Result if says_error(&text) => ("result", Some(RED)),
         pb::LogEventKind::Result => ("result", Some(GREEN)),
         pb::LogEventKind::Stderr => ("stderr", Some(RED)),
+        pb::LogEventKind::Question => ("ask", Some(YELLOW)),
         pb::LogEventKind::Unspecified => ("event", None),
     };
     let time = output::clock(event_millis(event));

@@ -97,6 +97,33 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Answer a blocked task's question; its agent session resumes with it.
+    Answer {
+        task_id: String,
+        /// The answer (`-` reads it from standard input).
+        answer: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List the tasks waiting for an answer, with their questions.
+    Questions {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Accept a task's work that waits for review (READY): it is COMPLETED.
+    Accept {
+        task_id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Send a task's work back with feedback; its agent session resumes with it.
+    Reject {
+        task_id: String,
+        /// What to change (`-` reads it from standard input).
+        feedback: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Check what will work before you submit: agents found, their versions
     /// and credentials, git, the data dir, the database. Exits 1 when no
     /// agent can run tasks.

@@ -99,6 +99,27 @@ pub fn task_table(tasks: &[Task]) {
     );
 }
 
+/// Blocked tasks and what each agent asked.
+pub fn questions(tasks: &[Task]) {
+    if tasks.is_empty() {
+        println!("no task is waiting for an answer");
+        return;
+    }
+    for t in tasks {
+        println!("{}  {}", t.id, t.name);
+        if let Some(q) = &t.question {
+            println!("  asks: {}", q.text);
+            if !q.choices.is_empty() {
+                println!("  choices: {}", q.choices.join(" | "));
+            }
+            if !q.context.is_empty() {
+                println!("  context: {}", q.context);
+            }
+        }
+        println!("  answer: claudomator answer {} \"...\"", t.id);
+    }
+}
+
 pub fn task_details(t: &Task) {
     let list = |items: &[String]| {
         if items.is_empty() {
@@ -139,6 +160,12 @@ pub fn task_details(t: &Task) {
     println!("created:       {}", age(t.created_at));
     if !t.summary.is_empty() {
         println!("summary:       {}", t.summary);
+    }
+    if let Some(q) = &t.question {
+        println!("question:      {}", q.text);
+        if !q.choices.is_empty() {
+            println!("choices:       {}", q.choices.join(" | "));
+        }
     }
     println!("instructions:\n{}", t.instructions);
 }

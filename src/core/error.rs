@@ -18,6 +18,10 @@ pub enum CoreError {
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
 
+    /// The request does not fit the task's current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
     /// The server is shutting down or a dependency is away; retry later.
     #[error("{0}")]
     Unavailable(String),

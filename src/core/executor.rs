@@ -5,7 +5,7 @@
 //! process group.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::logs::{LogKind, LogWriter};
-use super::model::{AgentType, Execution, ExecutionState, FileChange, Task, TaskState, now_millis};
+use super::model::{
+    AgentType, Execution, ExecutionState, FileChange, Question, Task, TaskState, now_millis,
+};
 use super::state;
 use super::tasks::TaskService;
 use crate::runners::{RunOutcome, RunRequest, Runner, Verdict, extract_summary};
@@ -26,7 +28,11 @@ use crate::store::TaskUpdate;
 pub const SYSTEM_PROMPT: &str = "You are running unattended under claudomator, in a git \
 sandbox of the project (your working directory), on a branch of your own. Work only inside \
 that directory. Your changes are committed for you when you finish. End your final message \
-with a `## Summary` section saying what you changed and how you checked it.";
+with a `## Summary` section saying what you changed and how you checked it. If you cannot go \
+on without a decision from a person, write the file `.claudomator/question.json` in your \
+working directory as {\"question\": \"...\", \"choices\": [\"...\"], \"context\": \"...\"} \
+(choices and context optional) and end your turn: the answer will come as the next message \
+of this session.";
 
 /// What to do with running agents when the server stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +256,8 @@ impl Executor {
             state::check(task.state, TaskState::Running)?;
             let mut claim = TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
             claim.attempts = Some(task.attempts + 1);
+            // The attempt takes the answer or feedback with it.
+            claim.pending_input = Some(String::new());
             if !store.update_task(claim).await? {
                 continue; // someone else moved it
             }
@@ -376,6 +384,8 @@ impl Executor {
         };
         let outcome = runner.run(request, log, token).await;
         timer.abort();
+        // Taken out before the commit, so the question is not committed.
+        let question = take_question(&sandbox.path).await;
 
         let message = format!(
             "{}\n\nclaudomator task {} (execution {}, attempt {})",
@@ -415,7 +425,26 @@ impl Executor {
             &outcome,
             timed_out.load(Ordering::SeqCst),
         );
-        let requeued = matches!(verdict.task_state, TaskState::Queued);
+        if let Some(question) = question
+            && verdict.execution_state == ExecutionState::Succeeded
+        {
+            let payload = serde_json::to_value(&question).unwrap_or_default();
+            if let Err(e) = log.append(LogKind::Question, question.text.clone(), payload, "") {
+                warn!(error = %e, "cannot write the execution log");
+            }
+            verdict = Decision {
+                execution_state: ExecutionState::Blocked,
+                task_state: TaskState::Blocked,
+                reason: "waiting for an answer".into(),
+                run_after: None,
+                question: Some(question),
+            };
+        }
+        // Work that may go on (requeued, blocked, in review) keeps its sandbox.
+        let keeps_sandbox = matches!(
+            verdict.task_state,
+            TaskState::Queued | TaskState::Blocked | TaskState::Ready
+        );
         let mut succeeded = verdict.execution_state == ExecutionState::Succeeded;
         if succeeded && !execution.commits.is_empty() {
             // The work goes back to the project as branch claudomator/<task>,
@@ -428,10 +457,11 @@ impl Executor {
                     task_state: TaskState::Failed,
                     reason: format!("the agent finished, but {e}"),
                     run_after: None,
+                    question: None,
                 };
             }
         }
-        if !requeued {
+        if !keeps_sandbox {
             match sandbox.finish(&self.config.sandbox, succeeded).await {
                 Ok(true) => note(
                     log,
@@ -454,19 +484,37 @@ impl Executor {
     }
 
     /// What the next attempt says to the agent: the task's instructions in a
-    /// new session, or, after an interruption, a continuation of the same
-    /// session (and the tokens that session had used, for agents that count
-    /// per session).
+    /// new session; or, in the same session, a person's answer or review
+    /// feedback, or a continuation after an interruption (with the tokens
+    /// that session had used, for agents that count per session).
     async fn continuation(
         &self,
         task: &Task,
         agent: AgentType,
         previous: Option<Execution>,
     ) -> Result<(String, Option<String>, Option<(u64, u64)>), super::CoreError> {
-        let Some(previous) = previous.filter(|p| {
-            p.state == ExecutionState::Interrupted && p.agent == agent && !p.session_id.is_empty()
-        }) else {
+        let resumable = |p: &Execution| p.agent == agent && !p.session_id.is_empty();
+        let previous = previous.filter(resumable);
+        let prompt = if !task.pending_input.is_empty() {
+            // An answer or review feedback: the next message of the session.
+            match &previous {
+                Some(_) => task.pending_input.clone(),
+                None => format!("{}\n\n{}", task.instructions, task.pending_input),
+            }
+        } else if previous
+            .as_ref()
+            .is_some_and(|p| p.state == ExecutionState::Interrupted)
+        {
+            format!(
+                "The previous run of this task was interrupted when the server restarted. \
+                 Continue where you left off. The task was:\n\n{}",
+                task.instructions
+            )
+        } else {
             return Ok((task.instructions.clone(), None, None));
+        };
+        let Some(previous) = previous else {
+            return Ok((prompt, None, None));
         };
         let session_runs = self
             .tasks
@@ -476,11 +524,6 @@ impl Executor {
         let used = session_runs.iter().fold((0, 0), |(i, o), e| {
             (i + e.input_tokens, o + e.output_tokens)
         });
-        let prompt = format!(
-            "The previous run of this task was interrupted when the server restarted. \
-             Continue where you left off. The task was:\n\n{}",
-            task.instructions
-        );
         Ok((prompt, Some(previous.session_id), Some(used)))
     }
 
@@ -527,6 +570,7 @@ impl Executor {
             task_state,
             reason,
             run_after: None,
+            question: None,
         };
         match &outcome.verdict {
             Verdict::Stopped if self.shutdown.is_cancelled() => decide(
@@ -586,6 +630,7 @@ impl Executor {
                             "usage limit reached ({message}); {agent} set aside until {until}"
                         ),
                         run_after,
+                        question: None,
                     }
                 } else {
                     decide(
@@ -617,6 +662,7 @@ impl Executor {
                             ))
                         ),
                         run_after: Some(now_millis() + backoff.as_millis() as i64),
+                        question: None,
                     }
                 } else {
                     decide(
@@ -671,6 +717,7 @@ impl Executor {
                 task_state: TaskState::Failed,
                 reason,
                 run_after: None,
+                question: None,
             },
         };
         execution.state = decision.execution_state;
@@ -689,6 +736,7 @@ impl Executor {
                 &decision.reason,
             );
             update.run_after = decision.run_after;
+            update.question = decision.question.map(Some);
             if !execution.summary.is_empty() {
                 update.summary = Some(execution.summary.clone());
             }
@@ -714,4 +762,26 @@ struct Decision {
     task_state: TaskState,
     reason: String,
     run_after: Option<i64>,
+    /// The agent's question, when the task blocks on one.
+    question: Option<Question>,
+}
+
+/// Where an agent leaves a question for a person, relative to its sandbox.
+pub const QUESTION_FILE: &str = ".claudomator/question.json";
+
+/// Reads and removes the agent's question file, if it wrote one. A file
+/// that does not parse still blocks the task, with its text as the question.
+async fn take_question(sandbox: &Path) -> Option<Question> {
+    let path = sandbox.join(QUESTION_FILE);
+    let text = tokio::fs::read_to_string(&path).await.ok()?;
+    let _ = tokio::fs::remove_file(&path).await;
+    if let Some(dir) = path.parent() {
+        let _ = tokio::fs::remove_dir(dir).await;
+    }
+    let mut question = serde_json::from_str::<Question>(&text).unwrap_or_else(|_| Question {
+        text: text.trim().to_string(),
+        ..Question::default()
+    });
+    question.asked_at = now_millis();
+    (!question.text.trim().is_empty()).then_some(question)
 }

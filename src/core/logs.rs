@@ -37,6 +37,8 @@ pub enum LogKind {
     Result,
     /// A line the agent process wrote to stderr.
     Stderr,
+    /// The agent asked a question; the task waits for an answer.
+    Question,
 }
 
 /// One structured log event.

@@ -253,6 +253,13 @@ pub struct Task {
     /// A queued task is not started before this time (rate-limit backoff); 0: no wait.
     #[serde(default)]
     pub run_after: UnixMillis,
+    /// What the agent asked, while the task is BLOCKED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
+    /// What the next run tells the resumed agent session (an answer, review
+    /// feedback); empty for a fresh start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pending_input: String,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -283,6 +290,19 @@ impl Task {
             review_required: self.review_required,
         }
     }
+}
+
+/// A question an agent asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    #[serde(alias = "question")]
+    pub text: String,
+    #[serde(default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub context: String,
+    #[serde(default)]
+    pub asked_at: UnixMillis,
 }
 
 /// One attempt at a task.

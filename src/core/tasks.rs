@@ -43,6 +43,8 @@ pub struct TaskService {
     rules: TaskRules,
     logs: Arc<LogHub>,
     activity: Arc<Activity>,
+    /// Where sandboxes live, so accepted work's sandbox can be removed.
+    sandboxes: Option<crate::sandbox::SandboxConfig>,
 }
 
 /// What the task service, the executor and the status report share: a
@@ -136,7 +138,14 @@ impl TaskService {
             rules,
             logs,
             activity,
+            sandboxes: None,
         }
+    }
+
+    /// Lets accepting a task remove its sandbox.
+    pub fn with_sandboxes(mut self, sandboxes: crate::sandbox::SandboxConfig) -> Self {
+        self.sandboxes = Some(sandboxes);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -247,6 +256,101 @@ impl TaskService {
         let was_running = self.activity.stop(id);
         info!(task_id = %id, reason, was_running, "task cancelled");
         // Dependents of a cancelled task fail; let the scheduler see it.
+        self.activity.wake.notify_one();
+        Ok(task)
+    }
+
+    /// Answers a BLOCKED task's question; its next run resumes the agent
+    /// session with the answer.
+    pub async fn answer(&self, task_id: &str, answer: &str) -> CoreResult<Task> {
+        let id = parse_id("task_id", task_id)?;
+        if answer.trim().is_empty() {
+            return Err(CoreError::invalid("answer", "must not be empty"));
+        }
+        let input = format!("A person answered your question:\n\n{}", answer.trim());
+        let task = self
+            .resume_with(id, TaskState::Blocked, TaskState::Queued, "answered", input)
+            .await?;
+        info!(task_id = %id, "question answered");
+        Ok(task)
+    }
+
+    /// Accepts a READY task's work.
+    pub async fn accept(&self, task_id: &str) -> CoreResult<Task> {
+        let id = parse_id("task_id", task_id)?;
+        let task = self
+            .transition(id, TaskState::Completed, "accepted")
+            .await?;
+        if let Some(sandboxes) = &self.sandboxes
+            && let Err(e) = crate::sandbox::remove(sandboxes, &id.to_string()).await
+        {
+            warn!(task_id = %id, error = %e, "cannot remove the accepted task's sandbox");
+        }
+        info!(task_id = %id, "work accepted");
+        Ok(task)
+    }
+
+    /// Sends a READY task's work back with feedback; its next run resumes the
+    /// agent session with the feedback.
+    pub async fn reject(&self, task_id: &str, feedback: &str) -> CoreResult<Task> {
+        let id = parse_id("task_id", task_id)?;
+        if feedback.trim().is_empty() {
+            return Err(CoreError::invalid("feedback", "must not be empty"));
+        }
+        let input = format!(
+            "A reviewer sent your work back. Address this feedback:\n\n{}",
+            feedback.trim()
+        );
+        let task = self
+            .resume_with(
+                id,
+                TaskState::Ready,
+                TaskState::Queued,
+                "sent back by review",
+                input,
+            )
+            .await?;
+        info!(task_id = %id, "work rejected");
+        Ok(task)
+    }
+
+    /// `from` → `to` (checked by the state machine), leaving `input` for the
+    /// next run and clearing any question.
+    async fn resume_with(
+        &self,
+        id: Id,
+        from: TaskState,
+        to: TaskState,
+        reason: &str,
+        input: String,
+    ) -> CoreResult<Task> {
+        let mut task = self
+            .store
+            .get_task(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("task", id))?;
+        if task.state != from {
+            return Err(CoreError::FailedPrecondition(format!(
+                "task {id} is {}, not {}",
+                task.state.as_str().to_uppercase(),
+                from.as_str().to_uppercase()
+            )));
+        }
+        state::check(from, to)?;
+        let mut update = TaskUpdate::new(id, from, to, reason);
+        update.question = Some(None);
+        update.pending_input = Some(input.clone());
+        let at = update.at;
+        if !self.store.update_task(update).await? {
+            return Err(CoreError::Unavailable(format!(
+                "task {id} changed state meanwhile; try again"
+            )));
+        }
+        task.state = to;
+        task.state_reason = reason.to_string();
+        task.question = None;
+        task.pending_input = input;
+        task.updated_at = at;
         self.activity.wake.notify_one();
         Ok(task)
     }

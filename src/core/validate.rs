@@ -198,6 +198,8 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         summary: String::new(),
         attempts: 0,
         run_after: 0,
+        question: None,
+        pending_input: String::new(),
         created_at: now,
         updated_at: now,
     })

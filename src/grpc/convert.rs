@@ -131,6 +131,7 @@ pub fn log_kind_to_pb(kind: LogKind) -> pb::LogEventKind {
         LogKind::System => pb::LogEventKind::System,
         LogKind::Result => pb::LogEventKind::Result,
         LogKind::Stderr => pb::LogEventKind::Stderr,
+        LogKind::Question => pb::LogEventKind::Question,
     }
 }
 
@@ -228,6 +229,12 @@ pub fn task_to_pb(t: &Task) -> pb::Task {
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
         timeout_seconds: t.timeout.as_secs(),
+        question: t.question.as_ref().map(|q| pb::Question {
+            text: q.text.clone(),
+            choices: q.choices.clone(),
+            context: q.context.clone(),
+            asked_at: Some(timestamp(q.asked_at)),
+        }),
     }
 }
 
@@ -267,6 +274,13 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         summary: t.summary,
         attempts: t.attempts,
         run_after: 0,
+        question: t.question.map(|q| m::Question {
+            text: q.text,
+            choices: q.choices,
+            context: q.context,
+            asked_at: q.asked_at.as_ref().map(millis).unwrap_or_default(),
+        }),
+        pending_input: String::new(),
         created_at: t.created_at.as_ref().map(millis).unwrap_or_default(),
         updated_at: t.updated_at.as_ref().map(millis).unwrap_or_default(),
     })

@@ -99,6 +99,38 @@ impl ClaudomatorService for Api {
         }))
     }
 
+    async fn answer_question(
+        &self,
+        request: Request<pb::AnswerQuestionRequest>,
+    ) -> Reply<pb::AnswerQuestionResponse> {
+        let req = request.into_inner();
+        let task = self.tasks.answer(&req.task_id, &req.answer).await?;
+        Ok(Response::new(pb::AnswerQuestionResponse {
+            task: Some(task_to_pb(&task)),
+        }))
+    }
+
+    async fn accept_task(
+        &self,
+        request: Request<pb::AcceptTaskRequest>,
+    ) -> Reply<pb::AcceptTaskResponse> {
+        let task = self.tasks.accept(&request.into_inner().task_id).await?;
+        Ok(Response::new(pb::AcceptTaskResponse {
+            task: Some(task_to_pb(&task)),
+        }))
+    }
+
+    async fn reject_task(
+        &self,
+        request: Request<pb::RejectTaskRequest>,
+    ) -> Reply<pb::RejectTaskResponse> {
+        let req = request.into_inner();
+        let task = self.tasks.reject(&req.task_id, &req.feedback).await?;
+        Ok(Response::new(pb::RejectTaskResponse {
+            task: Some(task_to_pb(&task)),
+        }))
+    }
+
     async fn get_system_status(
         &self,
         _request: Request<pb::GetSystemStatusRequest>,

@@ -225,6 +225,12 @@ impl Sandbox {
 
 /// Task ids become directory and branch names: only ASCII letters and
 /// digits, so nothing escapes the root and no ref is malformed.
+/// Removes a task's sandbox (if any), e.g. once its reviewed work is accepted.
+pub async fn remove(cfg: &SandboxConfig, task_id: &str) -> Result<(), SandboxError> {
+    check_task_id(task_id)?;
+    remove_dir_if_exists(&cfg.root.join(task_id)).await
+}
+
 fn check_task_id(task_id: &str) -> Result<(), SandboxError> {
     let valid = !task_id.is_empty()
         && task_id.len() <= 64

@@ -54,6 +54,8 @@ pub fn task_to_row(t: &Task) -> task::ActiveModel {
         summary: Set(t.summary.clone()),
         attempts: Set(count(t.attempts)),
         run_after: Set(t.run_after),
+        question: Set(t.question.as_ref().map(json).unwrap_or_default()),
+        pending_input: Set(t.pending_input.clone()),
         created_at: Set(t.created_at),
         updated_at: Set(t.updated_at),
     }
@@ -90,6 +92,12 @@ pub fn task_from_row(r: task::Model) -> StoreResult<Task> {
         summary: r.summary,
         attempts: uncount("task.attempts", r.attempts)?,
         run_after: r.run_after,
+        question: if r.question.is_empty() {
+            None
+        } else {
+            Some(parse_json("task.question", &r.question)?)
+        },
+        pending_input: r.pending_input,
         created_at: r.created_at,
         updated_at: r.updated_at,
     })

@@ -34,6 +34,9 @@ pub mod task {
         pub summary: String,
         pub attempts: i64,
         pub run_after: i64,
+        /// JSON of the pending question, or empty.
+        pub question: String,
+        pub pending_input: String,
         pub created_at: i64,
         pub updated_at: i64,
     }

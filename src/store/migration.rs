@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Tasks),
             Box::new(M0002Executor),
             Box::new(M0003PermissionDenials),
+            Box::new(M0004Questions),
         ]
     }
 }
@@ -304,5 +305,39 @@ impl MigrationTrait for M0003PermissionDenials {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// An agent's pending question, and the input the next run resumes with.
+struct M0004Questions;
+
+impl MigrationName for M0004Questions {
+    fn name(&self) -> &str {
+        "m0004_questions"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV4 {
+    #[sea_orm(iden = "task")]
+    Table,
+    Question,
+    PendingInput,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Questions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [TaskV4::Question, TaskV4::PendingInput] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(TaskV4::Table)
+                        .add_column(ColumnDef::new(column).text().not_null().default(""))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

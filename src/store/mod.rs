@@ -21,7 +21,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 use crate::core::model::{
-    Execution, ExecutionState, Id, Page, Task, TaskFilter, TaskState, UnixMillis,
+    Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState, UnixMillis,
 };
 use entity::{execution, task, task_tag};
 use writer::{WriteOp, Writer};
@@ -64,6 +64,9 @@ pub struct TaskUpdate {
     pub attempts: Option<u32>,
     pub run_after: Option<UnixMillis>,
     pub summary: Option<String>,
+    /// `Some(None)` clears the question.
+    pub question: Option<Option<Question>>,
+    pub pending_input: Option<String>,
 }
 
 impl TaskUpdate {
@@ -77,6 +80,8 @@ impl TaskUpdate {
             attempts: None,
             run_after: None,
             summary: None,
+            question: None,
+            pending_input: None,
         }
     }
 }

@@ -156,6 +156,16 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             if let Some(run_after) = u.run_after {
                 update = update.col_expr(task::Column::RunAfter, Expr::value(run_after));
             }
+            if let Some(question) = &u.question {
+                let text = question
+                    .as_ref()
+                    .map(|q| serde_json::to_string(q).expect("a question serializes"))
+                    .unwrap_or_default();
+                update = update.col_expr(task::Column::Question, Expr::value(text));
+            }
+            if let Some(input) = &u.pending_input {
+                update = update.col_expr(task::Column::PendingInput, Expr::value(input.as_str()));
+            }
             if let Some(summary) = &u.summary {
                 update = update.col_expr(task::Column::Summary, Expr::value(summary.as_str()));
             }
