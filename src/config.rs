@@ -52,6 +52,9 @@ pub struct ExecutorSection {
     /// queue (resuming their agent sessions) within their attempt limits;
     /// "fail" fails them.
     pub on_restart: String,
+    /// How long a task waits in BLOCKED for an answer before it is
+    /// TIMED_OUT, e.g. "24h"; empty waits forever.
+    pub blocked_timeout: String,
     /// Keep a failed attempt's sandbox for inspection.
     pub keep_failed_sandboxes: bool,
     /// Author of the commits made for agents.
@@ -74,6 +77,7 @@ impl Default for ExecutorSection {
             max_concurrent: 4,
             shutdown: "requeue".into(),
             on_restart: "requeue".into(),
+            blocked_timeout: String::new(),
             keep_failed_sandboxes: true,
             commit_author_name: "claudomator".into(),
             commit_author_email: "claudomator@localhost".into(),
@@ -351,6 +355,10 @@ impl Config {
         if self.executor.max_concurrent == 0 {
             bail!("executor.max_concurrent: must be at least 1");
         }
+        if !self.executor.blocked_timeout.trim().is_empty() {
+            parse_duration(&self.executor.blocked_timeout)
+                .map_err(|e| anyhow::anyhow!("executor.blocked_timeout: {e}"))?;
+        }
         if !matches!(self.executor.on_restart.as_str(), "requeue" | "fail") {
             bail!("executor.on_restart: must be \"requeue\" or \"fail\"");
         }
@@ -461,6 +469,8 @@ impl Config {
             retry_base: duration(&self.executor.retry_base, 10),
             retry_max: duration(&self.executor.retry_max, 600),
             usage_limit_cooldown: duration(&self.executor.usage_limit_cooldown, 3600),
+            blocked_timeout: (!self.executor.blocked_timeout.trim().is_empty())
+                .then(|| duration(&self.executor.blocked_timeout, 86400)),
             poll_interval: duration(&self.executor.poll_interval, 1),
             shutdown: if self.executor.shutdown == "finish" {
                 ShutdownMode::Finish
@@ -554,6 +564,9 @@ shutdown = "requeue"
 # After a crash: "requeue" queues the tasks that were running again (resuming
 # their agent sessions) within their attempt limits; "fail" fails them.
 on_restart = "requeue"
+# How long a task waits for an answer to its agent's question before it is
+# TIMED_OUT (e.g. "24h"); empty waits forever.
+blocked_timeout = ""
 # Keep a failed attempt's sandbox (<data_dir>/sandboxes/<task-id>) to inspect.
 keep_failed_sandboxes = true
 commit_author_name = "claudomator"

@@ -740,3 +740,29 @@ async fn review_rejects_with_feedback_then_accepts() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn an_unanswered_question_times_out_when_configured() {
+    if claude_or_skip("an_unanswered_question_times_out_when_configured").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let claude = AnthropicMock::start(anthropic_mock::Script::write_file(
+        ".claudomator/question.json",
+        QUESTION,
+    ));
+    let server = server(|c| {
+        configure_claude(c, &claude, home.path());
+        c.executor.blocked_timeout = "1s".into();
+    })
+    .await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, agent_spec(pb::AgentType::Claude, "ask")).await;
+    wait_for(&mut client, &task.id, &[pb::TaskState::Blocked]).await;
+    let timed_out = wait_for(&mut client, &task.id, &[pb::TaskState::TimedOut]).await;
+    assert!(
+        timed_out.state_reason.contains("nobody answered"),
+        "{}",
+        timed_out.state_reason
+    );
+}

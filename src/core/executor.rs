@@ -59,6 +59,8 @@ pub struct ExecutorConfig {
     /// How long an agent whose usage quota is spent is set aside, when it
     /// does not say when the quota resets.
     pub usage_limit_cooldown: Duration,
+    /// A BLOCKED task unanswered this long is TIMED_OUT; None waits forever.
+    pub blocked_timeout: Option<Duration>,
     /// How often the queue is looked at when nothing wakes the executor.
     pub poll_interval: Duration,
     pub shutdown: ShutdownMode,
@@ -114,6 +116,9 @@ impl Executor {
             if let Err(e) = self.promote_pending().await {
                 warn!(error = %e, "cannot check pending tasks");
             }
+            if let Err(e) = self.expire_blocked().await {
+                warn!(error = %e, "cannot check blocked tasks");
+            }
             if let Err(e) = self.start_runnable(&mut attempts, &attempts_token).await {
                 warn!(error = %e, "cannot start queued tasks");
             }
@@ -159,6 +164,35 @@ impl Executor {
             store
                 .update_task(TaskUpdate::new(task.id, TaskState::Pending, to, &reason))
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// BLOCKED tasks nobody answered within `blocked_timeout` time out.
+    async fn expire_blocked(&self) -> Result<(), super::CoreError> {
+        let Some(timeout) = self.config.blocked_timeout else {
+            return Ok(());
+        };
+        let store = self.tasks.store();
+        let cutoff = now_millis() - timeout.as_millis() as i64;
+        for task in store.tasks_in_state(TaskState::Blocked, 500).await? {
+            if task.updated_at > cutoff {
+                continue;
+            }
+            state::check(TaskState::Blocked, TaskState::TimedOut)?;
+            let reason = format!(
+                "nobody answered the agent's question within {}",
+                humantime::format_duration(timeout)
+            );
+            store
+                .update_task(TaskUpdate::new(
+                    task.id,
+                    TaskState::Blocked,
+                    TaskState::TimedOut,
+                    &reason,
+                ))
+                .await?;
+            info!(task_id = %task.id, "blocked task timed out");
         }
         Ok(())
     }

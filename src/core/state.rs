@@ -7,7 +7,7 @@
 //! PENDING -> FAILED (a dependency failed or was cancelled)
 //! RUNNING -> QUEUED (requeued: rate-limited, or its server went away)
 //! READY   -> COMPLETED (accept) | QUEUED (reject with feedback)
-//! BLOCKED -> QUEUED (answered)
+//! BLOCKED -> QUEUED (answered) | TIMED_OUT (nobody answered in time)
 //! FAILED | TIMED_OUT -> QUEUED (retry)
 //! any non-final state -> CANCELLED
 //! ```
@@ -40,7 +40,7 @@ pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
             true
         }
         (Ready, Completed | Queued) => true,
-        (Blocked, Queued) => true,
+        (Blocked, Queued | TimedOut) => true,
         (Failed | TimedOut, Queued) => true,
         (from, Cancelled) => !from.is_final(),
         _ => false,
