@@ -20,6 +20,8 @@ use super::model::{Id, UnixMillis, now_millis};
 
 const LIVE_CAPACITY: usize = 1024;
 const SUBSCRIBER_BUFFER: usize = 256;
+/// How much of a log file a catching-up subscriber reads at a time.
+const READ_CHUNK: u64 = 256 * 1024;
 
 /// What an event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,11 +176,19 @@ impl LogHub {
             })
         };
         loop {
-            for event in reader.read_new().await? {
-                if event.offset >= next {
-                    next = event.offset + 1;
-                    if tx.send(item(event)).await.is_err() {
-                        return Ok(false);
+            // Catch up from the file a bounded chunk at a time, so a slow
+            // subscriber holds little memory however far behind it is.
+            loop {
+                let batch = reader.read_new().await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for event in batch {
+                    if event.offset >= next {
+                        next = event.offset + 1;
+                        if tx.send(item(event)).await.is_err() {
+                            return Ok(false);
+                        }
                     }
                 }
             }
@@ -209,7 +219,15 @@ impl LogHub {
 impl LogHub {
     /// Every event of an execution's log as written so far.
     pub async fn read_all(&self, execution: Id) -> Result<Vec<LogEvent>, String> {
-        FileCursor::new(self.path(execution)).read_new().await
+        let mut cursor = FileCursor::new(self.path(execution));
+        let mut events = Vec::new();
+        loop {
+            let batch = cursor.read_new().await?;
+            if batch.is_empty() {
+                return Ok(events);
+            }
+            events.extend(batch);
+        }
     }
 }
 
@@ -285,10 +303,18 @@ impl FileCursor {
         file.seek(std::io::SeekFrom::Start(self.position))
             .await
             .map_err(|e| e.to_string())?;
+        // At most a chunk, but always at least one whole line.
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .await
-            .map_err(|e| e.to_string())?;
+        loop {
+            let read = (&mut file)
+                .take(READ_CHUNK)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 || bytes.contains(&b'\n') {
+                break;
+            }
+        }
         // Only whole lines: a line being written is read next time.
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         self.position += complete as u64;
