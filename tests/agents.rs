@@ -16,7 +16,7 @@ use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
 use claudomator::runners::codex::CodexRunner;
 use claudomator::runners::gemini::GeminiRunner;
 use claudomator::runners::{CommandSpec, Price, PriceTable, RunRequest, Runner, Verdict};
-use common::{TestServer, spec, start_server_with};
+use common::{TestServer, processes_in, spec, start_server_with};
 use support::anthropic_mock::{self, AnthropicMock};
 use support::claude_env::{ClaudeEnv, claude_or_skip};
 use support::codex_env::{CodexEnv, codex_launcher_path, codex_or_skip};
@@ -145,20 +145,6 @@ async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
         .unwrap()
         .into_inner()
         .executions
-}
-
-fn processes_in(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.chars().all(|c| c.is_ascii_digit())
-            && std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
-        {
-            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
-        }
-    }
-    found
 }
 
 const FINAL: [pb::TaskState; 4] = [

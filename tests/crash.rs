@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use claudomator::proto as pb;
 use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
+use common::processes_in;
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{ClaudeEnv, claude_bin_path, claude_or_skip};
 use tonic::transport::Channel;
@@ -73,27 +74,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Agent processes (anything) whose working directory is in `dir`.
-fn processes_in(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.chars().all(|c| c.is_ascii_digit())
-            && std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
-        {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            if !zombie {
-                found.push(name);
-            }
-        }
-    }
-    found
 }
 
 /// A tiny deterministic generator for the kill points (seeded, bounded).
@@ -190,7 +170,9 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut rng = Lcg(0x5eed_2026);
     let mut kills = 0;
-    let mut orphans_seen_after_kill = 0;
+    // Agent processes found in the sandboxes right after each kill: the
+    // dead server's orphans, which the restart must end.
+    let mut orphans: HashSet<u32> = HashSet::new();
 
     // Rounds 1-3: submit a few, kill at a random point while agents run.
     for round in 0..3 {
@@ -211,7 +193,7 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         server.kill9();
         kills += 1;
-        orphans_seen_after_kill += processes_in(&sandboxes).len();
+        orphans.extend(pids_in(&sandboxes));
     }
 
     // Round 4: kill in the middle of a burst of submits.
@@ -233,6 +215,7 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
         tokio::time::sleep(Duration::from_millis(rng.next_ms(40, 160))).await;
         server.kill9();
         kills += 1;
+        orphans.extend(pids_in(&sandboxes));
         while let Some(done) = burst.join_next().await {
             if let Some(id) = done.unwrap() {
                 acknowledged.insert(id);
@@ -243,14 +226,21 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
     // Restart: reconcile, then run everything to the end.
     let server = ServerProcess::start(&config, &project);
     let mut client = server.client().await;
-    let orphans_after_restart = processes_in(&sandboxes)
-        .into_iter()
-        .filter(|pid| {
-            // Processes started by the new server are not orphans.
-            !is_descendant_of(pid.parse().unwrap(), server.child.id() as i32)
-        })
-        .count();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // The server reconciles before it says where it listens.
+    let survivors: Vec<u32> = orphans.iter().copied().filter(|pid| alive(*pid)).collect();
+    for pid in &survivors {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        eprintln!(
+            "survivor {pid} in {}: {} | {}",
+            cwd.display(),
+            stat.trim(),
+            cmd.replace('\0', " ")
+        );
+    }
+    let orphans_after_restart = survivors.len();
+    let deadline = Instant::now() + Duration::from_secs(120);
     let (lost, stuck) = loop {
         let tasks = common::all_tasks(&mut client).await;
         let present: HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
@@ -286,13 +276,23 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
             }
         }
     }
+    for task in tasks
+        .iter()
+        .filter(|t| t.state != pb::TaskState::Completed as i32)
+    {
+        eprintln!(
+            "unfinished task {}: state {} ({})",
+            task.id, task.state, task.state_reason
+        );
+    }
     let orphans_at_end = processes_in(&sandboxes).len();
     eprintln!(
         "crash tally: kills {kills}, tasks acknowledged {}, tasks lost {lost}, \
-         orphans seen right after the kills {orphans_seen_after_kill}, orphans left after \
+         orphans seen right after the kills {}, orphans left after \
          restart {orphans_after_restart}, executions interrupted {interrupted}, \
          unfinished {stuck}, total tasks {}",
         acknowledged.len(),
+        orphans.len(),
         tasks.len()
     );
     assert_eq!(lost, 0, "acknowledged tasks were lost");
@@ -307,26 +307,18 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
     assert!(acknowledged.len() >= 9);
 }
 
-fn is_descendant_of(mut pid: i32, ancestor: i32) -> bool {
-    for _ in 0..64 {
-        if pid == ancestor {
-            return true;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let Some(parent) = stat
-            .rsplit(')')
+fn pids_in(dir: &Path) -> Vec<u32> {
+    processes_in(dir)
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// Running (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
             .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-        else {
-            return false;
-        };
-        if parent <= 1 {
-            return false;
-        }
-        pid = parent;
-    }
-    false
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use claudomator::config::Config;
 use claudomator::proto as pb;
 use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
-use common::{TestServer, spec, start_server_with};
+use common::{TestServer, processes_in, spec, start_server_with};
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{ClaudeEnv, claude_or_skip};
 use tokio_stream::StreamExt;
@@ -117,24 +117,6 @@ async fn eventually(condition: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
-}
-
-/// Processes whose working directory is inside `dir`.
-fn processes_in(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd"))
-            && cwd.starts_with(dir)
-        {
-            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
-        }
-    }
-    found
 }
 
 async fn git_output(dir: &Path, args: &[&str]) -> String {

@@ -42,8 +42,13 @@ pub async fn reconcile(
     requeue: bool,
 ) -> CoreResult<RecoveryReport> {
     let store = tasks.store();
+    // Twice: a process the dead server had just forked may still be between
+    // fork and exec (not yet in its sandbox) at the first look.
+    let mut killed = kill_processes_under(sandbox_root);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    killed += kill_processes_under(sandbox_root);
     let mut report = RecoveryReport {
-        killed_processes: kill_processes_under(sandbox_root),
+        killed_processes: killed,
         ..RecoveryReport::default()
     };
 
@@ -155,4 +160,27 @@ fn kill_processes_under(root: &Path) -> usize {
         killed += 1;
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn leftover_processes_in_the_sandboxes_are_killed() {
+        let root = tempfile::tempdir().unwrap();
+        let sandbox = root.path().join("01JDZ0Q3W2J9P6V5M4N8K7H6G5");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & sleep 300"])
+            .current_dir(&sandbox)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(kill_processes_under(root.path()) >= 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+    }
 }

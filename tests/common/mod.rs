@@ -191,3 +191,28 @@ pub async fn all_tasks(client: &mut ClaudomatorServiceClient<Channel>) -> Vec<pb
         page_token = page.next_page_token;
     }
 }
+
+/// Live processes (zombies excluded) whose working directory is inside
+/// `dir`, as "pid: command line": how tests check that no agent process
+/// outlived its task.
+pub fn processes_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let inside =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if inside && !zombie {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
+        }
+    }
+    found
+}
