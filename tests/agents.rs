@@ -12,11 +12,12 @@ use claudomator::config::Config;
 use claudomator::core::logs::LogHub;
 use claudomator::core::model::Id;
 use claudomator::proto as pb;
-use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
 use claudomator::runners::codex::CodexRunner;
 use claudomator::runners::gemini::GeminiRunner;
 use claudomator::runners::{CommandSpec, Price, PriceTable, RunRequest, Runner, Verdict};
-use common::{TestServer, processes_in, spec, start_server_with};
+use common::{
+    Client, TestServer, executions, processes_in, spec, start_server_with, submit, wait_for,
+};
 use support::anthropic_mock::{self, AnthropicMock};
 use support::claude_env::{ClaudeEnv, claude_or_skip};
 use support::codex_env::{CodexEnv, codex_launcher_path, codex_or_skip};
@@ -24,9 +25,6 @@ use support::gemini_env::{gemini_bin_path, gemini_or_skip};
 use support::gemini_mock::{self, GeminiMock};
 use support::openai_mock::{self, OpenAiMock};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-
-type Client = ClaudomatorServiceClient<Channel>;
 
 const GEMINI_MODEL: &str = "gemini-2.5-flash";
 /// A model Codex knows, so it offers its apply_patch tool.
@@ -101,50 +99,6 @@ fn agent_spec(agent: pb::AgentType, instructions: &str) -> pb::TaskSpec {
         }),
         ..spec(instructions)
     }
-}
-
-async fn submit(client: &mut Client, spec: pb::TaskSpec) -> pb::Task {
-    client
-        .submit_task(common::submit_request(spec))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-}
-
-async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let task = client
-            .get_task(pb::GetTaskRequest { id: id.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if states.iter().any(|s| *s as i32 == task.state) {
-            return task;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} stuck: {}",
-            task.state_reason
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
-    client
-        .list_executions(pb::ListExecutionsRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .executions
 }
 
 const FINAL: [pb::TaskState; 4] = [

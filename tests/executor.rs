@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 
 use claudomator::config::Config;
 use claudomator::proto as pb;
-use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
-use common::{TestServer, processes_in, spec, start_server_with};
+use common::{
+    TestServer, executions, get, processes_in, spec, start_server_with, submit, wait_for,
+};
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{ClaudeEnv, claude_or_skip};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
-
-type Client = ClaudomatorServiceClient<Channel>;
 
 /// A server whose `claude` agent talks to `mock`, with `adjust` applied.
 async fn server_with_claude(
@@ -55,56 +53,6 @@ fn claude_spec(instructions: &str) -> pb::TaskSpec {
         }),
         ..spec(instructions)
     }
-}
-
-async fn submit(client: &mut Client, spec: pb::TaskSpec) -> pb::Task {
-    client
-        .submit_task(common::submit_request(spec))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-}
-
-async fn get(client: &mut Client, id: &str) -> pb::Task {
-    client
-        .get_task(pb::GetTaskRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-}
-
-/// Polls until the task is in one of `states` (60 s at most).
-async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = get(client, id).await;
-        if states.iter().any(|s| *s as i32 == task.state) {
-            return task;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} stuck in {:?} ({})",
-            pb::TaskState::try_from(task.state),
-            task.state_reason
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
-    client
-        .list_executions(pb::ListExecutionsRequest {
-            task_id: task_id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .executions
 }
 
 /// Polls `condition` without blocking the runtime (30 s at most).

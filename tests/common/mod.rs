@@ -216,3 +216,57 @@ pub fn processes_in(dir: &Path) -> Vec<String> {
     }
     found
 }
+
+pub type Client = ClaudomatorServiceClient<Channel>;
+
+/// Submits a spec; panics on an error.
+pub async fn submit(client: &mut Client, spec: pb::TaskSpec) -> pb::Task {
+    client
+        .submit_task(submit_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+pub async fn get(client: &mut Client, id: &str) -> pb::Task {
+    client
+        .get_task(pb::GetTaskRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+/// Polls until the task is in one of `states` (90 s at most).
+pub async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let task = get(client, id).await;
+        if states.iter().any(|s| *s as i32 == task.state) {
+            return task;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} stuck in {:?} ({})",
+            pb::TaskState::try_from(task.state),
+            task.state_reason
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A task's executions, oldest first.
+pub async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution> {
+    client
+        .list_executions(pb::ListExecutionsRequest {
+            task_id: task_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions
+}
