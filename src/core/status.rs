@@ -98,7 +98,7 @@ impl StatusService {
                 .map(|(_, n)| *n as u64)
                 .sum::<u64>()
         };
-        let probes = futures_join(self.runners.iter().map(|r| r.probe())).await;
+        let probes = probe_in_order(self.runners.iter().map(|r| r.probe())).await;
         let agents = self
             .runners
             .iter()
@@ -143,7 +143,7 @@ impl StatusService {
 }
 
 /// Runs the probes one after another (they are few and quick), keeping order.
-async fn futures_join<F: std::future::Future<Output = AgentProbe>>(
+async fn probe_in_order<F: std::future::Future<Output = AgentProbe>>(
     probes: impl Iterator<Item = F>,
 ) -> Vec<AgentProbe> {
     let mut out = Vec::new();
