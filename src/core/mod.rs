@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod executor;
+pub mod llm;
 pub mod logs;
 pub mod model;
 pub mod recovery;
