@@ -324,9 +324,7 @@ async fn executions_are_served_from_the_store() {
     // Record an attempt the way the executor does, through the store, then
     // read it back over gRPC from a restarted server.
     server.stop().await;
-    let store = claudomator::store::Store::open_sqlite(&server.data_dir())
-        .await
-        .unwrap();
+    let store = server.open_store().await;
     let core_task = store
         .get_task(task.id.parse().unwrap())
         .await

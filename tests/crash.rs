@@ -89,7 +89,7 @@ impl Lcg {
     }
 }
 
-fn write_config(dir: &Path, mock: &AnthropicMock, project: &Path) -> PathBuf {
+fn write_config(dir: &Path, mock: &AnthropicMock, project: &Path, database_url: &str) -> PathBuf {
     let mut env = ClaudeEnv::new(mock.base_url(), dir.join("claude-home"));
     env.max_retries = 1;
     std::fs::create_dir_all(env.config_dir()).unwrap();
@@ -100,6 +100,7 @@ fn write_config(dir: &Path, mock: &AnthropicMock, project: &Path) -> PathBuf {
         "data_dir".into(),
         dir.join("data").display().to_string().into(),
     );
+    table.insert("database_url".into(), database_url.into());
     let mut executor = toml::Table::new();
     executor.insert("max_concurrent".into(), 3.into());
     executor.insert("poll_interval".into(), "200ms".into());
@@ -164,7 +165,7 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
         delay_per_event: Duration::from_millis(60),
         chunks: 30,
     });
-    let config = write_config(dir.path(), &mock, &project);
+    let config = write_config(dir.path(), &mock, &project, &common::test_database().await);
     let sandboxes = dir.path().join("data").join("sandboxes");
 
     let mut acknowledged: HashSet<String> = HashSet::new();

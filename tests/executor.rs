@@ -580,9 +580,7 @@ async fn shutdown_requeues_running_tasks_and_stops_their_agents() {
     let left = processes_in(&sandboxes);
     assert!(left.is_empty(), "agents outlived the server: {left:?}");
 
-    let store = claudomator::store::Store::open_sqlite(&server.data_dir())
-        .await
-        .unwrap();
+    let store = server.open_store().await;
     let id = task.id.parse().unwrap();
     let stored = store.get_task(id).await.unwrap().unwrap();
     assert_eq!(stored.state, claudomator::core::model::TaskState::Queued);

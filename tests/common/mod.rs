@@ -95,8 +95,37 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dirs.path());
     adjust(&mut config);
+    if config.database_url.is_empty() {
+        config.database_url = test_database().await;
+    }
     config.validate().expect("test config is valid");
     boot(config, dirs).await
+}
+
+/// The database a test server opens: empty (the embedded SQLite in its data
+/// dir) unless `CLAUDOMATOR_TEST_POSTGRES` names a PostgreSQL server (an
+/// admin URL, as `scripts/pg-cluster start` prints); then a fresh database
+/// on that server, so the same tests run on both.
+pub async fn test_database() -> String {
+    use sea_orm::ConnectionTrait;
+    let Ok(admin) = std::env::var("CLAUDOMATOR_TEST_POSTGRES") else {
+        return String::new();
+    };
+    let name = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let db = sea_orm::Database::connect(admin.as_str())
+        .await
+        .expect("the test PostgreSQL server answers");
+    db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creates a test database");
+    db.close().await.ok();
+    match admin.rsplit_once('/') {
+        Some((server, rest)) => {
+            let query = rest.split_once('?').map(|(_, q)| format!("?{q}"));
+            format!("{server}/{name}{}", query.unwrap_or_default())
+        }
+        None => panic!("CLAUDOMATOR_TEST_POSTGRES is not a URL: {admin}"),
+    }
 }
 
 async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
@@ -128,6 +157,12 @@ impl TestServer {
 
     pub async fn client(&self) -> ClaudomatorServiceClient<Channel> {
         ClaudomatorServiceClient::new(self.channel().await)
+    }
+
+    /// Opens the server's database directly (SQLite or PostgreSQL, as the
+    /// server does), for tests that record what only the executor writes.
+    pub async fn open_store(&self) -> claudomator::store::Store {
+        app::open_store(&self.config).await.expect("store opens")
     }
 
     /// Stops the server and waits until it has let go of its listener.
