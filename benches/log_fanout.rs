@@ -43,7 +43,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use claudomator::config::{Config, ExecutorSection, ProjectConfig};
-use claudomator::core::logs::{LogEvent, LogKind};
+use claudomator::core::logs::{LogEvent, LogKind, SharedEvent};
 use claudomator::core::model::{AgentType, Execution, now_millis};
 use claudomator::proto as pb;
 use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
@@ -652,7 +652,7 @@ async fn run_hub(
 async fn run_broadcast(n: u64, schedule: Schedule, p: &Params) -> Figures {
     let meter = Meter::start();
     let stop = CancellationToken::new();
-    let (sender, _) = broadcast::channel::<LogEvent>(n as usize + 16);
+    let (sender, _) = broadcast::channel::<Arc<SharedEvent>>(n as usize + 16);
     let handles: Vec<_> = (0..p.subscribers)
         .map(|_| {
             let mut rx = sender.subscribe();
@@ -665,7 +665,7 @@ async fn run_broadcast(n: u64, schedule: Schedule, p: &Params) -> Figures {
                         _ = stop.cancelled() => break,
                     };
                     match next {
-                        Ok(event) => stats.see(event.offset, event.payload["t_ns"].as_u64()),
+                        Ok(event) => stats.see(event.offset, t_ns_of(&event.payload_json)),
                         Err(broadcast::error::RecvError::Lagged(k)) => stats.out_of_order += k,
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
@@ -680,14 +680,15 @@ async fn run_broadcast(n: u64, schedule: Schedule, p: &Params) -> Figures {
     let emitter = std::thread::spawn(move || {
         pace(n, schedule, |seq| {
             let (text, payload, raw) = maker.make(seq);
-            let _ = sender.send(LogEvent {
+            // Built once per event, shared by the subscribers, as the hub does.
+            let _ = sender.send(Arc::new(SharedEvent::new(LogEvent {
                 offset: seq,
                 at: now_millis(),
                 kind: LogKind::Text,
                 text,
                 payload,
                 raw,
-            });
+            })));
         })
     });
     let deadline = Instant::now() + p.timeout;
@@ -704,12 +705,12 @@ async fn run_broadcast(n: u64, schedule: Schedule, p: &Params) -> Figures {
 struct BareLogs {
     /// Taken out (and dropped) when emitting ends, so the feeders see the
     /// channel close.
-    events: Arc<Mutex<Option<broadcast::Sender<LogEvent>>>>,
+    events: Arc<Mutex<Option<broadcast::Sender<Arc<SharedEvent>>>>>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamLogsResponse, Status>> + Send>>;
 
-struct BareStreamLogs(Option<broadcast::Receiver<LogEvent>>);
+struct BareStreamLogs(Option<broadcast::Receiver<Arc<SharedEvent>>>);
 
 impl tonic::server::ServerStreamingService<pb::StreamLogsRequest> for BareStreamLogs {
     type Response = pb::StreamLogsResponse;
@@ -719,16 +720,16 @@ impl tonic::server::ServerStreamingService<pb::StreamLogsRequest> for BareStream
     fn call(&mut self, request: Request<pb::StreamLogsRequest>) -> Self::Future {
         let live = self.0.take();
         let execution_id = request.into_inner().execution_id;
-        let (tx, rx) = mpsc::channel::<Result<LogEvent, String>>(256);
+        let (tx, rx) = mpsc::channel::<Result<Arc<SharedEvent>, String>>(256);
         tokio::spawn(async move {
-            let marker = LogEvent {
+            let marker = Arc::new(SharedEvent::new(LogEvent {
                 offset: 0,
                 at: now_millis(),
                 kind: LogKind::System,
                 text: "start".into(),
                 payload: Value::Null,
                 raw: String::new(),
-            };
+            }));
             if tx.send(Ok(marker)).await.is_err() {
                 return;
             }
@@ -753,7 +754,7 @@ impl tonic::server::ServerStreamingService<pb::StreamLogsRequest> for BareStream
                 Ok(event) => Ok(pb::StreamLogsResponse {
                     event: Some(claudomator::grpc::convert::log_event_to_pb(
                         &execution_id,
-                        event,
+                        &event,
                     )),
                 }),
                 Err(message) => Err(Status::internal(message)),
@@ -795,7 +796,7 @@ impl tonic::server::NamedService for BareLogs {
 async fn run_bare_tonic(n: u64, schedule: Schedule, p: &Params) -> Figures {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (sender, _) = broadcast::channel::<LogEvent>(n as usize + 16);
+    let (sender, _) = broadcast::channel::<Arc<SharedEvent>>(n as usize + 16);
     let stop = CancellationToken::new();
     let shared = Arc::new(Mutex::new(Some(sender.clone())));
     let server = tokio::spawn({
@@ -839,14 +840,15 @@ async fn run_bare_tonic(n: u64, schedule: Schedule, p: &Params) -> Figures {
     let emitter = std::thread::spawn(move || {
         let span = pace(n, schedule, |seq| {
             let (text, payload, raw) = maker.make(seq);
-            let _ = sender.send(LogEvent {
+            // Built once per event, shared by the subscribers, as the hub does.
+            let _ = sender.send(Arc::new(SharedEvent::new(LogEvent {
                 offset: seq,
                 at: now_millis(),
                 kind: LogKind::Text,
                 text,
                 payload,
                 raw,
-            });
+            })));
         });
         shared.lock().unwrap().take();
         span
@@ -1013,19 +1015,19 @@ async fn main() {
     let wire = pb::StreamLogsResponse {
         event: Some(claudomator::grpc::convert::log_event_to_pb(
             &task.id.to_string(),
-            LogEvent {
+            &SharedEvent::new(LogEvent {
                 offset: 1,
                 at: now_millis(),
                 kind: LogKind::Text,
                 text,
                 payload,
                 raw,
-            },
+            }),
         )),
     }
     .encoded_len();
     println!(
-        "{wire} bytes per StreamLogsResponse on the wire (payload_json and raw each carry the line); load average {}",
+        "{wire} bytes per StreamLogsResponse on the wire (the line once, as payload_json with raw_is_payload); load average {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()

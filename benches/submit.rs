@@ -163,6 +163,7 @@ async fn main() {
     std::fs::create_dir_all(dir.path().join("bench/.git")).unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         projects: vec![ProjectConfig {
             name: "bench".into(),

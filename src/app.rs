@@ -12,26 +12,38 @@ use tracing::info;
 use std::sync::Arc;
 
 use crate::config::{Config, DatabaseChoice};
+use crate::core::ci::CiTriage;
+use crate::core::elaborate::{ElaborateConfig, Elaborator};
+use crate::core::events::EventSink;
 use crate::core::executor::Executor;
+use crate::core::llm::ChatModel;
 use crate::core::logs::LogHub;
 use crate::core::model::AgentType;
-use crate::core::recovery;
 use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
+use crate::core::{recovery, shared_logs};
+use crate::http::GithubHook;
 use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
 use crate::runners::codex::CodexRunner;
 use crate::runners::gemini::GeminiRunner;
+use crate::runners::local::LocalRunner;
 use crate::store::Store;
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
     pub grpc_addr: SocketAddr,
+    /// Where the HTTP shim (GitHub webhooks, `/healthz`) listens.
+    pub http_addr: SocketAddr,
     pub database: String,
     tasks: TaskService,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
+    http: JoinHandle<anyhow::Result<()>>,
     executor: JoinHandle<()>,
+    /// The webhook notifier (a no-op task when notifications are off).
+    notifier: JoinHandle<()>,
+    local_model: Option<Arc<dyn ChatModel>>,
 }
 
 impl Running {
@@ -39,6 +51,11 @@ impl Running {
     /// tools; clients use gRPC).
     pub fn tasks(&self) -> &TaskService {
         &self.tasks
+    }
+
+    /// The local model (`[local_model]`), when one is configured.
+    pub fn local_model(&self) -> Option<Arc<dyn ChatModel>> {
+        self.local_model.clone()
     }
 
     /// The root token: cancelling it stops the server.
@@ -57,13 +74,16 @@ impl Running {
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("server task panicked");
         self.shutdown.cancel();
+        let http_served = self.http.await.context("http shim task panicked");
         self.executor.await.context("executor task panicked")?;
-        served?
+        self.notifier.await.context("notifier task panicked")?;
+        served??;
+        http_served?
     }
 }
 
 /// One runner per agent, from its config section.
-fn build_runners(config: &Config) -> Vec<Arc<dyn Runner>> {
+fn build_runners(config: &Config, local_model: Option<Arc<dyn ChatModel>>) -> Vec<Arc<dyn Runner>> {
     let spec = |agent: AgentType| {
         let section = match agent {
             AgentType::Gemini => &config.agents.gemini,
@@ -77,7 +97,21 @@ fn build_runners(config: &Config) -> Vec<Arc<dyn Runner>> {
         Arc::new(ClaudeRunner::new(spec(AgentType::Claude))),
         Arc::new(GeminiRunner::new(spec(AgentType::Gemini), prices.clone())),
         Arc::new(CodexRunner::new(spec(AgentType::Codex), prices)),
+        Arc::new(LocalRunner::new(
+            local_model,
+            config.local_model.max_tokens,
+            local_credentials(config),
+        )),
     ]
+}
+
+/// Where the local model's API key comes from, for `doctor`.
+fn local_credentials(config: &Config) -> String {
+    match config.local_model.api_key_env.as_str() {
+        "" => "no API key (none configured)".into(),
+        var if std::env::var(var).is_ok_and(|v| !v.is_empty()) => format!("API key from {var}"),
+        var => format!("API key variable {var} is not set"),
+    }
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -94,6 +128,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let logs = LogHub::new(config.data_dir.join("logs"))
         .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
     let executor_config = config.executor_config();
+    let server_id = executor_config.server_id.clone();
+    // Several servers on one database share their logs through it.
+    let share_logs = config.shares_logs();
+    let logs_shared = CancellationToken::new();
+    let sharing = share_logs.then(|| shared_logs::start(&logs, store.clone(), logs_shared.clone()));
     let tasks = TaskService::new(
         store.clone(),
         config.task_rules(),
@@ -101,14 +140,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(Activity::default()),
     )
     .with_sandboxes(executor_config.sandbox.clone());
+    let tasks = if share_logs {
+        tasks.with_shared_logs()
+    } else {
+        tasks
+    };
+    // Events are announced from the first state change on, recovery's too.
+    let notify_settings = config.notifications.settings()?;
+    let (tasks, notify_events) = match &notify_settings {
+        Some(settings) => {
+            let (sink, events) = EventSink::channel(settings.queue, settings.events.clone());
+            (tasks.with_events(sink), Some(events))
+        }
+        None => (tasks, None),
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
-    let runners = build_runners(&config);
+    // The local model, when [local_model] names an endpoint: built once,
+    // shared by the local runner, the executor (classify, summaries), the
+    // status report and Elaborate.
+    let local_model = crate::llm::OpenAiClient::from_config(&config.local_model)
+        .map(|client| Arc::new(client) as Arc<dyn ChatModel>);
+    let runners = build_runners(&config, local_model.clone());
     for runner in &runners {
         match runner.unavailable() {
             None => info!(agent = %runner.agent(), "agent available"),
@@ -130,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         runners.clone(),
         executor_config,
         shutdown.clone(),
+        local_model.clone(),
     );
     if config.executor.enabled {
         let by_agent = runners.iter().map(|r| (r.agent(), r.clone())).collect();
@@ -138,22 +201,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             &by_agent,
             &config.data_dir.join("sandboxes"),
             config.executor.on_restart == "requeue",
+            &server_id,
         )
         .await
         .context("cannot reconcile what the previous run left")?;
     }
     let executor = if config.executor.enabled {
-        tokio::spawn(executor.run())
+        tokio::spawn(async move {
+            executor.run().await;
+            // The last lines the agents wrote go into the store too.
+            logs_shared.cancel();
+            if let Some(sharing) = sharing {
+                let _ = sharing.await;
+            }
+        })
     } else {
         info!("executor disabled: tasks are accepted and served, not run");
         tokio::spawn(async {})
     };
 
+    let notifier = match (notify_settings, notify_events) {
+        (Some(settings), Some(events)) => {
+            crate::notify::start(settings, tasks.clone(), events, shutdown.clone())
+                .context("cannot start the notifier")?
+        }
+        _ => tokio::spawn(async {}),
+    };
+
     let stop = shutdown.clone();
+    let elaborator = Elaborator::new(
+        config.task_rules(),
+        local_model.clone(),
+        runners.clone(),
+        ElaborateConfig::new(
+            config.data_dir.join("elaborate"),
+            config.executor_config().agent_models,
+        ),
+        shutdown.clone(),
+    );
+
+    let triage = CiTriage::new(
+        tasks.clone(),
+        local_model.clone(),
+        config.github.triage_settings(),
+    );
+    let hook = Arc::new(GithubHook::new(&config, triage));
+    let http_stop = shutdown.clone();
+    let http = tokio::spawn(crate::http::serve(http_listener, hook, async move {
+        http_stop.cancelled().await
+    }));
+
     let server = tokio::spawn(crate::grpc::serve(
         listener,
         tasks.clone(),
         status,
+        elaborator,
         config.auth.tokens.clone(),
         async move { stop.cancelled().await },
     ));
@@ -163,15 +265,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         database = %store.description(),
         projects = %config.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
         auth = if config.auth.tokens.is_empty() { "off" } else { "bearer" },
+        http = %http_addr,
         "claudomator listening on {grpc_addr}"
     );
     Ok(Running {
         grpc_addr,
+        http_addr,
         database: store.description().to_string(),
         tasks,
         shutdown,
         server,
+        http,
         executor,
+        notifier,
+        local_model,
     })
 }
 

@@ -36,6 +36,108 @@ pub struct Config {
     /// (Gemini, Codex): `[prices."gemini-2.5-flash"] input_per_mtok = 0.3,
     /// output_per_mtok = 2.5`.
     pub prices: std::collections::HashMap<String, crate::runners::Price>,
+    /// Signed webhook notifications of task state changes.
+    pub notifications: NotificationsConfig,
+    /// The GitHub webhook shim.
+    pub github: GithubConfig,
+    /// An OpenAI-compatible model endpoint: runs `local` tasks and makes
+    /// the cheap internal calls (classify `auto`, summaries).
+    pub local_model: LocalModelConfig,
+}
+
+/// `[local_model]`: an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp,
+/// LM Studio…). No endpoint: no `local` agent, and every internal use falls
+/// back to its rule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalModelConfig {
+    /// Base URL up to `/v1`, e.g. `http://127.0.0.1:11434/v1`; empty: none.
+    pub endpoint: String,
+    /// Sent as `model`; empty lets the server use its loaded model.
+    pub model: String,
+    /// One call's budget, retries included, e.g. "60s".
+    pub timeout: String,
+    pub temperature: f32,
+    /// The environment variable holding the API key; empty: no key.
+    pub api_key_env: String,
+    /// Retries on 429, 502–504 and connection errors.
+    pub max_retries: u32,
+    /// The longest answer of a `local` task, in tokens.
+    pub max_tokens: u32,
+    /// Calls in flight at once, and so `local` tasks at once (llama.cpp's
+    /// server answers one at a time and cuts a stream short for a newer one).
+    pub max_concurrent: usize,
+    /// How long choosing the agent of an `auto` task may take before the
+    /// rule decides, e.g. "10s".
+    pub classify_timeout: String,
+}
+
+impl Default for LocalModelConfig {
+    fn default() -> Self {
+        LocalModelConfig {
+            endpoint: String::new(),
+            model: String::new(),
+            timeout: "60s".into(),
+            temperature: 0.2,
+            api_key_env: String::new(),
+            max_retries: 3,
+            max_tokens: 1024,
+            max_concurrent: 1,
+            classify_timeout: "10s".into(),
+        }
+    }
+}
+
+impl LocalModelConfig {
+    /// The client settings. Call after `validate`.
+    pub fn client_settings(&self) -> crate::llm::ClientSettings {
+        let mut settings = crate::llm::ClientSettings::new(self.endpoint.trim());
+        settings.model = self.model.clone();
+        settings.api_key = (!self.api_key_env.is_empty())
+            .then(|| std::env::var(&self.api_key_env).ok())
+            .flatten()
+            .filter(|k| !k.is_empty());
+        settings.timeout = parse_duration(&self.timeout).unwrap_or(Duration::from_secs(60));
+        settings.temperature = self.temperature;
+        settings.max_retries = self.max_retries as usize;
+        settings.max_concurrent = self.max_concurrent;
+        settings
+    }
+
+    /// The classifier's time budget. Call after `validate`.
+    pub fn classify_timeout(&self) -> Duration {
+        parse_duration(&self.classify_timeout).unwrap_or(Duration::from_secs(10))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let endpoint = self.endpoint.trim();
+        let http = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !(endpoint.is_empty() || http) {
+            bail!("local_model.endpoint: `{endpoint}` must start with http:// or https://");
+        }
+        for (key, text) in [
+            ("local_model.timeout", &self.timeout),
+            ("local_model.classify_timeout", &self.classify_timeout),
+        ] {
+            let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            if d.is_zero() {
+                bail!("{key}: must be more than zero");
+            }
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            bail!("local_model.temperature: must be between 0 and 2");
+        }
+        if self.max_tokens == 0 {
+            bail!("local_model.max_tokens: must be at least 1");
+        }
+        if self.max_concurrent == 0 {
+            bail!("local_model.max_concurrent: must be at least 1");
+        }
+        if self.max_retries > 10 {
+            bail!("local_model.max_retries: at most 10");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,6 +170,15 @@ pub struct ExecutorSection {
     pub usage_limit_cooldown: String,
     /// How often the queue is checked when nothing else wakes the scheduler.
     pub poll_interval: String,
+    /// This server's name when several share one database; empty derives a
+    /// stable one from the host name and the data dir.
+    pub server_id: String,
+    /// How long a claim on a running task holds unless renewed (renewed
+    /// every third of it); another server recovers the task after that.
+    pub lease: String,
+    /// Copy execution logs into the database so any server can serve any
+    /// execution's log: "auto" (on with PostgreSQL), "on" or "off".
+    pub share_logs: String,
 }
 
 impl Default for ExecutorSection {
@@ -85,6 +196,9 @@ impl Default for ExecutorSection {
             retry_max: "10m".into(),
             usage_limit_cooldown: "1h".into(),
             poll_interval: "1s".into(),
+            server_id: String::new(),
+            lease: "30s".into(),
+            share_logs: "auto".into(),
         }
     }
 }
@@ -118,6 +232,9 @@ pub struct AgentConfig {
     pub command: PathBuf,
     /// Attempts of this agent at once; 0 means only the global cap applies.
     pub max_concurrent: usize,
+    /// Attempts of this agent at once on all the servers sharing the
+    /// database together; 0: no cluster-wide cap.
+    pub cluster_max_concurrent: usize,
     /// The model when a task names none; empty lets the CLI choose.
     pub model: String,
     /// Extra environment for the agent process (keys, proxies…).
@@ -158,6 +275,211 @@ impl AgentConfig {
             api_key_env: self.api_key_env.clone(),
             max_retries: self.max_retries.unwrap_or(2),
         }
+    }
+}
+
+/// `[notifications]`: a signed JSON POST to `url` when a task enters one of
+/// `events`. Off while `url` is empty.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Where events are POSTed (http or https); empty: no notifications.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Claudomator-Signature-256`.
+    pub secret: String,
+    /// An environment variable holding the key, used when `secret` is empty.
+    pub secret_env: String,
+    /// The task states that send an event: blocked, ready, completed,
+    /// failed, timed_out, budget_exceeded, cancelled.
+    pub events: Vec<String>,
+    /// How long one POST may take.
+    pub timeout: String,
+    /// Retries after a failed POST (connection error, timeout, 408, 429,
+    /// 5xx), with exponential backoff from `retry_base`.
+    pub max_retries: usize,
+    pub retry_base: String,
+    /// Events waiting for delivery at most; beyond it new ones are dropped
+    /// (and counted) rather than slowing anything down.
+    pub queue: usize,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            url: String::new(),
+            secret: String::new(),
+            secret_env: String::new(),
+            events: [
+                "blocked",
+                "ready",
+                "completed",
+                "failed",
+                "timed_out",
+                "budget_exceeded",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeout: "10s".into(),
+            max_retries: 5,
+            retry_base: "1s".into(),
+            queue: 1024,
+        }
+    }
+}
+
+impl NotificationsConfig {
+    /// The notifier's settings, or None when notifications are off.
+    pub fn settings(&self) -> anyhow::Result<Option<crate::notify::NotifySettings>> {
+        use crate::core::events::NOTIFIABLE;
+        use crate::core::model::TaskState;
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("notifications.url: `{url}` must be an http:// or https:// URL");
+        }
+        let secret = if !self.secret.is_empty() {
+            self.secret.clone()
+        } else if self.secret_env.trim().is_empty() {
+            bail!(
+                "notifications.secret: required when notifications.url is set \
+                 (or secret_env, naming an environment variable that holds it)"
+            );
+        } else {
+            match std::env::var(self.secret_env.trim()) {
+                Ok(value) if !value.is_empty() => value,
+                _ => bail!(
+                    "notifications.secret_env: the environment variable `{}` is not set",
+                    self.secret_env.trim()
+                ),
+            }
+        };
+        let allowed = || {
+            NOTIFIABLE
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut events = Vec::new();
+        for name in &self.events {
+            let state = name
+                .parse::<TaskState>()
+                .ok()
+                .filter(|state| NOTIFIABLE.contains(state))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "notifications.events: unknown event `{name}`; expected some of {}",
+                        allowed()
+                    )
+                })?;
+            events.push(state);
+        }
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("notifications.{key}: {e}"))
+        };
+        let timeout = duration("timeout", &self.timeout)?;
+        if timeout.is_zero() {
+            bail!("notifications.timeout: must be more than zero");
+        }
+        if self.queue == 0 {
+            bail!("notifications.queue: must be at least 1");
+        }
+        Ok(Some(crate::notify::NotifySettings {
+            url: url.to_string(),
+            secret,
+            events,
+            timeout,
+            max_retries: self.max_retries,
+            retry_base: duration("retry_base", &self.retry_base)?,
+            queue: self.queue,
+        }))
+    }
+}
+
+/// `[github]`: the webhook shim on `http_listen` (`POST /webhooks/github`),
+/// which turns failed CI runs into triage tasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GithubConfig {
+    /// The webhook's secret (`CLAUDOMATOR_GITHUB_WEBHOOK_SECRET` wins).
+    /// Without one every delivery is refused (403), unless `allow_unsigned`.
+    pub webhook_secret: String,
+    /// Take unsigned deliveries when no secret is set: for local use only.
+    pub allow_unsigned: bool,
+    /// Larger bodies are refused (413).
+    pub max_body_bytes: usize,
+    /// Triage tasks per (repository, branch, workflow) within `triage_window`.
+    pub max_triage: u32,
+    pub triage_window: String,
+    /// The agent triage tasks ask for.
+    pub agent: String,
+    /// How long the local model may take to write a triage plan (GitHub
+    /// waits 10 s for an answer).
+    pub plan_timeout: String,
+    pub plan_max_tokens: u32,
+    /// Check suites and runs of these apps (slug or name) are not triaged:
+    /// GitHub Actions failures come as `workflow_run`, the same failure once.
+    pub ignore_check_apps: Vec<String>,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            webhook_secret: String::new(),
+            allow_unsigned: false,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_triage: 3,
+            triage_window: "24h".into(),
+            agent: "auto".into(),
+            plan_timeout: "5s".into(),
+            plan_max_tokens: 400,
+            ignore_check_apps: vec!["github-actions".into()],
+        }
+    }
+}
+
+impl GithubConfig {
+    /// How triage tasks are made. Call after `validate`.
+    pub fn triage_settings(&self) -> crate::core::ci::TriageSettings {
+        crate::core::ci::TriageSettings {
+            max_per_window: self.max_triage,
+            window: parse_duration(&self.triage_window).unwrap_or(Duration::from_secs(86400)),
+            agent: self.agent.clone(),
+            plan_timeout: parse_duration(&self.plan_timeout).unwrap_or(Duration::from_secs(5)),
+            plan_max_tokens: self.plan_max_tokens,
+        }
+    }
+
+    /// The secret, if one is set.
+    pub fn secret(&self) -> Option<&str> {
+        Some(self.webhook_secret.as_str()).filter(|s| !s.is_empty())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_body_bytes < 1024 {
+            bail!("github.max_body_bytes: must be at least 1024");
+        }
+        if self.max_triage == 0 {
+            bail!("github.max_triage: must be at least 1");
+        }
+        for (key, text) in [
+            ("github.triage_window", &self.triage_window),
+            ("github.plan_timeout", &self.plan_timeout),
+        ] {
+            let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            if d.is_zero() {
+                bail!("{key}: must be more than zero");
+            }
+        }
+        self.agent
+            .parse::<crate::core::model::AgentType>()
+            .map_err(|e| anyhow::anyhow!("github.agent: {e}"))?;
+        if self.plan_max_tokens == 0 {
+            bail!("github.plan_max_tokens: must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -214,6 +536,9 @@ impl Default for Config {
             executor: ExecutorSection::default(),
             agents: AgentsConfig::default(),
             prices: default_prices(),
+            notifications: NotificationsConfig::default(),
+            github: GithubConfig::default(),
+            local_model: LocalModelConfig::default(),
         }
     }
 }
@@ -271,6 +596,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub tokens: Option<Vec<String>>,
+    pub local_model_endpoint: Option<String>,
+    pub github_webhook_secret: Option<String>,
 }
 
 impl Config {
@@ -322,6 +649,12 @@ impl Config {
         if let Some(v) = &o.tokens {
             self.auth.tokens = v.clone();
         }
+        if let Some(v) = &o.github_webhook_secret {
+            self.github.webhook_secret = v.clone();
+        }
+        if let Some(v) = &o.local_model_endpoint {
+            self.local_model.endpoint = v.clone();
+        }
     }
 
     /// Checks everything a running server relies on; the error says what to fix.
@@ -362,6 +695,9 @@ impl Config {
         if !matches!(self.executor.on_restart.as_str(), "requeue" | "fail") {
             bail!("executor.on_restart: must be \"requeue\" or \"fail\"");
         }
+        if !matches!(self.executor.share_logs.as_str(), "auto" | "on" | "off") {
+            bail!("executor.share_logs: must be \"auto\", \"on\" or \"off\"");
+        }
         if !matches!(self.executor.shutdown.as_str(), "requeue" | "finish") {
             bail!("executor.shutdown: must be \"requeue\" or \"finish\"");
         }
@@ -373,12 +709,16 @@ impl Config {
                 &self.executor.usage_limit_cooldown,
             ),
             ("executor.poll_interval", &self.executor.poll_interval),
+            ("executor.lease", &self.executor.lease),
         ] {
             parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         }
+        self.local_model.validate()?;
         if !(1..=20).contains(&self.defaults.max_attempts) {
             bail!("defaults.max_attempts: must be between 1 and 20");
         }
+        self.notifications.settings()?;
+        self.github.validate()?;
         for (i, project) in self.projects.iter().enumerate() {
             let valid_name = !project.name.is_empty()
                 && project
@@ -430,6 +770,37 @@ impl Config {
 
 impl Config {
     /// The executor's settings. Call after `validate`.
+    /// Whether execution logs are copied into the database (`[executor]
+    /// share_logs`; "auto" means when it is PostgreSQL).
+    pub fn shares_logs(&self) -> bool {
+        match self.executor.share_logs.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => matches!(self.database(), DatabaseChoice::Url(url) if url.starts_with("postgres")),
+        }
+    }
+
+    /// This server's name in a cluster: `[executor] server_id`, or the host
+    /// name plus a hash of the data dir, the same on every restart.
+    pub fn server_id(&self) -> String {
+        use sha2::Digest;
+        let configured = self.executor.server_id.trim();
+        if !configured.is_empty() {
+            return configured.to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let dir = self
+            .data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.data_dir.clone());
+        let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+        format!("{host}-{}", hex::encode(&digest[..4]))
+    }
+
     pub fn executor_config(&self) -> crate::core::executor::ExecutorConfig {
         use crate::core::executor::{ExecutorConfig, ShutdownMode};
         let duration = |text: &str, fallback: u64| {
@@ -437,17 +808,33 @@ impl Config {
         };
         let mut agent_limits = std::collections::HashMap::new();
         let mut agent_models = std::collections::HashMap::new();
+        let mut cluster_limits = std::collections::HashMap::new();
         for (agent, section) in self.agents.sections() {
             if section.max_concurrent > 0 {
                 agent_limits.insert(agent, section.max_concurrent);
+            }
+            if section.cluster_max_concurrent > 0 {
+                cluster_limits.insert(agent, section.cluster_max_concurrent);
             }
             if !section.model.is_empty() {
                 agent_models.insert(agent, section.model.clone());
             }
         }
+        // The local model serves as many `local` tasks as calls at once.
+        agent_limits.insert(
+            crate::core::model::AgentType::Local,
+            self.local_model.max_concurrent,
+        );
+        if !self.local_model.model.is_empty() {
+            agent_models.insert(
+                crate::core::model::AgentType::Local,
+                self.local_model.model.clone(),
+            );
+        }
         ExecutorConfig {
             max_concurrent: self.executor.max_concurrent,
             agent_limits,
+            cluster_limits,
             agent_models,
             projects: self
                 .projects
@@ -472,12 +859,55 @@ impl Config {
             blocked_timeout: (!self.executor.blocked_timeout.trim().is_empty())
                 .then(|| duration(&self.executor.blocked_timeout, 86400)),
             poll_interval: duration(&self.executor.poll_interval, 1),
+            classify_timeout: self.local_model.classify_timeout(),
+            auto_models: self.auto_models(),
+            server_id: self.server_id(),
+            lease: duration(&self.executor.lease, 30).max(Duration::from_secs(1)),
+            requeue_on_restart: self.executor.on_restart == "requeue",
             shutdown: if self.executor.shutdown == "finish" {
                 ShutdownMode::Finish
             } else {
                 ShutdownMode::Requeue
             },
         }
+    }
+}
+
+impl Config {
+    /// The models the classifier may give each agent: its configured
+    /// default first, then the priced models of its family.
+    pub fn auto_models(
+        &self,
+    ) -> std::collections::HashMap<crate::core::model::AgentType, Vec<String>> {
+        use crate::core::model::AgentType;
+        let family = |model: &str| match model {
+            m if m.starts_with("claude") => Some(AgentType::Claude),
+            m if m.starts_with("gemini") => Some(AgentType::Gemini),
+            m if m.starts_with("gpt") || m.starts_with("codex") => Some(AgentType::Codex),
+            _ => None,
+        };
+        let mut priced: Vec<&String> = self.prices.keys().collect();
+        priced.sort();
+        let mut models = std::collections::HashMap::new();
+        let defaults = self
+            .agents
+            .sections()
+            .into_iter()
+            .map(|(agent, section)| (agent, section.model.clone()))
+            .chain([(AgentType::Local, self.local_model.model.clone())]);
+        for (agent, default) in defaults {
+            let mut list: Vec<String> = Vec::new();
+            if !default.is_empty() {
+                list.push(default);
+            }
+            for model in &priced {
+                if family(model) == Some(agent) && !list.contains(model) {
+                    list.push((*model).clone());
+                }
+            }
+            models.insert(agent, list);
+        }
+        models
     }
 }
 
@@ -578,12 +1008,24 @@ retry_max = "10m"
 # when the quota resets); `auto` tasks go to other agents meanwhile.
 usage_limit_cooldown = "1h"
 poll_interval = "1s"
+# This server's name when several servers share one PostgreSQL database
+# (empty: host name plus a hash of the data dir, stable across restarts).
+server_id = ""
+# A running task's claim lasts this long unless renewed (every third of it);
+# when a server dies, another one recovers its tasks after this.
+lease = "30s"
+# Copy execution logs into the database so any server can serve any
+# execution's log: "auto" (on with PostgreSQL), "on" or "off".
+share_logs = "auto"
 
 [agents.claude]
 # The Claude Code CLI: a name on PATH or a path.
 command = "claude"
 # Attempts of this agent at once; 0: only executor.max_concurrent applies.
 max_concurrent = 0
+# Attempts of this agent at once on all servers sharing the database; 0: none.
+# (Every [agents.*] section takes it.)
+cluster_max_concurrent = 0
 # Model when a task names none; empty lets the CLI choose.
 model = ""
 # Extra environment for the agent, e.g. ANTHROPIC_BASE_URL.
@@ -607,6 +1049,67 @@ model = ""
 # base_url = "http://127.0.0.1:8000/v1"   # any OpenAI Responses API
 # api_key_env = "OPENAI_API_KEY"
 env = {{}}
+
+[local_model]
+# An OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, LM Studio), e.g.
+# "http://127.0.0.1:11434/v1" (CLAUDOMATOR_LOCAL_MODEL_ENDPOINT). It runs tasks
+# with agent "local", picks the agent of "auto" tasks, and writes summaries
+# agents forgot. Empty: none of that; rules decide instead.
+endpoint = ""
+# Sent as "model"; empty lets the server use the model it has loaded.
+model = ""
+# One call's budget, retries included.
+timeout = "60s"
+temperature = 0.2
+# The environment variable holding the API key; empty sends none.
+api_key_env = ""
+# Retries on 429 (honouring Retry-After), 502-504 and connection errors.
+max_retries = 3
+# The longest answer of a "local" task, in tokens.
+max_tokens = 1024
+# Calls in flight at once, so also "local" tasks at once. llama.cpp's server
+# answers one at a time (and cuts a stream short for a newer request); vLLM
+# and Ollama can take more.
+max_concurrent = 1
+# How long choosing the agent of an "auto" task may take before the rule decides.
+classify_timeout = "10s"
+
+[notifications]
+# POST a JSON event to this URL when a task enters one of `events`; empty: off.
+# Signed: X-Claudomator-Signature-256: sha256=<hex HMAC-SHA256 of the body>.
+url = ""
+# The signing key, or secret_env naming an environment variable that holds it.
+secret = ""
+secret_env = ""
+# Any of blocked, ready, completed, failed, timed_out, budget_exceeded, cancelled.
+events = ["blocked", "ready", "completed", "failed", "timed_out", "budget_exceeded"]
+timeout = "10s"
+# Retries (connection errors, timeouts, 408, 429, 5xx), backing off from retry_base.
+max_retries = 5
+retry_base = "1s"
+# Events waiting for delivery at most; more are dropped (and counted), never waited for.
+queue = 1024
+
+[github]
+# The webhook shim: POST /webhooks/github on http_listen (GET /healthz too).
+# Failed workflow runs, check suites and check runs become triage tasks
+# tagged "ci". The secret set on the GitHub webhook
+# (CLAUDOMATOR_GITHUB_WEBHOOK_SECRET); without one every delivery is refused
+# (403) unless allow_unsigned = true (local use only).
+webhook_secret = ""
+allow_unsigned = false
+max_body_bytes = 2097152
+# At most max_triage triage tasks per (repository, branch, workflow) per window.
+max_triage = 3
+triage_window = "24h"
+# The agent triage tasks ask for.
+agent = "auto"
+# The local model writes a triage plan within plan_timeout (GitHub waits 10 s),
+# else a fixed checklist is used.
+plan_timeout = "5s"
+plan_max_tokens = 400
+# Checks of these apps are not triaged: GitHub Actions failures come as workflow_run.
+ignore_check_apps = ["github-actions"]
 
 # Prices (USD per million tokens) for agents that report no cost; common
 # models are built in.
@@ -692,5 +1195,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(&commented_default(dir.path())).unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_local_model_section_is_checked_and_the_endpoint_overridable() {
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[local_model]\nendpont = \"x\"").unwrap_err()
+        );
+        assert!(err.contains("endpont"), "{err}");
+        for (toml, key) in [
+            ("endpoint = \"127.0.0.1:8080\"", "local_model.endpoint"),
+            ("timeout = \"soon\"", "local_model.timeout"),
+            ("classify_timeout = \"0s\"", "local_model.classify_timeout"),
+            ("temperature = 3.0", "local_model.temperature"),
+            ("max_tokens = 0", "local_model.max_tokens"),
+            ("max_concurrent = 0", "local_model.max_concurrent"),
+        ] {
+            let config = Config::from_toml(&format!("[local_model]\n{toml}")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[local_model]\nendpoint = \"http://a:1/v1\"\n").unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            local_model_endpoint: Some("http://127.0.0.1:18080/v1".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&overrides, dir.path()).unwrap();
+        assert_eq!(config.local_model.endpoint, "http://127.0.0.1:18080/v1");
+        let executor = config.executor_config();
+        assert_eq!(
+            executor
+                .agent_limits
+                .get(&crate::core::model::AgentType::Local),
+            Some(&1),
+            "local tasks are capped by the model's calls at once"
+        );
     }
 }

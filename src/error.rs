@@ -1,4 +1,4 @@
-//! The one place core errors become gRPC statuses.
+//! The one place core errors become gRPC statuses and HTTP status codes.
 
 use tonic::{Code, Status};
 
@@ -21,5 +21,18 @@ pub fn to_status(err: CoreError) -> Status {
 impl From<CoreError> for Status {
     fn from(err: CoreError) -> Self {
         to_status(err)
+    }
+}
+
+/// The HTTP status of a core error, for the HTTP shim.
+pub fn http_status(err: &CoreError) -> u16 {
+    match err {
+        CoreError::InvalidArgument { .. } => 400,
+        CoreError::NotFound { .. } => 404,
+        CoreError::AlreadyExists(_)
+        | CoreError::IllegalTransition(_)
+        | CoreError::FailedPrecondition(_) => 409,
+        CoreError::Unavailable(_) => 503,
+        CoreError::Internal(_) => 500,
     }
 }

@@ -8,6 +8,10 @@
 //! - [`sandbox`]: the git sandbox an agent runs in.
 //! - [`store`]: sea-orm over SQLite or PostgreSQL; takes and returns core types.
 //! - [`grpc`]: thin tonic adapters over the core, plus auth.
+//! - [`http`]: the GitHub webhook shim and `/healthz` (axum), over the core.
+//! - [`notify`]: signed webhook notifications of task state changes.
+//! - [`signature`]: HMAC-SHA256 webhook signatures (`sha256=<hex>`).
+//! - [`llm`]: the OpenAI-compatible chat client behind `core::llm::ChatModel`.
 //! - [`error`]: the one mapping from core errors to gRPC statuses.
 //! - [`config`]: the typed, layered, validated config.
 //! - [`app`]: wiring and shutdown.
@@ -20,8 +24,12 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod grpc;
+pub mod http;
+pub mod llm;
+pub mod notify;
 pub mod runners;
 pub mod sandbox;
+pub mod signature;
 pub mod store;
 
 /// Generated from `proto/claudomator/v1`.

@@ -26,7 +26,7 @@ impl Drop for Served {
 fn serve(cwd: &Path, home: &Path, args: &[&str]) -> Served {
     let mut child = Command::new(BIN)
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(cwd)
         .env("HOME", home)
@@ -195,7 +195,14 @@ fn tokens_from_the_environment_guard_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = git_repo(tmp.path(), "api");
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(tmp.path().join("data"))
         .current_dir(&repo)
         .env("CLAUDOMATOR_TOKENS", "tok-one-123456,tok-two-123456")

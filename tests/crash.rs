@@ -6,75 +6,14 @@ mod common;
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use claudomator::proto as pb;
-use claudomator::proto::claudomator_service_client::ClaudomatorServiceClient;
 use common::processes_in;
 use support::anthropic_mock::{AnthropicMock, Script};
-use support::claude_env::{ClaudeEnv, claude_bin_path, claude_or_skip};
-use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_claudomator");
-
-/// The server binary, started and killed like a real deployment.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    fn start(config: &Path, cwd: &Path) -> ServerProcess {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .current_dir(cwd)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server says where it listens");
-        ServerProcess { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    async fn client(&self) -> ClaudomatorServiceClient<Channel> {
-        ClaudomatorServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::claude_env::claude_or_skip;
+use support::server_process::{ServerProcess, write_claude_config};
 
 /// A tiny deterministic generator for the kill points (seeded, bounded).
 struct Lcg(u64);
@@ -87,53 +26,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         low + (self.0 >> 33) % (high - low)
     }
-}
-
-fn write_config(dir: &Path, mock: &AnthropicMock, project: &Path, database_url: &str) -> PathBuf {
-    let mut env = ClaudeEnv::new(mock.base_url(), dir.join("claude-home"));
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    let mut table = toml::Table::new();
-    table.insert("listen".into(), "127.0.0.1:0".into());
-    table.insert(
-        "data_dir".into(),
-        dir.join("data").display().to_string().into(),
-    );
-    table.insert("database_url".into(), database_url.into());
-    let mut executor = toml::Table::new();
-    executor.insert("max_concurrent".into(), 3.into());
-    executor.insert("poll_interval".into(), "200ms".into());
-    executor.insert("retry_base".into(), "1s".into());
-    table.insert("executor".into(), executor.into());
-    let mut defaults = toml::Table::new();
-    defaults.insert("max_attempts".into(), 10.into());
-    table.insert("defaults".into(), defaults.into());
-    let mut claude = toml::Table::new();
-    claude.insert(
-        "command".into(),
-        claude_bin_path().display().to_string().into(),
-    );
-    claude.insert("model".into(), "claude-sonnet-4-5".into());
-    let vars: toml::Table = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, toml::Value::from(v.to_string_lossy().into_owned())))
-        .collect();
-    claude.insert("env".into(), vars.into());
-    let mut agents = toml::Table::new();
-    agents.insert("claude".into(), claude.into());
-    table.insert("agents".into(), agents.into());
-    let mut project_entry = toml::Table::new();
-    project_entry.insert("name".into(), "demo".into());
-    project_entry.insert("path".into(), project.display().to_string().into());
-    table.insert(
-        "projects".into(),
-        toml::Value::Array(vec![project_entry.into()]),
-    );
-    let path = dir.join("claudomator.toml");
-    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    path
 }
 
 fn claude_task(name: &str, key: &str) -> pb::SubmitTaskRequest {
@@ -165,7 +57,8 @@ async fn sigkill_loses_nothing_and_leaves_no_orphans() {
         delay_per_event: Duration::from_millis(60),
         chunks: 30,
     });
-    let config = write_config(dir.path(), &mock, &project, &common::test_database().await);
+    let database_url = common::test_database().await;
+    let config = write_claude_config(dir.path(), &mock, &project, &database_url, &[], &[]);
     let sandboxes = dir.path().join("data").join("sandboxes");
 
     let mut acknowledged: HashSet<String> = HashSet::new();

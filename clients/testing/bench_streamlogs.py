@@ -68,7 +68,7 @@ def start_server(binary: Path, work: Path, events: int) -> tuple[subprocess.Pope
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDOMATOR_")}
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(work / "data"),
+            [str(binary), "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", str(work / "data"),
              "--config", str(config)],
             cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 30

@@ -298,6 +298,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Logs(args) => logs::logs(args).await,
         Command::Run(args) => super::batch::run(args).await,
+        Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),
     }
 }
@@ -412,20 +413,32 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
 
 async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let (spec, idempotency_key) = build_spec(&args)?;
-    let mut client = connect(&args.connection).await?;
+    let client = connect(&args.connection).await?;
+    submit_spec(client, &spec, idempotency_key, args.wait, &args.connection).await
+}
+
+/// Submits a spec and prints what became of it (`submit`, `elaborate
+/// --submit`); with `wait`, follows the task and exits with its outcome.
+pub(super) async fn submit_spec(
+    mut client: Client,
+    spec: &TaskSpec,
+    idempotency_key: String,
+    wait: bool,
+    connection: &Connection,
+) -> Result<(), Failure> {
     let response = client
         .submit_task(pb::SubmitTaskRequest {
-            spec: Some(spec_to_pb(&spec)),
+            spec: Some(spec_to_pb(spec)),
             idempotency_key,
             task_id: String::new(),
         })
         .await?
         .into_inner();
     let task = decode_task(response.task)?;
-    if args.wait {
-        return submit_and_wait(client, task, response.created, &args.connection).await;
+    if wait {
+        return submit_and_wait(client, task, response.created, connection).await;
     }
-    if args.connection.json {
+    if connection.json {
         output::json(&serde_json::json!({ "task": task, "created": response.created }));
     } else if response.created {
         println!("submitted {} ({})", task.id, task.state);

@@ -278,9 +278,13 @@ async fn stream(
     let mut next = request.from_offset;
     let mut events = client.stream_logs(request).await?.into_inner();
     while let Some(response) = events.message().await? {
-        let Some(event) = response.event else {
+        let Some(mut event) = response.event else {
             continue;
         };
+        // The agent's line is sent once, as the payload: fill `raw` back in.
+        if event.raw_is_payload && event.raw.is_empty() {
+            event.raw = event.payload_json.clone();
+        }
         next = event.offset + 1;
         printer.event(&event);
         if printer.closed() {
@@ -511,6 +515,7 @@ mod tests {
             text: text.into(),
             payload_json: r#"{"type":"result"}"#.into(),
             raw: r#"{"type":"result"}"#.into(),
+            raw_is_payload: false,
         }
     }
 

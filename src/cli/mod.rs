@@ -15,6 +15,7 @@
 
 mod batch;
 mod client;
+mod elaborate;
 mod logs;
 mod output;
 
@@ -68,6 +69,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Submit a task.
     Submit(Box<client::SubmitArgs>),
+    /// Turn a one-line request into a full task spec and print it as a task
+    /// file (`submit --file` reads it); --submit submits it.
+    ///
+    /// The server asks its local model, then the claude CLI, then the gemini
+    /// CLI, each only when the one before failed or answered an invalid
+    /// spec; when none gives one, it answers a template (the request plus an
+    /// acceptance line). The output's first lines say which path wrote the
+    /// spec and why the others did not. --json prints {spec, source, model,
+    /// notes}; with --submit --json, stdout carries only the submitted task.
+    Elaborate(elaborate::ElaborateArgs),
     /// Show one task.
     Get {
         id: String,
@@ -181,6 +192,18 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub tokens: Option<Vec<String>>,
+    /// OpenAI-compatible model endpoint ([local_model] endpoint), e.g. http://127.0.0.1:11434/v1.
+    #[arg(long, env = "CLAUDOMATOR_LOCAL_MODEL_ENDPOINT")]
+    pub local_model_endpoint: Option<String>,
+    /// The GitHub webhook secret ([github] webhook_secret). Hidden: set it in
+    /// the environment, where a process list does not show it.
+    #[arg(
+        long = "github-webhook-secret",
+        env = "CLAUDOMATOR_GITHUB_WEBHOOK_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub github_webhook_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -192,6 +215,8 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             tokens: self.tokens.clone(),
+            local_model_endpoint: self.local_model_endpoint.clone(),
+            github_webhook_secret: self.github_webhook_secret.clone(),
         }
     }
 }

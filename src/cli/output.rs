@@ -215,6 +215,12 @@ pub fn execution_details(e: &Execution) {
     println!("attempt:       {}", e.attempt);
     println!("state:         {}", e.state);
     println!("agent:         {} {}", e.agent, e.model);
+    if e.agent_choice != crate::core::model::AgentChoice::Named {
+        println!(
+            "chosen by:     the {}: {}",
+            e.agent_choice, e.agent_choice_reason
+        );
+    }
     if let Some(code) = e.exit_code {
         println!("exit code:     {code}");
     }

@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::classify::{AgentState, Choice, classify};
+use super::llm::ChatModel;
 use super::logs::{LogKind, LogWriter};
 use super::model::{
     AgentType, Execution, ExecutionState, FileChange, Question, Task, TaskState, now_millis,
@@ -22,7 +24,7 @@ use super::state;
 use super::tasks::TaskService;
 use crate::runners::{RunOutcome, RunRequest, Runner, Verdict, extract_summary};
 use crate::sandbox::{Sandbox, SandboxConfig, default_branch, deliver, rebase_and_push};
-use crate::store::TaskUpdate;
+use crate::store::{AgentSlot, Lease, TaskUpdate};
 
 /// What the agent is told on top of its own system prompt.
 pub const SYSTEM_PROMPT: &str = "You are running unattended under claudomator, in a git \
@@ -48,6 +50,8 @@ pub struct ExecutorConfig {
     pub max_concurrent: usize,
     /// Per-agent caps; an agent not named is capped by `max_concurrent`.
     pub agent_limits: HashMap<AgentType, usize>,
+    /// Per-agent caps over all servers sharing the database.
+    pub cluster_limits: HashMap<AgentType, usize>,
     /// The default model of each agent, when a task names none.
     pub agent_models: HashMap<AgentType, String>,
     /// Project name to where it lives and where its work goes.
@@ -63,6 +67,17 @@ pub struct ExecutorConfig {
     pub blocked_timeout: Option<Duration>,
     /// How often the queue is looked at when nothing wakes the executor.
     pub poll_interval: Duration,
+    /// How long the local model may take to choose an `auto` task's agent.
+    pub classify_timeout: Duration,
+    /// Models the classifier may give each agent, its default first.
+    pub auto_models: HashMap<AgentType, Vec<String>>,
+    /// This server's name on the claims it holds and the executions it runs.
+    pub server_id: String,
+    /// How long a claim holds unless renewed; renewed every third of it.
+    pub lease: Duration,
+    /// Tasks of a dead server (or of this one before a restart) are
+    /// requeued within their attempt limit; false fails them.
+    pub requeue_on_restart: bool,
     pub shutdown: ShutdownMode,
 }
 
@@ -78,6 +93,9 @@ pub struct Executor {
     runners: HashMap<AgentType, Arc<dyn Runner>>,
     config: ExecutorConfig,
     shutdown: CancellationToken,
+    /// The local model: chooses the agent of `auto` tasks and writes the
+    /// summaries agents leave out. None: rules decide, summaries stay empty.
+    local_model: Option<Arc<dyn ChatModel>>,
 }
 
 /// Preference order for `auto` until a classifier picks.
@@ -94,12 +112,14 @@ impl Executor {
         runners: Vec<Arc<dyn Runner>>,
         config: ExecutorConfig,
         shutdown: CancellationToken,
+        local_model: Option<Arc<dyn ChatModel>>,
     ) -> Arc<Executor> {
         Arc::new(Executor {
             tasks,
             runners: runners.into_iter().map(|r| (r.agent(), r)).collect(),
             config,
             shutdown,
+            local_model,
         })
     }
 
@@ -112,7 +132,21 @@ impl Executor {
             ShutdownMode::Requeue => self.shutdown.child_token(),
             ShutdownMode::Finish => CancellationToken::new(),
         };
+        // Leases are renewed until the last attempt has ended, after the
+        // scheduling loop stops.
+        let leases_done = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().renew_leases(leases_done.clone()));
+        let mut next_reap = tokio::time::Instant::now();
         loop {
+            if let Err(e) = self.load_agent_marks().await {
+                warn!(error = %e, "cannot read the agents set aside by other servers");
+            }
+            if tokio::time::Instant::now() >= next_reap {
+                next_reap = tokio::time::Instant::now() + self.config.lease / 2;
+                if let Err(e) = self.reclaim_orphans().await {
+                    warn!(error = %e, "cannot look for tasks of dead servers");
+                }
+            }
             if let Err(e) = self.promote_pending().await {
                 warn!(error = %e, "cannot check pending tasks");
             }
@@ -131,6 +165,79 @@ impl Executor {
         }
         info!(running = attempts.len(), mode = ?self.config.shutdown, "executor stopping");
         while attempts.join_next().await.is_some() {}
+        leases_done.cancel();
+        let _ = heartbeat.await;
+    }
+
+    /// Agents other servers set aside (rate limit, spent quota) are set
+    /// aside here too.
+    async fn load_agent_marks(&self) -> Result<(), super::CoreError> {
+        for (agent, until) in self.tasks.store().agent_marks(now_millis()).await? {
+            self.tasks.activity().mark_limited(agent, until);
+        }
+        Ok(())
+    }
+
+    /// A claim by this server, from now.
+    fn lease(&self) -> Lease {
+        Lease {
+            owner: self.config.server_id.clone(),
+            until: now_millis() + self.config.lease.as_millis() as i64,
+        }
+    }
+
+    /// Every third of the lease, extends this server's claims on the tasks
+    /// it runs. A task it no longer holds (cancelled through another
+    /// server, or taken over after this one was cut off for longer than a
+    /// lease) has its agent stopped here.
+    async fn renew_leases(self: Arc<Self>, done: CancellationToken) {
+        let activity = self.tasks.activity().clone();
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tokio::time::sleep(self.config.lease / 3) => {}
+            }
+            let running = activity.running_ids();
+            let lease = self.lease();
+            match self
+                .tasks
+                .store()
+                .renew_leases(&lease.owner, lease.until, &running)
+                .await
+            {
+                Ok(held) => {
+                    for id in running.iter().filter(|id| !held.contains(id)) {
+                        // An attempt that just recorded its end is missing
+                        // too; stopping it then changes nothing.
+                        if activity.stop(*id) {
+                            info!(task_id = %id, "task no longer held by this server; stopping its agent");
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot renew task leases"),
+            }
+        }
+    }
+
+    /// Tasks left RUNNING by a server whose lease ran out (it died or was
+    /// cut off) are recovered here with the same rules as after a restart.
+    async fn reclaim_orphans(&self) -> Result<(), super::CoreError> {
+        let report = super::recovery::reclaim(
+            &self.tasks,
+            &self.runners,
+            &self.config.server_id,
+            self.config.requeue_on_restart,
+            false,
+        )
+        .await?;
+        if report.requeued_tasks + report.failed_tasks > 0 {
+            info!(
+                ?report,
+                "recovered the tasks of a server that stopped renewing its leases"
+            );
+            self.tasks.activity().wake.notify_one();
+        }
+        Ok(())
     }
 
     /// PENDING tasks whose dependencies completed become QUEUED; those with
@@ -161,8 +268,8 @@ impl Executor {
                 continue;
             };
             state::check(task.state, to)?;
-            store
-                .update_task(TaskUpdate::new(task.id, TaskState::Pending, to, &reason))
+            self.tasks
+                .apply(TaskUpdate::new(task.id, TaskState::Pending, to, &reason))
                 .await?;
         }
         Ok(())
@@ -184,8 +291,8 @@ impl Executor {
                 "nobody answered the agent's question within {}",
                 humantime::format_duration(timeout)
             );
-            store
-                .update_task(TaskUpdate::new(
+            self.tasks
+                .apply(TaskUpdate::new(
                     task.id,
                     TaskState::Blocked,
                     TaskState::TimedOut,
@@ -204,6 +311,13 @@ impl Executor {
     fn mark_limited(&self, agent: AgentType, for_how_long: Duration) {
         let until = now_millis() + for_how_long.as_millis() as i64;
         self.tasks.activity().mark_limited(agent, until);
+        // Other servers sharing the database set it aside too.
+        let store = self.tasks.store().clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_agent(agent, until).await {
+                warn!(agent = %agent, error = %e, "cannot share the agent's set-aside mark");
+            }
+        });
         info!(agent = %agent, seconds = for_how_long.as_secs(), "agent set aside");
     }
 
@@ -273,9 +387,9 @@ impl Executor {
                     let update =
                         TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
                     // QUEUED -> FAILED goes through RUNNING, as for any attempt.
-                    if store.update_task(update).await? {
-                        store
-                            .update_task(TaskUpdate::new(
+                    if self.tasks.apply(update).await? {
+                        self.tasks
+                            .apply(TaskUpdate::new(
                                 task.id,
                                 TaskState::Running,
                                 TaskState::Failed,
@@ -292,7 +406,12 @@ impl Executor {
             claim.attempts = Some(task.attempts + 1);
             // The attempt takes the answer or feedback with it.
             claim.pending_input = Some(String::new());
-            if !store.update_task(claim).await? {
+            claim.lease = Some(self.lease());
+            claim.agent_slot = Some(AgentSlot {
+                agent,
+                cluster_limit: self.config.cluster_limits.get(&agent).copied(),
+            });
+            if !self.tasks.apply(claim).await? {
                 continue; // someone else moved it
             }
             let attempt_token = token.child_token();
@@ -313,19 +432,39 @@ impl Executor {
 
     async fn run_attempt(self: Arc<Self>, task: Task, agent: AgentType, token: CancellationToken) {
         let task_id = task.id;
+        let choice = match task.agent.agent_type {
+            AgentType::Auto => Some(self.choose(&task, agent, &token).await),
+            _ => None,
+        };
+        let agent = choice.as_ref().map_or(agent, |c| c.agent);
         let model = if task.agent.model.is_empty() {
-            self.config
-                .agent_models
-                .get(&agent)
-                .cloned()
+            choice
+                .as_ref()
+                .map(|c| c.model.clone())
+                .filter(|m| !m.is_empty())
+                .or_else(|| self.config.agent_models.get(&agent).cloned())
                 .unwrap_or_default()
         } else {
             task.agent.model.clone()
         };
         let mut execution = Execution::start(&task, task.attempts, agent, &model);
+        execution.server_id = self.config.server_id.clone();
+        if let Some(choice) = &choice {
+            execution.agent_choice = choice.by;
+            execution.agent_choice_reason = choice.reason.clone();
+        }
         let result = match self.tasks.logs().writer(execution.id) {
             Ok(mut log) => {
                 execution.log_path = log.path().display().to_string();
+                if let Some(choice) = &choice {
+                    let text = format!(
+                        "agent {agent} chosen by the {}: {}",
+                        choice.by, choice.reason
+                    );
+                    if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+                        warn!(error = %e, "cannot write the execution log");
+                    }
+                }
                 self.attempt(&task, &mut execution, &mut log, token).await
             }
             Err(e) => {
@@ -338,6 +477,71 @@ impl Executor {
         }
         self.tasks.activity().finish(task_id);
         self.tasks.activity().wake.notify_one();
+    }
+
+    /// The agent of an `auto` task. It is chosen inside the attempt, which
+    /// already holds a slot of `held` (the rule's pick when it was claimed),
+    /// so the scheduler never waits on the model. A choice that has no room
+    /// left by then keeps `held`.
+    async fn choose(&self, task: &Task, held: AgentType, token: &CancellationToken) -> Choice {
+        let activity = self.tasks.activity();
+        let states: Vec<AgentState> = AUTO_ORDER
+            .iter()
+            .map(|&agent| AgentState {
+                agent,
+                unavailable: match self.runners.get(&agent) {
+                    Some(runner) => runner.unavailable(),
+                    None => Some(format!("no `{agent}` runner on this server")),
+                },
+                running: activity
+                    .running_of(agent)
+                    .saturating_sub(usize::from(agent == held)),
+                max_concurrent: self.limit_of(agent),
+                limited_until: activity.limited_until(agent),
+                models: self
+                    .config
+                    .auto_models
+                    .get(&agent)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let kept = |reason: String| Choice {
+            agent: held,
+            model: String::new(),
+            by: super::model::AgentChoice::Rule,
+            reason,
+        };
+        let chosen = tokio::select! {
+            _ = token.cancelled() => return kept("stopped while choosing".into()),
+            chosen = classify(
+                self.local_model.as_deref(),
+                task,
+                &states,
+                &AUTO_ORDER,
+                self.config.classify_timeout,
+            ) => chosen,
+        };
+        match chosen {
+            None => kept("no agent had room when it was chosen; kept the one claimed".into()),
+            Some(choice)
+                if activity.switch_agent(task.id, choice.agent, self.limit_of(choice.agent)) =>
+            {
+                choice
+            }
+            Some(choice) => kept(format!(
+                "the {} chose {} ({}), which had no room left; kept {held}",
+                choice.by, choice.agent, choice.reason
+            )),
+        }
+    }
+
+    fn limit_of(&self, agent: AgentType) -> usize {
+        self.config
+            .agent_limits
+            .get(&agent)
+            .copied()
+            .unwrap_or(self.config.max_concurrent)
     }
 
     async fn attempt(
@@ -361,11 +565,12 @@ impl Executor {
             note(log, reason.clone());
             return self.record(task, execution, Err(reason)).await;
         };
-        let sandbox = match Sandbox::prepare(
+        let sandbox = match Sandbox::prepare_at(
             &self.config.sandbox,
             &task.project,
             &project.path,
             &task.id.to_string(),
+            &task.base_ref,
         )
         .await
         {
@@ -392,6 +597,7 @@ impl Executor {
         if let Some(session) = &resume_session {
             note(log, format!("resuming session {session}"));
         }
+        let resumed = resume_session.clone();
         let request = RunRequest {
             task_id: task.id,
             execution_id: execution.id,
@@ -459,6 +665,18 @@ impl Executor {
             &outcome,
             timed_out.load(Ordering::SeqCst),
         );
+        // A session that cannot be resumed (its transcript cut short by a
+        // crash, or gone) is not the task's failure: the next attempt,
+        // seeing a failed run before it, starts afresh.
+        if let (Some(session), Verdict::Failed(reason)) = (&resumed, &outcome.verdict)
+            && task.attempts < task.max_attempts
+        {
+            verdict.task_state = TaskState::Queued;
+            verdict.reason = format!(
+                "resuming session {session} failed ({reason}); the next attempt starts afresh"
+            );
+            note(log, verdict.reason.clone());
+        }
         if let Some(question) = question
             && verdict.execution_state == ExecutionState::Succeeded
         {
@@ -514,7 +732,34 @@ impl Executor {
                 .trim_end_matches(": ")
                 .to_string(),
         );
+        if verdict.execution_state == ExecutionState::Succeeded
+            && extract_summary(&outcome.final_text).is_none()
+        {
+            execution.summary = self.fallback_summary(&outcome.final_text, log).await;
+        }
         self.record(task, execution, Ok((outcome, verdict))).await
+    }
+
+    /// A summary by the local model for an agent that wrote none, or empty
+    /// (logged) when there is no model or it fails: never fails the task.
+    async fn fallback_summary(&self, agent_text: &str, log: &mut LogWriter) -> String {
+        let Some(model) = &self.local_model else {
+            return String::new();
+        };
+        let (text, summary) = match super::summary::summarize(model.as_ref(), agent_text).await {
+            Ok(summary) => ("the local model wrote the summary".to_string(), summary),
+            Err(e) => {
+                warn!(error = %e, "no fallback summary");
+                (
+                    format!("no summary: the local model could not write one ({e})"),
+                    String::new(),
+                )
+            }
+        };
+        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+            warn!(error = %e, "cannot write the execution log");
+        }
+        summary
     }
 
     /// What the next attempt says to the agent: the task's instructions in a
@@ -527,7 +772,13 @@ impl Executor {
         agent: AgentType,
         previous: Option<Execution>,
     ) -> Result<(String, Option<String>, Option<(u64, u64)>), super::CoreError> {
-        let resumable = |p: &Execution| p.agent == agent && !p.session_id.is_empty();
+        // A session lives in the sandbox and agent home of the server that
+        // ran it: another server starts the task afresh.
+        let resumable = |p: &Execution| {
+            p.agent == agent
+                && !p.session_id.is_empty()
+                && (p.server_id.is_empty() || p.server_id == self.config.server_id)
+        };
         let previous = previous.filter(resumable);
         let prompt = if !task.pending_input.is_empty() {
             // An answer or review feedback: the next message of the session.
@@ -743,7 +994,10 @@ impl Executor {
                 execution.output_tokens = outcome.output_tokens;
                 execution.turns = outcome.turns;
                 execution.permission_denials = outcome.permission_denials;
-                execution.summary = extract_summary(&outcome.final_text).unwrap_or_default();
+                // A summary the agent wrote wins over the fallback's.
+                if let Some(summary) = extract_summary(&outcome.final_text) {
+                    execution.summary = summary;
+                }
                 decision
             }
             Err(reason) => Decision {
@@ -771,10 +1025,16 @@ impl Executor {
             );
             update.run_after = decision.run_after;
             update.question = decision.question.map(Some);
+            // Only while this server still holds the task, and let go of it.
+            update.if_owner = Some(self.config.server_id.clone());
+            update.lease = Some(Lease {
+                owner: String::new(),
+                until: 0,
+            });
             if !execution.summary.is_empty() {
                 update.summary = Some(execution.summary.clone());
             }
-            store.update_task(update).await?;
+            self.tasks.apply(update).await?;
         }
         info!(
             task_id = %task.id,

@@ -121,6 +121,13 @@ pub enum LlmError {
     /// Connection refused, reset, DNS: the endpoint is not there.
     #[error("cannot reach the model endpoint: {0}")]
     Unreachable(String),
+    /// The endpoint kept answering 429 (or asked to wait longer than the
+    /// call may last). `retry_after`: how long it asked to wait, if it said.
+    #[error("the model endpoint is rate limited: {message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The endpoint answered with an error status.
     #[error("the model endpoint answered {status}: {message}")]
     Status { status: u16, message: String },
@@ -141,6 +148,16 @@ pub trait ChatModel: Send + Sync {
     /// The answer as it is generated. The stream ends after one `Done`, or
     /// with an error.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError>;
+
+    /// Where the model is served, for messages (e.g. its base URL).
+    fn endpoint(&self) -> &str {
+        ""
+    }
+
+    /// The models the endpoint serves: how `doctor` checks it is reachable.
+    async fn models(&self) -> Result<Vec<String>, LlmError> {
+        Ok(vec![self.model().to_string()])
+    }
 }
 
 /// The first JSON object in a model's answer, however it is wrapped: bare,

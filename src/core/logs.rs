@@ -2,10 +2,21 @@
 //!
 //! A [`LogWriter`] writes each event to disk first, then broadcasts it. A
 //! subscriber replays the file from its offset, then follows the broadcast;
-//! if it falls behind (the broadcast lags) it catches up from the file, so a
-//! slow subscriber never slows the agent or the other subscribers. Each
-//! subscriber is one task feeding a small channel: when the client goes away
-//! the send fails and the task ends.
+//! if it falls behind (the broadcast lags) it catches up from the file, from
+//! just after the last event it delivered, so a slow subscriber never slows
+//! the agent or the other subscribers. Each subscriber is one task feeding a
+//! small channel: when the client goes away the send fails and the task ends.
+//!
+//! What subscribers receive is a [`SharedEvent`]: decoded once (by the writer
+//! for live events, by the reading subscriber for the file) with the payload
+//! already as JSON text, behind an `Arc`, so a hundred subscribers cost a
+//! hundred pointer copies, not a hundred parses and serialisations.
+//!
+//! When an agent's line is itself the event's payload (its stdout JSON, the
+//! usual case), the line is stored and sent once: on disk as `raw` with
+//! `raw_is_payload`, to subscribers as `payload_json` with `raw_is_payload`.
+
+mod file;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,15 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use super::model::{Id, UnixMillis, now_millis};
+use file::{BlockCache, FileCursor, count_complete_lines};
 
 const LIVE_CAPACITY: usize = 1024;
 const SUBSCRIBER_BUFFER: usize = 256;
-/// How much of a log file a catching-up subscriber reads at a time.
-const READ_CHUNK: u64 = 256 * 1024;
 
 /// What an event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,8 +53,8 @@ pub enum LogKind {
     Question,
 }
 
-/// One structured log event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One structured log event, whole: what [`LogHub::read_all`] returns.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogEvent {
     /// 0 for the first event of an execution, then 1, 2, …
     pub offset: u64,
@@ -53,18 +63,140 @@ pub struct LogEvent {
     /// A one-line human reading of the event.
     pub text: String,
     /// The structured event (JSON), when there is one.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub payload: serde_json::Value,
+    pub payload: Value,
     /// The line exactly as the agent printed it, when it printed one.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub raw: String,
+}
+
+/// One event as subscribers receive it, shared by all of them (see the
+/// module's documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedEvent {
+    pub offset: u64,
+    pub at: UnixMillis,
+    pub kind: LogKind,
+    pub text: String,
+    /// The payload as JSON; empty when there is none. With `raw_is_payload`
+    /// it is the agent's line byte for byte.
+    pub payload_json: String,
+    /// The agent's line, when it printed one and it is not `payload_json`.
+    pub raw: String,
+    /// `payload_json` is also the agent's line (and `raw` is empty).
+    pub raw_is_payload: bool,
+    /// Where this event's line ends in the log file: a subscriber that
+    /// delivered it resumes reading there.
+    end: u64,
+}
+
+impl SharedEvent {
+    /// The shared form of an event: the payload serialised, or, when it is
+    /// the agent's line parsed, the line itself.
+    pub fn new(event: LogEvent) -> SharedEvent {
+        LineIn {
+            raw_is_payload: raw_is_payload(&event.payload, &event.raw),
+            offset: event.offset,
+            at: event.at,
+            kind: event.kind,
+            text: event.text,
+            payload: event.payload,
+            raw: event.raw,
+        }
+        .into_shared(0)
+    }
+
+    /// The line exactly as the agent printed it, or "" if it printed none.
+    pub fn raw_line(&self) -> &str {
+        if self.raw_is_payload {
+            &self.payload_json
+        } else {
+            &self.raw
+        }
+    }
+}
+
+/// Whether `payload` is `raw` parsed, so storing and sending `raw` is enough.
+fn raw_is_payload(payload: &Value, raw: &str) -> bool {
+    !payload.is_null()
+        && !raw.is_empty()
+        && serde_json::from_str::<Value>(raw).is_ok_and(|parsed| parsed == *payload)
+}
+
+/// One line of a log file as written. The payload is left out when it is
+/// `raw` parsed (`raw_is_payload`), or null.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    offset: u64,
+    at: UnixMillis,
+    kind: LogKind,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    payload: &'a Value,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    raw: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    raw_is_payload: bool,
+}
+
+/// One line of a log file as read (older files carry both the payload and
+/// the line).
+#[derive(Deserialize)]
+struct LineIn {
+    offset: u64,
+    at: UnixMillis,
+    kind: LogKind,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    raw: String,
+    #[serde(default)]
+    raw_is_payload: bool,
+}
+
+impl LineIn {
+    fn into_event(self) -> LogEvent {
+        let payload = if self.raw_is_payload {
+            serde_json::from_str(&self.raw).unwrap_or(Value::Null)
+        } else {
+            self.payload
+        };
+        LogEvent {
+            offset: self.offset,
+            at: self.at,
+            kind: self.kind,
+            text: self.text,
+            payload,
+            raw: self.raw,
+        }
+    }
+
+    fn into_shared(self, end: u64) -> SharedEvent {
+        let (payload_json, raw) = if self.raw_is_payload {
+            (self.raw, String::new())
+        } else if self.payload.is_null() {
+            (String::new(), self.raw)
+        } else {
+            (self.payload.to_string(), self.raw)
+        };
+        SharedEvent {
+            offset: self.offset,
+            at: self.at,
+            kind: self.kind,
+            text: self.text,
+            payload_json,
+            raw,
+            raw_is_payload: self.raw_is_payload,
+            end,
+        }
+    }
 }
 
 /// An event with the execution it belongs to, as subscribers receive it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogItem {
     pub execution_id: Id,
-    pub event: LogEvent,
+    pub event: Arc<SharedEvent>,
 }
 
 /// What a subscriber receives: items, or one read failure before the end.
@@ -73,8 +205,16 @@ pub type LogSender = mpsc::Sender<Result<LogItem, String>>;
 /// Owns the log directory and the live channels of running executions.
 pub struct LogHub {
     dir: PathBuf,
-    live: Mutex<HashMap<Id, broadcast::Sender<LogEvent>>>,
+    live: Mutex<HashMap<Id, broadcast::Sender<Arc<SharedEvent>>>>,
+    /// Parts of logs decoded once for every subscriber catching up there.
+    blocks: BlockCache,
+    /// Where written lines are also sent to be shared through the store
+    /// (several servers on one database), when that is on.
+    share: std::sync::OnceLock<mpsc::UnboundedSender<SharedLine>>,
 }
+
+/// A written log line to share: (execution, offset, the line).
+pub type SharedLine = (Id, u64, String);
 
 impl LogHub {
     pub fn new(dir: PathBuf) -> std::io::Result<Arc<LogHub>> {
@@ -82,7 +222,28 @@ impl LogHub {
         Ok(Arc::new(LogHub {
             dir,
             live: Mutex::new(HashMap::new()),
+            blocks: BlockCache::default(),
+            share: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// From now on, every line written is also sent to `lines` (once; a
+    /// second call is ignored).
+    pub fn share_lines(&self, lines: mpsc::UnboundedSender<SharedLine>) {
+        let _ = self.share.set(lines);
+    }
+
+    /// Whether this server's log of the execution is on its disk.
+    pub fn has_file(&self, execution: Id) -> bool {
+        self.path(execution).exists()
+    }
+
+    /// A log line as written (shared through the store) as subscribers
+    /// receive it.
+    pub fn parse_line(line: &str) -> Result<SharedEvent, String> {
+        serde_json::from_str::<LineIn>(line)
+            .map(|line| line.into_shared(0))
+            .map_err(|e| format!("unreadable log line: {e}"))
     }
 
     pub fn path(&self, execution: Id) -> PathBuf {
@@ -92,7 +253,7 @@ impl LogHub {
     /// Opens (or reopens, appending) the log of an execution and makes it live.
     pub fn writer(self: &Arc<Self>, execution: Id) -> std::io::Result<LogWriter> {
         let path = self.path(execution);
-        let next_offset = count_complete_lines(&path)?;
+        let (next_offset, len) = count_complete_lines(&path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -108,11 +269,12 @@ impl LogHub {
             path,
             file,
             next_offset,
+            len,
             sender,
         })
     }
 
-    fn live_receiver(&self, execution: Id) -> Option<broadcast::Receiver<LogEvent>> {
+    fn live_receiver(&self, execution: Id) -> Option<broadcast::Receiver<Arc<SharedEvent>>> {
         self.live
             .lock()
             .expect("log hub lock")
@@ -167,6 +329,8 @@ impl LogHub {
         } else {
             None
         };
+        // Its position is always just past the last event delivered (or
+        // skipped as before `from_offset`).
         let mut reader = FileCursor::new(self.path(execution));
         let mut next = from_offset;
         let item = |event| {
@@ -179,14 +343,14 @@ impl LogHub {
             // Catch up from the file a bounded chunk at a time, so a slow
             // subscriber holds little memory however far behind it is.
             loop {
-                let batch = reader.read_new().await?;
-                if batch.is_empty() {
+                let batch = reader.read_shared(&self.blocks, execution).await?;
+                if batch.events().is_empty() {
                     break;
                 }
-                for event in batch {
+                for event in batch.events() {
                     if event.offset >= next {
                         next = event.offset + 1;
-                        if tx.send(item(event)).await.is_err() {
+                        if tx.send(item(event.clone())).await.is_err() {
                             return Ok(false);
                         }
                     }
@@ -200,6 +364,7 @@ impl LogHub {
                     Ok(event) if event.offset < next => continue,
                     Ok(event) if event.offset == next => {
                         next += 1;
+                        reader.position = event.end;
                         if tx.send(item(event)).await.is_err() {
                             return Ok(false);
                         }
@@ -214,15 +379,13 @@ impl LogHub {
             }
         }
     }
-}
 
-impl LogHub {
     /// Every event of an execution's log as written so far.
     pub async fn read_all(&self, execution: Id) -> Result<Vec<LogEvent>, String> {
         let mut cursor = FileCursor::new(self.path(execution));
         let mut events = Vec::new();
         loop {
-            let batch = cursor.read_new().await?;
+            let batch = cursor.read_new(|line, _| line.into_event()).await?;
             if batch.is_empty() {
                 return Ok(events);
             }
@@ -238,7 +401,9 @@ pub struct LogWriter {
     path: PathBuf,
     file: std::fs::File,
     next_offset: u64,
-    sender: broadcast::Sender<LogEvent>,
+    /// The file's length: where the next line starts.
+    len: u64,
+    sender: broadcast::Sender<Arc<SharedEvent>>,
 }
 
 impl LogWriter {
@@ -251,23 +416,45 @@ impl LogWriter {
         &mut self,
         kind: LogKind,
         text: impl Into<String>,
-        payload: serde_json::Value,
+        payload: Value,
         raw: impl Into<String>,
     ) -> std::io::Result<u64> {
-        let event = LogEvent {
+        let (text, raw) = (text.into(), raw.into());
+        let raw_is_payload = raw_is_payload(&payload, &raw);
+        let line = LineOut {
             offset: self.next_offset,
             at: now_millis(),
             kind,
-            text: text.into(),
-            payload,
-            raw: raw.into(),
+            text: &text,
+            payload: if raw_is_payload {
+                &Value::Null
+            } else {
+                &payload
+            },
+            raw: &raw,
+            raw_is_payload,
         };
-        let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+        let (offset, at) = (line.offset, line.at);
+        let mut line = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
+        if let Some(share) = self.hub.share.get() {
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            let _ = share.send((self.execution, offset, text));
+        }
+        self.len += line.len() as u64;
         self.next_offset += 1;
-        let _ = self.sender.send(event);
-        Ok(self.next_offset - 1)
+        let event = LineIn {
+            offset,
+            at,
+            kind,
+            text,
+            payload,
+            raw,
+            raw_is_payload,
+        };
+        let _ = self.sender.send(Arc::new(event.into_shared(self.len)));
+        Ok(offset)
     }
 }
 
@@ -283,62 +470,10 @@ impl Drop for LogWriter {
     }
 }
 
-/// Reads complete lines past the last read position.
-struct FileCursor {
-    path: PathBuf,
-    position: u64,
-}
-
-impl FileCursor {
-    fn new(path: PathBuf) -> Self {
-        FileCursor { path, position: 0 }
-    }
-
-    async fn read_new(&mut self) -> Result<Vec<LogEvent>, String> {
-        let mut file = match tokio::fs::File::open(&self.path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("cannot read log {}: {e}", self.path.display())),
-        };
-        file.seek(std::io::SeekFrom::Start(self.position))
-            .await
-            .map_err(|e| e.to_string())?;
-        // At most a chunk, but always at least one whole line.
-        let mut bytes = Vec::new();
-        loop {
-            let read = (&mut file)
-                .take(READ_CHUNK)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            if read == 0 || bytes.contains(&b'\n') {
-                break;
-            }
-        }
-        // Only whole lines: a line being written is read next time.
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        self.position += complete as u64;
-        bytes[..complete]
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                serde_json::from_slice(line)
-                    .map_err(|e| format!("corrupt log line in {}: {e}", self.path.display()))
-            })
-            .collect()
-    }
-}
-
-fn count_complete_lines(path: &Path) -> std::io::Result<u64> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt;
+
     use super::*;
     use serde_json::json;
 
@@ -412,5 +547,174 @@ mod tests {
             next += 1;
         }
         assert_eq!(next, LIVE_CAPACITY as u64 * 4);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_resumes_after_the_last_event_it_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::new(dir.path().to_path_buf()).unwrap();
+        let execution = Id::new();
+        let mut writer = hub.writer(execution).unwrap();
+        let mut follower = hub.subscribe(execution, 0, true);
+        // Event 0 comes from the file, 1 to 9 live, one at a time.
+        let path = hub.path(execution);
+        let mut first_line = 0;
+        for i in 0..10 {
+            writer
+                .append(LogKind::Text, format!("{i}"), json!(null), "")
+                .unwrap();
+            let item = follower.recv().await.unwrap().unwrap();
+            assert_eq!(item.event.offset, i);
+            if i == 0 {
+                first_line = std::fs::metadata(&path).unwrap().len();
+            }
+        }
+        // Spoil what was delivered live: reading it again would fail.
+        let delivered = std::fs::metadata(&path).unwrap().len() - 1;
+        let spoiled = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let junk = vec![b'x'; (delivered - first_line) as usize];
+        spoiled.write_all_at(&junk, first_line).unwrap();
+        // Far more than the live channel holds, while the follower waits.
+        let more = LIVE_CAPACITY as u64 * 3;
+        for i in 10..10 + more {
+            writer
+                .append(LogKind::Text, format!("{i}"), json!(null), "")
+                .unwrap();
+        }
+        drop(writer);
+        let rest = collect(follower).await;
+        assert_eq!(rest, (10..10 + more).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_agents_json_line_is_stored_and_sent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::new(dir.path().to_path_buf()).unwrap();
+        let execution = Id::new();
+        let mut writer = hub.writer(execution).unwrap();
+        // Keys out of order and spaces, as an agent may print them.
+        let line = r#"{"type": "assistant", "message": {"b": 1, "a": [true, null]}}"#;
+        let payload: Value = serde_json::from_str(line).unwrap();
+        writer
+            .append(LogKind::Text, "the line", payload.clone(), line)
+            .unwrap();
+        // A payload that is not the line keeps both.
+        writer
+            .append(LogKind::Question, "why?", json!({"text": "why?"}), "{}")
+            .unwrap();
+        // A stderr line that happens to be JSON has no payload.
+        writer
+            .append(LogKind::Stderr, "{}", Value::Null, "{}")
+            .unwrap();
+        drop(writer);
+
+        let file = std::fs::read_to_string(hub.path(execution)).unwrap();
+        assert_eq!(file.matches("assistant").count(), 1, "{file}");
+
+        let events = hub.read_all(execution).await.unwrap();
+        assert_eq!(events[0].payload, payload);
+        assert_eq!(events[0].raw, line);
+        assert_eq!(events[1].payload, json!({"text": "why?"}));
+        assert_eq!(events[1].raw, "{}");
+        assert_eq!(
+            (&events[2].payload, events[2].raw.as_str()),
+            (&Value::Null, "{}")
+        );
+
+        let mut shared = Vec::new();
+        let mut rx = hub.subscribe(execution, 0, false);
+        while let Some(item) = rx.recv().await {
+            shared.push(item.unwrap().event);
+        }
+        assert!(shared[0].raw_is_payload);
+        assert_eq!(shared[0].payload_json, line);
+        assert_eq!((shared[0].raw.as_str(), shared[0].raw_line()), ("", line));
+        assert!(!shared[1].raw_is_payload);
+        assert_eq!(shared[1].payload_json, r#"{"text":"why?"}"#);
+        assert_eq!(shared[1].raw_line(), "{}");
+        assert!(!shared[2].raw_is_payload);
+        assert_eq!(
+            (shared[2].payload_json.as_str(), shared[2].raw_line()),
+            ("", "{}")
+        );
+        // The writer's live form is the same as the file's.
+        let read: Vec<SharedEvent> = events.into_iter().map(SharedEvent::new).collect();
+        for (live, file) in read.iter().zip(&shared) {
+            assert_eq!(
+                (live.offset, &live.payload_json, &live.raw),
+                (file.offset, &file.payload_json, &file.raw)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn older_logs_with_payload_and_raw_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::new(dir.path().to_path_buf()).unwrap();
+        let execution = Id::new();
+        let old = r#"{"offset":0,"at":1,"kind":"text","text":"t","payload":{"type":"x"},"raw":"{\"type\": \"x\"}"}"#;
+        std::fs::write(hub.path(execution), format!("{old}\n")).unwrap();
+        let events = hub.read_all(execution).await.unwrap();
+        assert_eq!(events[0].payload, json!({"type": "x"}));
+        assert_eq!(events[0].raw, r#"{"type": "x"}"#);
+        let mut rx = hub.subscribe(execution, 0, false);
+        let event = rx.recv().await.unwrap().unwrap().event;
+        assert_eq!(event.payload_json, r#"{"type":"x"}"#);
+        assert_eq!(event.raw, r#"{"type": "x"}"#);
+        // A reopened log goes on after it.
+        let mut writer = hub.writer(execution).unwrap();
+        assert_eq!(
+            writer
+                .append(LogKind::System, "more", Value::Null, "")
+                .unwrap(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn catching_up_across_blocks_and_lines_longer_than_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::new(dir.path().to_path_buf()).unwrap();
+        let execution = Id::new();
+        let mut writer = hub.writer(execution).unwrap();
+        // About four blocks, line sizes varying, one line of two blocks.
+        let text = |i: u64| match i {
+            700 => "y".repeat(2 * file::BLOCK as usize),
+            _ => "x".repeat((i * 37 % 1500) as usize),
+        };
+        let total = 1400;
+        for i in 0..total {
+            writer
+                .append(LogKind::Text, text(i), json!({"i": i}), "")
+                .unwrap();
+        }
+        // Several readers at once share the blocks; all see every event.
+        let readers: Vec<_> = [0, 0, 1, 699, 701, 1399]
+            .into_iter()
+            .map(|from| (from, hub.subscribe(execution, from, false)))
+            .collect();
+        for (from, mut rx) in readers {
+            let mut next = from;
+            while let Some(item) = rx.recv().await {
+                let event = item.unwrap().event;
+                assert_eq!(event.offset, next);
+                assert_eq!(event.text, text(next));
+                assert_eq!(event.payload_json, format!(r#"{{"i":{next}}}"#));
+                next += 1;
+            }
+            assert_eq!(next, total);
+        }
+        // A follower from the start while the log grows, lagging behind.
+        let follower = hub.subscribe(execution, 0, true);
+        for i in total..total + 2000 {
+            writer
+                .append(LogKind::Text, text(i), json!({"i": i}), "")
+                .unwrap();
+        }
+        drop(writer);
+        assert_eq!(
+            collect(follower).await,
+            (0..total + 2000).collect::<Vec<_>>()
+        );
     }
 }

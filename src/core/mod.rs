@@ -3,14 +3,20 @@
 //! sea-orm, and reaches the store only through `crate::store::Store`, whose
 //! functions take and return the types in `model`.
 
+pub mod ci;
+pub mod classify;
+pub mod elaborate;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod llm;
 pub mod logs;
 pub mod model;
 pub mod recovery;
+pub mod shared_logs;
 pub mod state;
 pub mod status;
+pub mod summary;
 pub mod tasks;
 pub mod validate;
 

@@ -156,6 +156,24 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// Who chose an execution's agent: the task named it, or (agent `auto`)
+    /// the local model or the fallback rule did.
+    AgentChoice {
+        Named => "named",
+        Model => "model",
+        Rule => "rule",
+    }
+);
+
+// `named_enum!` cannot mark a `#[default]` variant.
+#[allow(clippy::derivable_impls)]
+impl Default for AgentChoice {
+    fn default() -> Self {
+        AgentChoice::Named
+    }
+}
+
 impl Priority {
     /// Larger runs first.
     pub fn rank(self) -> i32 {
@@ -205,6 +223,8 @@ pub struct TaskSpec {
     /// 0 uses the server default.
     pub max_attempts: u32,
     pub review_required: bool,
+    /// A branch, tag or commit of the project to start from; empty: HEAD.
+    pub base_ref: String,
 }
 
 /// A `SubmitTask` call: the spec plus the optional idempotency key and id.
@@ -242,6 +262,9 @@ pub struct Task {
     pub parent_task_id: Option<Id>,
     pub max_attempts: u32,
     pub review_required: bool,
+    /// Where the sandbox starts (a branch, tag or commit); empty: HEAD.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub base_ref: String,
     pub idempotency_key: Option<String>,
     pub state: TaskState,
     /// Why the task is in its state (a cancel reason, a failure), or empty.
@@ -288,6 +311,7 @@ impl Task {
                 .unwrap_or_default(),
             max_attempts: self.max_attempts,
             review_required: self.review_required,
+            base_ref: self.base_ref.clone(),
         }
     }
 }
@@ -335,6 +359,15 @@ pub struct Execution {
     /// Tool calls the agent's permissions refused, e.g. "Write /path".
     #[serde(default)]
     pub permission_denials: Vec<String>,
+    /// The server that ran the attempt (`[cluster] server_id`).
+    #[serde(default)]
+    pub server_id: String,
+    /// Who chose the agent (`named` unless the task's agent was `auto`).
+    #[serde(default)]
+    pub agent_choice: AgentChoice,
+    /// Why that agent: the model's reason, or why the rule decided.
+    #[serde(default)]
+    pub agent_choice_reason: String,
 }
 
 /// One file an execution changed, from `git diff --numstat`.
@@ -371,6 +404,9 @@ impl Execution {
             summary: String::new(),
             log_path: String::new(),
             permission_denials: Vec::new(),
+            server_id: String::new(),
+            agent_choice: AgentChoice::Named,
+            agent_choice_reason: String::new(),
         }
     }
 }

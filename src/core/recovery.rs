@@ -18,11 +18,11 @@ use tracing::{info, warn};
 
 use super::CoreResult;
 use super::logs::LogKind;
-use super::model::{AgentType, ExecutionState, TaskState, now_millis};
+use super::model::{AgentType, Execution, ExecutionState, TaskState, now_millis};
 use super::state;
 use super::tasks::TaskService;
 use crate::runners::Runner;
-use crate::store::TaskUpdate;
+use crate::store::{Lease, TaskUpdate};
 
 /// What a reconciliation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,69 +35,74 @@ pub struct RecoveryReport {
 
 pub const INTERRUPTED: &str = "interrupted: the server stopped during the run";
 
+/// At start-up: kills what the previous run of this server left in its
+/// sandboxes, then recovers the tasks it held (and any whose holder's lease
+/// ran out).
 pub async fn reconcile(
     tasks: &TaskService,
     runners: &HashMap<AgentType, Arc<dyn Runner>>,
     sandbox_root: &Path,
     requeue: bool,
+    server_id: &str,
 ) -> CoreResult<RecoveryReport> {
-    let store = tasks.store();
     // Twice: a process the dead server had just forked may still be between
     // fork and exec (not yet in its sandbox) at the first look.
     let mut killed = kill_processes_under(sandbox_root);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     killed += kill_processes_under(sandbox_root);
-    let mut report = RecoveryReport {
-        killed_processes: killed,
-        ..RecoveryReport::default()
-    };
-
-    for mut execution in store.executions_in_state(ExecutionState::Running).await? {
-        let events = tasks
-            .logs()
-            .read_all(execution.id)
-            .await
-            .unwrap_or_default();
-        let agent_lines: Vec<String> = events
-            .iter()
-            .filter(|e| e.kind != LogKind::Stderr && !e.raw.is_empty())
-            .map(|e| e.raw.clone())
-            .collect();
-        if let Some(runner) = runners.get(&execution.agent) {
-            let seen = runner.recover(&execution.model, &agent_lines);
-            if !seen.session_id.is_empty() {
-                execution.session_id = seen.session_id;
-            }
-            execution.input_tokens = seen.input_tokens;
-            execution.output_tokens = seen.output_tokens;
-            execution.cost_usd = seen.cost_usd;
-            execution.cost_estimated = seen.cost_estimated;
-            execution.turns = seen.turns;
-        }
-        execution.state = ExecutionState::Interrupted;
-        execution.error = INTERRUPTED.to_string();
-        execution.ended_at = Some(now_millis());
-        store.save_execution(execution.clone()).await?;
-        if let Ok(mut log) = tasks.logs().writer(execution.id) {
-            let _ = log.append(
-                LogKind::System,
-                "interrupted: the server restarted",
-                serde_json::Value::Null,
-                "",
-            );
-        }
-        report.interrupted_executions += 1;
+    let mut report = reclaim(tasks, runners, server_id, requeue, true).await?;
+    report.killed_processes = killed;
+    if report != RecoveryReport::default() {
+        info!(?report, "recovered from an unclean stop");
     }
+    Ok(report)
+}
 
-    for task in store
-        .tasks_in_state(TaskState::Running, u64::MAX >> 1)
-        .await?
-    {
+/// Recovers RUNNING tasks nobody holds: those whose lease ran out (their
+/// server died or was cut off), and with `own`, those this server held
+/// before a restart. Their RUNNING executions become INTERRUPTED (rebuilt
+/// from the log where it is on this server); the tasks are requeued within
+/// their attempt limit, or failed. Each task is taken back with a
+/// compare-and-set on its state, holder and (for others' tasks) expired
+/// lease, so of several servers recovering at once only one wins, and a
+/// holder that renewed meanwhile keeps its task.
+pub async fn reclaim(
+    tasks: &TaskService,
+    runners: &HashMap<AgentType, Arc<dyn Runner>>,
+    server_id: &str,
+    requeue: bool,
+    own: bool,
+) -> CoreResult<RecoveryReport> {
+    let store = tasks.store();
+    let now = now_millis();
+    let mut report = RecoveryReport::default();
+    for (task, owner) in store.orphaned_tasks(now, own.then_some(server_id)).await? {
+        let ours = owner == server_id || owner.is_empty();
+        for mut execution in store
+            .task_executions_in_state(task.id, ExecutionState::Running)
+            .await?
+        {
+            if ours {
+                rebuild_from_log(tasks, runners, &mut execution).await;
+            }
+            execution.state = ExecutionState::Interrupted;
+            execution.error = if ours {
+                INTERRUPTED.to_string()
+            } else {
+                format!("interrupted: server {owner} stopped renewing its lease")
+            };
+            execution.ended_at = Some(now_millis());
+            store.save_execution(execution.clone()).await?;
+            report.interrupted_executions += 1;
+        }
+
         let (to, reason) = if requeue && task.attempts < task.max_attempts {
-            (
-                TaskState::Queued,
-                "requeued: the server restarted during the run".to_string(),
-            )
+            let why = if ours {
+                "the server restarted during the run".to_string()
+            } else {
+                format!("server {owner} stopped during the run")
+            };
+            (TaskState::Queued, format!("requeued: {why}"))
         } else {
             (
                 TaskState::Failed,
@@ -108,20 +113,61 @@ pub async fn reconcile(
             )
         };
         state::check(TaskState::Running, to)?;
-        if store
-            .update_task(TaskUpdate::new(task.id, TaskState::Running, to, &reason))
-            .await?
-        {
+        let mut update = TaskUpdate::new(task.id, TaskState::Running, to, &reason);
+        update.if_owner = Some(owner.clone());
+        if !ours {
+            update.if_lease_before = Some(now);
+        }
+        update.lease = Some(Lease {
+            owner: String::new(),
+            until: 0,
+        });
+        if tasks.apply(update).await? {
             match to {
                 TaskState::Queued => report.requeued_tasks += 1,
                 _ => report.failed_tasks += 1,
             }
         }
     }
-    if report != RecoveryReport::default() {
-        info!(?report, "recovered from an unclean stop");
-    }
     Ok(report)
+}
+
+/// What the agent had reported (session, tokens, cost), from the execution
+/// log this server wrote line by line before it died.
+async fn rebuild_from_log(
+    tasks: &TaskService,
+    runners: &HashMap<AgentType, Arc<dyn Runner>>,
+    execution: &mut Execution,
+) {
+    let events = tasks
+        .logs()
+        .read_all(execution.id)
+        .await
+        .unwrap_or_default();
+    let agent_lines: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind != LogKind::Stderr && !e.raw.is_empty())
+        .map(|e| e.raw.clone())
+        .collect();
+    if let Some(runner) = runners.get(&execution.agent) {
+        let seen = runner.recover(&execution.model, &agent_lines);
+        if !seen.session_id.is_empty() {
+            execution.session_id = seen.session_id;
+        }
+        execution.input_tokens = seen.input_tokens;
+        execution.output_tokens = seen.output_tokens;
+        execution.cost_usd = seen.cost_usd;
+        execution.cost_estimated = seen.cost_estimated;
+        execution.turns = seen.turns;
+    }
+    if let Ok(mut log) = tasks.logs().writer(execution.id) {
+        let _ = log.append(
+            LogKind::System,
+            "interrupted: the server restarted",
+            serde_json::Value::Null,
+            "",
+        );
+    }
 }
 
 /// Kills (SIGKILL, whole process group) every process whose working

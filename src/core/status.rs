@@ -119,7 +119,19 @@ impl StatusService {
                     limited_until: activity.limited_until(agent),
                 }
             })
-            .collect();
+            .collect::<Vec<AgentStatus>>();
+        // The `local` agent's probe is the endpoint's reachability.
+        let local_model = agents
+            .iter()
+            .find(|a| a.agent == AgentType::Local)
+            .map(|a| Check {
+                ok: a.probe.available,
+                detail: a.probe.detail.clone(),
+            })
+            .unwrap_or(Check {
+                ok: false,
+                detail: "no [local_model] endpoint configured".into(),
+            });
         Ok(SystemStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             executor_enabled: self.config.executor_enabled,
@@ -134,10 +146,7 @@ impl StatusService {
                 detail: format!("{} ({})", self.tasks.store().description(), database.detail),
                 ..database
             },
-            local_model: Check {
-                ok: false,
-                detail: "no [local_model] endpoint configured".into(),
-            },
+            local_model,
         })
     }
 }

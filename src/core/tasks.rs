@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::error::{CoreError, CoreResult};
+use super::events::{EventSink, TaskEvent};
 use super::logs::{LogHub, LogItem, LogSender};
 use super::model::{
     AgentType, Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, UnixMillis,
@@ -45,6 +46,11 @@ pub struct TaskService {
     activity: Arc<Activity>,
     /// Where sandboxes live, so accepted work's sandbox can be removed.
     sandboxes: Option<crate::sandbox::SandboxConfig>,
+    /// Where state changes are announced (notifications), if anywhere.
+    events: Option<EventSink>,
+    /// Logs are shared through the store: a log this server has no file of
+    /// is read from there (`core::shared_logs`).
+    shared_logs: bool,
 }
 
 /// What the task service, the executor and the status report share: a
@@ -84,6 +90,16 @@ impl Activity {
         }
     }
 
+    /// The tasks running here now.
+    pub fn running_ids(&self) -> Vec<Id> {
+        self.running
+            .lock()
+            .expect("activity lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
     pub fn running_count(&self) -> usize {
         self.running.lock().expect("activity lock").len()
     }
@@ -96,6 +112,21 @@ impl Activity {
             .values()
             .filter(|(a, _)| *a == agent)
             .count()
+    }
+
+    /// Moves a running task to agent `to` if `to` runs fewer than `limit`
+    /// attempts; false, changing nothing, otherwise (or if it is not running).
+    pub fn switch_agent(&self, task: Id, to: AgentType, limit: usize) -> bool {
+        let mut running = self.running.lock().expect("activity lock");
+        let busy = running.values().filter(|(a, _)| *a == to).count();
+        match running.get_mut(&task) {
+            Some(entry) if entry.0 == to => true,
+            Some(entry) if busy < limit => {
+                entry.0 = to;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sets an agent aside until `until` (or later, if it already is).
@@ -139,13 +170,65 @@ impl TaskService {
             logs,
             activity,
             sandboxes: None,
+            events: None,
+            shared_logs: false,
         }
+    }
+
+    /// Announces every state change to `events`.
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Lets accepting a task remove its sandbox.
     pub fn with_sandboxes(mut self, sandboxes: crate::sandbox::SandboxConfig) -> Self {
         self.sandboxes = Some(sandboxes);
         self
+    }
+
+    /// Serves logs this server has no file of from the store.
+    pub fn with_shared_logs(mut self) -> Self {
+        self.shared_logs = true;
+        self
+    }
+
+    /// A subscriber's channel of one execution's events (see `feed`).
+    fn subscribe(
+        &self,
+        execution: Id,
+        from_offset: u64,
+        follow: bool,
+    ) -> mpsc::Receiver<Result<LogItem, String>> {
+        if !self.shared_logs || self.logs.has_file(execution) {
+            return self.logs.subscribe(execution, from_offset, follow);
+        }
+        let (tx, rx) = LogHub::channel();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                super::shared_logs::feed(&store, execution, from_offset, follow, &tx).await
+            {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    /// One execution's events into `tx`: from this server's log file, or,
+    /// when another server ran it and logs are shared, from the store.
+    async fn feed(
+        &self,
+        execution: Id,
+        from_offset: u64,
+        follow: bool,
+        tx: &LogSender,
+    ) -> Result<bool, String> {
+        if self.shared_logs && !self.logs.has_file(execution) {
+            super::shared_logs::feed(&self.store, execution, from_offset, follow, tx).await
+        } else {
+            self.logs.feed(execution, from_offset, follow, tx).await
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -336,12 +419,11 @@ impl TaskService {
                 from.as_str().to_uppercase()
             )));
         }
-        state::check(from, to)?;
         let mut update = TaskUpdate::new(id, from, to, reason);
         update.question = Some(None);
         update.pending_input = Some(input.clone());
         let at = update.at;
-        if !self.store.update_task(update).await? {
+        if !self.apply(update).await? {
             return Err(CoreError::Unavailable(format!(
                 "task {id} changed state meanwhile; try again"
             )));
@@ -364,10 +446,9 @@ impl TaskService {
                 .get_task(id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("task", id))?;
-            state::check(task.state, to)?;
             let update = TaskUpdate::new(id, task.state, to, reason);
             let at = update.at;
-            if self.store.update_task(update).await? {
+            if self.apply(update).await? {
                 task.state = to;
                 task.state_reason = reason.to_string();
                 task.updated_at = at;
@@ -377,6 +458,32 @@ impl TaskService {
         Err(CoreError::Unavailable(format!(
             "task {id} kept changing state; try again"
         )))
+    }
+
+    /// Writes one state change: checked by the state machine, applied as a
+    /// compare-and-set (false, changing nothing, when another writer moved
+    /// the task first), and announced once it is committed. Every task state
+    /// change goes through here: the executor, recovery, cancel, answer,
+    /// accept, reject and the blocked-task expiry.
+    pub async fn apply(&self, update: TaskUpdate) -> CoreResult<bool> {
+        state::check(update.from, update.to)?;
+        let event = self
+            .events
+            .as_ref()
+            .filter(|events| events.wants(update.to))
+            .map(|_| TaskEvent {
+                task_id: update.id,
+                from: update.from,
+                to: update.to,
+                reason: update.reason.clone(),
+                at: update.at,
+                question: update.question.clone().flatten(),
+            });
+        let changed = self.store.update_task(update).await?;
+        if changed && let (Some(events), Some(event)) = (&self.events, event) {
+            events.emit(event);
+        }
+        Ok(changed)
     }
 
     pub async fn get_execution(&self, id: &str) -> CoreResult<Execution> {
@@ -432,7 +539,7 @@ impl TaskService {
                 if self.store.get_execution(id).await?.is_none() {
                     return Err(CoreError::not_found("execution", id));
                 }
-                Ok(self.logs.subscribe(id, from_offset, follow))
+                Ok(self.subscribe(id, from_offset, follow))
             }
             (true, false) => {
                 let task_id = parse_id("task_id", task_id)?;
@@ -449,7 +556,7 @@ impl TaskService {
                             format!("{task_id} (it is {})", task.state),
                         ));
                     };
-                    return Ok(self.logs.subscribe(execution.id, from_offset, false));
+                    return Ok(self.subscribe(execution.id, from_offset, false));
                 }
                 let (tx, rx) = LogHub::channel();
                 let service = self.clone();
@@ -480,7 +587,7 @@ impl TaskService {
         let mut last_fed: Option<Id> = None;
         loop {
             if let Some(execution) = next.take() {
-                if !self.logs.feed(execution, offset, true, tx).await? {
+                if !self.feed(execution, offset, true, tx).await? {
                     return Ok(());
                 }
                 last_fed = Some(execution);

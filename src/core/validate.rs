@@ -82,7 +82,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         name.to_string()
     };
 
-    let project = resolve_project(&spec.project, rules)?;
+    let project = resolve_project("spec.project", &spec.project, rules)?;
 
     let agent_type = if spec.agent.agent_type.trim().is_empty() {
         AgentType::Auto
@@ -164,6 +164,8 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         n => n,
     };
 
+    let base_ref = validate_base_ref(&spec.base_ref)?;
+
     let idempotency_key = req.idempotency_key.trim();
     if idempotency_key.len() > MAX_SHORT_TEXT {
         return Err(CoreError::invalid(
@@ -192,6 +194,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         parent_task_id,
         max_attempts,
         review_required: spec.review_required,
+        base_ref,
         idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
         state: TaskState::Pending,
         state_reason: String::new(),
@@ -214,12 +217,14 @@ fn derive_name(instructions: &str) -> String {
     name
 }
 
-fn resolve_project(wanted: &str, rules: &TaskRules) -> CoreResult<String> {
+/// The configured project a request names (`field` is how the request
+/// names it); empty means the only project, when there is one.
+pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResult<String> {
     let wanted = wanted.trim();
     let known = || rules.projects.join(", ");
     if rules.projects.is_empty() {
         return Err(CoreError::invalid(
-            "spec.project",
+            field,
             "no projects are configured on the server; add a [[projects]] entry to its config",
         ));
     }
@@ -227,7 +232,7 @@ fn resolve_project(wanted: &str, rules: &TaskRules) -> CoreResult<String> {
         return match rules.projects.as_slice() {
             [only] => Ok(only.clone()),
             _ => Err(CoreError::invalid(
-                "spec.project",
+                field,
                 format!("is required; configured projects: {}", known()),
             )),
         };
@@ -236,13 +241,36 @@ fn resolve_project(wanted: &str, rules: &TaskRules) -> CoreResult<String> {
         Ok(wanted.to_string())
     } else {
         Err(CoreError::invalid(
-            "spec.project",
+            field,
             format!(
                 "unknown project `{wanted}`; configured projects: {}",
                 known()
             ),
         ))
     }
+}
+
+/// A git revision a sandbox can start from: a branch, tag or commit name,
+/// never an option or a revision expression.
+fn validate_base_ref(text: &str) -> CoreResult<String> {
+    let text = text.trim();
+    let bad = text.len() > MAX_SHORT_TEXT
+        || text.starts_with('-')
+        || text.contains("..")
+        || text.contains("@{")
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(CoreError::invalid(
+            "spec.base_ref",
+            format!(
+                "`{text}` is not a branch, tag or commit name (at most {MAX_SHORT_TEXT} characters, \
+                 no spaces, no leading `-`, none of `..` `@{{` `~^:?*[\\`)"
+            ),
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn validate_tags(tags: &[String]) -> CoreResult<Vec<String>> {
@@ -415,6 +443,21 @@ mod tests {
             field_of(request(|s| s.max_attempts = 99)),
             "spec.max_attempts"
         );
+        for base_ref in ["--upload-pack=x", "main..evil", "HEAD~1", "a b", "x@{1}"] {
+            assert_eq!(
+                field_of(request(|s| s.base_ref = base_ref.into())),
+                "spec.base_ref",
+                "{base_ref}"
+            );
+        }
+        for base_ref in [
+            "main",
+            "feature/x",
+            "v1.2",
+            "3484a3fb816e0859fd6e1cea078d76385ff50625",
+        ] {
+            validate(&request(|s| s.base_ref = base_ref.into()), &rules()).unwrap();
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use prost_types::Timestamp;
 
 use crate::core::CoreError;
-use crate::core::logs::{LogEvent, LogKind};
+use crate::core::elaborate::{ElaborateRequest, ElaborateSource, Elaboration};
+use crate::core::logs::{LogKind, SharedEvent};
 use crate::core::model::{
     self as m, AgentSettings, AgentSpec, Execution, SubmitRequest, Task, TaskSpec, UnixMillis,
 };
@@ -135,19 +136,18 @@ pub fn log_kind_to_pb(kind: LogKind) -> pb::LogEventKind {
     }
 }
 
-pub fn log_event_to_pb(execution_id: &str, e: LogEvent) -> pb::LogEvent {
+/// One event as it goes on the wire; `e` is shared by every subscriber, so
+/// this copies its strings and does no JSON work.
+pub fn log_event_to_pb(execution_id: &str, e: &SharedEvent) -> pb::LogEvent {
     pb::LogEvent {
         execution_id: execution_id.to_string(),
         offset: e.offset,
         time: Some(timestamp(e.at)),
         kind: log_kind_to_pb(e.kind) as i32,
-        text: e.text,
-        payload_json: if e.payload.is_null() {
-            String::new()
-        } else {
-            e.payload.to_string()
-        },
-        raw: e.raw,
+        text: e.text.clone(),
+        payload_json: e.payload_json.clone(),
+        raw: e.raw.clone(),
+        raw_is_payload: e.raw_is_payload,
     }
 }
 
@@ -171,6 +171,7 @@ pub fn spec_from_pb(spec: pb::TaskSpec) -> TaskSpec {
         parent_task_id: spec.parent_task_id,
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
+        base_ref: spec.base_ref,
     }
 }
 
@@ -206,6 +207,7 @@ pub fn spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
         parent_task_id: spec.parent_task_id.clone(),
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
+        base_ref: spec.base_ref.clone(),
     }
 }
 
@@ -268,6 +270,7 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         },
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
+        base_ref: spec.base_ref,
         idempotency_key: (!t.idempotency_key.is_empty()).then_some(t.idempotency_key),
         state: state_from_pb(t.state).map_err(|e| e.to_string())?,
         state_reason: t.state_reason,
@@ -284,6 +287,23 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         created_at: t.created_at.as_ref().map(millis).unwrap_or_default(),
         updated_at: t.updated_at.as_ref().map(millis).unwrap_or_default(),
     })
+}
+
+pub fn agent_choice_to_pb(choice: m::AgentChoice) -> pb::AgentChoice {
+    match choice {
+        m::AgentChoice::Named => pb::AgentChoice::Named,
+        m::AgentChoice::Model => pb::AgentChoice::Model,
+        m::AgentChoice::Rule => pb::AgentChoice::Rule,
+    }
+}
+
+/// UNSPECIFIED (an older server) reads as "named".
+pub fn agent_choice_from_pb(value: i32) -> m::AgentChoice {
+    match pb::AgentChoice::try_from(value) {
+        Ok(pb::AgentChoice::Model) => m::AgentChoice::Model,
+        Ok(pb::AgentChoice::Rule) => m::AgentChoice::Rule,
+        _ => m::AgentChoice::Named,
+    }
 }
 
 pub fn execution_to_pb(e: &Execution) -> pb::Execution {
@@ -318,6 +338,9 @@ pub fn execution_to_pb(e: &Execution) -> pb::Execution {
         log_path: e.log_path.clone(),
         attempt: e.attempt,
         permission_denials: e.permission_denials.clone(),
+        server_id: e.server_id.clone(),
+        agent_choice: agent_choice_to_pb(e.agent_choice) as i32,
+        agent_choice_reason: e.agent_choice_reason.clone(),
     }
 }
 
@@ -354,6 +377,9 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
         summary: e.summary,
         log_path: e.log_path,
         permission_denials: e.permission_denials,
+        server_id: e.server_id,
+        agent_choice: agent_choice_from_pb(e.agent_choice),
+        agent_choice_reason: e.agent_choice_reason,
     })
 }
 
@@ -390,6 +416,29 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         data_dir: Some(check(&s.data_dir)),
         database: Some(check(&s.database)),
         local_model: Some(check(&s.local_model)),
+    }
+}
+
+pub fn elaborate_from_pb(req: pb::ElaborateRequest) -> ElaborateRequest {
+    ElaborateRequest {
+        text: req.text,
+        project: req.project,
+        agent: agent_name(req.agent),
+    }
+}
+
+pub fn elaboration_to_pb(e: &Elaboration) -> pb::ElaborateResponse {
+    let source = match e.source {
+        ElaborateSource::LocalModel => pb::ElaborateSource::LocalModel,
+        ElaborateSource::Claude => pb::ElaborateSource::Claude,
+        ElaborateSource::Gemini => pb::ElaborateSource::Gemini,
+        ElaborateSource::Template => pb::ElaborateSource::Template,
+    };
+    pb::ElaborateResponse {
+        spec: Some(spec_to_pb(&e.spec)),
+        source: source as i32,
+        model: e.model.clone(),
+        notes: e.notes.clone(),
     }
 }
 

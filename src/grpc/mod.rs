@@ -13,6 +13,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::core::TaskService;
+use crate::core::elaborate::Elaborator;
 use crate::core::status::StatusService;
 use crate::proto::claudomator_service_server::ClaudomatorServiceServer;
 pub use service::Api;
@@ -22,6 +23,7 @@ pub async fn serve(
     listener: TcpListener,
     tasks: TaskService,
     status: StatusService,
+    elaborator: Elaborator,
     tokens: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -42,7 +44,7 @@ pub async fn serve(
     Server::builder()
         .add_service(health_service)
         .add_service(ClaudomatorServiceServer::with_interceptor(
-            Api::new(tasks, status),
+            Api::new(tasks, status, elaborator),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))

@@ -4,9 +4,10 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    execution_to_pb, log_event_to_pb, state_from_pb, submit_from_pb, system_status_to_pb,
-    task_to_pb,
+    elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb, state_from_pb,
+    submit_from_pb, system_status_to_pb, task_to_pb,
 };
+use crate::core::elaborate::Elaborator;
 use crate::core::status::StatusService;
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
@@ -15,11 +16,16 @@ use crate::proto::claudomator_service_server::ClaudomatorService;
 pub struct Api {
     tasks: TaskService,
     status: StatusService,
+    elaborator: Elaborator,
 }
 
 impl Api {
-    pub fn new(tasks: TaskService, status: StatusService) -> Self {
-        Api { tasks, status }
+    pub fn new(tasks: TaskService, status: StatusService, elaborator: Elaborator) -> Self {
+        Api {
+            tasks,
+            status,
+            elaborator,
+        }
     }
 }
 
@@ -139,6 +145,17 @@ impl ClaudomatorService for Api {
         Ok(Response::new(system_status_to_pb(&status)))
     }
 
+    async fn elaborate(
+        &self,
+        request: Request<pb::ElaborateRequest>,
+    ) -> Reply<pb::ElaborateResponse> {
+        let elaboration = self
+            .elaborator
+            .elaborate(elaborate_from_pb(request.into_inner()))
+            .await?;
+        Ok(Response::new(elaboration_to_pb(&elaboration)))
+    }
+
     type StreamLogsStream = LogEventStream;
 
     async fn stream_logs(
@@ -153,7 +170,7 @@ impl ClaudomatorService for Api {
         let events = tokio_stream::wrappers::ReceiverStream::new(events);
         let responses = tokio_stream::StreamExt::map(events, |item| match item {
             Ok(item) => Ok(pb::StreamLogsResponse {
-                event: Some(log_event_to_pb(&item.execution_id.to_string(), item.event)),
+                event: Some(log_event_to_pb(&item.execution_id.to_string(), &item.event)),
             }),
             Err(message) => Err(Status::internal(message)),
         });

@@ -9,8 +9,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentProbe, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict, env_value,
-    missing_cli, one_line, probe_cli, replay, run_cli,
+    AgentProbe, AskRequest, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
+    ask_cli, env_value, missing_cli, one_line, probe_cli, replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -29,6 +29,16 @@ pub struct ClaudeRunner {
 impl ClaudeRunner {
     pub fn new(command: CommandSpec) -> Self {
         ClaudeRunner { command }
+    }
+
+    /// The agent process for a request: argv, working directory, environment.
+    fn command(&self, req: &RunRequest) -> Command {
+        let mut command = Command::new(&self.command.program);
+        command
+            .args(self.args(req))
+            .current_dir(&req.workdir)
+            .envs(&self.command.env);
+        command
     }
 
     fn args(&self, req: &RunRequest) -> Vec<String> {
@@ -118,15 +128,27 @@ impl Runner for ClaudeRunner {
         log: &mut LogWriter,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let mut command = Command::new(&self.command.program);
-        command
-            .args(self.args(&req))
-            .current_dir(&req.workdir)
-            .envs(&self.command.env);
         run_cli(
-            command,
+            self.command(&req),
             ClaudeStream::default(),
             log,
+            &cancel,
+            &self.command.program,
+        )
+        .await
+    }
+
+    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+        if let Some(why) = self.unavailable() {
+            return Err(why);
+        }
+        let mut command = self.command(&request.as_run_request());
+        // `--tools ""` sends the model no tools at all; the session is not
+        // kept, nobody resumes it.
+        command.args(["--tools", "", "--no-session-persistence"]);
+        ask_cli(
+            command,
+            ClaudeStream::default(),
             &cancel,
             &self.command.program,
         )

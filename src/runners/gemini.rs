@@ -10,8 +10,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
+    AgentProbe, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser,
+    Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -53,6 +53,13 @@ impl GeminiRunner {
         })
     }
 
+    fn settings_error(&self, e: std::io::Error) -> String {
+        format!(
+            "cannot write Gemini settings in {}: {e}",
+            self.command.home.display()
+        )
+    }
+
     fn write_settings(&self) -> std::io::Result<()> {
         let dir = self.command.home.join(".gemini");
         std::fs::create_dir_all(&dir)?;
@@ -61,7 +68,31 @@ impl GeminiRunner {
         std::fs::write(dir.join("settings.json"), text)
     }
 
-    fn args(&self, req: &RunRequest) -> Vec<String> {
+    /// The agent process for a request: argv, working directory, its own
+    /// home and environment. `approval_mode` is the CLI's: `yolo` for tasks
+    /// (edits and commands run without asking: the agent works in a sandbox
+    /// clone, and nobody is there to answer), `plan` (read-only) for
+    /// questions.
+    fn command(&self, req: &RunRequest, approval_mode: &str) -> std::io::Result<Command> {
+        self.write_settings()?;
+        let mut command = Command::new(&self.command.program);
+        command
+            .args(self.args(req, approval_mode))
+            .current_dir(&req.workdir)
+            .env("HOME", &self.command.home)
+            .env("TMPDIR", self.command.home.join("tmp"))
+            .env("GEMINI_CLI_TRUST_WORKSPACE", "true")
+            // One process, not a launcher and a relaunched child.
+            .env("GEMINI_CLI_NO_RELAUNCH", "true")
+            .env("NO_COLOR", "1");
+        if !self.command.base_url.is_empty() {
+            command.env("GOOGLE_GEMINI_BASE_URL", &self.command.base_url);
+        }
+        command.envs(&self.command.env);
+        Ok(command)
+    }
+
+    fn args(&self, req: &RunRequest, approval_mode: &str) -> Vec<String> {
         let mut prompt = req.prompt.clone();
         if !req.system_prompt.is_empty() {
             // The CLI has no flag to append to its system prompt.
@@ -72,10 +103,8 @@ impl GeminiRunner {
             prompt,
             "-o".into(),
             "stream-json".into(),
-            // Edits and commands run without asking: the agent works in a
-            // sandbox clone, and nobody is there to answer.
             "--approval-mode".into(),
-            "yolo".into(),
+            approval_mode.into(),
         ];
         if !req.model.is_empty() {
             args.extend(["-m".into(), req.model.clone()]);
@@ -133,31 +162,29 @@ impl Runner for GeminiRunner {
         log: &mut LogWriter,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        if let Err(e) = self.write_settings() {
-            return RunOutcome::new(Verdict::Failed(format!(
-                "cannot write Gemini settings in {}: {e}",
-                self.command.home.display()
-            )));
-        }
-        let mut command = Command::new(&self.command.program);
-        command
-            .args(self.args(&req))
-            .current_dir(&req.workdir)
-            .env("HOME", &self.command.home)
-            .env("TMPDIR", self.command.home.join("tmp"))
-            .env("GEMINI_CLI_TRUST_WORKSPACE", "true")
-            // One process, not a launcher and a relaunched child.
-            .env("GEMINI_CLI_NO_RELAUNCH", "true")
-            .env("NO_COLOR", "1");
-        if !self.command.base_url.is_empty() {
-            command.env("GOOGLE_GEMINI_BASE_URL", &self.command.base_url);
-        }
-        command.envs(&self.command.env);
+        let command = match self.command(&req, "yolo") {
+            Ok(command) => command,
+            Err(e) => return RunOutcome::new(Verdict::Failed(self.settings_error(e))),
+        };
         let parser = GeminiStream {
             prices: self.prices.clone(),
             ..GeminiStream::default()
         };
         run_cli(command, parser, log, &cancel, &self.command.program).await
+    }
+
+    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+        if let Some(why) = self.unavailable() {
+            return Err(why);
+        }
+        let command = self
+            .command(&request.as_run_request(), "plan")
+            .map_err(|e| self.settings_error(e))?;
+        let parser = GeminiStream {
+            prices: self.prices.clone(),
+            ..GeminiStream::default()
+        };
+        ask_cli(command, parser, &cancel, &self.command.program).await
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod claude;
 pub mod codex;
 pub mod gemini;
+pub mod local;
 pub mod process;
 
 use std::collections::{BTreeMap, HashMap};
@@ -107,6 +108,38 @@ impl RunOutcome {
     }
 }
 
+/// One question to an agent CLI, outside any task: the answer is text, the
+/// agent gets no tools and one turn, and nothing is logged (internal work such
+/// as `Elaborate`).
+#[derive(Clone, Debug)]
+pub struct AskRequest {
+    pub prompt: String,
+    /// Empty: the CLI's default model.
+    pub model: String,
+    /// An empty scratch directory: the CLI's working directory.
+    pub workdir: PathBuf,
+}
+
+impl AskRequest {
+    /// The same question as a one-turn attempt, for runners that build their
+    /// argv from a [`RunRequest`] (so the flags live in one place).
+    pub fn as_run_request(&self) -> RunRequest {
+        RunRequest {
+            task_id: Id::new(),
+            execution_id: Id::new(),
+            workdir: self.workdir.clone(),
+            prompt: self.prompt.clone(),
+            system_prompt: String::new(),
+            model: self.model.clone(),
+            allowed_tools: Vec::new(),
+            max_budget_usd: 0.0,
+            max_turns: 1,
+            resume_session: None,
+            prior_usage: None,
+        }
+    }
+}
+
 /// An agent the executor can run.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
@@ -132,6 +165,17 @@ pub trait Runner: Send + Sync {
         log: &mut LogWriter,
         cancel: CancellationToken,
     ) -> RunOutcome;
+
+    /// Asks the agent one question (no tools, one turn) and returns its
+    /// final text, or why there is none. Must return promptly once `cancel`
+    /// fires. Agents that cannot answer this way keep the default.
+    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+        let _ = (request, cancel);
+        Err(format!(
+            "{} does not answer one-shot questions",
+            self.agent()
+        ))
+    }
 }
 
 /// How to start an agent CLI, from config.
@@ -216,6 +260,59 @@ pub async fn run_cli<P: StreamParser>(
             program.display()
         ))),
     }
+}
+
+/// Runs an agent CLI for its answer rather than for a task: stdout through
+/// `parser`, nothing logged, the last stderr lines kept to explain a failure.
+/// The process runs on a task of its own, so if the caller goes away (a
+/// client hangs up) the cancel still ends the whole process group.
+pub async fn ask_cli<P: StreamParser + 'static>(
+    command: Command,
+    parser: P,
+    cancel: &CancellationToken,
+    program: &Path,
+) -> Result<String, String> {
+    const STDERR_KEPT: usize = 5;
+    let token = cancel.child_token();
+    let _stop_if_dropped = token.clone().drop_guard();
+    let work = tokio::spawn(async move {
+        let mut parser = parser;
+        let mut stderr = std::collections::VecDeque::new();
+        let exit = process::run(command, &token, |source, line| match source {
+            Stream::Stdout => {
+                parser.read_line(&line);
+            }
+            Stream::Stderr => {
+                if stderr.len() == STDERR_KEPT {
+                    stderr.pop_front();
+                }
+                stderr.push_back(line);
+            }
+        })
+        .await;
+        let stderr: Vec<String> = stderr.into_iter().collect();
+        (exit.map(|e| parser.finish(e.code, e.stopped)), stderr)
+    });
+    let (outcome, stderr) = work
+        .await
+        .map_err(|e| format!("the `{}` call panicked: {e}", program.display()))?;
+    let outcome = outcome.map_err(|e| format!("cannot start `{}`: {e}", program.display()))?;
+    let why = match outcome.verdict {
+        Verdict::Succeeded if !outcome.final_text.trim().is_empty() => {
+            return Ok(outcome.final_text);
+        }
+        Verdict::Succeeded => "answered nothing".to_string(),
+        Verdict::Stopped => "was stopped".to_string(),
+        Verdict::Failed(m) | Verdict::BudgetExceeded(m) => m,
+        Verdict::RateLimited { message, .. } => format!("rate limited: {message}"),
+        Verdict::UsageLimited { message, .. } => format!("usage limit: {message}"),
+    };
+    let stderr = stderr.join(" | ");
+    Err(if stderr.trim().is_empty() {
+        why
+    } else {
+        format!("{why} (stderr: {})", one_line(&stderr))
+    })
 }
 
 /// The first line of a text, cut at 200 characters, for one-line readings.

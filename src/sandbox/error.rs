@@ -28,6 +28,17 @@ pub enum SandboxError {
     EmptyRepository { project: String, path: PathBuf },
 
     #[error(
+        "project `{project}`: `{reference}` is not a branch, tag or commit of the repository in {}: \
+         fetch it there first",
+        path.display()
+    )]
+    UnknownRef {
+        project: String,
+        path: PathBuf,
+        reference: String,
+    },
+
+    #[error(
         "project `{project}` has uncommitted changes in {}: commit or stash them first ({files})",
         path.display()
     )]

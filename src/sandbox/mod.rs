@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 pub use error::SandboxError;
 use git::git;
-use prepare::{build, check_clean, check_project, project_head, reuse};
+use prepare::{build, check_clean, check_project, resolve_ref, reuse};
 pub use publish::{default_branch, deliver, rebase_and_push};
 
 /// Sandbox branches are named `claudomator/<task-id>`.
@@ -91,6 +91,19 @@ impl Sandbox {
         project_path: &Path,
         task_id: &str,
     ) -> Result<Sandbox, SandboxError> {
+        Sandbox::prepare_at(cfg, project_name, project_path, task_id, "").await
+    }
+
+    /// [`Sandbox::prepare`], starting from `base_ref` (a branch, tag or
+    /// commit of the project repository) instead of the project's HEAD when
+    /// it is not empty; the project's uncommitted changes do not matter then.
+    pub async fn prepare_at(
+        cfg: &SandboxConfig,
+        project_name: &str,
+        project_path: &Path,
+        task_id: &str,
+        base_ref: &str,
+    ) -> Result<Sandbox, SandboxError> {
         check_task_id(task_id)?;
         let path = cfg.root.join(task_id);
         let branch = format!("{BRANCH_PREFIX}{task_id}");
@@ -100,9 +113,13 @@ impl Sandbox {
             return Ok(sandbox);
         }
 
-        let project = check_project(project_name, project_path).await?;
-        let base_commit = project_head(project_name, &project).await?;
-        check_clean(project_name, &project).await?;
+        let (project, head) = check_project(project_name, project_path).await?;
+        let base_commit = if base_ref.is_empty() {
+            check_clean(project_name, &project).await?;
+            head
+        } else {
+            resolve_ref(project_name, &project, base_ref).await?
+        };
 
         tokio::fs::create_dir_all(&cfg.root)
             .await
@@ -133,28 +150,40 @@ impl Sandbox {
     /// minus what `.gitignore` ignores), commits it as the configured author
     /// if there is anything to commit, and returns every change since the
     /// base commit, the agent's own commits included.
+    ///
+    /// Four `git` runs when the agent made no commits of its own (the usual
+    /// case): where HEAD is, add, commit, and `show` of the one new commit.
     pub async fn commit_all(
         &self,
         cfg: &SandboxConfig,
         message: &str,
     ) -> Result<Changes, SandboxError> {
-        self.check_branch().await?;
+        let head = self.head_on_branch().await?;
         git(&self.path, ["add", "--all"]).run().await?;
-        if has_staged_changes(&self.path).await? {
-            let message = if message.trim().is_empty() {
-                format!("{}: agent changes", self.branch)
-            } else {
-                message.to_string()
-            };
-            git(
-                &self.path,
-                ["commit", "--quiet", "--no-verify", "-m", &message],
-            )
-            .identity(&cfg.author_name, &cfg.author_email, true)
-            .run()
-            .await?;
+        let message = if message.trim().is_empty() {
+            format!("{}: agent changes", self.branch)
+        } else {
+            message.to_string()
+        };
+        let commit = git(
+            &self.path,
+            ["commit", "--quiet", "--no-verify", "-m", &message],
+        )
+        .identity(&cfg.author_name, &cfg.author_email, true)
+        .output()
+        .await?;
+        let committed = if commit.status.success() {
+            true
+        } else if nothing_to_commit(&commit) {
+            false
+        } else {
+            return Err(git::failed("commit", &self.path, &commit));
+        };
+        match (head == self.base_commit, committed) {
+            (true, false) => Ok(Changes::default()),
+            (true, true) => self.last_commit_changes().await,
+            (false, _) => self.changes().await,
         }
-        self.changes().await
     }
 
     /// Removes the sandbox after a success; after a failure keeps it if
@@ -209,6 +238,65 @@ impl Sandbox {
         })
     }
 
+    /// The changes of HEAD alone, when it is the one commit on the base:
+    /// `git show` gives its id and its numstat in one run.
+    async fn last_commit_changes(&self) -> Result<Changes, SandboxError> {
+        let shown = git(
+            &self.path,
+            [
+                "show",
+                "--format=%H",
+                "--numstat",
+                "-z",
+                "-M",
+                "--no-ext-diff",
+                "--no-textconv",
+                "HEAD",
+                "--",
+            ],
+        )
+        .run()
+        .await?;
+        // `<id>\0` then, after a newline, the numstat records.
+        let (commit, numstat) = shown.split_once('\0').unwrap_or((&shown, ""));
+        Ok(Changes {
+            files: parse_numstat(numstat.trim_start_matches('\n')),
+            commits: vec![commit.trim().to_string()],
+        })
+    }
+
+    /// HEAD's commit, once the sandbox is known to be on its branch (the
+    /// agent may have moved): one `git` for both.
+    async fn head_on_branch(&self) -> Result<String, SandboxError> {
+        let output = git(
+            &self.path,
+            ["rev-parse", "HEAD", "--symbolic-full-name", "HEAD"],
+        )
+        .output()
+        .await?;
+        if !output.status.success() {
+            // An unborn branch, say: name where HEAD is if it is elsewhere.
+            self.check_branch().await?;
+            return Err(git::failed("rev-parse", &self.path, &output));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut lines = stdout.lines();
+        let head = lines.next().unwrap_or_default().trim().to_string();
+        let reference = lines.next().unwrap_or_default().trim();
+        if reference.strip_prefix("refs/heads/") == Some(self.branch.as_str()) {
+            return Ok(head);
+        }
+        let found = match reference.strip_prefix("refs/heads/") {
+            Some(branch) => branch.to_string(),
+            None => "a detached HEAD".to_string(),
+        };
+        Err(SandboxError::WrongBranch {
+            path: self.path.clone(),
+            expected: self.branch.clone(),
+            found,
+        })
+    }
+
     /// The sandbox must still be on its branch (the agent may have moved).
     async fn check_branch(&self) -> Result<(), SandboxError> {
         let found = current_branch(&self.path).await?;
@@ -259,15 +347,11 @@ async fn current_branch(dir: &Path) -> Result<Option<String>, SandboxError> {
     ))
 }
 
-async fn has_staged_changes(dir: &Path) -> Result<bool, SandboxError> {
-    let output = git(dir, ["diff", "--cached", "--quiet", "--"])
-        .output()
-        .await?;
-    match output.status.code() {
-        Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        _ => Err(git::failed("diff", dir, &output)),
-    }
+/// `git commit` found nothing staged (exit 1 and git's own words).
+fn nothing_to_commit(output: &std::process::Output) -> bool {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    output.status.code() == Some(1)
+        && (stdout.contains("nothing to commit") || stdout.contains("nothing added to commit"))
 }
 
 /// Parses `git diff --numstat -z`: `added\tremoved\tpath\0`, or for a rename

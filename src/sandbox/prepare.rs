@@ -1,6 +1,7 @@
 //! Making a sandbox: checking the project repository, cloning it onto the
 //! task branch, or accepting an existing sandbox of the same task.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::error::SandboxError;
@@ -10,9 +11,12 @@ use super::{BASE_COMMIT_KEY, Sandbox, SandboxConfig, canonical, current_branch};
 /// How many changed files a "dirty project" error names.
 const FILES_IN_MESSAGE: usize = 5;
 
-/// Checks that `path` is the top level of a git working tree; returns it
-/// canonicalised.
-pub(super) async fn check_project(project: &str, path: &Path) -> Result<PathBuf, SandboxError> {
+/// Checks that `path` is the top level of a git working tree with at least
+/// one commit; returns it canonicalised and its HEAD commit (one `git`).
+pub(super) async fn check_project(
+    project: &str,
+    path: &Path,
+) -> Result<(PathBuf, String), SandboxError> {
     let missing = || SandboxError::ProjectMissing {
         project: project.to_string(),
         path: path.to_path_buf(),
@@ -27,16 +31,31 @@ pub(super) async fn check_project(project: &str, path: &Path) -> Result<PathBuf,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => return Err(SandboxError::io("read", path, e)),
     }
-    let output = git(path, ["rev-parse", "--show-toplevel"]).output().await?;
-    if !output.status.success() {
+    // Prints the top level, then the commit; in a repository with no commits
+    // it prints the top level only and exits with 1.
+    let output = git(
+        path,
+        [
+            "rev-parse",
+            "--show-toplevel",
+            "--verify",
+            "--quiet",
+            "HEAD^{commit}",
+        ],
+    )
+    .output()
+    .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    let Some(toplevel) = lines.next().filter(|line| !line.is_empty()) else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         // "not a git repository", or a bare one ("must be run in a work tree").
         if stderr.contains("not a git repository") || stderr.contains("work tree") {
             return Err(not_a_repository());
         }
         return Err(git::failed("rev-parse", path, &output));
-    }
-    let toplevel = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim_end());
+    };
+    let toplevel = PathBuf::from(toplevel);
     let project_dir = canonical(path).await?;
     if project_dir != canonical(&toplevel).await? {
         return Err(SandboxError::NotTopLevel {
@@ -45,20 +64,43 @@ pub(super) async fn check_project(project: &str, path: &Path) -> Result<PathBuf,
             toplevel,
         });
     }
-    Ok(project_dir)
+    match lines.next() {
+        Some(head) if output.status.success() => Ok((project_dir, head.trim().to_string())),
+        _ if output.status.code() == Some(1) => Err(SandboxError::EmptyRepository {
+            project: project.to_string(),
+            path: project_dir,
+        }),
+        _ => Err(git::failed("rev-parse", path, &output)),
+    }
 }
 
-pub(super) async fn project_head(project: &str, repo: &Path) -> Result<String, SandboxError> {
-    let output = git(repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
-        .output()
-        .await?;
-    if !output.status.success() {
-        return Err(SandboxError::EmptyRepository {
+/// The commit `reference` (a branch, tag or commit) names in the project.
+pub(super) async fn resolve_ref(
+    project: &str,
+    repo: &Path,
+    reference: &str,
+) -> Result<String, SandboxError> {
+    let output = git(
+        repo,
+        [
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &format!("{reference}^{{commit}}"),
+        ],
+    )
+    .output()
+    .await?;
+    let commit = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || commit.is_empty() {
+        return Err(SandboxError::UnknownRef {
             project: project.to_string(),
             path: repo.to_path_buf(),
+            reference: reference.to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    Ok(commit)
 }
 
 /// Uncommitted changes to tracked files (staged or not) would silently stay
@@ -92,31 +134,32 @@ pub(super) async fn build(
 ) -> Result<(), SandboxError> {
     // A full copy, not hard links: the agent may run anything in the clone,
     // and must not be able to touch the project's object files.
-    let (project_arg, dir_arg) = (project.as_os_str(), dir.as_os_str());
-    let clone = [
+    // `-c` writes the new repository's config: our base, plus an identity so
+    // the agent's own `git commit` works on a machine with no global git
+    // identity, and never waits for a signature; and no background
+    // `git maintenance` after each commit in a clone that lives minutes.
+    let settings = [
+        format!("{BASE_COMMIT_KEY}={base_commit}"),
+        format!("user.name={}", cfg.author_name),
+        format!("user.email={}", cfg.author_email),
+        "commit.gpgSign=false".to_string(),
+        "maintenance.auto=false".to_string(),
+    ];
+    let mut clone: Vec<&OsStr> = vec![
         "clone".as_ref(),
         "--no-hardlinks".as_ref(),
         "--no-checkout".as_ref(),
         "--quiet".as_ref(),
-        "--".as_ref(),
-        project_arg,
-        dir_arg,
     ];
+    for setting in &settings {
+        clone.push("-c".as_ref());
+        clone.push(setting.as_ref());
+    }
+    clone.extend(["--".as_ref(), project.as_os_str(), dir.as_os_str()]);
     git(&cfg.root, clone).run().await?;
     git(dir, ["checkout", "--quiet", "-b", branch, base_commit])
         .run()
         .await?;
-    // Our base, plus an identity so the agent's own `git commit` works on a
-    // machine with no global git identity, and never waits for a signature.
-    let settings = [
-        (BASE_COMMIT_KEY, base_commit),
-        ("user.name", &cfg.author_name),
-        ("user.email", &cfg.author_email),
-        ("commit.gpgSign", "false"),
-    ];
-    for (key, value) in settings {
-        git(dir, ["config", key, value]).run().await?;
-    }
     Ok(())
 }
 

@@ -130,10 +130,12 @@ pub async fn rebase_and_push(
 /// Pushes the sandbox branch, as it is, into the project repository it was
 /// cloned from (`refs/heads/claudomator/<task-id>`), so the work outlives
 /// the sandbox. The project's checkout and its other branches are untouched.
+/// The branch itself is pushed, wherever the sandbox's HEAD is (`commit_all`
+/// has checked it), in one `git`.
 pub async fn deliver(sandbox: &Sandbox) -> Result<(), SandboxError> {
-    sandbox.check_branch().await?;
-    let target = format!("+HEAD:refs/heads/{}", sandbox.branch);
-    git(&sandbox.path, ["push", "--quiet", "origin", &target])
+    let branch = format!("refs/heads/{}", sandbox.branch);
+    let refspec = format!("+{branch}:{branch}");
+    git(&sandbox.path, ["push", "--quiet", "origin", &refspec])
         .run()
         .await?;
     info!(branch = %sandbox.branch, "sandbox branch delivered to the project");

@@ -503,3 +503,56 @@ fn numstat_parses_renames_and_binary_files() {
     );
     assert!(parse_numstat("").is_empty());
 }
+
+#[tokio::test]
+async fn commit_all_refuses_a_sandbox_moved_off_its_branch() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+
+    world.git(&sandbox.path, &["checkout", "--quiet", "-b", "elsewhere"]);
+    let err = sandbox.commit_all(&cfg, "work").await.unwrap_err();
+    assert!(matches!(err, SandboxError::WrongBranch { .. }), "{err}");
+    assert!(err.to_string().contains("is on elsewhere"), "{err}");
+
+    world.git(&sandbox.path, &["checkout", "--quiet", "--detach"]);
+    let err = sandbox.commit_all(&cfg, "work").await.unwrap_err();
+    assert!(err.to_string().contains("on a detached HEAD"), "{err}");
+
+    world.git(
+        &sandbox.path,
+        &["checkout", "--quiet", "--orphan", "unborn"],
+    );
+    let err = sandbox.commit_all(&cfg, "work").await.unwrap_err();
+    assert!(err.to_string().contains("is on unborn"), "{err}");
+}
+
+#[tokio::test]
+async fn the_agents_own_commit_alone_is_reported_and_delivered() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    write(&sandbox.path, "first.txt", "one\n");
+    world.git(&sandbox.path, &["add", "first.txt"]);
+    world.git(&sandbox.path, &["commit", "--quiet", "-m", "agent commit"]);
+    let head = world.git(&sandbox.path, &["rev-parse", "HEAD"]);
+
+    let changes = sandbox.commit_all(&cfg, "nothing left").await.unwrap();
+    assert_eq!(changes.files, vec![change("first.txt", 1, 0)]);
+    assert_eq!(changes.commits, vec![head.clone()]);
+
+    deliver(&sandbox).await.unwrap();
+    let delivered = format!("refs/heads/{}", sandbox.branch);
+    assert_eq!(world.git(&project, &["rev-parse", &delivered]), head);
+    // The project's checkout did not move.
+    assert_eq!(
+        world.git(&project, &["symbolic-ref", "--short", "HEAD"]),
+        "trunk"
+    );
+}

@@ -48,6 +48,7 @@ pub fn task_to_row(t: &Task) -> task::ActiveModel {
         parent_task_id: Set(t.parent_task_id.map(|id| id.to_string())),
         max_attempts: Set(count(t.max_attempts)),
         review_required: Set(t.review_required),
+        base_ref: Set(t.base_ref.clone()),
         idempotency_key: Set(t.idempotency_key.clone()),
         state: Set(t.state.as_str().to_string()),
         state_reason: Set(t.state_reason.clone()),
@@ -58,6 +59,9 @@ pub fn task_to_row(t: &Task) -> task::ActiveModel {
         pending_input: Set(t.pending_input.clone()),
         created_at: Set(t.created_at),
         updated_at: Set(t.updated_at),
+        owner: Set(String::new()),
+        lease_until: Set(0),
+        running_agent: Set(String::new()),
     }
 }
 
@@ -86,6 +90,7 @@ pub fn task_from_row(r: task::Model) -> StoreResult<Task> {
             .transpose()?,
         max_attempts: uncount("task.max_attempts", r.max_attempts)?,
         review_required: r.review_required,
+        base_ref: r.base_ref,
         idempotency_key: r.idempotency_key,
         state: parse("task.state", &r.state)?,
         state_reason: r.state_reason,
@@ -127,6 +132,9 @@ pub fn execution_to_row(e: &Execution) -> execution::ActiveModel {
         summary: Set(e.summary.clone()),
         log_path: Set(e.log_path.clone()),
         permission_denials: Set(json(&e.permission_denials)),
+        server_id: Set(e.server_id.clone()),
+        agent_choice: Set(e.agent_choice.as_str().to_string()),
+        agent_choice_reason: Set(e.agent_choice_reason.clone()),
     }
 }
 
@@ -154,5 +162,8 @@ pub fn execution_from_row(r: execution::Model) -> StoreResult<Execution> {
         summary: r.summary,
         log_path: r.log_path,
         permission_denials: parse_json("execution.permission_denials", &r.permission_denials)?,
+        server_id: r.server_id,
+        agent_choice: parse("execution.agent_choice", &r.agent_choice)?,
+        agent_choice_reason: r.agent_choice_reason,
     })
 }

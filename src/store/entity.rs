@@ -27,6 +27,8 @@ pub mod task {
         pub parent_task_id: Option<String>,
         pub max_attempts: i64,
         pub review_required: bool,
+        /// Where the sandbox starts; empty: the project's HEAD.
+        pub base_ref: String,
         #[sea_orm(unique)]
         pub idempotency_key: Option<String>,
         pub state: String,
@@ -39,6 +41,12 @@ pub mod task {
         pub pending_input: String,
         pub created_at: i64,
         pub updated_at: i64,
+        /// The server holding the task while it runs; empty when none has.
+        pub owner: String,
+        /// Until when (Unix ms) the owner's claim holds unless renewed.
+        pub lease_until: i64,
+        /// The agent the running attempt uses (an `auto` task's pick).
+        pub running_agent: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -99,6 +107,48 @@ pub mod execution {
         pub log_path: String,
         /// JSON array of strings.
         pub permission_denials: String,
+        pub server_id: String,
+        /// `named`, `model` or `rule`.
+        pub agent_choice: String,
+        pub agent_choice_reason: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod agent_mark {
+    use sea_orm::entity::prelude::*;
+
+    /// An agent set aside until a time, seen by every server.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_mark")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent: String,
+        pub limited_until: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod log_line {
+    use sea_orm::entity::prelude::*;
+
+    /// One line of an execution's log file, shared through the database.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "log_line")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub execution_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub offset: i64,
+        pub line: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

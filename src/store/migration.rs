@@ -13,6 +13,9 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Executor),
             Box::new(M0003PermissionDenials),
             Box::new(M0004Questions),
+            Box::new(M0005AgentChoice),
+            Box::new(M0006Cluster),
+            Box::new(M0007TaskBaseRef),
         ]
     }
 }
@@ -339,5 +342,218 @@ impl MigrationTrait for M0004Questions {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Who chose an execution's agent (an `auto` task's classification), and why.
+struct M0005AgentChoice;
+
+impl MigrationName for M0005AgentChoice {
+    fn name(&self) -> &str {
+        "m0005_agent_choice"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV5 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    AgentChoice,
+    AgentChoiceReason,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005AgentChoice {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (column, default) in [
+            (ExecutionV5::AgentChoice, "named"),
+            (ExecutionV5::AgentChoiceReason, ""),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ExecutionV5::Table)
+                        .add_column(ColumnDef::new(column).text().not_null().default(default))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Several servers on one database: which server holds a running task and
+/// until when (its lease), and which server ran an execution.
+struct M0006Cluster;
+
+impl MigrationName for M0006Cluster {
+    fn name(&self) -> &str {
+        "m0006_cluster"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV6 {
+    #[sea_orm(iden = "task")]
+    Table,
+    Owner,
+    LeaseUntil,
+    RunningAgent,
+}
+
+#[derive(DeriveIden)]
+enum AgentMark {
+    Table,
+    Agent,
+    LimitedUntil,
+}
+
+#[derive(DeriveIden)]
+enum LogLine {
+    Table,
+    ExecutionId,
+    Offset,
+    Line,
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV6 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    ServerId,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006Cluster {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV6::Table)
+                    .add_column(ColumnDef::new(TaskV6::Owner).text().not_null().default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV6::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV6::LeaseUntil)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV6::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV6::RunningAgent)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Agents set aside (rate limit, spent quota), shared by the servers.
+        manager
+            .create_table(
+                Table::create()
+                    .table(AgentMark::Table)
+                    .col(
+                        ColumnDef::new(AgentMark::Agent)
+                            .text()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentMark::LimitedUntil)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Execution logs shared through the database, so any server can
+        // serve any execution's log (`[executor] share_logs`).
+        manager
+            .create_table(
+                Table::create()
+                    .table(LogLine::Table)
+                    .col(ColumnDef::new(LogLine::ExecutionId).text().not_null())
+                    .col(ColumnDef::new(LogLine::Offset).big_integer().not_null())
+                    .col(ColumnDef::new(LogLine::Line).text().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(LogLine::ExecutionId)
+                            .col(LogLine::Offset),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ExecutionV6::Table)
+                    .add_column(
+                        ColumnDef::new(ExecutionV6::ServerId)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The reaper looks for running tasks whose lease ran out.
+        manager
+            .create_index(
+                Index::create()
+                    .name("task_state_lease")
+                    .table(TaskV6::Table)
+                    .col(Alias::new("state"))
+                    .col(TaskV6::LeaseUntil)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Where a task's sandbox starts: a branch, tag or commit (empty: HEAD).
+struct M0007TaskBaseRef;
+
+impl MigrationName for M0007TaskBaseRef {
+    fn name(&self) -> &str {
+        "m0007_task_base_ref"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV7 {
+    #[sea_orm(iden = "task")]
+    Table,
+    BaseRef,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007TaskBaseRef {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV7::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV7::BaseRef)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

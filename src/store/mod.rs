@@ -15,15 +15,16 @@ use std::time::Duration;
 
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use sea_orm_migration::MigratorTrait;
 
 use crate::core::model::{
-    Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState, UnixMillis,
+    AgentType, Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState,
+    UnixMillis,
 };
-use entity::{execution, task, task_tag};
+use entity::{agent_mark, execution, log_line, task, task_tag};
 use writer::{WriteOp, Writer};
 
 /// What can go wrong in the store.
@@ -67,6 +68,31 @@ pub struct TaskUpdate {
     /// `Some(None)` clears the question.
     pub question: Option<Option<Question>>,
     pub pending_input: Option<String>,
+    /// Take (or hand back, with an empty owner) the task's lease.
+    pub lease: Option<Lease>,
+    /// Apply only if this server holds the task: a server whose lease was
+    /// taken over must not overwrite what the new holder writes.
+    pub if_owner: Option<String>,
+    /// Apply only if the lease ran out before this time (taking over a
+    /// task from a server that stopped renewing it).
+    pub if_lease_before: Option<UnixMillis>,
+    /// The agent a claim runs on, recorded on the task; with a cluster
+    /// limit, applied only while fewer attempts of that agent run on all
+    /// servers together (checked under a lock, so claims never race past it).
+    pub agent_slot: Option<AgentSlot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSlot {
+    pub agent: AgentType,
+    pub cluster_limit: Option<usize>,
+}
+
+/// A server's claim on a running task, renewed while the agent runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: UnixMillis,
 }
 
 impl TaskUpdate {
@@ -82,6 +108,10 @@ impl TaskUpdate {
             summary: None,
             question: None,
             pending_input: None,
+            lease: None,
+            if_owner: None,
+            if_lease_before: None,
+            agent_slot: None,
         }
     }
 }
@@ -131,7 +161,9 @@ impl Store {
     }
 
     /// Applies the update if the task is still in `update.from`. Returns
-    /// false, changing nothing, when another writer moved it first.
+    /// false, changing nothing, when another writer moved it first. The core
+    /// calls it only through `TaskService::apply`, which checks the move and
+    /// announces it.
     pub async fn update_task(&self, update: TaskUpdate) -> StoreResult<bool> {
         let changed = self
             .writer
@@ -153,6 +185,151 @@ impl Store {
             .await?
             .into_iter()
             .map(convert::task_from_row)
+            .collect()
+    }
+
+    /// Extends `owner`'s lease to `until` on those of `ids` it still holds,
+    /// and returns those: a task missing from the answer was cancelled,
+    /// finished or taken over by another server meanwhile.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        until: UnixMillis,
+        ids: &[Id],
+    ) -> StoreResult<Vec<Id>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(Id::to_string).collect();
+        self.writer
+            .write(WriteOp::RenewLeases {
+                owner: owner.to_string(),
+                until,
+                ids: ids.clone(),
+            })
+            .await?;
+        let held: Vec<String> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Owner.eq(owner))
+            .filter(task::Column::State.eq(TaskState::Running.as_str()))
+            .filter(task::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        held.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("task.id {id}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Shares log lines (execution, offset, line) through the database.
+    pub async fn insert_log_lines(&self, lines: Vec<(Id, u64, String)>) -> StoreResult<()> {
+        let rows = lines
+            .into_iter()
+            .map(|(id, offset, line)| (id.to_string(), offset as i64, line))
+            .collect();
+        self.writer.write(WriteOp::InsertLogLines(rows)).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` shared log lines of an execution from `from_offset`
+    /// on, in order, with their offsets.
+    pub async fn log_lines(
+        &self,
+        execution: Id,
+        from_offset: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<(u64, String)>> {
+        Ok(log_line::Entity::find()
+            .select_only()
+            .column(log_line::Column::Offset)
+            .column(log_line::Column::Line)
+            .filter(log_line::Column::ExecutionId.eq(execution.to_string()))
+            .filter(log_line::Column::Offset.gte(from_offset as i64))
+            .order_by_asc(log_line::Column::Offset)
+            .limit(limit)
+            .into_tuple::<(i64, String)>()
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(|(offset, line)| (offset.max(0) as u64, line))
+            .collect())
+    }
+
+    /// Sets an agent aside until `until` for every server (a later mark
+    /// already there stands).
+    pub async fn mark_agent(&self, agent: AgentType, until: UnixMillis) -> StoreResult<()> {
+        self.writer
+            .write(WriteOp::MarkAgent {
+                agent: agent.as_str().to_string(),
+                until,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Agents set aside past `now`, by any server.
+    pub async fn agent_marks(&self, now: UnixMillis) -> StoreResult<Vec<(AgentType, UnixMillis)>> {
+        agent_mark::Entity::find()
+            .filter(agent_mark::Column::LimitedUntil.gt(now))
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let agent = row.agent.parse().map_err(|e| {
+                    StoreError::Corrupt(format!("agent_mark.agent {}: {e}", row.agent))
+                })?;
+                Ok((agent, row.limited_until))
+            })
+            .collect()
+    }
+
+    /// RUNNING tasks nobody alive holds, with the owner they were left
+    /// with: those whose lease ran out (their server died), and when
+    /// `include_owner` is given, also that server's own and unowned ones
+    /// (a restart reclaims what it held before it died).
+    pub async fn orphaned_tasks(
+        &self,
+        now: UnixMillis,
+        include_owner: Option<&str>,
+    ) -> StoreResult<Vec<(Task, String)>> {
+        let mut held_by_nobody = Condition::any().add(task::Column::LeaseUntil.lt(now));
+        if let Some(owner) = include_owner {
+            held_by_nobody = held_by_nobody
+                .add(task::Column::Owner.eq(owner))
+                .add(task::Column::Owner.eq(""));
+        }
+        task::Entity::find()
+            .filter(task::Column::State.eq(TaskState::Running.as_str()))
+            .filter(held_by_nobody)
+            .order_by_asc(task::Column::Id)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let owner = row.owner.clone();
+                convert::task_from_row(row).map(|task| (task, owner))
+            })
+            .collect()
+    }
+
+    /// A task's executions in one state, oldest first.
+    pub async fn task_executions_in_state(
+        &self,
+        task_id: Id,
+        state: ExecutionState,
+    ) -> StoreResult<Vec<Execution>> {
+        execution::Entity::find()
+            .filter(execution::Column::TaskId.eq(task_id.to_string()))
+            .filter(execution::Column::State.eq(state.as_str()))
+            .order_by_asc(execution::Column::Id)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::execution_from_row)
             .collect()
     }
 
@@ -181,18 +358,6 @@ impl Store {
             .into_tuple::<(String, i64)>()
             .all(&self.reader)
             .await?)
-    }
-
-    /// Executions in one state, oldest first.
-    pub async fn executions_in_state(&self, state: ExecutionState) -> StoreResult<Vec<Execution>> {
-        execution::Entity::find()
-            .filter(execution::Column::State.eq(state.as_str()))
-            .order_by_asc(execution::Column::Id)
-            .all(&self.reader)
-            .await?
-            .into_iter()
-            .map(convert::execution_from_row)
-            .collect()
     }
 
     /// The executions of a task that ran in one agent session.

@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::TaskUpdate;
 use super::convert::{execution_to_row, task_to_row};
-use super::entity::{execution, task, task_tag};
+use super::entity::{agent_mark, execution, log_line, task, task_tag};
 use super::{StoreError, StoreResult};
-use crate::core::model::{Execution, Task};
+use crate::core::model::{Execution, Task, TaskState};
 
 const MAX_BATCH: usize = 512;
 const QUEUE_DEPTH: usize = 4096;
@@ -29,6 +29,19 @@ pub enum WriteOp {
     InsertTask(Box<Task>),
     UpdateTask(Box<TaskUpdate>),
     SaveExecution(Box<Execution>),
+    /// Log lines (execution, offset, line); a line already there is kept.
+    InsertLogLines(Vec<(String, i64, String)>),
+    /// Sets `agent` aside until `until`, unless a later mark stands.
+    MarkAgent {
+        agent: String,
+        until: i64,
+    },
+    /// Extends `owner`'s lease on those of `ids` it still holds (RUNNING).
+    RenewLeases {
+        owner: String,
+        until: i64,
+        ids: Vec<String>,
+    },
 }
 
 struct Job {
@@ -169,9 +182,81 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             if let Some(summary) = &u.summary {
                 update = update.col_expr(task::Column::Summary, Expr::value(summary.as_str()));
             }
+            if let Some(lease) = &u.lease {
+                update = update
+                    .col_expr(task::Column::Owner, Expr::value(lease.owner.as_str()))
+                    .col_expr(task::Column::LeaseUntil, Expr::value(lease.until));
+            }
+            if let Some(owner) = &u.if_owner {
+                update = update.filter(task::Column::Owner.eq(owner.as_str()));
+            }
+            if let Some(before) = u.if_lease_before {
+                update = update.filter(task::Column::LeaseUntil.lt(before));
+            }
+            if let Some(slot) = &u.agent_slot {
+                let agent = slot.agent.as_str();
+                if let Some(limit) = slot.cluster_limit
+                    && running_on_all_servers(txn, agent).await? >= limit as u64
+                {
+                    return Ok(0);
+                }
+                update = update.col_expr(task::Column::RunningAgent, Expr::value(agent));
+            }
             let result = update
                 .filter(task::Column::Id.eq(u.id.to_string()))
                 .filter(task::Column::State.eq(u.from.as_str()))
+                .exec(txn)
+                .await?;
+            Ok(result.rows_affected)
+        }
+        WriteOp::InsertLogLines(lines) => {
+            if lines.is_empty() {
+                return Ok(0);
+            }
+            let rows = lines
+                .iter()
+                .map(|(execution, offset, line)| log_line::ActiveModel {
+                    execution_id: sea_orm::ActiveValue::Set(execution.clone()),
+                    offset: sea_orm::ActiveValue::Set(*offset),
+                    line: sea_orm::ActiveValue::Set(line.clone()),
+                });
+            log_line::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([log_line::Column::ExecutionId, log_line::Column::Offset])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await?;
+            Ok(lines.len() as u64)
+        }
+        WriteOp::MarkAgent { agent, until } => {
+            let row = agent_mark::ActiveModel {
+                agent: sea_orm::ActiveValue::Set(agent.clone()),
+                limited_until: sea_orm::ActiveValue::Set(*until),
+            };
+            agent_mark::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::column(agent_mark::Column::Agent)
+                        .value(
+                            agent_mark::Column::LimitedUntil,
+                            Expr::cust(
+                                "CASE WHEN excluded.limited_until > agent_mark.limited_until \
+                                 THEN excluded.limited_until ELSE agent_mark.limited_until END",
+                            ),
+                        )
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await?;
+            Ok(1)
+        }
+        WriteOp::RenewLeases { owner, until, ids } => {
+            let result = task::Entity::update_many()
+                .col_expr(task::Column::LeaseUntil, Expr::value(*until))
+                .filter(task::Column::Owner.eq(owner.as_str()))
+                .filter(task::Column::State.eq(TaskState::Running.as_str()))
+                .filter(task::Column::Id.is_in(ids.iter().map(String::as_str)))
                 .exec(txn)
                 .await?;
             Ok(result.rows_affected)
@@ -208,4 +293,24 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             Ok(1)
         }
     }
+}
+
+/// Attempts of `agent` running on every server, counted under a lock held
+/// until this transaction commits (PostgreSQL: an advisory lock per agent;
+/// SQLite has one writer), so two claims never both take the last slot.
+async fn running_on_all_servers(txn: &DatabaseTransaction, agent: &str) -> StoreResult<u64> {
+    use sea_orm::{ConnectionTrait, DbBackend, PaginatorTrait, Statement};
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext('claudomator.agent.' || $1))",
+            [agent.into()],
+        ))
+        .await?;
+    }
+    Ok(task::Entity::find()
+        .filter(task::Column::State.eq(TaskState::Running.as_str()))
+        .filter(task::Column::RunningAgent.eq(agent))
+        .count(txn)
+        .await?)
 }

@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP shim (GitHub webhooks, /healthz).
+    pub http_addr: SocketAddr,
     pub config: Config,
     running: Option<Running>,
     /// Kept so the directories live as long as the server.
@@ -107,12 +109,43 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
 /// admin URL, as `scripts/pg-cluster start` prints); then a fresh database
 /// on that server, so the same tests run on both.
 pub async fn test_database() -> String {
-    use sea_orm::ConnectionTrait;
-    let Ok(admin) = std::env::var("CLAUDOMATOR_TEST_POSTGRES") else {
-        return String::new();
+    match std::env::var("CLAUDOMATOR_TEST_POSTGRES") {
+        Ok(admin) => create_postgres_database(&admin).await,
+        Err(_) => String::new(),
+    }
+}
+
+/// A fresh PostgreSQL database, for tests that need one whatever the
+/// suite runs on (several servers on one database): on the server
+/// `CLAUDOMATOR_TEST_POSTGRES` names, else on the project's throwaway
+/// cluster (`scripts/pg-cluster start`, which installs PostgreSQL if it is
+/// missing and returns at once if the cluster is up).
+pub async fn postgres_database() -> String {
+    let admin = match std::env::var("CLAUDOMATOR_TEST_POSTGRES") {
+        Ok(admin) => admin,
+        Err(_) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster");
+            let out = tokio::process::Command::new("bash")
+                .arg(script)
+                .arg("start")
+                .output()
+                .await
+                .expect("runs scripts/pg-cluster");
+            assert!(
+                out.status.success(),
+                "scripts/pg-cluster start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
     };
+    create_postgres_database(&admin).await
+}
+
+async fn create_postgres_database(admin: &str) -> String {
+    use sea_orm::ConnectionTrait;
     let name = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let db = sea_orm::Database::connect(admin.as_str())
+    let db = sea_orm::Database::connect(admin)
         .await
         .expect("the test PostgreSQL server answers");
     db.execute_unprepared(&format!("CREATE DATABASE {name}"))
@@ -124,7 +157,7 @@ pub async fn test_database() -> String {
             let query = rest.split_once('?').map(|(_, q)| format!("?{q}"));
             format!("{server}/{name}{}", query.unwrap_or_default())
         }
-        None => panic!("CLAUDOMATOR_TEST_POSTGRES is not a URL: {admin}"),
+        None => panic!("not a PostgreSQL URL: {admin}"),
     }
 }
 
@@ -132,6 +165,7 @@ async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
     let running = app::start(config.clone()).await.expect("server starts");
     TestServer {
         addr: running.grpc_addr,
+        http_addr: running.http_addr,
         config,
         running: Some(running),
         _dirs: dirs,
@@ -304,4 +338,62 @@ pub async fn executions(client: &mut Client, task_id: &str) -> Vec<pb::Execution
         .unwrap()
         .into_inner()
         .executions
+}
+
+/// The endpoint of the real local model (llama.cpp serving a tiny model on
+/// loopback), started by `../shared/tools/local-llm start`: idempotent,
+/// prints the endpoint (the first run installs it, which takes minutes).
+/// `CLAUDOMATOR_TEST_LOCAL_LLM` names another endpoint instead. Started
+/// once per test binary.
+pub fn local_llm_endpoint() -> String {
+    static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(endpoint) = std::env::var("CLAUDOMATOR_TEST_LOCAL_LLM") {
+                return endpoint;
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/local-llm");
+            let start = || {
+                std::process::Command::new(&script)
+                    .arg("start")
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+            };
+            // A busy llama.cpp (one request at a time) can miss the script's
+            // 2 s check that it is up, which then reads as "port taken": ask
+            // it ourselves, with time to answer.
+            let out = start();
+            if !out.status.success() {
+                let port = std::env::var("LOCAL_LLM_PORT").unwrap_or_else(|_| "18080".into());
+                let endpoint = format!("http://127.0.0.1:{port}/v1");
+                let models = std::process::Command::new("curl")
+                    .args(["-sf", "-m", "60", &format!("{endpoint}/models")])
+                    .output();
+                if models.is_ok_and(|m| String::from_utf8_lossy(&m.stdout).contains("SmolLM2")) {
+                    return endpoint;
+                }
+            }
+            assert!(
+                out.status.success(),
+                "{} start failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .clone()
+}
+
+/// One test at a time talks to the real local model: llama.cpp's server
+/// answers one request at a time and cuts a running stream short when
+/// another comes in, so tests of one binary running in parallel would
+/// interrupt each other. Hold the guard for as long as the test uses it.
+pub async fn real_model_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }

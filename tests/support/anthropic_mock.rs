@@ -19,7 +19,8 @@
 //!
 //! A `/v1/messages` request without tools is a side request (title, topic,
 //! quota probe): it gets a short text and does not advance the script's
-//! conversation logic (it still counts for [`Script::RateLimitedThen`]).
+//! conversation logic (it still counts for [`Script::RateLimitedThen`]);
+//! under [`Script::Answer`] every request gets the scripted text.
 //!
 //! Every request is recorded ([`AnthropicMock::requests`]), and counters say
 //! how many requests were served, how many `/v1/messages` calls were in
@@ -83,6 +84,9 @@ pub enum Script {
     /// Every turn answers with a `Write` tool call to a new file
     /// (`turn-<n>.txt`), forever, so `--max-turns` ends the run.
     ManyTurns,
+    /// Every `/v1/messages` call, with tools or without (a CLI run with
+    /// `--tools ""` sends none), gets this text: a one-shot question.
+    Answer(String),
 }
 
 impl Script {
@@ -500,7 +504,9 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let tools = tool_names(body);
 
-    let (reply, delay) = if tools.is_empty() {
+    let (reply, delay) = if let Script::Answer(text) = script {
+        (Reply::text(text), Duration::ZERO)
+    } else if tools.is_empty() {
         // A side request (title, topic, quota probe …).
         (Reply::text("Mock title"), Duration::ZERO)
     } else {
@@ -520,7 +526,10 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
                 delay_per_event,
                 chunks,
             } => (Reply::slow_text(*chunks), *delay_per_event),
-            Script::RateLimitedThen { .. } | Script::Overloaded | Script::UsageLimitReached => {
+            Script::RateLimitedThen { .. }
+            | Script::Overloaded
+            | Script::UsageLimitReached
+            | Script::Answer(_) => {
                 unreachable!("answered above")
             }
         }

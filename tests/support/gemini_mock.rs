@@ -94,6 +94,9 @@ pub enum Script {
     /// Every turn answers with a `write_file` call to a new file
     /// (`turn-<n>.txt`), forever, so `model.maxSessionTurns` ends the run.
     ManyTurns,
+    /// Every conversation call (streamed, or with tools) gets this text: a
+    /// one-shot question. Side calls are answered as usual.
+    Answer(String),
 }
 
 impl Script {
@@ -563,30 +566,34 @@ fn generate(
     }
 
     let tools = tool_names(body);
-    let (reply, delay) = if tools.is_empty() {
-        (side_reply(body), Duration::ZERO)
-    } else {
-        match script {
-            Script::WriteFileThenSummary { file, content } => (
-                write_then_summary(shared, body, &tools, file, content),
-                Duration::ZERO,
-            ),
-            Script::ManyTurns => {
-                let n = count_role(body, "model") + 1;
-                let file = format!("turn-{n}.txt");
-                let reply = write_call(shared, body, &tools, &file, &format!("turn {n}\n"))
-                    .unwrap_or_else(|| Reply::text(NO_WRITE_TOOL));
-                (reply, Duration::ZERO)
+    let (reply, delay) =
+        if let (Script::Answer(text), true) = (script, streaming || !tools.is_empty()) {
+            (Reply::text(text), Duration::ZERO)
+        } else if tools.is_empty() {
+            (side_reply(body), Duration::ZERO)
+        } else {
+            match script {
+                Script::WriteFileThenSummary { file, content } => (
+                    write_then_summary(shared, body, &tools, file, content),
+                    Duration::ZERO,
+                ),
+                Script::ManyTurns => {
+                    let n = count_role(body, "model") + 1;
+                    let file = format!("turn-{n}.txt");
+                    let reply = write_call(shared, body, &tools, &file, &format!("turn {n}\n"))
+                        .unwrap_or_else(|| Reply::text(NO_WRITE_TOOL));
+                    (reply, Duration::ZERO)
+                }
+                Script::Slow {
+                    delay_per_event,
+                    chunks,
+                } => (Reply::slow_text(*chunks), *delay_per_event),
+                Script::RateLimitedThen { .. }
+                | Script::AlwaysRateLimited { .. }
+                | Script::DailyQuotaExhausted
+                | Script::Answer(_) => unreachable!("answered above"),
             }
-            Script::Slow {
-                delay_per_event,
-                chunks,
-            } => (Reply::slow_text(*chunks), *delay_per_event),
-            Script::RateLimitedThen { .. }
-            | Script::AlwaysRateLimited { .. }
-            | Script::DailyQuotaExhausted => unreachable!("answered above"),
-        }
-    };
+        };
 
     let response_id = new_id("mockresp");
     if !streaming {

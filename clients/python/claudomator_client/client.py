@@ -305,11 +305,15 @@ class LogStream(Iterator[task_pb.LogEvent]):
         if self._cancelled:
             raise StopIteration
         try:
-            return cast(pb.StreamLogsResponse, next(self._call)).event
+            event = cast(pb.StreamLogsResponse, next(self._call)).event
         except grpc.RpcError as e:
             if self._cancelled:
                 raise StopIteration from None
             raise from_rpc_error(e) from None
+        # The agent's line is sent once, as the payload: fill `raw` back in.
+        if event.raw_is_payload and not event.raw:
+            event.raw = event.payload_json
+        return event
 
     def cancel(self) -> None:
         self._cancelled = True

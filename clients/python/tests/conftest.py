@@ -103,7 +103,7 @@ def start_server(workdir: Path, config: str = "", env: Optional[dict] = None,
         server_env["CLAUDOMATOR_TOKENS"] = token
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [str(server_binary()), "serve", "--listen", "127.0.0.1:0",
+            [str(server_binary()), "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
              "--data-dir", str(workdir / "data"), "--config", str(config_path)],
             cwd=project, env=server_env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=err,

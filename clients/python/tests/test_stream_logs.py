@@ -54,6 +54,8 @@ def test_stream_logs_follows_a_run_to_the_end(agent_server: Server) -> None:
         tool_call = next(e for e in events if e.kind == LogEventKind.LOG_EVENT_KIND_TOOL_CALL)
         assert "Write" in tool_call.text and "hello.txt" in tool_call.text
         assert tool_call.raw and tool_call.payload_json  # the CLI's own line and its JSON
+        # Sent once (it is the payload), filled back in by the client.
+        assert tool_call.raw_is_payload and tool_call.raw == tool_call.payload_json
         assert any("## Summary" in e.text for e in events)
         assert all(e.time.seconds > 0 for e in events)
         # The stream ended because the execution did.

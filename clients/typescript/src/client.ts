@@ -194,8 +194,13 @@ export class Client {
     );
     try {
       for await (const response of stream) {
-        if (response.event) {
-          yield response.event;
+        const event = response.event;
+        if (event) {
+          // The agent's line is sent once, as the payload: fill `raw` back in.
+          if (event.rawIsPayload && !event.raw) {
+            event.raw = event.payloadJson;
+          }
+          yield event;
         }
       }
     } catch (err) {

@@ -112,7 +112,7 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     env.CLAUDOMATOR_TOKENS = options.token;
   }
   const log = join(workdir, "server.log");
-  const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
+  const args = ["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
   const child = spawnLogged(serverBinary(), args, log, { cwd: project, env });
   const children = options.children ?? [];
   const stop = async () => {

@@ -61,6 +61,8 @@ test("streamLogs follows a real run to the end", async (t) => {
     const toolCall = events.find((e) => e.kind === LogEventKind.TOOL_CALL)!;
     assert.match(toolCall.text, /Write .*hello\.txt/);
     assert.ok(toolCall.raw && toolCall.payloadJson);
+    // Sent once (it is the payload), filled back in by the client.
+    assert.ok(toolCall.rawIsPayload && toolCall.raw === toolCall.payloadJson);
     assert.ok(events.some((e) => e.text.includes("## Summary")));
 
     const executionId = events[0]!.executionId;

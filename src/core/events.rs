@@ -1,0 +1,142 @@
+//! Task events: what the core announces when a task changes state, for
+//! notifications. `TaskService::apply` emits one for every state change it
+//! writes; the sink keeps the states it was asked for and hands each event
+//! to a bounded channel with `try_send`. A full channel drops the event (it
+//! is counted and warned about): a slow or absent receiver never delays a
+//! state change or the scheduler. Whoever holds the receiving end (the
+//! webhook notifier, `crate::notify`) does the slow work.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::model::{Id, Question, TaskState, UnixMillis};
+
+/// One state change of one task, as it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskEvent {
+    pub task_id: Id,
+    pub from: TaskState,
+    pub to: TaskState,
+    /// Why (a failure, a cancel reason), or empty.
+    pub reason: String,
+    /// When the change was written.
+    pub at: UnixMillis,
+    /// The agent's question, when the task blocked on one.
+    pub question: Option<Question>,
+}
+
+/// The states a notification may be about: the ones a person cares about
+/// (a task waits for them, or has ended).
+pub const NOTIFIABLE: &[TaskState] = &[
+    TaskState::Blocked,
+    TaskState::Ready,
+    TaskState::Completed,
+    TaskState::Failed,
+    TaskState::TimedOut,
+    TaskState::BudgetExceeded,
+    TaskState::Cancelled,
+];
+
+/// Where the core puts events. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<TaskEvent>,
+    /// Only changes into these states are sent.
+    wanted: Vec<TaskState>,
+    dropped: AtomicU64,
+}
+
+impl EventSink {
+    /// A sink keeping changes into `wanted`, and the receiving end of its
+    /// channel, which holds `capacity` events at most.
+    pub fn channel(
+        capacity: usize,
+        wanted: Vec<TaskState>,
+    ) -> (EventSink, mpsc::Receiver<TaskEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let inner = Inner {
+            tx,
+            wanted,
+            dropped: AtomicU64::new(0),
+        };
+        (
+            EventSink {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
+    }
+
+    /// Whether a change into `state` is sent.
+    pub fn wants(&self, state: TaskState) -> bool {
+        self.inner.wanted.contains(&state)
+    }
+
+    /// Hands the event on without waiting; drops it when the channel is full.
+    pub fn emit(&self, event: TaskEvent) {
+        if !self.wants(event.to) {
+            return;
+        }
+        match self.inner.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    task_id = %event.task_id,
+                    state = %event.to,
+                    dropped,
+                    "notification queue full: event dropped"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                debug!(task_id = %event.task_id, "no notifier is listening: event dropped");
+            }
+        }
+    }
+
+    /// Events dropped so far because the channel was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(to: TaskState) -> TaskEvent {
+        TaskEvent {
+            task_id: Id::new(),
+            from: TaskState::Running,
+            to,
+            reason: String::new(),
+            at: 1,
+            question: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_wanted_states_are_sent_and_a_full_channel_drops() {
+        let (sink, mut rx) = EventSink::channel(1, vec![TaskState::Completed, TaskState::Failed]);
+        sink.emit(event(TaskState::Queued));
+        sink.emit(event(TaskState::Completed));
+        // The channel holds one event: this one is dropped, without waiting.
+        sink.emit(event(TaskState::Failed));
+        assert_eq!(sink.dropped(), 1);
+        assert_eq!(rx.recv().await.unwrap().to, TaskState::Completed);
+        assert!(rx.try_recv().is_err());
+        sink.emit(event(TaskState::Failed));
+        assert_eq!(rx.recv().await.unwrap().to, TaskState::Failed);
+        // With nobody listening, emitting is still harmless.
+        drop(rx);
+        sink.emit(event(TaskState::Failed));
+        assert_eq!(sink.dropped(), 1);
+    }
+}
