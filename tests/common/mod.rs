@@ -121,7 +121,13 @@ pub async fn test_database() -> String {
 /// cluster (`scripts/pg-cluster start`, which installs PostgreSQL if it is
 /// missing and returns at once if the cluster is up).
 pub async fn postgres_database() -> String {
-    let admin = match std::env::var("CLAUDOMATOR_TEST_POSTGRES") {
+    static ADMIN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let admin = ADMIN.get_or_init(postgres_admin).await;
+    create_postgres_database(admin).await
+}
+
+async fn postgres_admin() -> String {
+    match std::env::var("CLAUDOMATOR_TEST_POSTGRES") {
         Ok(admin) => admin,
         Err(_) => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster");
@@ -138,8 +144,7 @@ pub async fn postgres_database() -> String {
             );
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         }
-    };
-    create_postgres_database(&admin).await
+    }
 }
 
 async fn create_postgres_database(admin: &str) -> String {
