@@ -19,7 +19,7 @@ use common::{
     Client, TestServer, executions, processes_in, spec, start_server_with, submit, wait_for,
 };
 use support::anthropic_mock::{self, AnthropicMock};
-use support::claude_env::{ClaudeEnv, claude_or_skip};
+use support::claude_env::{claude_or_skip, configure_claude};
 use support::codex_env::{CodexEnv, codex_launcher_path, codex_or_skip};
 use support::gemini_env::{gemini_bin_path, gemini_or_skip};
 use support::gemini_mock::{self, GeminiMock};
@@ -67,20 +67,6 @@ fn configure_codex(c: &mut Config, mock: &OpenAiMock) {
     );
 }
 
-fn configure_claude(c: &mut Config, mock: &AnthropicMock, home: &Path) {
-    let mut env = ClaudeEnv::new(mock.base_url(), home);
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    c.agents.claude.command = support::claude_env::claude_bin_path();
-    c.agents.claude.model = "claude-sonnet-4-5".into();
-    c.agents.claude.env = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
-}
-
 async fn server(adjust: impl FnOnce(&mut Config)) -> TestServer {
     start_server_with(|c| {
         c.executor.enabled = true;
@@ -119,7 +105,7 @@ async fn three_agents_run_side_by_side_with_the_same_record() {
     let codex = OpenAiMock::start(openai_mock::Script::write_file("from-codex.txt", "x"));
     let server = server(|c| {
         c.executor.max_concurrent = 3;
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 1);
         configure_gemini(c, &gemini);
         configure_codex(c, &codex);
     })
@@ -532,7 +518,7 @@ async fn each_agent_asks_is_answered_and_resumes_its_session() {
     let codex = OpenAiMock::start(openai_mock::Script::write_file(file, QUESTION));
     let server = server(|c| {
         c.executor.max_concurrent = 3;
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 1);
         configure_gemini(c, &gemini);
         configure_codex(c, &codex);
     })
@@ -596,7 +582,7 @@ async fn review_rejects_with_feedback_then_accepts() {
     }
     let home = tempfile::tempdir().unwrap();
     let claude = AnthropicMock::start(anthropic_mock::Script::write_file("feature.txt", "v1"));
-    let server = server(|c| configure_claude(c, &claude, home.path())).await;
+    let server = server(|c| configure_claude(c, &claude.base_url(), home.path(), 1)).await;
     let mut client = server.client().await;
     let mut spec = agent_spec(pb::AgentType::Claude, "write feature.txt");
     spec.review_required = true;
@@ -692,7 +678,7 @@ async fn an_unanswered_question_times_out_when_configured() {
         QUESTION,
     ));
     let server = server(|c| {
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 1);
         c.executor.blocked_timeout = "1s".into();
     })
     .await;

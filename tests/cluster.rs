@@ -17,7 +17,7 @@ use claudomator::proto as pb;
 use common::processes_in;
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::chat_mock::{ChatMock, Reply};
-use support::claude_env::{ClaudeEnv, claude_bin_path, claude_or_skip};
+use support::claude_env::{claude_or_skip, configure_claude};
 use support::server_process::{ServerProcess, write_claude_config};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
@@ -406,23 +406,11 @@ async fn claude_server(
     database_url: &str,
     name: &str,
 ) -> common::TestServer {
-    let mut env = ClaudeEnv::new(mock.base_url(), home);
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    let vars = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
-    let (database_url, name) = (database_url.to_string(), name.to_string());
-    common::start_server_with(move |c| {
-        c.database_url = database_url;
-        c.agents.claude.command = claude_bin_path();
-        c.agents.claude.env = vars;
-        c.agents.claude.model = "claude-sonnet-4-5".into();
+    common::start_server_with(|c| {
+        configure_claude(c, &mock.base_url(), home, 1);
+        c.database_url = database_url.to_string();
         c.executor.enabled = true;
-        c.executor.server_id = name;
+        c.executor.server_id = name.to_string();
         c.executor.poll_interval = "100ms".into();
         c.executor.usage_limit_cooldown = "1h".into();
     })

@@ -11,15 +11,13 @@
 mod common;
 mod support;
 
-use std::path::Path;
-
 use claudomator::config::Config;
 use claudomator::proto as pb;
 use common::{Client, TestServer, start_server_with};
 use serde_json::json;
 use support::anthropic_mock::{self, AnthropicMock};
 use support::chat_mock::{self, ChatMock, Reply};
-use support::claude_env::{ClaudeEnv, claude_bin_path, claude_or_skip};
+use support::claude_env::{claude_or_skip, configure_claude};
 use support::gemini_env::{gemini_bin_path, gemini_or_skip};
 use support::gemini_mock::{self, GeminiMock};
 use tonic::Code;
@@ -42,20 +40,6 @@ fn model_answer(agent: &str) -> String {
         "tags": ["cli", "json output"]
     });
     format!("Here is the task spec:\n\n```json\n{spec:#}\n```\n\nGood luck!")
-}
-
-fn configure_claude(c: &mut Config, mock: &AnthropicMock, home: &Path) {
-    let mut env = ClaudeEnv::new(mock.base_url(), home);
-    env.max_retries = 0;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    c.agents.claude.command = claude_bin_path();
-    c.agents.claude.model = "claude-sonnet-4-5".into();
-    c.agents.claude.env = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
 }
 
 fn configure_gemini(c: &mut Config, mock: &GeminiMock) {
@@ -134,7 +118,8 @@ async fn without_a_local_model_claude_writes_the_spec() {
     }
     let home = tempfile::tempdir().unwrap();
     let claude = AnthropicMock::start(anthropic_mock::Script::Answer(model_answer("claude")));
-    let server = start_server_with(|c| configure_claude(c, &claude, home.path())).await;
+    let server =
+        start_server_with(|c| configure_claude(c, &claude.base_url(), home.path(), 0)).await;
     let mut client = server.client().await;
 
     let response = elaborate(&mut client, request(REQUEST)).await;
@@ -197,7 +182,7 @@ async fn an_unreachable_local_model_falls_through_to_claude() {
     let home = tempfile::tempdir().unwrap();
     let claude = AnthropicMock::start(anthropic_mock::Script::Answer(model_answer("gemini")));
     let server = start_server_with(|c| {
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 0);
         no_clis_but_claude(c);
         c.local_model.endpoint = format!("http://127.0.0.1:{port}/v1");
         c.local_model.max_retries = 0;
@@ -234,7 +219,7 @@ async fn a_valid_local_answer_is_used_without_asking_a_cli() {
     let claude = AnthropicMock::start(anthropic_mock::Script::Answer(model_answer("claude")));
     let local = ChatMock::always(Reply::text(model_answer("local")));
     let server = start_server_with(|c| {
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 0);
         c.local_model.endpoint = local.endpoint();
     })
     .await;
@@ -273,7 +258,7 @@ async fn an_off_schema_local_model_falls_through_to_claude() {
         Reply::Malformed,
     );
     let server = start_server_with(|c| {
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 0);
         c.local_model.endpoint = local.endpoint();
         c.local_model.max_retries = 0;
     })
@@ -347,7 +332,7 @@ async fn when_claude_fails_gemini_writes_the_spec() {
     let claude = AnthropicMock::start(anthropic_mock::Script::Overloaded);
     let gemini = GeminiMock::start(gemini_mock::Script::Answer(model_answer("gemini")));
     let server = start_server_with(|c| {
-        configure_claude(c, &claude, home.path());
+        configure_claude(c, &claude.base_url(), home.path(), 0);
         configure_gemini(c, &gemini);
     })
     .await;
@@ -453,7 +438,8 @@ async fn elaborate_submit_from_the_cli_prints_the_spec_and_the_task() {
     }
     let home = tempfile::tempdir().unwrap();
     let claude = AnthropicMock::start(anthropic_mock::Script::Answer(model_answer("claude")));
-    let server = start_server_with(|c| configure_claude(c, &claude, home.path())).await;
+    let server =
+        start_server_with(|c| configure_claude(c, &claude.base_url(), home.path(), 0)).await;
     let out = tokio::process::Command::new(BIN)
         .args(["elaborate", REQUEST, "--project", "demo", "--submit"])
         .args(["--server", &server.url()])

@@ -14,7 +14,7 @@ use common::{
     TestServer, executions, get, processes_in, spec, start_server_with, submit, wait_for,
 };
 use support::anthropic_mock::{AnthropicMock, Script};
-use support::claude_env::{ClaudeEnv, claude_or_skip};
+use support::claude_env::{claude_or_skip, configure_claude};
 use tokio_stream::StreamExt;
 
 /// A server whose `claude` agent talks to `mock`, with `adjust` applied.
@@ -23,20 +23,8 @@ async fn server_with_claude(
     home: &Path,
     adjust: impl FnOnce(&mut Config),
 ) -> TestServer {
-    let program = support::claude_env::claude_bin_path();
-    let mut env = ClaudeEnv::new(mock.base_url(), home);
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    let vars = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
     start_server_with(move |c| {
-        c.agents.claude.command = program;
-        c.agents.claude.env = vars;
-        c.agents.claude.model = "claude-sonnet-4-5".into();
+        configure_claude(c, &mock.base_url(), home, 1);
         c.executor.enabled = true;
         c.executor.poll_interval = "200ms".into();
         c.executor.retry_base = "1s".into();

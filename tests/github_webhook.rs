@@ -760,22 +760,11 @@ async fn a_failing_workflow_run_becomes_a_task_the_executor_runs_on_that_commit(
     let mock = support::anthropic_mock::AnthropicMock::start(
         support::anthropic_mock::Script::write_file("FIXED.md", "fixed"),
     );
-    let mut env = support::claude_env::ClaudeEnv::new(mock.base_url(), home.path());
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    let vars = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
-    let server = webhook_server(move |c| {
+    let server = webhook_server(|c| {
         c.executor.enabled = true;
         c.executor.poll_interval = "200ms".into();
         c.github.agent = "claude".into();
-        c.agents.claude.command = support::claude_env::claude_bin_path();
-        c.agents.claude.env = vars;
-        c.agents.claude.model = "claude-sonnet-4-5".into();
+        support::claude_env::configure_claude(c, &mock.base_url(), home.path(), 1);
     })
     .await;
     let project: PathBuf = server.config.projects[0].path.clone();

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use support::anthropic_mock::{AnthropicMock, Script};
-use support::claude_env::{ClaudeEnv, claude_or_skip};
+use support::claude_env::{claude_or_skip, configure_claude};
 
 const SECRET: &str = "notify-test-secret";
 
@@ -326,21 +326,7 @@ async fn a_hanging_receiver_holds_no_task_back() {
 
 /// A server whose `claude` talks to `mock`, with notifications to `receiver`.
 async fn server_with_claude(receiver: &Receiver, mock: &AnthropicMock, home: &Path) -> TestServer {
-    let mut env = ClaudeEnv::new(mock.base_url(), home);
-    env.max_retries = 1;
-    std::fs::create_dir_all(env.config_dir()).unwrap();
-    std::fs::create_dir_all(env.tmp_dir()).unwrap();
-    let vars = env
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
-        .collect();
-    server(receiver, move |c| {
-        c.agents.claude.command = support::claude_env::claude_bin_path();
-        c.agents.claude.env = vars;
-        c.agents.claude.model = "claude-sonnet-4-5".into();
-    })
-    .await
+    server(receiver, |c| configure_claude(c, &mock.base_url(), home, 1)).await
 }
 
 #[tokio::test]

@@ -180,6 +180,27 @@ impl ClaudeEnv {
     }
 }
 
+/// Points a server's `claude` agent at the model server at `base_url`, with
+/// its home (created) in `home` and `max_retries` retries of the CLI's own.
+pub fn configure_claude(
+    c: &mut claudomator::config::Config,
+    base_url: &str,
+    home: &Path,
+    max_retries: u32,
+) {
+    let mut env = ClaudeEnv::new(base_url, home);
+    env.max_retries = max_retries;
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::create_dir_all(env.tmp_dir()).unwrap();
+    c.agents.claude.command = claude_bin_path();
+    c.agents.claude.model = "claude-sonnet-4-5".into();
+    c.agents.claude.env = env
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+        .collect();
+}
+
 /// The one place argv and env come together: `program args…` in `cwd`, with
 /// a clean environment, stdin closed and stdout/stderr piped. The home, config
 /// and temp directories are created.
