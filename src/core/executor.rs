@@ -137,9 +137,14 @@ impl Executor {
         let leases_done = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().renew_leases(leases_done.clone()));
         let mut next_reap = tokio::time::Instant::now();
+        let mut next_marks = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.load_agent_marks().await {
-                warn!(error = %e, "cannot read the agents set aside by other servers");
+            // Not on every wake-up (each submit wakes the loop): once a poll.
+            if tokio::time::Instant::now() >= next_marks {
+                next_marks = tokio::time::Instant::now() + self.config.poll_interval;
+                if let Err(e) = self.load_agent_marks().await {
+                    warn!(error = %e, "cannot read the agents set aside by other servers");
+                }
             }
             if tokio::time::Instant::now() >= next_reap {
                 next_reap = tokio::time::Instant::now() + self.config.lease / 2;
