@@ -17,7 +17,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Store
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(column: &str, text: &str) -> StoreResult<T> {
+pub(super) fn parse<T: std::str::FromStr<Err = String>>(
+    column: &str,
+    text: &str,
+) -> StoreResult<T> {
     text.parse()
         .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }

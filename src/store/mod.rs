@@ -218,10 +218,7 @@ impl Store {
             .all(&self.reader)
             .await?;
         held.iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("task.id {id}: {e}")))
-            })
+            .map(|id| convert::parse("task.id", id))
             .collect()
     }
 
@@ -279,10 +276,10 @@ impl Store {
             .await?
             .into_iter()
             .map(|row| {
-                let agent = row.agent.parse().map_err(|e| {
-                    StoreError::Corrupt(format!("agent_mark.agent {}: {e}", row.agent))
-                })?;
-                Ok((agent, row.limited_until))
+                Ok((
+                    convert::parse("agent_mark.agent", &row.agent)?,
+                    row.limited_until,
+                ))
             })
             .collect()
     }
