@@ -9,7 +9,8 @@
 //!   "write hello.txt");
 //! - `mix`: the three agents in turn (claude, gemini, codex, claude, …), each
 //!   real CLI against its own scripted model server (Anthropic, Gemini,
-//!   OpenAI Responses), each writing hello.txt.
+//!   OpenAI Responses), each writing hello.txt;
+//! - `gemini`, `codex`: that agent alone.
 //!
 //! Baselines (each task in its own directory, each agent with the argv, env
 //! and prompt its runner gives it):
@@ -28,7 +29,8 @@
 //! default 4; BENCH_ROUNDS, default 1; BENCH_POLL, the executor's
 //! poll_interval, default 100ms; BENCH_AGENTS; BENCH_BASELINES, default
 //! `bare,clone,push`, the baselines to run (the ratios need all three);
-//! BENCH_ONLY=claudomator skips the baselines).
+//! BENCH_ONLY=claudomator skips the baselines; BENCH_KEEP=1 keeps the
+//! working directories, logs included).
 
 #[path = "../tests/support/anthropic_mock.rs"]
 mod anthropic_mock;
@@ -233,7 +235,11 @@ impl AgentEnvs {
             let env = CodexEnv::new(mock.base_url(), home.join("codex"));
             env.write_config();
             std::fs::create_dir_all(env.tmp_dir()).unwrap();
-            vars.insert(Agent::Codex, strings(env.vars()));
+            // The runner keeps the server's HOME (Codex runs the user's login
+            // shell from it), so the baseline does too.
+            let mut codex = strings(env.vars());
+            codex.remove("HOME");
+            vars.insert(Agent::Codex, codex);
         }
         AgentEnvs { vars }
     }
@@ -902,9 +908,11 @@ async fn main() {
     {
         let agents = match name.trim() {
             "claude" => vec![Agent::Claude],
+            "gemini" => vec![Agent::Gemini],
+            "codex" => vec![Agent::Codex],
             "mix" => vec![Agent::Claude, Agent::Gemini, Agent::Codex],
             other => {
-                println!("unknown scenario {other} (claude, mix)");
+                println!("unknown scenario {other} (claude, gemini, codex, mix)");
                 continue;
             }
         };
@@ -921,6 +929,9 @@ async fn main() {
         });
     }
     let base = tempfile::tempdir().unwrap();
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("keeping {}", base.path().display());
+    }
     println!(
         "claudomator scheduler bench: {n} tasks per scenario, concurrency {concurrency}, {rounds} round(s), \
          {} cores, executor poll_interval {poll}; claude {}, gemini {}, codex {}",
@@ -984,6 +995,9 @@ async fn main() {
             .await;
             ratios.entry(scenario.name.clone()).or_default().extend(r);
         }
+    }
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        let _ = base.keep();
     }
     if rounds > 1 {
         let median = |mut v: Vec<f64>| {
