@@ -98,6 +98,10 @@ pub struct Executor {
     local_model: Option<Arc<dyn ChatModel>>,
 }
 
+/// How long an attempt's end waits for its log lines to reach the store
+/// (only when logs are shared between servers).
+const SHARE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 /// Preference order for `auto` until a classifier picks.
 const AUTO_ORDER: [AgentType; 4] = [
     AgentType::Claude,
@@ -1018,6 +1022,11 @@ impl Executor {
             execution.error = decision.reason.clone();
         }
         execution.ended_at = Some(now_millis());
+        // A server following this log through the store stops once it
+        // sees the execution ended: every line must be in before that.
+        if !self.tasks.logs().flush_shared(SHARE_FLUSH_LIMIT).await {
+            warn!(execution_id = %execution.id, "the last log lines are not shared yet");
+        }
         store.save_execution(execution.clone()).await?;
 
         if decision.task_state != TaskState::Cancelled {

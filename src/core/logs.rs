@@ -210,11 +210,19 @@ pub struct LogHub {
     blocks: BlockCache,
     /// Where written lines are also sent to be shared through the store
     /// (several servers on one database), when that is on.
-    share: std::sync::OnceLock<mpsc::UnboundedSender<SharedLine>>,
+    share: std::sync::OnceLock<mpsc::UnboundedSender<Shared>>,
 }
 
 /// A written log line to share: (execution, offset, the line).
 pub type SharedLine = (Id, u64, String);
+
+/// What goes to the task that shares lines through the store.
+#[derive(Debug)]
+pub enum Shared {
+    Line(SharedLine),
+    /// Answered once every line sent before it is in the store.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
 
 impl LogHub {
     pub fn new(dir: PathBuf) -> std::io::Result<Arc<LogHub>> {
@@ -229,8 +237,23 @@ impl LogHub {
 
     /// From now on, every line written is also sent to `lines` (once; a
     /// second call is ignored).
-    pub fn share_lines(&self, lines: mpsc::UnboundedSender<SharedLine>) {
+    pub fn share_lines(&self, lines: mpsc::UnboundedSender<Shared>) {
         let _ = self.share.set(lines);
+    }
+
+    /// Waits until every line written so far is in the store (at most
+    /// `limit`), so that a reader on another server who sees an execution
+    /// ended also finds all of its lines. Returns at once when lines are
+    /// not shared; false when the lines did not get in within `limit`.
+    pub async fn flush_shared(&self, limit: std::time::Duration) -> bool {
+        let Some(share) = self.share.get() else {
+            return true;
+        };
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if share.send(Shared::Flush(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, flushed).await, Ok(Ok(())))
     }
 
     /// Whether this server's log of the execution is on its disk.
@@ -440,7 +463,7 @@ impl LogWriter {
         self.file.write_all(&line)?;
         if let Some(share) = self.hub.share.get() {
             let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            let _ = share.send((self.execution, offset, text));
+            let _ = share.send(Shared::Line((self.execution, offset, text)));
         }
         self.len += line.len() as u64;
         self.next_offset += 1;

@@ -3,7 +3,9 @@
 //! (in batches, by one task) into the store, and a server asked for the log
 //! of an execution whose file it does not have reads it from there: history
 //! first, then new lines as they arrive (polled by offset on the primary
-//! key), until the execution has ended.
+//! key), until the execution has ended. An attempt's end waits for its
+//! lines to be in (`LogHub::flush_shared`), so a reader that sees the end
+//! has seen every line.
 //!
 //! The file stays the source of truth on the server that runs the attempt:
 //! sharing is a copy, written after the file and never in the agent's way.
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::logs::{LogHub, LogItem, LogSender, SharedLine};
+use super::logs::{LogHub, LogItem, LogSender, Shared, SharedLine};
 use super::model::{ExecutionState, Id};
 use crate::store::Store;
 
@@ -29,34 +31,49 @@ const POLL: Duration = Duration::from_millis(100);
 /// Starts copying every line `hub` writes into the store. The task ends
 /// after `shutdown`, once the lines written before it are in.
 pub fn start(hub: &LogHub, store: Store, shutdown: CancellationToken) -> JoinHandle<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<SharedLine>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Shared>();
     hub.share_lines(tx);
     tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut received = Vec::with_capacity(BATCH);
         loop {
             let got = tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => n,
+                n = rx.recv_many(&mut received, BATCH) => n,
                 _ = shutdown.cancelled() => {
                     // Whatever was written before the stop still goes in.
-                    while let Ok(line) = rx.try_recv() {
-                        batch.push(line);
+                    while let Ok(item) = rx.try_recv() {
+                        received.push(item);
                     }
-                    if !batch.is_empty()
-                        && let Err(e) = store.insert_log_lines(std::mem::take(&mut batch)).await
-                    {
-                        warn!(error = %e, "cannot share the last log lines");
-                    }
+                    insert(&store, std::mem::take(&mut received)).await;
                     return;
                 }
             };
             if got == 0 {
                 return;
             }
-            if let Err(e) = store.insert_log_lines(std::mem::take(&mut batch)).await {
-                warn!(error = %e, lines = got, "cannot share log lines through the store");
-            }
+            insert(&store, std::mem::take(&mut received)).await;
         }
     })
+}
+
+/// Inserts the lines received, then answers the flushes among them.
+async fn insert(store: &Store, received: Vec<Shared>) {
+    let mut lines: Vec<SharedLine> = Vec::with_capacity(received.len());
+    let mut flushes = Vec::new();
+    for item in received {
+        match item {
+            Shared::Line(line) => lines.push(line),
+            Shared::Flush(done) => flushes.push(done),
+        }
+    }
+    let count = lines.len();
+    if count > 0
+        && let Err(e) = store.insert_log_lines(lines).await
+    {
+        warn!(error = %e, lines = count, "cannot share log lines through the store");
+    }
+    for done in flushes {
+        let _ = done.send(());
+    }
 }
 
 /// Sends an execution's shared log from `from_offset` on into `tx`; with
