@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -87,7 +87,7 @@ impl CodexRunner {
 
     fn write_config(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(self.command.home.join("tmp"))?;
-        std::fs::write(self.command.home.join("config.toml"), self.config_toml())
+        write_config_file(&self.command.home.join("config.toml"), &self.config_toml())
     }
 
     fn args(&self, req: &RunRequest) -> Vec<String> {
@@ -181,6 +181,9 @@ impl Runner for CodexRunner {
             .args(self.args(&req))
             .current_dir(&req.workdir)
             .env("CODEX_HOME", &self.command.home)
+            // Its own HOME too: codex runs commands in a login shell, which
+            // would otherwise read the server user's profile on every task.
+            .env("HOME", &self.command.home)
             .env("TMPDIR", self.command.home.join("tmp"))
             .env("NO_COLOR", "1")
             .envs(&self.command.env);

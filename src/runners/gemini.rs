@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     AgentProbe, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser,
     Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
+    write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -65,7 +66,7 @@ impl GeminiRunner {
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(self.command.home.join("tmp"))?;
         let text = serde_json::to_string_pretty(&self.settings()).map_err(std::io::Error::other)?;
-        std::fs::write(dir.join("settings.json"), text)
+        write_config_file(&dir.join("settings.json"), &text)
     }
 
     /// The agent process for a request: argv, working directory, its own

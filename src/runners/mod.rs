@@ -325,6 +325,25 @@ pub fn one_line(text: &str) -> String {
     short
 }
 
+/// Writes a file an agent CLI reads at start (its settings, its config)
+/// so that a CLI starting meanwhile never reads it half-written: nothing
+/// when it already holds `contents`, else a temporary file renamed over it.
+pub fn write_config_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
+        return Ok(());
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.{n}.tmp", std::process::id()));
+    let staging = PathBuf::from(staging);
+    std::fs::write(&staging, contents)
+        .and_then(|()| std::fs::rename(&staging, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&staging);
+        })
+}
+
 /// Facts about one agent on this machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentProbe {
@@ -450,6 +469,27 @@ pub fn extract_summary(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_is_replaced_whole_and_only_when_it_changes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        write_config_file(&path, "{\"a\":1}").unwrap();
+        let first = std::fs::metadata(&path).unwrap().ino();
+        // The same contents: the file a running CLI may read is left alone.
+        write_config_file(&path, "{\"a\":1}").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), first);
+        // New contents arrive as a new file, renamed over the old one.
+        write_config_file(&path, "{\"a\":2}").unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), first);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["settings.json"], "no staging file is left");
+    }
 
     #[test]
     fn the_summary_section_is_extracted() {
