@@ -110,10 +110,13 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
             "api",
             "--priority",
             "high",
+            "--base-ref",
+            "release/1.2",
             "--json",
         ],
     ));
     assert_eq!(submitted["created"], true);
+    assert_eq!(submitted["task"]["base_ref"], "release/1.2");
     assert_eq!(submitted["task"]["project"], "shop");
     assert_eq!(submitted["task"]["state"], "queued");
     assert_eq!(submitted["task"]["priority"], "high");
@@ -182,6 +185,7 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
     assert_eq!(code(&["submit", ""]), 2);
     assert_eq!(code(&["submit", "x", "--agent", "robot"]), 2);
     assert_eq!(code(&["submit", "x", "--timeout", "soon"]), 2);
+    assert_eq!(code(&["submit", "x", "--base-ref", "main..evil"]), 2);
     let unreachable = Command::new(BIN)
         .args(["list", "--server", "127.0.0.1:1"])
         .output()

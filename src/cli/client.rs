@@ -57,6 +57,10 @@ pub struct SubmitArgs {
     pub depends_on: Vec<String>,
     #[arg(long)]
     pub parent: Option<String>,
+    /// Start the sandbox from this branch, tag or commit of the project
+    /// instead of its HEAD.
+    #[arg(long)]
+    pub base_ref: Option<String>,
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Wait in READY for a person to accept or reject the result.
@@ -381,6 +385,7 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
     set(&mut spec.timeout, &args.timeout);
     set(&mut spec.priority, &args.priority);
     set(&mut spec.parent_task_id, &args.parent);
+    set(&mut spec.base_ref, &args.base_ref);
     set(&mut key, &args.idempotency_key);
     spec.agent.allowed_tools.extend(args.tools.iter().cloned());
     spec.tags.extend(args.tags.iter().cloned());
