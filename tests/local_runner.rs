@@ -405,6 +405,72 @@ async fn an_auto_task_is_routed_by_the_model_and_the_choice_is_recorded() {
 }
 
 #[tokio::test]
+async fn a_rerouted_task_counts_under_the_agent_that_runs_it_for_cluster_limits() {
+    // The rule claims gemini for the auto task; the model moves it to local,
+    // which then streams for a long while.
+    let mock = ChatMock::start(
+        vec![
+            Reply::text("{\"agent\": \"local\", \"model\": \"\", \"reason\": \"no tools needed\"}"),
+            Reply::Slow {
+                text: "slowly ".repeat(300),
+                delay: Duration::from_millis(100),
+            },
+        ],
+        Reply::text("A summary."),
+    );
+    let server = start(&mock.endpoint(), |c| {
+        with_fake_gemini(c);
+        c.agents.gemini.cluster_max_concurrent = 1;
+        c.local_model.max_concurrent = 4;
+    })
+    .await;
+    let mut client = server.client().await;
+    let auto = submit(&mut client, spec("Explain what a mutex is.")).await;
+    assert!(
+        mock.eventually(Duration::from_secs(30), |m| m.chat_calls() == 2)
+            .await,
+        "the auto task streams from the model"
+    );
+    let run = executions(&mut client, &auto.id).await.pop().unwrap();
+    assert_eq!(run.state(), pb::ExecutionState::Running);
+    assert_eq!(run.agent, pb::AgentType::Local as i32);
+    assert_eq!(run.agent_choice, pb::AgentChoice::Model as i32);
+
+    // Gemini's only cluster-wide slot is free again: a gemini task runs now,
+    // not after the local stream.
+    let gemini = submit(
+        &mut client,
+        pb::TaskSpec {
+            agent: Some(pb::AgentSettings {
+                r#type: pb::AgentType::Gemini as i32,
+                ..Default::default()
+            }),
+            ..spec("Run now.")
+        },
+    )
+    .await;
+    wait_for(&mut client, &gemini.id, ENDED).await;
+    assert_eq!(
+        common::get(&mut client, &auto.id).await.state,
+        pb::TaskState::Running as i32,
+        "the gemini task ran while the re-routed one still streamed"
+    );
+    assert_eq!(
+        executions(&mut client, &gemini.id).await.len(),
+        1,
+        "the gemini task ran"
+    );
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            id: auto.id.clone(),
+            reason: "done looking".into(),
+        })
+        .await
+        .unwrap();
+    wait_for(&mut client, &auto.id, ENDED).await;
+}
+
+#[tokio::test]
 async fn an_auto_task_falls_back_to_the_rule_when_the_model_answers_garbage() {
     let mock = ChatMock::start(
         vec![Reply::text("I like turtles.")],

@@ -531,18 +531,44 @@ impl Executor {
                 self.config.classify_timeout,
             ) => chosen,
         };
-        match chosen {
-            None => kept("no agent had room when it was chosen; kept the one claimed".into()),
-            Some(choice)
-                if activity.switch_agent(task.id, choice.agent, self.limit_of(choice.agent)) =>
-            {
-                choice
+        let choice = match chosen {
+            None => {
+                return kept("no agent had room when it was chosen; kept the one claimed".into());
             }
-            Some(choice) => kept(format!(
+            Some(choice) if choice.agent == held => return choice,
+            Some(choice) => choice,
+        };
+        if !activity.switch_agent(task.id, choice.agent, self.limit_of(choice.agent)) {
+            return kept(format!(
                 "the {} chose {} ({}), which had no room left; kept {held}",
                 choice.by, choice.agent, choice.reason
-            )),
+            ));
         }
+        // The slot the claim took in the store moves too, so cluster-wide
+        // limits count the attempt under the agent that runs it.
+        let slot = AgentSlot {
+            agent: choice.agent,
+            cluster_limit: self.config.cluster_limits.get(&choice.agent).copied(),
+        };
+        let moved = self
+            .tasks
+            .store()
+            .move_agent_slot(task.id, &self.config.server_id, &slot)
+            .await;
+        if matches!(moved, Ok(true)) {
+            return choice;
+        }
+        activity.switch_agent(task.id, held, usize::MAX);
+        kept(match moved {
+            Err(e) => format!(
+                "the {} chose {} ({}), but the store did not take the move ({e}); kept {held}",
+                choice.by, choice.agent, choice.reason
+            ),
+            _ => format!(
+                "the {} chose {} ({}), which had no room left in the cluster; kept {held}",
+                choice.by, choice.agent, choice.reason
+            ),
+        })
     }
 
     fn limit_of(&self, agent: AgentType) -> usize {

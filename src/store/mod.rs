@@ -222,6 +222,27 @@ impl Store {
             .collect()
     }
 
+    /// Moves a running task `owner` holds to `slot.agent` (an `auto` task
+    /// the model re-routed), if that agent's cluster limit has room; false
+    /// when it has none or the task is no longer `owner`'s.
+    pub async fn move_agent_slot(
+        &self,
+        id: Id,
+        owner: &str,
+        slot: &AgentSlot,
+    ) -> StoreResult<bool> {
+        let moved = self
+            .writer
+            .write(WriteOp::MoveAgentSlot {
+                id: id.to_string(),
+                owner: owner.to_string(),
+                agent: slot.agent.as_str().to_string(),
+                cluster_limit: slot.cluster_limit,
+            })
+            .await?;
+        Ok(moved == 1)
+    }
+
     /// Shares log lines (execution, offset, line) through the database.
     pub async fn insert_log_lines(&self, lines: Vec<(Id, u64, String)>) -> StoreResult<()> {
         let rows = lines

@@ -36,6 +36,14 @@ pub enum WriteOp {
         agent: String,
         until: i64,
     },
+    /// Moves a running task `owner` holds to another agent's slot, under
+    /// that agent's cluster limit like a claim.
+    MoveAgentSlot {
+        id: String,
+        owner: String,
+        agent: String,
+        cluster_limit: Option<usize>,
+    },
     /// Extends `owner`'s lease on those of `ids` it still holds (RUNNING).
     RenewLeases {
         owner: String,
@@ -250,6 +258,26 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 .exec_without_returning(txn)
                 .await?;
             Ok(1)
+        }
+        WriteOp::MoveAgentSlot {
+            id,
+            owner,
+            agent,
+            cluster_limit,
+        } => {
+            if let Some(limit) = cluster_limit
+                && running_on_all_servers(txn, agent).await? >= *limit as u64
+            {
+                return Ok(0);
+            }
+            let result = task::Entity::update_many()
+                .col_expr(task::Column::RunningAgent, Expr::value(agent.as_str()))
+                .filter(task::Column::Id.eq(id.as_str()))
+                .filter(task::Column::Owner.eq(owner.as_str()))
+                .filter(task::Column::State.eq(TaskState::Running.as_str()))
+                .exec(txn)
+                .await?;
+            Ok(result.rows_affected)
         }
         WriteOp::RenewLeases { owner, until, ids } => {
             let result = task::Entity::update_many()
