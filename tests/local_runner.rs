@@ -471,6 +471,85 @@ async fn a_rerouted_task_counts_under_the_agent_that_runs_it_for_cluster_limits(
 }
 
 #[tokio::test]
+async fn an_auto_task_whose_first_agent_is_full_in_the_cluster_runs_on_the_next() {
+    // `gemini` is a CLI that works for a minute; the cluster runs one.
+    let dir = tempfile::tempdir().unwrap();
+    let busy_gemini = dir.path().join("gemini");
+    std::fs::write(&busy_gemini, "#!/bin/sh\nsleep 60\n").unwrap();
+    std::fs::set_permissions(
+        &busy_gemini,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The model would rather have gemini for the auto task.
+    let mock = ChatMock::start(
+        vec![Reply::text(
+            "{\"agent\": \"gemini\", \"model\": \"\", \"reason\": \"it edits files\"}",
+        )],
+        Reply::text("Done.\n\n## Summary\nAnswered."),
+    );
+    let server = start(&mock.endpoint(), |c| {
+        c.agents.gemini.command = busy_gemini.clone();
+        c.agents.gemini.cluster_max_concurrent = 1;
+        c.local_model.max_concurrent = 4;
+    })
+    .await;
+    let mut client = server.client().await;
+    let gemini = submit(
+        &mut client,
+        pb::TaskSpec {
+            agent: Some(pb::AgentSettings {
+                r#type: pb::AgentType::Gemini as i32,
+                ..Default::default()
+            }),
+            ..spec("Work for a minute.")
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while executions(&mut client, &gemini.id).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gemini never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Gemini has room on this server but not in the cluster: the rule's
+    // first choice is passed over for the next, and the model's wish for
+    // gemini is refused for the same reason.
+    let auto = submit(&mut client, spec("Explain what a mutex is.")).await;
+    let auto = wait_for(&mut client, &auto.id, ENDED).await;
+    assert_eq!(
+        auto.state,
+        pb::TaskState::Completed as i32,
+        "{}",
+        auto.state_reason
+    );
+    let run = last_execution(&mut client, &auto.id).await;
+    assert_eq!(run.agent, pb::AgentType::Local as i32);
+    assert_eq!(run.agent_choice, pb::AgentChoice::Rule as i32);
+    assert!(
+        run.agent_choice_reason
+            .contains("no room left in the cluster"),
+        "{}",
+        run.agent_choice_reason
+    );
+    assert_eq!(
+        common::get(&mut client, &gemini.id).await.state,
+        pb::TaskState::Running as i32
+    );
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            id: gemini.id.clone(),
+            reason: "done looking".into(),
+        })
+        .await
+        .unwrap();
+    wait_for(&mut client, &gemini.id, ENDED).await;
+}
+
+#[tokio::test]
 async fn an_auto_task_falls_back_to_the_rule_when_the_model_answers_garbage() {
     let mock = ChatMock::start(
         vec![Reply::text("I like turtles.")],

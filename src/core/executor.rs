@@ -331,18 +331,14 @@ impl Executor {
     }
 
     fn has_room(&self, agent: AgentType) -> bool {
-        let limit = self
-            .config
-            .agent_limits
-            .get(&agent)
-            .copied()
-            .unwrap_or(self.config.max_concurrent);
-        self.tasks.activity().running_of(agent) < limit
+        self.tasks.activity().running_of(agent) < self.limit_of(agent)
     }
 
-    /// The agent a task runs on now: Ok(None) means wait (limits), Err is a
-    /// reason the task can never run here.
-    fn pick_agent(&self, task: &Task) -> Result<Option<AgentType>, String> {
+    /// The agents a task may run on now, in the order to try them (an
+    /// `auto` task takes the next when a claim finds an agent's cluster-wide
+    /// cap full): empty means wait (limits), Err is a reason the task can
+    /// never run here.
+    fn pick_agents(&self, task: &Task) -> Result<Vec<AgentType>, String> {
         let usable = |agent: AgentType| {
             self.runners
                 .get(&agent)
@@ -355,14 +351,16 @@ impl Executor {
             }
             return Ok(installed
                 .into_iter()
-                .find(|a| !self.is_limited(*a) && self.has_room(*a)));
+                .filter(|a| !self.is_limited(*a) && self.has_room(*a))
+                .collect());
         }
         let agent = task.agent.agent_type;
         match self.runners.get(&agent) {
             None => Err(format!("agent `{agent}` is not available on this server")),
             Some(runner) => match runner.unavailable() {
                 Some(why) => Err(why),
-                None => Ok((!self.is_limited(agent) && self.has_room(agent)).then_some(agent)),
+                None if !self.is_limited(agent) && self.has_room(agent) => Ok(vec![agent]),
+                None => Ok(Vec::new()),
             },
         }
     }
@@ -389,9 +387,8 @@ impl Executor {
             if started == free {
                 break;
             }
-            let agent = match self.pick_agent(&task) {
-                Ok(Some(agent)) => agent,
-                Ok(None) => continue,
+            let agents = match self.pick_agents(&task) {
+                Ok(agents) => agents,
                 Err(reason) => {
                     let update =
                         TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
@@ -411,18 +408,9 @@ impl Executor {
                 }
             };
             state::check(task.state, TaskState::Running)?;
-            let mut claim = TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
-            claim.attempts = Some(task.attempts + 1);
-            // The attempt takes the answer or feedback with it.
-            claim.pending_input = Some(String::new());
-            claim.lease = Some(self.lease());
-            claim.agent_slot = Some(AgentSlot {
-                agent,
-                cluster_limit: self.config.cluster_limits.get(&agent).copied(),
-            });
-            if !self.tasks.apply(claim).await? {
-                continue; // someone else moved it
-            }
+            let Some(agent) = self.claim(&task, &agents).await? else {
+                continue; // no room in the cluster, or someone else moved it
+            };
             let attempt_token = token.child_token();
             if !activity.start(task.id, agent, attempt_token.clone()) {
                 continue;
@@ -486,6 +474,36 @@ impl Executor {
         }
         self.tasks.activity().finish(task_id);
         self.tasks.activity().wake.notify_one();
+    }
+
+    /// Claims a queued task (QUEUED to RUNNING, with this server's lease)
+    /// for the first of `agents` whose cluster-wide cap has room.
+    async fn claim(
+        &self,
+        task: &Task,
+        agents: &[AgentType],
+    ) -> Result<Option<AgentType>, super::CoreError> {
+        for &agent in agents {
+            let mut claim = TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
+            claim.attempts = Some(task.attempts + 1);
+            // The attempt takes the answer or feedback with it.
+            claim.pending_input = Some(String::new());
+            claim.lease = Some(self.lease());
+            let cluster_limit = self.config.cluster_limits.get(&agent).copied();
+            claim.agent_slot = Some(AgentSlot {
+                agent,
+                cluster_limit,
+            });
+            if self.tasks.apply(claim).await? {
+                return Ok(Some(agent));
+            }
+            if cluster_limit.is_none() {
+                // Nothing but another server's claim (or a cancel) stops
+                // a claim without a cap: the task is not queued any more.
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// The agent of an `auto` task. It is chosen inside the attempt, which
