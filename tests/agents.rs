@@ -16,7 +16,7 @@ use claudomator::runners::codex::CodexRunner;
 use claudomator::runners::gemini::GeminiRunner;
 use claudomator::runners::{CommandSpec, Price, PriceTable, RunRequest, Runner, Verdict};
 use common::{
-    Client, TestServer, executions, processes_in, spec, start_server_with, submit, wait_for,
+    Client, TestServer, agent_spec, executions, processes_in, start_server_with, submit, wait_for,
 };
 use support::anthropic_mock::{self, AnthropicMock};
 use support::claude_env::{claude_or_skip, configure_claude};
@@ -75,16 +75,6 @@ async fn server(adjust: impl FnOnce(&mut Config)) -> TestServer {
         adjust(c);
     })
     .await
-}
-
-fn agent_spec(agent: pb::AgentType, instructions: &str) -> pb::TaskSpec {
-    pb::TaskSpec {
-        agent: Some(pb::AgentSettings {
-            r#type: agent as i32,
-            ..Default::default()
-        }),
-        ..spec(instructions)
-    }
 }
 
 const FINAL: [pb::TaskState; 4] = [

@@ -339,13 +339,7 @@ async fn a_few_hundred_tasks_run_exactly_once_over_three_servers() {
     }
     let mut ids = Vec::new();
     for i in 0..MANY {
-        let spec = pb::TaskSpec {
-            agent: Some(pb::AgentSettings {
-                r#type: pb::AgentType::Local as i32,
-                ..Default::default()
-            }),
-            ..common::spec(&format!("say part {i}"))
-        };
+        let spec = common::agent_spec(pb::AgentType::Local, &format!("say part {i}"));
         ids.push(common::submit(&mut clients[i % 3], spec).await.id);
     }
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -431,13 +425,7 @@ async fn an_agent_set_aside_by_one_server_is_set_aside_by_all() {
     let b = claude_server(&mock, &homes.path().join("b"), &database_url, "b").await;
     let mut on_a = a.client().await;
     let mut on_b = b.client().await;
-    let spec = pb::TaskSpec {
-        agent: Some(pb::AgentSettings {
-            r#type: pb::AgentType::Claude as i32,
-            ..Default::default()
-        }),
-        ..common::spec("anything")
-    };
+    let spec = common::agent_spec(pb::AgentType::Claude, "anything");
     let task = common::submit(&mut on_a, spec).await;
     // One attempt (on either server) finds the quota spent and requeues.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use claudomator::config::Config;
 use claudomator::proto as pb;
 use common::{
-    TestServer, executions, get, processes_in, spec, start_server_with, submit, wait_for,
+    TestServer, agent_spec, executions, get, processes_in, start_server_with, submit, wait_for,
 };
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{claude_or_skip, configure_claude};
@@ -34,13 +34,7 @@ async fn server_with_claude(
 }
 
 fn claude_spec(instructions: &str) -> pb::TaskSpec {
-    pb::TaskSpec {
-        agent: Some(pb::AgentSettings {
-            r#type: pb::AgentType::Claude as i32,
-            ..Default::default()
-        }),
-        ..spec(instructions)
-    }
+    agent_spec(pb::AgentType::Claude, instructions)
 }
 
 /// Polls `condition` without blocking the runtime (30 s at most).

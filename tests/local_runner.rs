@@ -12,7 +12,9 @@ use std::time::Duration;
 use chat_mock::{ChatMock, PROMPT_TOKENS, Reply};
 use claudomator::config::Config;
 use claudomator::proto as pb;
-use common::{Client, TestServer, executions, spec, start_server_with, submit, wait_for};
+use common::{
+    Client, TestServer, agent_spec, executions, spec, start_server_with, submit, wait_for,
+};
 use tokio_stream::StreamExt;
 
 /// A running server whose local model is `endpoint` and whose agent CLIs
@@ -47,13 +49,7 @@ fn with_fake_gemini(c: &mut Config) {
 }
 
 fn local_spec(instructions: &str) -> pb::TaskSpec {
-    pb::TaskSpec {
-        agent: Some(pb::AgentSettings {
-            r#type: pb::AgentType::Local as i32,
-            ..Default::default()
-        }),
-        ..spec(instructions)
-    }
+    agent_spec(pb::AgentType::Local, instructions)
 }
 
 const ENDED: &[pb::TaskState] = &[
@@ -438,17 +434,7 @@ async fn a_rerouted_task_counts_under_the_agent_that_runs_it_for_cluster_limits(
 
     // Gemini's only cluster-wide slot is free again: a gemini task runs now,
     // not after the local stream.
-    let gemini = submit(
-        &mut client,
-        pb::TaskSpec {
-            agent: Some(pb::AgentSettings {
-                r#type: pb::AgentType::Gemini as i32,
-                ..Default::default()
-            }),
-            ..spec("Run now.")
-        },
-    )
-    .await;
+    let gemini = submit(&mut client, agent_spec(pb::AgentType::Gemini, "Run now.")).await;
     wait_for(&mut client, &gemini.id, ENDED).await;
     assert_eq!(
         common::get(&mut client, &auto.id).await.state,
@@ -497,13 +483,7 @@ async fn an_auto_task_whose_first_agent_is_full_in_the_cluster_runs_on_the_next(
     let mut client = server.client().await;
     let gemini = submit(
         &mut client,
-        pb::TaskSpec {
-            agent: Some(pb::AgentSettings {
-                r#type: pb::AgentType::Gemini as i32,
-                ..Default::default()
-            }),
-            ..spec("Work for a minute.")
-        },
+        agent_spec(pb::AgentType::Gemini, "Work for a minute."),
     )
     .await;
     let started = std::time::Instant::now();
@@ -615,17 +595,7 @@ async fn a_hanging_classifier_holds_up_no_other_task() {
             .await
     );
     // While the model thinks, another task is started and run to its end.
-    let gemini = submit(
-        &mut client,
-        pb::TaskSpec {
-            agent: Some(pb::AgentSettings {
-                r#type: pb::AgentType::Gemini as i32,
-                ..Default::default()
-            }),
-            ..spec("Run now.")
-        },
-    )
-    .await;
+    let gemini = submit(&mut client, agent_spec(pb::AgentType::Gemini, "Run now.")).await;
     wait_for(&mut client, &gemini.id, ENDED).await;
     let still = common::get(&mut client, &auto.id).await;
     assert_eq!(still.state, pb::TaskState::Running as i32);

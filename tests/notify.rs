@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use claudomator::config::Config;
 use claudomator::proto as pb;
-use common::{Client, TestServer, spec, start_server_with, submit, wait_for};
+use common::{Client, TestServer, agent_spec, spec, start_server_with, submit, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -172,11 +172,7 @@ async fn server(receiver: &Receiver, adjust: impl FnOnce(&mut Config)) -> TestSe
 fn gemini_spec(name: &str) -> pb::TaskSpec {
     pb::TaskSpec {
         name: name.into(),
-        agent: Some(pb::AgentSettings {
-            r#type: pb::AgentType::Gemini as i32,
-            ..Default::default()
-        }),
-        ..spec("this agent is not installed")
+        ..agent_spec(pb::AgentType::Gemini, "this agent is not installed")
     }
 }
 
@@ -347,11 +343,7 @@ async fn blocked_and_completed_tasks_are_notified_with_question_and_cost() {
         &mut client,
         pb::TaskSpec {
             name: "cache".into(),
-            agent: Some(pb::AgentSettings {
-                r#type: pb::AgentType::Claude as i32,
-                ..Default::default()
-            }),
-            ..spec("add a cache; ask which database")
+            ..agent_spec(pb::AgentType::Claude, "add a cache; ask which database")
         },
     )
     .await;

@@ -237,6 +237,17 @@ pub fn spec(instructions: &str) -> pb::TaskSpec {
     }
 }
 
+/// [`spec`] for one agent.
+pub fn agent_spec(agent: pb::AgentType, instructions: &str) -> pb::TaskSpec {
+    pb::TaskSpec {
+        agent: Some(pb::AgentSettings {
+            r#type: agent as i32,
+            ..Default::default()
+        }),
+        ..spec(instructions)
+    }
+}
+
 pub fn submit_request(spec: pb::TaskSpec) -> pb::SubmitTaskRequest {
     pb::SubmitTaskRequest {
         spec: Some(spec),
