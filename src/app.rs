@@ -139,7 +139,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         logs,
         Arc::new(Activity::default()),
     )
-    .with_sandboxes(executor_config.sandbox.clone());
+    .with_sandboxes(executor_config.sandbox.clone())
+    .with_session_hold(executor_config.lease);
     let tasks = if share_logs {
         tasks.with_shared_logs()
     } else {

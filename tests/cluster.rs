@@ -393,6 +393,74 @@ async fn a_few_hundred_tasks_run_exactly_once_over_three_servers() {
     }
 }
 
+/// A question answered through another server resumes the agent session on
+/// the server that has it (its sandbox and agent home are there), though
+/// the answering server is the first to hear of the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
+    if claude_or_skip("an_answer_through_any_server_resumes_the_session_where_it_lives").is_none() {
+        return;
+    }
+    let database_url = common::postgres_database().await;
+    let mock = AnthropicMock::start(Script::write_file(
+        ".claudomator/question.json",
+        r#"{"question": "Which database?", "choices": ["sqlite", "redis"]}"#,
+    ));
+    let homes = tempfile::tempdir().unwrap();
+    let a = claude_server(&mock, &homes.path().join("a"), &database_url, "a").await;
+    let b = claude_server(&mock, &homes.path().join("b"), &database_url, "b").await;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    for round in 0..2 {
+        let task = common::submit(
+            &mut on_a,
+            common::agent_spec(pb::AgentType::Claude, "add a cache; ask which database"),
+        )
+        .await;
+        common::wait_for(&mut on_a, &task.id, &[pb::TaskState::Blocked]).await;
+        let asked = common::executions(&mut on_a, &task.id).await;
+        let asked = asked.last().unwrap();
+        assert!(!asked.session_id.is_empty(), "{asked:?}");
+        // Answered through the server that did not run it.
+        let answering = if asked.server_id == "a" {
+            &mut on_b
+        } else {
+            &mut on_a
+        };
+        answering
+            .answer_question(pb::AnswerQuestionRequest {
+                task_id: task.id.clone(),
+                answer: "sqlite".into(),
+            })
+            .await
+            .unwrap();
+        let done = common::wait_for(
+            answering,
+            &task.id,
+            // Blocked again: a fresh session asked the question again.
+            &[
+                pb::TaskState::Completed,
+                pb::TaskState::Failed,
+                pb::TaskState::Blocked,
+            ],
+        )
+        .await;
+        let runs = common::executions(answering, &task.id).await;
+        assert_eq!(
+            done.state,
+            pb::TaskState::Completed as i32,
+            "round {round}: {}; {runs:#?}",
+            done.state_reason
+        );
+        assert_eq!(runs.len(), 2, "{runs:#?}");
+        assert_eq!(
+            (runs[1].server_id.as_str(), runs[1].session_id.as_str()),
+            (asked.server_id.as_str(), asked.session_id.as_str()),
+            "round {round}: the answer went on in the same session on the same server"
+        );
+    }
+}
+
 /// An in-process server on `database_url` whose `claude` talks to `mock`.
 async fn claude_server(
     mock: &AnthropicMock,

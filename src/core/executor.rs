@@ -380,7 +380,7 @@ impl Executor {
         }
         let store = self.tasks.store();
         let candidates = store
-            .runnable_tasks(now_millis(), (free * 4 + 16) as u64)
+            .runnable_tasks(now_millis(), (free * 4 + 16) as u64, &self.config.server_id)
             .await?;
         let mut started = 0;
         for task in candidates {
@@ -489,6 +489,7 @@ impl Executor {
             // The attempt takes the answer or feedback with it.
             claim.pending_input = Some(String::new());
             claim.lease = Some(self.lease());
+            claim.if_free_for = Some(self.config.server_id.clone());
             let cluster_limit = self.config.cluster_limits.get(&agent).copied();
             claim.agent_slot = Some(AgentSlot {
                 agent,

@@ -122,6 +122,10 @@ pub async fn reclaim(
             owner: String::new(),
             until: 0,
         });
+        if ours && to == TaskState::Queued {
+            // It resumes its session here: other servers leave it to us.
+            tasks.hold_for(&mut update, server_id);
+        }
         if tasks.apply(update).await? {
             match to {
                 TaskState::Queued => report.requeued_tasks += 1,

@@ -51,7 +51,14 @@ pub struct TaskService {
     /// Logs are shared through the store: a log this server has no file of
     /// is read from there (`core::shared_logs`).
     shared_logs: bool,
+    /// How long a task requeued to resume an agent session (an answer,
+    /// review feedback, a restart) waits for the server that has the
+    /// session before any server may take it and start afresh.
+    session_hold: Duration,
 }
+
+/// The default `session_hold`: the default lease.
+const SESSION_HOLD: Duration = Duration::from_secs(30);
 
 /// What the task service, the executor and the status report share: a
 /// wake-up for new work, the running attempts (agent and cancel switch),
@@ -172,7 +179,24 @@ impl TaskService {
             sandboxes: None,
             events: None,
             shared_logs: false,
+            session_hold: SESSION_HOLD,
         }
+    }
+
+    /// How long a task requeued to resume a session waits for the server
+    /// that has it (see `session_hold`).
+    pub fn with_session_hold(mut self, hold: Duration) -> Self {
+        self.session_hold = hold;
+        self
+    }
+
+    /// Holds a task about to be queued for `server_id` (which has the
+    /// agent session it resumes) for `session_hold` from `at`.
+    pub fn hold_for(&self, update: &mut TaskUpdate, server_id: &str) {
+        update.lease = Some(crate::store::Lease {
+            owner: server_id.to_string(),
+            until: update.at + self.session_hold.as_millis() as i64,
+        });
     }
 
     /// Announces every state change to `events`.
@@ -422,6 +446,14 @@ impl TaskService {
         let mut update = TaskUpdate::new(id, from, to, reason);
         update.question = Some(None);
         update.pending_input = Some(input.clone());
+        // The next run resumes the agent session where it lives: the
+        // server that ran it gets the task first.
+        if let Some(last) = self.store.latest_execution(id).await?
+            && !last.session_id.is_empty()
+            && !last.server_id.is_empty()
+        {
+            self.hold_for(&mut update, &last.server_id);
+        }
         let at = update.at;
         if !self.apply(update).await? {
             return Err(CoreError::Unavailable(format!(

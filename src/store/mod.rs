@@ -80,6 +80,10 @@ pub struct TaskUpdate {
     /// limit, applied only while fewer attempts of that agent run on all
     /// servers together (checked under a lock, so claims never race past it).
     pub agent_slot: Option<AgentSlot>,
+    /// Apply only if the task is not held for another server than this
+    /// one (a queued task whose agent session is on the server holding it
+    /// waits for that server until `lease_until`), or that hold ran out.
+    pub if_free_for: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +116,7 @@ impl TaskUpdate {
             if_owner: None,
             if_lease_before: None,
             agent_slot: None,
+            if_free_for: None,
         }
     }
 }
@@ -172,12 +177,19 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Queued tasks whose backoff has passed, in the order they should run:
-    /// high priority first, then oldest first.
-    pub async fn runnable_tasks(&self, now: UnixMillis, limit: u64) -> StoreResult<Vec<Task>> {
+    /// Queued tasks whose backoff has passed and that are not held for
+    /// another server, in the order they should run: high priority first,
+    /// then oldest first.
+    pub async fn runnable_tasks(
+        &self,
+        now: UnixMillis,
+        limit: u64,
+        server_id: &str,
+    ) -> StoreResult<Vec<Task>> {
         task::Entity::find()
             .filter(task::Column::State.eq(TaskState::Queued.as_str()))
             .filter(task::Column::RunAfter.lte(now))
+            .filter(free_for(server_id, now))
             .order_by_desc(task::Column::Priority)
             .order_by_asc(task::Column::Id)
             .limit(limit)
@@ -515,6 +527,15 @@ impl Store {
 }
 
 /// Cuts a `limit + 1` result down to one page and the next page's token.
+/// Tasks not held for a server other than `server_id` at `now`: held for
+/// nobody, for it, or no longer (see `TaskUpdate::if_free_for`).
+pub(crate) fn free_for(server_id: &str, now: UnixMillis) -> Condition {
+    Condition::any()
+        .add(task::Column::Owner.eq(""))
+        .add(task::Column::Owner.eq(server_id))
+        .add(task::Column::LeaseUntil.lt(now))
+}
+
 fn paginate<T>(mut items: Vec<T>, limit: u64, id_of: impl Fn(&T) -> Id) -> Page<T> {
     let limit = limit as usize;
     let next = if items.len() > limit {

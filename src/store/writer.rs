@@ -198,6 +198,9 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             if let Some(owner) = &u.if_owner {
                 update = update.filter(task::Column::Owner.eq(owner.as_str()));
             }
+            if let Some(server_id) = &u.if_free_for {
+                update = update.filter(super::free_for(server_id, u.at));
+            }
             if let Some(before) = u.if_lease_before {
                 update = update.filter(task::Column::LeaseUntil.lt(before));
             }
