@@ -395,7 +395,8 @@ async fn a_few_hundred_tasks_run_exactly_once_over_three_servers() {
 
 /// A question answered through another server resumes the agent session on
 /// the server that has it (its sandbox and agent home are there), though
-/// the answering server is the first to hear of the answer.
+/// the answering server is the first to hear of the answer; and work
+/// accepted through another server has its sandbox removed where it lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
     if claude_or_skip("an_answer_through_any_server_resumes_the_session_where_it_lives").is_none() {
@@ -414,18 +415,21 @@ async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
     for round in 0..2 {
         let task = common::submit(
             &mut on_a,
-            common::agent_spec(pb::AgentType::Claude, "add a cache; ask which database"),
+            pb::TaskSpec {
+                review_required: true,
+                ..common::agent_spec(pb::AgentType::Claude, "add a cache; ask which database")
+            },
         )
         .await;
         common::wait_for(&mut on_a, &task.id, &[pb::TaskState::Blocked]).await;
         let asked = common::executions(&mut on_a, &task.id).await;
         let asked = asked.last().unwrap();
         assert!(!asked.session_id.is_empty(), "{asked:?}");
-        // Answered through the server that did not run it.
-        let answering = if asked.server_id == "a" {
-            &mut on_b
+        // Answered, then accepted, through the server that did not run it.
+        let (answering, ran_it) = if asked.server_id == "a" {
+            (&mut on_b, &a)
         } else {
-            &mut on_a
+            (&mut on_a, &b)
         };
         answering
             .answer_question(pb::AnswerQuestionRequest {
@@ -439,7 +443,7 @@ async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
             &task.id,
             // Blocked again: a fresh session asked the question again.
             &[
-                pb::TaskState::Completed,
+                pb::TaskState::Ready,
                 pb::TaskState::Failed,
                 pb::TaskState::Blocked,
             ],
@@ -448,7 +452,7 @@ async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
         let runs = common::executions(answering, &task.id).await;
         assert_eq!(
             done.state,
-            pb::TaskState::Completed as i32,
+            pb::TaskState::Ready as i32,
             "round {round}: {}; {runs:#?}",
             done.state_reason
         );
@@ -458,6 +462,24 @@ async fn an_answer_through_any_server_resumes_the_session_where_it_lives() {
             (asked.server_id.as_str(), asked.session_id.as_str()),
             "round {round}: the answer went on in the same session on the same server"
         );
+
+        let sandbox = ran_it.data_dir().join("sandboxes").join(&task.id);
+        assert!(sandbox.is_dir(), "kept for review: {}", sandbox.display());
+        answering
+            .accept_task(pb::AcceptTaskRequest {
+                task_id: task.id.clone(),
+            })
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sandbox.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the accepted task's sandbox is still there: {}",
+                sandbox.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -474,6 +496,7 @@ async fn claude_server(
         c.executor.enabled = true;
         c.executor.server_id = name.to_string();
         c.executor.poll_interval = "100ms".into();
+        c.executor.lease = "2s".into();
         c.executor.usage_limit_cooldown = "1h".into();
     })
     .await

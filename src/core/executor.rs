@@ -18,7 +18,7 @@ use super::classify::{AgentState, Choice, classify};
 use super::llm::ChatModel;
 use super::logs::{LogKind, LogWriter};
 use super::model::{
-    AgentType, Execution, ExecutionState, FileChange, Question, Task, TaskState, now_millis,
+    AgentType, Execution, ExecutionState, FileChange, Id, Question, Task, TaskState, now_millis,
 };
 use super::state;
 use super::tasks::TaskService;
@@ -155,6 +155,9 @@ impl Executor {
                 if let Err(e) = self.reclaim_orphans().await {
                     warn!(error = %e, "cannot look for tasks of dead servers");
                 }
+                if let Err(e) = self.sweep_accepted_sandboxes().await {
+                    warn!(error = %e, "cannot look for sandboxes of accepted tasks");
+                }
             }
             if let Err(e) = self.promote_pending().await {
                 warn!(error = %e, "cannot check pending tasks");
@@ -245,6 +248,39 @@ impl Executor {
                 "recovered the tasks of a server that stopped renewing its leases"
             );
             self.tasks.activity().wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Removes the kept sandboxes of tasks accepted through another server
+    /// (accepting removes the sandbox only on the server that took the
+    /// request; a sandbox lives on the server that ran the task).
+    async fn sweep_accepted_sandboxes(&self) -> Result<(), super::CoreError> {
+        let mut ids = Vec::new();
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.config.sandbox.root).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<Id>().ok())
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for task in self.tasks.store().get_tasks(&ids).await? {
+            if task.state != TaskState::Completed {
+                continue;
+            }
+            match crate::sandbox::remove(&self.config.sandbox, &task.id.to_string()).await {
+                Ok(()) => info!(task_id = %task.id, "removed the sandbox of an accepted task"),
+                Err(e) => {
+                    warn!(task_id = %task.id, error = %e, "cannot remove the sandbox of an accepted task")
+                }
+            }
         }
         Ok(())
     }
