@@ -283,6 +283,68 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_try() {
         .map(|r| r.json["sent_at"].as_i64().unwrap())
         .collect();
     assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+    let check = notify_check(&mut client, |c| count(c, " delivered") == 1).await;
+    assert!(check.ok, "{check:?}");
+    assert_eq!(count(&check, " delivered"), 1, "{check:?}");
+}
+
+/// The status report's `notifications` check, once `until` holds of it
+/// (10 s at most).
+async fn notify_check(
+    client: &mut Client,
+    until: impl Fn(&pb::ComponentCheck) -> bool,
+) -> pb::ComponentCheck {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let check = client
+            .get_system_status(pb::GetSystemStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .notifications
+            .unwrap();
+        if until(&check) || Instant::now() > deadline {
+            return check;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The count before `what` in a check's detail ("3 delivered, …").
+fn count(check: &pb::ComponentCheck, what: &str) -> u64 {
+    let before = check.detail.split(what).next().unwrap_or_default();
+    let number = before
+        .rsplit([' ', ','])
+        .find(|w| !w.is_empty())
+        .unwrap_or_default();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("no count of {what:?} in {:?}", check.detail))
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_is_given_up_on_and_the_status_says_so() {
+    let receiver = Receiver::start(Behaviour::FailFirst(100)).await;
+    let server = server(&receiver, |c| c.notifications.max_retries = 1).await;
+    let mut client = server.client().await;
+    let check = notify_check(&mut client, |_| true).await;
+    assert!(check.ok, "nothing lost yet: {check:?}");
+    assert_eq!(count(&check, " delivered"), 0);
+
+    let failed = failed_task(&mut client, "lost").await;
+    let check = notify_check(&mut client, |c| !c.ok).await;
+    assert!(!check.ok, "{check:?}");
+    assert_eq!(count(&check, " not delivered"), 1, "{check:?}");
+    assert!(
+        check.detail.contains(&failed.id) && check.detail.contains("500"),
+        "the last failure names the task and the answer: {check:?}"
+    );
+    let tries = receiver
+        .seen()
+        .iter()
+        .filter(|r| r.json["task"]["id"] == failed.id.as_str())
+        .count();
+    assert_eq!(tries, 2, "one try and one retry");
 }
 
 #[tokio::test]
@@ -316,6 +378,9 @@ async fn a_hanging_receiver_holds_no_task_back() {
         seen.iter()
             .any(|r| r.json["task"]["id"] == first.id.as_str())
     );
+    let check = notify_check(&mut client, |_| true).await;
+    assert!(!check.ok, "{check:?}");
+    assert!(count(&check, " dropped") > 0, "{check:?}");
     // Shutting down does not wait for the hanging deliveries.
     server.stop().await;
 }

@@ -314,6 +314,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "data_dir": check(&status.data_dir),
             "database": check(&status.database),
             "local_model": check(&status.local_model),
+            "notifications": check(&status.notifications),
             "usable": usable,
         }));
         return usable;
@@ -370,6 +371,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         ("data dir", &status.data_dir),
         ("database", &status.database),
         ("local model", &status.local_model),
+        ("notify", &status.notifications),
     ] {
         let check = check.clone().unwrap_or_default();
         println!(

@@ -6,8 +6,8 @@
 //! state change or the scheduler. Whoever holds the receiving end (the
 //! webhook notifier, `crate::notify`) does the slow work.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -51,6 +51,22 @@ struct Inner {
     /// Only changes into these states are sent.
     wanted: Vec<TaskState>,
     dropped: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    last_failure: Mutex<String>,
+}
+
+/// How notifications have fared since the server started, for `doctor`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyStats {
+    /// Taken by the receiver (2xx).
+    pub delivered: u64,
+    /// Given up on: refused, or still failing when the retries ran out.
+    pub failed: u64,
+    /// Never sent: the queue was full.
+    pub dropped: u64,
+    /// Why the last failed one failed.
+    pub last_failure: String,
 }
 
 impl EventSink {
@@ -65,6 +81,9 @@ impl EventSink {
             tx,
             wanted,
             dropped: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_failure: Mutex::new(String::new()),
         };
         (
             EventSink {
@@ -104,6 +123,28 @@ impl EventSink {
     /// Events dropped so far because the channel was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts what became of one notification: delivered, or why not.
+    pub fn record_outcome(&self, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(why) => {
+                self.inner.failed.fetch_add(1, Ordering::Relaxed);
+                *self.inner.last_failure.lock().expect("stats lock") = why;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> NotifyStats {
+        NotifyStats {
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            failed: self.inner.failed.load(Ordering::Relaxed),
+            dropped: self.dropped(),
+            last_failure: self.inner.last_failure.lock().expect("stats lock").clone(),
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub struct SystemStatus {
     pub data_dir: Check,
     pub database: Check,
     pub local_model: Check,
+    /// Webhook notifications: off, or how they have fared.
+    pub notifications: Check,
 }
 
 /// The settings the report names.
@@ -147,7 +149,31 @@ impl StatusService {
                 ..database
             },
             local_model,
+            notifications: notifications_check(self.tasks.event_sink()),
         })
+    }
+}
+
+/// Off, or what became of the notifications since the server started: fine
+/// while none failed or was dropped.
+fn notifications_check(sink: Option<&super::events::EventSink>) -> Check {
+    let Some(sink) = sink else {
+        return Check {
+            ok: true,
+            detail: "off (no [notifications] url)".into(),
+        };
+    };
+    let stats = sink.stats();
+    let mut detail = format!(
+        "{} delivered, {} not delivered, {} dropped (queue full)",
+        stats.delivered, stats.failed, stats.dropped
+    );
+    if !stats.last_failure.is_empty() {
+        detail.push_str(&format!("; last failure: {}", stats.last_failure));
+    }
+    Check {
+        ok: stats.failed == 0 && stats.dropped == 0,
+        detail,
     }
 }
 

@@ -205,6 +205,11 @@ impl TaskService {
         self
     }
 
+    /// Where state changes are announced, if anywhere.
+    pub fn event_sink(&self) -> Option<&EventSink> {
+        self.events.as_ref()
+    }
+
     /// Lets accepting a task remove its sandbox.
     pub fn with_sandboxes(mut self, sandboxes: crate::sandbox::SandboxConfig) -> Self {
         self.sandboxes = Some(sandboxes);

@@ -416,6 +416,7 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         data_dir: Some(check(&s.data_dir)),
         database: Some(check(&s.database)),
         local_model: Some(check(&s.local_model)),
+        notifications: Some(check(&s.notifications)),
     }
 }
 

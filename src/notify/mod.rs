@@ -108,8 +108,12 @@ async fn run(
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let deliverer = deliverer.clone();
+        let sink = tasks.event_sink().cloned();
         deliveries.spawn(async move {
-            deliverer.deliver(notification).await;
+            let outcome = deliverer.deliver(notification).await;
+            if let Some(sink) = sink {
+                sink.record_outcome(outcome);
+            }
             drop(slot);
         });
     }
@@ -144,8 +148,9 @@ async fn describe(tasks: &TaskService, event: &TaskEvent) -> Notification {
 }
 
 impl Deliverer {
-    /// Posts until the receiver takes it, retries run out, or it refuses.
-    async fn deliver(&self, notification: Notification) {
+    /// Posts until the receiver takes it, retries run out, or it refuses;
+    /// Err says why it was not delivered.
+    async fn deliver(&self, notification: Notification) -> Result<(), String> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_base)
             .with_max_delay(MAX_BACKOFF.max(self.settings.retry_base))
@@ -164,19 +169,28 @@ impl Deliverer {
             })
             .await;
         match result {
-            Ok(()) => debug!(
-                delivery = %notification.delivery_id,
-                event = %notification.event,
-                task_id = %notification.task.id,
-                "notification delivered"
-            ),
-            Err(e) => warn!(
-                delivery = %notification.delivery_id,
-                event = %notification.event,
-                task_id = %notification.task.id,
-                error = %e,
-                "notification not delivered"
-            ),
+            Ok(()) => {
+                debug!(
+                    delivery = %notification.delivery_id,
+                    event = %notification.event,
+                    task_id = %notification.task.id,
+                    "notification delivered"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                warn!(
+                    delivery = %notification.delivery_id,
+                    event = %notification.event,
+                    task_id = %notification.task.id,
+                    error = %e,
+                    "notification not delivered"
+                );
+                Err(format!(
+                    "{} of task {}: {e}",
+                    notification.event, notification.task.id
+                ))
+            }
         }
     }
 
