@@ -235,11 +235,9 @@ impl AgentEnvs {
             let env = CodexEnv::new(mock.base_url(), home.join("codex"));
             env.write_config();
             std::fs::create_dir_all(env.tmp_dir()).unwrap();
-            // The runner keeps the server's HOME (Codex runs the user's login
-            // shell from it), so the baseline does too.
-            let mut codex = strings(env.vars());
-            codex.remove("HOME");
-            vars.insert(Agent::Codex, codex);
+            // Its own HOME, as the runner gives it (Codex runs commands in a
+            // login shell, which would read the user's profile).
+            vars.insert(Agent::Codex, strings(env.vars()));
         }
         AgentEnvs { vars }
     }

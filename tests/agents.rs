@@ -235,6 +235,20 @@ async fn cancel_stops_gemini_and_codex_and_everything_they_started() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!processes_in(&sandboxes).is_empty());
+    // Each agent (and all it started) runs with a home of its own, never
+    // the server user's: no profile, config or credentials of theirs.
+    for (agent, task) in [("gemini", &g), ("codex", &x)] {
+        let own = server.data_dir().join("agents").join(agent);
+        let homes: Vec<String> = processes_in(&sandboxes.join(&task.id))
+            .iter()
+            .map(|p| home_of(p.split(':').next().unwrap()))
+            .collect();
+        assert!(
+            !homes.is_empty() && homes.iter().all(|h| Path::new(h) == own),
+            "{agent} runs with HOME {homes:?}, not {}",
+            own.display()
+        );
+    }
     for task in [&g, &x] {
         client
             .cancel_task(pb::CancelTaskRequest {
@@ -270,6 +284,16 @@ async fn cancel_stops_gemini_and_codex_and_everything_they_started() {
     }
     let left = processes_in(&sandboxes);
     assert!(left.is_empty(), "processes outlived their task: {left:?}");
+}
+
+/// The `HOME` a process runs with (empty when it has none or is gone).
+fn home_of(pid: &str) -> String {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(b"HOME="))
+        .map(|home| String::from_utf8_lossy(home).into_owned())
+        .unwrap_or_default()
 }
 
 /// Runs one attempt through a runner directly, in `workdir`.
