@@ -490,16 +490,87 @@ async fn claude_server(
     database_url: &str,
     name: &str,
 ) -> common::TestServer {
+    claude_server_with(mock, home, database_url, name, |_| {}).await
+}
+
+/// [`claude_server`] with `adjust` applied to its config; its gemini and
+/// codex CLIs are missing.
+async fn claude_server_with(
+    mock: &AnthropicMock,
+    home: &Path,
+    database_url: &str,
+    name: &str,
+    adjust: impl FnOnce(&mut claudomator::config::Config),
+) -> common::TestServer {
     common::start_server_with(|c| {
         configure_claude(c, &mock.base_url(), home, 1);
+        c.agents.gemini.command = "/nonexistent/gemini".into();
+        c.agents.codex.command = "/nonexistent/codex".into();
         c.database_url = database_url.to_string();
         c.executor.enabled = true;
         c.executor.server_id = name.to_string();
         c.executor.poll_interval = "100ms".into();
         c.executor.lease = "2s".into();
         c.executor.usage_limit_cooldown = "1h".into();
+        adjust(c);
     })
     .await
+}
+
+/// A server without an agent leaves that agent's tasks to a server that
+/// has it, whichever server they were submitted to; a task no live server
+/// can run still fails at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_for_an_agent_one_server_lacks_run_on_the_server_that_has_it() {
+    if claude_or_skip("tasks_for_an_agent_one_server_lacks_run_on_the_server_that_has_it").is_none()
+    {
+        return;
+    }
+    let database_url = common::postgres_database().await;
+    let mock = AnthropicMock::start(Script::write_file("hello.txt", "hi"));
+    let homes = tempfile::tempdir().unwrap();
+    let _a = claude_server(&mock, &homes.path().join("a"), &database_url, "a").await;
+    let b = claude_server_with(&mock, &homes.path().join("b"), &database_url, "b", |c| {
+        c.agents.claude.command = "/nonexistent/claude".into();
+    })
+    .await;
+    let mut on_b = b.client().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let spec = common::agent_spec(pb::AgentType::Claude, &format!("write hello {i}"));
+        ids.push(common::submit(&mut on_b, spec).await.id);
+    }
+    for id in &ids {
+        let done = common::wait_for(
+            &mut on_b,
+            id,
+            &[pb::TaskState::Completed, pb::TaskState::Failed],
+        )
+        .await;
+        assert_eq!(
+            done.state,
+            pb::TaskState::Completed as i32,
+            "{}",
+            done.state_reason
+        );
+        let runs = common::executions(&mut on_b, id).await;
+        assert!(
+            runs.iter().all(|r| r.server_id == "a"),
+            "only the server with claude ran it: {runs:#?}"
+        );
+    }
+
+    let nobody = common::submit(
+        &mut on_b,
+        common::agent_spec(pb::AgentType::Gemini, "no server has gemini"),
+    )
+    .await;
+    let failed = common::wait_for(&mut on_b, &nobody.id, &[pb::TaskState::Failed]).await;
+    assert!(
+        failed.state_reason.contains("gemini"),
+        "{}",
+        failed.state_reason
+    );
 }
 
 /// When one server finds an agent's quota spent, every server sets the

@@ -96,6 +96,9 @@ pub struct Executor {
     /// The local model: chooses the agent of `auto` tasks and writes the
     /// summaries agents leave out. None: rules decide, summaries stay empty.
     local_model: Option<Arc<dyn ChatModel>>,
+    /// The agents the other live servers on this database can run: a task
+    /// for one of them that this server cannot run is left to them.
+    elsewhere: std::sync::Mutex<Vec<AgentType>>,
 }
 
 /// How long an attempt's end waits for its log lines to reach the store
@@ -124,6 +127,7 @@ impl Executor {
             config,
             shutdown,
             local_model,
+            elsewhere: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -148,6 +152,9 @@ impl Executor {
                 next_marks = tokio::time::Instant::now() + self.config.poll_interval;
                 if let Err(e) = self.load_agent_marks().await {
                     warn!(error = %e, "cannot read the agents set aside by other servers");
+                }
+                if let Err(e) = self.load_agents_elsewhere().await {
+                    warn!(error = %e, "cannot read the agents other servers run");
                 }
             }
             if tokio::time::Instant::now() >= next_reap {
@@ -179,6 +186,47 @@ impl Executor {
         while attempts.join_next().await.is_some() {}
         leases_done.cancel();
         let _ = heartbeat.await;
+        // Gone: the others no longer leave this server's agents' tasks to it.
+        if let Err(e) = self
+            .tasks
+            .store()
+            .announce_server(&self.config.server_id, None, now_millis())
+            .await
+        {
+            warn!(error = %e, "cannot tell the other servers this one is leaving");
+        }
+    }
+
+    /// What the other servers that announced themselves within a lease can
+    /// run.
+    async fn load_agents_elsewhere(&self) -> Result<(), super::CoreError> {
+        let since = now_millis() - self.config.lease.as_millis() as i64;
+        let agents = self
+            .tasks
+            .store()
+            .agents_elsewhere(&self.config.server_id, since)
+            .await?;
+        *self.elsewhere.lock().expect("elsewhere lock") = agents;
+        Ok(())
+    }
+
+    fn runs_elsewhere(&self, agent: AgentType) -> bool {
+        self.elsewhere
+            .lock()
+            .expect("elsewhere lock")
+            .contains(&agent)
+    }
+
+    /// The agents this server can start now (their CLI or endpoint is there).
+    fn usable_agents(&self) -> Vec<AgentType> {
+        AUTO_ORDER
+            .into_iter()
+            .filter(|a| {
+                self.runners
+                    .get(a)
+                    .is_some_and(|r| r.unavailable().is_none())
+            })
+            .collect()
     }
 
     /// Agents other servers set aside (rate limit, spent quota) are set
@@ -205,6 +253,17 @@ impl Executor {
     async fn renew_leases(self: Arc<Self>, done: CancellationToken) {
         let activity = self.tasks.activity().clone();
         loop {
+            // Which agents this server runs, for the others (see
+            // `pick_agents`); its being seen is its being alive.
+            let usable = self.usable_agents();
+            if let Err(e) = self
+                .tasks
+                .store()
+                .announce_server(&self.config.server_id, Some(&usable), now_millis())
+                .await
+            {
+                warn!(error = %e, "cannot tell the other servers which agents run here");
+            }
             tokio::select! {
                 _ = done.cancelled() => return,
                 _ = tokio::time::sleep(self.config.lease / 3) => {}
@@ -372,17 +431,16 @@ impl Executor {
 
     /// The agents a task may run on now, in the order to try them (an
     /// `auto` task takes the next when a claim finds an agent's cluster-wide
-    /// cap full): empty means wait (limits), Err is a reason the task can
-    /// never run here.
+    /// cap full): empty means wait (limits, or an agent this server lacks
+    /// that another live server runs), Err is a reason the task can never
+    /// run here nor on any other live server.
     fn pick_agents(&self, task: &Task) -> Result<Vec<AgentType>, String> {
-        let usable = |agent: AgentType| {
-            self.runners
-                .get(&agent)
-                .is_some_and(|r| r.unavailable().is_none())
-        };
         if task.agent.agent_type == AgentType::Auto {
-            let installed: Vec<AgentType> = AUTO_ORDER.into_iter().filter(|a| usable(*a)).collect();
+            let installed = self.usable_agents();
             if installed.is_empty() {
+                if !self.elsewhere.lock().expect("elsewhere lock").is_empty() {
+                    return Ok(Vec::new()); // another server runs it
+                }
                 return Err("no agent is available on this server: install claude, codex or gemini, or configure a local model".into());
             }
             return Ok(installed
@@ -391,13 +449,22 @@ impl Executor {
                 .collect());
         }
         let agent = task.agent.agent_type;
-        match self.runners.get(&agent) {
-            None => Err(format!("agent `{agent}` is not available on this server")),
-            Some(runner) => match runner.unavailable() {
-                Some(why) => Err(why),
-                None if !self.is_limited(agent) && self.has_room(agent) => Ok(vec![agent]),
-                None => Ok(Vec::new()),
-            },
+        let missing = match self.runners.get(&agent) {
+            None => Some(format!("agent `{agent}` is not available on this server")),
+            Some(runner) => runner.unavailable(),
+        };
+        if let Some(why) = missing {
+            // Another live server that has the agent takes the task.
+            return if self.runs_elsewhere(agent) {
+                Ok(Vec::new())
+            } else {
+                Err(why)
+            };
+        }
+        if !self.is_limited(agent) && self.has_room(agent) {
+            Ok(vec![agent])
+        } else {
+            Ok(Vec::new())
         }
     }
 

@@ -137,6 +137,26 @@ pub mod agent_mark {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod server {
+    use sea_orm::entity::prelude::*;
+
+    /// A server sharing the database: the agents it can run (names, comma
+    /// separated), and when it last said so.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "server")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub agents: String,
+        pub seen_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod log_line {
     use sea_orm::entity::prelude::*;
 

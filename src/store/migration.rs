@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005AgentChoice),
             Box::new(M0006Cluster),
             Box::new(M0007TaskBaseRef),
+            Box::new(M0008Servers),
         ]
     }
 }
@@ -552,6 +553,40 @@ impl MigrationTrait for M0007TaskBaseRef {
                             .not_null()
                             .default(""),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The servers sharing the database and the agents each can run, so a
+/// server without an agent leaves its tasks to one that has it.
+struct M0008Servers;
+
+impl MigrationName for M0008Servers {
+    fn name(&self) -> &str {
+        "m0008_servers"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Server {
+    Table,
+    Id,
+    Agents,
+    SeenAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008Servers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Server::Table)
+                    .col(ColumnDef::new(Server::Id).text().not_null().primary_key())
+                    .col(ColumnDef::new(Server::Agents).text().not_null())
+                    .col(ColumnDef::new(Server::SeenAt).big_integer().not_null())
                     .to_owned(),
             )
             .await

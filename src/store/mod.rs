@@ -24,7 +24,7 @@ use crate::core::model::{
     AgentType, Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState,
     UnixMillis,
 };
-use entity::{agent_mark, execution, log_line, task, task_tag};
+use entity::{agent_mark, execution, log_line, server, task, task_tag};
 use writer::{WriteOp, Writer};
 
 /// What can go wrong in the store.
@@ -287,6 +287,57 @@ impl Store {
             .into_iter()
             .map(|(offset, line)| (offset.max(0) as u64, line))
             .collect())
+    }
+
+    /// Says which agents this server can run (None: it is leaving), so
+    /// the others know what it takes.
+    pub async fn announce_server(
+        &self,
+        id: &str,
+        agents: Option<&[AgentType]>,
+        at: UnixMillis,
+    ) -> StoreResult<()> {
+        let agents = agents.map(|agents| {
+            agents
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        self.writer
+            .write(WriteOp::AnnounceServer {
+                id: id.to_string(),
+                agents,
+                at,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The agents the servers other than `except` that announced
+    /// themselves since `since` can run.
+    pub async fn agents_elsewhere(
+        &self,
+        except: &str,
+        since: UnixMillis,
+    ) -> StoreResult<Vec<AgentType>> {
+        let rows: Vec<String> = server::Entity::find()
+            .select_only()
+            .column(server::Column::Agents)
+            .filter(server::Column::Id.ne(except))
+            .filter(server::Column::SeenAt.gte(since))
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        let mut agents: Vec<AgentType> = rows
+            .iter()
+            .flat_map(|list| list.split(','))
+            .filter(|name| !name.is_empty())
+            .map(|name| convert::parse("server.agents", name))
+            .collect::<StoreResult<_>>()?;
+        agents.sort_by_key(|a| a.as_str());
+        agents.dedup();
+        Ok(agents)
     }
 
     /// Sets an agent aside until `until` for every server (a later mark

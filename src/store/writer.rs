@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::TaskUpdate;
 use super::convert::{execution_to_row, task_to_row};
-use super::entity::{agent_mark, execution, log_line, task, task_tag};
+use super::entity::{agent_mark, execution, log_line, server, task, task_tag};
 use super::{StoreError, StoreResult};
 use crate::core::model::{Execution, Task, TaskState};
 
@@ -43,6 +43,12 @@ pub enum WriteOp {
         owner: String,
         agent: String,
         cluster_limit: Option<usize>,
+    },
+    /// Says which agents server `id` can run, as of `at`; None: it left.
+    AnnounceServer {
+        id: String,
+        agents: Option<String>,
+        at: i64,
     },
     /// Extends `owner`'s lease on those of `ids` it still holds (RUNNING).
     RenewLeases {
@@ -281,6 +287,26 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 .exec(txn)
                 .await?;
             Ok(result.rows_affected)
+        }
+        WriteOp::AnnounceServer { id, agents, at } => {
+            let Some(agents) = agents else {
+                let result = server::Entity::delete_by_id(id.clone()).exec(txn).await?;
+                return Ok(result.rows_affected);
+            };
+            let row = server::ActiveModel {
+                id: sea_orm::ActiveValue::Set(id.clone()),
+                agents: sea_orm::ActiveValue::Set(agents.clone()),
+                seen_at: sea_orm::ActiveValue::Set(*at),
+            };
+            server::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::column(server::Column::Id)
+                        .update_columns([server::Column::Agents, server::Column::SeenAt])
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await?;
+            Ok(1)
         }
         WriteOp::RenewLeases { owner, until, ids } => {
             let result = task::Entity::update_many()
