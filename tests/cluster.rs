@@ -541,18 +541,7 @@ async fn tasks_for_an_agent_one_server_lacks_run_on_the_server_that_has_it() {
         ids.push(common::submit(&mut on_b, spec).await.id);
     }
     for id in &ids {
-        let done = common::wait_for(
-            &mut on_b,
-            id,
-            &[pb::TaskState::Completed, pb::TaskState::Failed],
-        )
-        .await;
-        assert_eq!(
-            done.state,
-            pb::TaskState::Completed as i32,
-            "{}",
-            done.state_reason
-        );
+        common::wait_completed(&mut on_b, id).await;
         let runs = common::executions(&mut on_b, id).await;
         assert!(
             runs.iter().all(|r| r.server_id == "a"),

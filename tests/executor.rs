@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use claudomator::config::Config;
 use claudomator::proto as pb;
 use common::{
-    TestServer, agent_spec, executions, get, processes_in, start_server_with, submit, wait_for,
+    TestServer, agent_spec, executions, get, processes_in, start_server_with, submit,
+    wait_completed, wait_for,
 };
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{claude_or_skip, configure_claude};
@@ -70,18 +71,7 @@ async fn a_task_runs_claude_in_a_sandbox_and_records_everything() {
     let mut client = server.client().await;
 
     let task = submit(&mut client, claude_spec("Create hello.txt containing hi")).await;
-    let done = wait_for(
-        &mut client,
-        &task.id,
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
-    assert_eq!(
-        done.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_completed(&mut client, &task.id).await;
     assert_eq!(done.attempts, 1);
 
     let runs = executions(&mut client, &task.id).await;
@@ -212,18 +202,7 @@ async fn a_rate_limited_attempt_is_requeued_and_then_succeeds() {
     let mut client = server.client().await;
 
     let task = submit(&mut client, claude_spec("write ok.txt")).await;
-    let done = wait_for(
-        &mut client,
-        &task.id,
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
-    assert_eq!(
-        done.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_completed(&mut client, &task.id).await;
     assert_eq!(done.attempts, 2);
     let runs = executions(&mut client, &task.id).await;
     assert_eq!(runs.len(), 2);
@@ -642,18 +621,7 @@ async fn finished_work_is_rebased_and_pushed_to_the_publish_remote() {
         git(&project, &["add", "NEWS.md"]);
         git(&project, &["commit", "-q", "-m", "trunk moves on"]);
     }
-    let done = wait_for(
-        &mut client,
-        &task.id,
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
-    assert_eq!(
-        done.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        done.state_reason
-    );
+    wait_completed(&mut client, &task.id).await;
 
     let branch = format!("claudomator/{}", task.id);
     let pushed = git_output(&bare, &["rev-parse", &branch]).await;

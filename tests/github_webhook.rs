@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use claudomator::config::Config;
 use claudomator::proto as pb;
-use common::{Client, TestServer, all_tasks, get, start_server_with, wait_for};
+use common::{Client, TestServer, all_tasks, get, start_server_with, wait_completed};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -775,18 +775,7 @@ async fn a_failing_workflow_run_becomes_a_task_the_executor_runs_on_that_commit(
     assert_eq!(answer.status, 201, "{}", answer.json);
 
     let mut client: Client = server.client().await;
-    let done = wait_for(
-        &mut client,
-        answer.task_id(),
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
-    assert_eq!(
-        done.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_completed(&mut client, answer.task_id()).await;
     let spec = done.spec.unwrap();
     assert!(spec.tags.contains(&"ci".to_string()));
     // The agent got the triage instructions...

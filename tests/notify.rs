@@ -16,7 +16,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use claudomator::config::Config;
 use claudomator::proto as pb;
-use common::{Client, TestServer, agent_spec, spec, start_server_with, submit, wait_for};
+use common::{
+    Client, TestServer, agent_spec, spec, start_server_with, submit, wait_completed, wait_for,
+};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -428,18 +430,7 @@ async fn blocked_and_completed_tasks_are_notified_with_question_and_cost() {
         })
         .await
         .unwrap();
-    let done = wait_for(
-        &mut client,
-        &task.id,
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
-    assert_eq!(
-        done.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        done.state_reason
-    );
+    wait_completed(&mut client, &task.id).await;
     let completed = receiver.wait_for("task.completed", &task.id).await;
     assert_eq!(completed.signature, signature_of(SECRET, &completed.body));
     let json = &completed.json;

@@ -326,6 +326,24 @@ pub async fn get(client: &mut Client, id: &str) -> pb::Task {
 }
 
 /// Polls until the task is in one of `states` (90 s at most).
+/// Waits for the task to end COMPLETED or FAILED, and asserts COMPLETED
+/// (naming the reason when it failed).
+pub async fn wait_completed(client: &mut Client, id: &str) -> pb::Task {
+    let done = wait_for(
+        client,
+        id,
+        &[pb::TaskState::Completed, pb::TaskState::Failed],
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        pb::TaskState::Completed as i32,
+        "task {id}: {}",
+        done.state_reason
+    );
+    done
+}
+
 pub async fn wait_for(client: &mut Client, id: &str, states: &[pb::TaskState]) -> pb::Task {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
