@@ -168,6 +168,45 @@ async fn without_a_local_model_claude_writes_the_spec() {
     assert_eq!(scratch_left(&server), 0, "scratch directories are removed");
 }
 
+/// Many Elaborate calls at once start at most two agent CLIs at a time
+/// (each is a whole agent process); every call still gets its spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_take_turns_for_the_agent_clis() {
+    if claude_or_skip("concurrent_calls_take_turns_for_the_agent_clis").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let claude = AnthropicMock::start(anthropic_mock::Script::Answer(model_answer("claude")));
+    let server =
+        start_server_with(|c| configure_claude(c, &claude.base_url(), home.path(), 0)).await;
+    let scratch = server.data_dir().join("elaborate");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let mut client = server.client().await;
+        calls.spawn(
+            async move { elaborate(&mut client, request(&format!("{REQUEST} ({i})"))).await },
+        );
+    }
+    // Each call runs its CLI in a scratch directory of its own.
+    let mut most = 0;
+    while !calls.is_empty() {
+        let at_once = std::fs::read_dir(&scratch).map_or(0, |d| d.count());
+        most = most.max(at_once);
+        while let Some(done) = calls.try_join_next() {
+            let response = done.unwrap();
+            assert_eq!(
+                source(&response),
+                pb::ElaborateSource::Claude,
+                "{response:#?}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(most >= 1, "the CLIs were seen running");
+    assert!(most <= 2, "{most} agent CLIs ran at once");
+    assert_eq!(scratch_left(&server), 0, "scratch directories are removed");
+}
+
 #[tokio::test]
 async fn an_unreachable_local_model_falls_through_to_claude() {
     if claude_or_skip("an_unreachable_local_model_falls_through_to_claude").is_none() {

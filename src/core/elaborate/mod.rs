@@ -74,6 +74,9 @@ pub struct ElaborateConfig {
     pub scratch_dir: PathBuf,
     /// The model each agent uses when a task names none.
     pub agent_models: HashMap<AgentType, String>,
+    /// Agent CLIs asked at once, over all Elaborate calls (each is a whole
+    /// agent process); later calls wait for a turn.
+    pub max_cli_at_once: usize,
 }
 
 impl ElaborateConfig {
@@ -83,6 +86,7 @@ impl ElaborateConfig {
             cli_timeout: Duration::from_secs(120),
             scratch_dir,
             agent_models,
+            max_cli_at_once: 2,
         }
     }
 }
@@ -107,6 +111,8 @@ struct Inner {
     chat: Option<Arc<dyn ChatModel>>,
     runners: Vec<Arc<dyn Runner>>,
     config: ElaborateConfig,
+    /// Turns for the agent CLIs (`max_cli_at_once`).
+    cli_turns: tokio::sync::Semaphore,
     /// Cancelled when the server stops: CLIs in flight are stopped.
     shutdown: CancellationToken,
 }
@@ -130,6 +136,7 @@ impl Elaborator {
                 rules,
                 chat,
                 runners,
+                cli_turns: tokio::sync::Semaphore::new(config.max_cli_at_once.max(1)),
                 config,
                 shutdown,
             }),
@@ -279,6 +286,10 @@ impl Elaborator {
         if let Some(why) = runner.unavailable() {
             return Err(why);
         }
+        let _turn = tokio::select! {
+            turn = inner.cli_turns.acquire() => turn.map_err(|e| e.to_string())?,
+            _ = inner.shutdown.cancelled() => return Err("the server is stopping".into()),
+        };
         let workdir = ScratchDir::create(&inner.config.scratch_dir)?;
         let model = inner
             .config
