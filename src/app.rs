@@ -156,13 +156,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => (tasks, None),
     };
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (`listen`; another server there? choose another with --listen)",
+            config.listen
+        )
+    })?;
     let grpc_addr = listener.local_addr()?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (`http_listen`, the webhook shim; another server there? \
+                 choose another with --http-listen, e.g. 127.0.0.1:0)",
+                config.http_listen
+            )
+        })?;
     let http_addr = http_listener.local_addr()?;
     let shutdown = CancellationToken::new();
 

@@ -275,6 +275,18 @@ fn config_mistakes_stop_the_server_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without auth tokens"), "{err}");
 
+    // A second server on one host: the taken port is named, and the flag
+    // that moves it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = run(&["--listen", "127.0.0.1:0", "--http-listen", &port]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {port}")) && err.contains("--http-listen"),
+        "{err}"
+    );
+
     // `init` writes a config that `serve` then accepts as it is.
     let written = tmp.path().join("claudomator.toml");
     let init = Command::new(BIN)
