@@ -195,6 +195,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             executor_enabled: config.executor.enabled,
             max_concurrent: executor_config.max_concurrent,
             agent_limits: executor_config.agent_limits.clone(),
+            server_id: server_id.clone(),
+            lease: executor_config.lease,
         },
     );
     let executor = Executor::new(

@@ -535,6 +535,30 @@ async fn tasks_for_an_agent_one_server_lacks_run_on_the_server_that_has_it() {
     })
     .await;
     let mut on_b = b.client().await;
+    // Either server's status shows both and what each runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cluster = on_b
+            .get_system_status(pb::GetSystemStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .cluster
+            .unwrap();
+        if cluster.detail.contains("2 server(s)") {
+            assert!(cluster.ok);
+            assert!(
+                cluster.detail.starts_with("this server is b;")
+                    && cluster.detail.contains("a (claude)")
+                    && cluster.detail.contains("b ()"),
+                "{}",
+                cluster.detail
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", cluster.detail);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut ids = Vec::new();
     for i in 0..4 {
         let spec = common::agent_spec(pb::AgentType::Claude, &format!("write hello {i}"));

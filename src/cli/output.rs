@@ -315,6 +315,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "database": check(&status.database),
             "local_model": check(&status.local_model),
             "notifications": check(&status.notifications),
+            "cluster": check(&status.cluster),
             "usable": usable,
         }));
         return usable;
@@ -372,6 +373,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         ("database", &status.database),
         ("local model", &status.local_model),
         ("notify", &status.notifications),
+        ("cluster", &status.cluster),
     ] {
         let check = check.clone().unwrap_or_default();
         println!(

@@ -201,11 +201,17 @@ impl Executor {
     /// run.
     async fn load_agents_elsewhere(&self) -> Result<(), super::CoreError> {
         let since = now_millis() - self.config.lease.as_millis() as i64;
-        let agents = self
+        let mut agents: Vec<AgentType> = self
             .tasks
             .store()
-            .agents_elsewhere(&self.config.server_id, since)
-            .await?;
+            .servers_seen_since(since)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != self.config.server_id)
+            .flat_map(|(_, agents)| agents)
+            .collect();
+        agents.sort_by_key(|a| a.as_str());
+        agents.dedup();
         *self.elsewhere.lock().expect("elsewhere lock") = agents;
         Ok(())
     }

@@ -47,6 +47,9 @@ pub struct SystemStatus {
     pub local_model: Check,
     /// Webhook notifications: off, or how they have fared.
     pub notifications: Check,
+    /// The servers sharing the database (seen within a lease) and the
+    /// agents each runs.
+    pub cluster: Check,
 }
 
 /// The settings the report names.
@@ -56,6 +59,10 @@ pub struct StatusConfig {
     pub executor_enabled: bool,
     pub max_concurrent: usize,
     pub agent_limits: HashMap<AgentType, usize>,
+    /// This server's id, and how recently a server must have announced
+    /// itself to count as alive (the lease).
+    pub server_id: String,
+    pub lease: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -150,7 +157,39 @@ impl StatusService {
             },
             local_model,
             notifications: notifications_check(self.tasks.event_sink()),
+            cluster: self.cluster_check().await,
         })
+    }
+
+    /// "this server a; 2 servers …: a (claude, local), b (gemini)".
+    async fn cluster_check(&self) -> Check {
+        let lease = self.config.lease;
+        let since = super::model::now_millis() - lease.as_millis() as i64;
+        match self.tasks.store().servers_seen_since(since).await {
+            Ok(servers) => {
+                let listed: Vec<String> = servers
+                    .iter()
+                    .map(|(id, agents)| {
+                        let names: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
+                        format!("{id} ({})", names.join(", "))
+                    })
+                    .collect();
+                Check {
+                    ok: true,
+                    detail: format!(
+                        "this server is {}; {} server(s) seen within {}: {}",
+                        self.config.server_id,
+                        servers.len(),
+                        humantime::format_duration(lease),
+                        listed.join(", ")
+                    ),
+                }
+            }
+            Err(e) => Check {
+                ok: false,
+                detail: e.to_string(),
+            },
+        }
     }
 }
 

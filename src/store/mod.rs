@@ -314,30 +314,28 @@ impl Store {
         Ok(())
     }
 
-    /// The agents the servers other than `except` that announced
-    /// themselves since `since` can run.
-    pub async fn agents_elsewhere(
+    /// The servers that announced themselves since `since`, by id, with
+    /// the agents each can run.
+    pub async fn servers_seen_since(
         &self,
-        except: &str,
         since: UnixMillis,
-    ) -> StoreResult<Vec<AgentType>> {
-        let rows: Vec<String> = server::Entity::find()
-            .select_only()
-            .column(server::Column::Agents)
-            .filter(server::Column::Id.ne(except))
+    ) -> StoreResult<Vec<(String, Vec<AgentType>)>> {
+        let rows = server::Entity::find()
             .filter(server::Column::SeenAt.gte(since))
-            .into_tuple()
+            .order_by_asc(server::Column::Id)
             .all(&self.reader)
             .await?;
-        let mut agents: Vec<AgentType> = rows
-            .iter()
-            .flat_map(|list| list.split(','))
-            .filter(|name| !name.is_empty())
-            .map(|name| convert::parse("server.agents", name))
-            .collect::<StoreResult<_>>()?;
-        agents.sort_by_key(|a| a.as_str());
-        agents.dedup();
-        Ok(agents)
+        rows.into_iter()
+            .map(|row| {
+                let agents = row
+                    .agents
+                    .split(',')
+                    .filter(|name| !name.is_empty())
+                    .map(|name| convert::parse("server.agents", name))
+                    .collect::<StoreResult<Vec<AgentType>>>()?;
+                Ok((row.id, agents))
+            })
+            .collect()
     }
 
     /// Sets an agent aside until `until` for every server (a later mark
