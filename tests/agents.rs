@@ -16,7 +16,8 @@ use claudomator::runners::codex::CodexRunner;
 use claudomator::runners::gemini::GeminiRunner;
 use claudomator::runners::{CommandSpec, Price, PriceTable, RunRequest, Runner, Verdict};
 use common::{
-    Client, TestServer, agent_spec, executions, processes_in, start_server_with, submit, wait_for,
+    Client, TestServer, agent_spec, executions, processes_in, start_server_with, submit,
+    wait_completed, wait_for,
 };
 use support::anthropic_mock::{self, AnthropicMock};
 use support::claude_env::{claude_or_skip, configure_claude};
@@ -176,13 +177,7 @@ async fn rate_limits_back_off_and_then_succeed_for_gemini_and_codex() {
     .await;
     let x = submit(&mut client, agent_spec(pb::AgentType::Codex, "write x.txt")).await;
     for task in [g, x] {
-        let done = wait_for(&mut client, &task.id, &FINAL).await;
-        assert_eq!(
-            done.state,
-            pb::TaskState::Completed as i32,
-            "{}",
-            done.state_reason
-        );
+        wait_completed(&mut client, &task.id).await;
         let runs = executions(&mut client, &task.id).await;
         assert_eq!(runs.len(), 2, "{runs:?}");
         assert_eq!(

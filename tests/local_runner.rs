@@ -13,7 +13,8 @@ use chat_mock::{ChatMock, PROMPT_TOKENS, Reply};
 use claudomator::config::Config;
 use claudomator::proto as pb;
 use common::{
-    Client, TestServer, agent_spec, executions, spec, start_server_with, submit, wait_for,
+    Client, ENDED, TestServer, agent_spec, executions, spec, start_server_with, submit,
+    wait_completed, wait_for,
 };
 use tokio_stream::StreamExt;
 
@@ -51,15 +52,6 @@ fn with_fake_gemini(c: &mut Config) {
 fn local_spec(instructions: &str) -> pb::TaskSpec {
     agent_spec(pb::AgentType::Local, instructions)
 }
-
-const ENDED: &[pb::TaskState] = &[
-    pb::TaskState::Completed,
-    pb::TaskState::Failed,
-    pb::TaskState::Cancelled,
-    pb::TaskState::TimedOut,
-    pb::TaskState::BudgetExceeded,
-    pb::TaskState::Ready,
-];
 
 /// Every event of an execution's log.
 async fn log_of(client: &mut Client, execution_id: &str) -> Vec<pb::LogEvent> {
@@ -117,13 +109,7 @@ async fn a_local_task_streams_its_answer_into_the_log_and_records_tokens_at_no_c
     let server = start(&mock.endpoint(), |_| {}).await;
     let mut client = server.client().await;
     let task = submit(&mut client, local_spec("Answer in two lines.")).await;
-    let task = wait_for(&mut client, &task.id, ENDED).await;
-    assert_eq!(
-        task.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        task.state_reason
-    );
+    let task = wait_completed(&mut client, &task.id).await;
     assert_eq!(task.summary, "Answered in two lines.");
 
     let run = last_execution(&mut client, &task.id).await;
@@ -167,13 +153,7 @@ async fn a_local_task_against_the_real_model_completes_with_tokens_at_no_cost() 
         local_spec("Say hello to the team in one sentence."),
     )
     .await;
-    let task = wait_for(&mut client, &task.id, ENDED).await;
-    assert_eq!(
-        task.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        task.state_reason
-    );
+    let task = wait_completed(&mut client, &task.id).await;
     let run = last_execution(&mut client, &task.id).await;
     assert_eq!(run.agent, pb::AgentType::Local as i32);
     assert!(run.output_tokens > 0 && run.output_tokens <= 48, "{run:?}");
@@ -372,13 +352,7 @@ async fn an_auto_task_is_routed_by_the_model_and_the_choice_is_recorded() {
     let server = start(&mock.endpoint(), with_fake_gemini).await;
     let mut client = server.client().await;
     let task = submit(&mut client, spec("Explain what a mutex is.")).await;
-    let task = wait_for(&mut client, &task.id, ENDED).await;
-    assert_eq!(
-        task.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        task.state_reason
-    );
+    let task = wait_completed(&mut client, &task.id).await;
     let run = last_execution(&mut client, &task.id).await;
     assert_eq!(run.agent, pb::AgentType::Local as i32);
     assert_eq!(run.agent_choice, pb::AgentChoice::Model as i32);
@@ -499,13 +473,7 @@ async fn an_auto_task_whose_first_agent_is_full_in_the_cluster_runs_on_the_next(
     // first choice is passed over for the next, and the model's wish for
     // gemini is refused for the same reason.
     let auto = submit(&mut client, spec("Explain what a mutex is.")).await;
-    let auto = wait_for(&mut client, &auto.id, ENDED).await;
-    assert_eq!(
-        auto.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        auto.state_reason
-    );
+    let auto = wait_completed(&mut client, &auto.id).await;
     let run = last_execution(&mut client, &auto.id).await;
     assert_eq!(run.agent, pb::AgentType::Local as i32);
     assert_eq!(run.agent_choice, pb::AgentChoice::Rule as i32);
@@ -632,13 +600,7 @@ async fn the_model_writes_the_summary_an_answer_lacks_and_its_failure_fails_noth
     let server = start(&mock.endpoint(), |_| {}).await;
     let mut client = server.client().await;
     let task = submit(&mut client, local_spec("Greet me.")).await;
-    let task = wait_for(&mut client, &task.id, ENDED).await;
-    assert_eq!(
-        task.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        task.state_reason
-    );
+    let task = wait_completed(&mut client, &task.id).await;
     assert_eq!(task.summary, "It greeted the user.");
     let run = last_execution(&mut client, &task.id).await;
     assert_eq!(run.summary, "It greeted the user.");
@@ -664,13 +626,7 @@ async fn the_model_writes_the_summary_an_answer_lacks_and_its_failure_fails_noth
     let server = start(&mock.endpoint(), |_| {}).await;
     let mut client = server.client().await;
     let task = submit(&mut client, local_spec("Greet me.")).await;
-    let task = wait_for(&mut client, &task.id, ENDED).await;
-    assert_eq!(
-        task.state,
-        pb::TaskState::Completed as i32,
-        "{}",
-        task.state_reason
-    );
+    let task = wait_completed(&mut client, &task.id).await;
     assert_eq!(task.summary, "");
     let run = last_execution(&mut client, &task.id).await;
     let events = log_of(&mut client, &run.id).await;

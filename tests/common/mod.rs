@@ -326,15 +326,20 @@ pub async fn get(client: &mut Client, id: &str) -> pb::Task {
 }
 
 /// Polls until the task is in one of `states` (90 s at most).
-/// Waits for the task to end COMPLETED or FAILED, and asserts COMPLETED
-/// (naming the reason when it failed).
+/// The states a task stops in until someone acts (its run has ended).
+pub const ENDED: &[pb::TaskState] = &[
+    pb::TaskState::Completed,
+    pb::TaskState::Failed,
+    pb::TaskState::Cancelled,
+    pb::TaskState::TimedOut,
+    pb::TaskState::BudgetExceeded,
+    pb::TaskState::Ready,
+];
+
+/// Waits for the task's run to end ([`ENDED`]), and asserts it COMPLETED
+/// (naming the reason when it did not).
 pub async fn wait_completed(client: &mut Client, id: &str) -> pb::Task {
-    let done = wait_for(
-        client,
-        id,
-        &[pb::TaskState::Completed, pb::TaskState::Failed],
-    )
-    .await;
+    let done = wait_for(client, id, ENDED).await;
     assert_eq!(
         done.state,
         pb::TaskState::Completed as i32,
