@@ -212,9 +212,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             }
             if let Some(slot) = &u.agent_slot {
                 let agent = slot.agent.as_str();
-                if let Some(limit) = slot.cluster_limit
-                    && running_on_all_servers(txn, agent).await? >= limit as u64
-                {
+                if cluster_full(txn, agent, slot.cluster_limit).await? {
                     return Ok(0);
                 }
                 update = update.col_expr(task::Column::RunningAgent, Expr::value(agent));
@@ -274,9 +272,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             agent,
             cluster_limit,
         } => {
-            if let Some(limit) = cluster_limit
-                && running_on_all_servers(txn, agent).await? >= *limit as u64
-            {
+            if cluster_full(txn, agent, *cluster_limit).await? {
                 return Ok(0);
             }
             let result = task::Entity::update_many()
@@ -352,9 +348,22 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
     }
 }
 
-/// Attempts of `agent` running on every server, counted under a lock held
-/// until this transaction commits (PostgreSQL: an advisory lock per agent;
-/// SQLite has one writer), so two claims never both take the last slot.
+/// Whether `agent` already runs `limit` attempts over all servers (never,
+/// without a limit). Counted under a lock held until this transaction
+/// commits (PostgreSQL: an advisory lock per agent; SQLite has one writer),
+/// so two claims never both take the last slot.
+async fn cluster_full(
+    txn: &DatabaseTransaction,
+    agent: &str,
+    limit: Option<usize>,
+) -> StoreResult<bool> {
+    let Some(limit) = limit else {
+        return Ok(false);
+    };
+    Ok(running_on_all_servers(txn, agent).await? >= limit as u64)
+}
+
+/// Attempts of `agent` running on every server (see `cluster_full`).
 async fn running_on_all_servers(txn: &DatabaseTransaction, agent: &str) -> StoreResult<u64> {
     use sea_orm::{ConnectionTrait, DbBackend, PaginatorTrait, Statement};
     if txn.get_database_backend() == DbBackend::Postgres {
