@@ -153,12 +153,14 @@ impl Executor {
                 if let Err(e) = self.load_agent_marks().await {
                     warn!(error = %e, "cannot read the agents set aside by other servers");
                 }
-                if let Err(e) = self.load_agents_elsewhere().await {
-                    warn!(error = %e, "cannot read the agents other servers run");
-                }
             }
             if tokio::time::Instant::now() >= next_reap {
                 next_reap = tokio::time::Instant::now() + self.config.lease / 2;
+                // Servers announce themselves every third of a lease: no
+                // need to look more often than this.
+                if let Err(e) = self.load_agents_elsewhere().await {
+                    warn!(error = %e, "cannot read the agents other servers run");
+                }
                 if let Err(e) = self.reclaim_orphans().await {
                     warn!(error = %e, "cannot look for tasks of dead servers");
                 }
@@ -496,7 +498,14 @@ impl Executor {
             if started == free {
                 break;
             }
-            let agents = match self.pick_agents(&task) {
+            let mut picked = self.pick_agents(&task);
+            if picked.is_err() {
+                // Failing is for good: first look again at what the other
+                // servers run (read every half lease otherwise).
+                self.load_agents_elsewhere().await?;
+                picked = self.pick_agents(&task);
+            }
+            let agents = match picked {
                 Ok(agents) => agents,
                 Err(reason) => {
                     let update =
