@@ -14,6 +14,8 @@
 mod chat_mock;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/http_thread.rs"]
+mod http_thread;
 
 use std::time::{Duration, Instant};
 

@@ -42,6 +42,8 @@ mod codex_env;
 mod gemini_env;
 #[path = "../tests/support/gemini_mock.rs"]
 mod gemini_mock;
+#[path = "../tests/support/http_thread.rs"]
+mod http_thread;
 #[path = "../tests/support/openai_mock.rs"]
 mod openai_mock;
 

@@ -6,6 +6,8 @@
 #[path = "support/chat_mock.rs"]
 mod chat_mock;
 mod common;
+#[path = "support/http_thread.rs"]
+mod http_thread;
 
 use std::time::Duration;
 

@@ -12,10 +12,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -23,6 +21,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 use serde_json::{Value, json};
+
+use super::http_thread::HttpThread;
 
 /// The model name the mock reports.
 pub const MOCK_MODEL: &str = "mock-chat";
@@ -107,18 +107,13 @@ struct Shared {
 }
 
 pub struct ChatMock {
-    addr: SocketAddr,
+    server: HttpThread,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl ChatMock {
     /// Answers `script` in order, then `default` for every later call.
     pub fn start(script: Vec<Reply>, default: Reply) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mock binds");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             script: Mutex::new(script.into()),
             default,
@@ -129,35 +124,9 @@ impl ChatMock {
             streams_aborted: AtomicUsize::new(0),
             in_flight: Mutex::new(std::collections::HashMap::new()),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("chat-mock-{}", addr.port()))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("mock runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    tokio::select! {
-                        res = axum::serve(listener, app) => {
-                            if let Err(e) = res {
-                                eprintln!("chat mock: server error: {e}");
-                            }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })
-            .expect("spawn mock thread");
-        ChatMock {
-            addr,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        let server = HttpThread::serve("chat-mock", app);
+        ChatMock { server, shared }
     }
 
     /// Every call answers `reply`.
@@ -179,7 +148,7 @@ impl ChatMock {
 
     /// `http://127.0.0.1:<port>/v1`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -212,18 +181,7 @@ impl ChatMock {
     }
 
     pub fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ChatMock {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.server.shutdown();
     }
 }
 

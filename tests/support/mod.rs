@@ -7,5 +7,6 @@ pub mod claude_env;
 pub mod codex_env;
 pub mod gemini_env;
 pub mod gemini_mock;
+pub mod http_thread;
 pub mod openai_mock;
 pub mod server_process;

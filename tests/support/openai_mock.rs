@@ -38,7 +38,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -47,6 +46,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio_stream::Stream;
+
+use super::http_thread::HttpThread;
 
 /// `input_tokens` the mock reports for every response.
 pub const INPUT_TOKENS: u64 = 1234;
@@ -191,19 +192,12 @@ impl RecordedRequest {
 
 /// A running mock. Drop it (or call [`OpenAiMock::shutdown`]) to stop it.
 pub struct OpenAiMock {
-    addr: SocketAddr,
+    server: HttpThread,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl OpenAiMock {
     pub fn start(script: Script) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mock binds 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("mock local addr");
         let shared = Arc::new(Shared {
             script,
             started: Instant::now(),
@@ -215,50 +209,22 @@ impl OpenAiMock {
             streams_completed: AtomicUsize::new(0),
             streams_aborted: AtomicUsize::new(0),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .fallback(handle)
             .layer(DefaultBodyLimit::disable())
             .with_state(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("openai-mock-{}", addr.port()))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("mock runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        res = axum::serve(listener, app) => {
-                            if let Err(e) = res {
-                                eprintln!("openai mock: server error: {e}");
-                            }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                // Cuts every connection still open (e.g. a slow stream).
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })
-            .expect("spawn mock thread");
-        OpenAiMock {
-            addr,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        let server = HttpThread::serve("openai-mock", app);
+        OpenAiMock { server, shared }
     }
 
     /// `http://127.0.0.1:<port>/v1`, for a model provider's `base_url`
     /// (Codex appends `/responses`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every request so far, in arrival order.
@@ -345,18 +311,7 @@ impl OpenAiMock {
 
     /// Stops the server and cuts open streams. Idempotent.
     pub fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for OpenAiMock {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.server.shutdown();
     }
 }
 
