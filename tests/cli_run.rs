@@ -305,6 +305,29 @@ fn submit_wait_follows_the_log_then_logs_replays_it() {
     );
     assert!(!text.contains('\x1b'), "no colours into a pipe: {text}");
 
+    // The final task says what the run cost, what it changed and where the
+    // work is; `get` says the same.
+    let got = cli(&served, &["get", &id]);
+    assert_code(&got, 0, &served);
+    for shown in [text.as_str(), stdout(&got).as_str()] {
+        assert!(
+            shown.contains("cost:          $") && shown.contains(" over 1 attempt\n"),
+            "the cost: {shown}"
+        );
+        assert!(
+            shown.contains("latest:        attempt 1 succeeded on claude"),
+            "the latest attempt: {shown}"
+        );
+        assert!(
+            shown.contains("changed:       hello.txt +1 -0"),
+            "the changed file: {shown}"
+        );
+        assert!(
+            shown.contains(&format!("branch:        claudomator/{id} ")),
+            "the branch the work is on: {shown}"
+        );
+    }
+
     // `logs TASK` replays the finished task's log.
     let replay = cli(&served, &["logs", &id]);
     assert_code(&replay, 0, &served);

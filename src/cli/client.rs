@@ -13,7 +13,7 @@ use tonic::{Code, Request, Status};
 use super::logs::{self, FollowOptions, Printer, Style, Target};
 use super::output;
 use super::{Command, Connection, exit};
-use crate::core::model::{AgentType, Priority, TaskSpec, TaskState};
+use crate::core::model::{AgentType, Execution, Priority, TaskSpec, TaskState};
 use crate::grpc::convert::{execution_from_pb, spec_to_pb, state_to_pb, task_from_pb};
 use crate::proto as pb;
 use crate::proto::claudomator_service_client::ClaudomatorServiceClient;
@@ -181,12 +181,19 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Submit(args) => submit(*args).await,
         Command::Get { id, connection } => {
-            let response = connect(&connection)
-                .await?
+            let mut client = connect(&connection).await?;
+            let response = client
                 .get_task(pb::GetTaskRequest { id })
                 .await?
                 .into_inner();
-            print_task(response.task, &connection)
+            let task = decode_task(response.task)?;
+            if connection.json {
+                output::json(&task);
+            } else {
+                let runs = all_executions(&mut client, &task.id.to_string()).await?;
+                output::task_details(&task, &runs);
+            }
+            Ok(())
         }
         Command::List(args) => list(args).await,
         Command::Cancel {
@@ -327,7 +334,7 @@ fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Fai
     if connection.json {
         output::json(&task);
     } else {
-        output::task_details(&task);
+        output::task_details(&task, &[]);
     }
     Ok(())
 }
@@ -502,7 +509,8 @@ async fn submit_and_wait(
         output::json(&last);
     } else {
         println!();
-        output::task_details(&last);
+        let runs = all_executions(&mut client, &id).await?;
+        output::task_details(&last, &runs);
     }
     match logs::outcome_code(last.state) {
         0 => Ok(()),
@@ -570,12 +578,23 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
 
 async fn executions(task_id: String, connection: &Connection) -> Result<(), Failure> {
     let mut client = connect(connection).await?;
+    let executions = all_executions(&mut client, &task_id).await?;
+    if connection.json {
+        output::json(&executions);
+    } else {
+        output::execution_table(&executions);
+    }
+    Ok(())
+}
+
+/// Every execution of a task, oldest first, through all pages.
+async fn all_executions(client: &mut Client, task_id: &str) -> Result<Vec<Execution>, Failure> {
     let mut executions = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
             .list_executions(pb::ListExecutionsRequest {
-                task_id: task_id.clone(),
+                task_id: task_id.to_string(),
                 page_size: 0,
                 page_token: token,
             })
@@ -594,10 +613,5 @@ async fn executions(task_id: String, connection: &Connection) -> Result<(), Fail
             break;
         }
     }
-    if connection.json {
-        output::json(&executions);
-    } else {
-        output::execution_table(&executions);
-    }
-    Ok(())
+    Ok(executions)
 }

@@ -120,7 +120,9 @@ pub fn questions(tasks: &[Task]) {
     }
 }
 
-pub fn task_details(t: &Task) {
+/// A task as `get` and `submit --wait` show it; with its executions
+/// (oldest first), also what its attempts cost and what the latest one left.
+pub fn task_details(t: &Task, runs: &[Execution]) {
     let list = |items: &[String]| {
         if items.is_empty() {
             "-".to_string()
@@ -167,7 +169,65 @@ pub fn task_details(t: &Task) {
             println!("choices:       {}", q.choices.join(" | "));
         }
     }
+    task_outcome(t, runs);
     println!("instructions:\n{}", t.instructions);
+}
+
+/// What the attempts cost in all and what the latest one did: its state,
+/// agent, cost, tokens, the files it changed, its commits and, when its work
+/// was delivered, the branch to look at in the project.
+fn task_outcome(t: &Task, runs: &[Execution]) {
+    let Some(last) = runs.last() else {
+        return;
+    };
+    let total: f64 = runs.iter().map(|e| e.cost_usd).sum();
+    let estimated = runs.iter().any(|e| e.cost_estimated);
+    println!(
+        "cost:          ${total:.4}{} over {} attempt{}",
+        if estimated { " (estimated)" } else { "" },
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" }
+    );
+    println!(
+        "latest:        attempt {} {} on {}{}: ${:.4}, {} in / {} out tokens, {} turns ({})",
+        last.attempt,
+        last.state,
+        last.agent,
+        if last.model.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", last.model)
+        },
+        last.cost_usd,
+        last.input_tokens,
+        last.output_tokens,
+        last.turns,
+        last.id
+    );
+    if !last.file_changes.is_empty() {
+        let files: Vec<String> = last
+            .file_changes
+            .iter()
+            .map(|f| format!("{} +{} -{}", f.path, f.added, f.removed))
+            .collect();
+        println!("changed:       {}", files.join(", "));
+    } else if !last.changed_files.is_empty() {
+        println!("changed:       {}", last.changed_files.join(", "));
+    }
+    if !last.commits.is_empty() {
+        let short: Vec<&str> = last
+            .commits
+            .iter()
+            .map(|c| c.get(..12).unwrap_or(c))
+            .collect();
+        println!("commits:       {}", short.join(", "));
+        if last.state == crate::core::model::ExecutionState::Succeeded {
+            println!(
+                "branch:        claudomator/{} (in the project: git log claudomator/{})",
+                t.id, t.id
+            );
+        }
+    }
 }
 
 pub fn execution_table(executions: &[Execution]) {
