@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use std::sync::Arc;
 
@@ -280,6 +280,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http = %http_addr,
         "claudomator listening on {grpc_addr}"
     );
+    if config.projects.is_empty() {
+        warn!(
+            "no project: serve did not start inside a git repository and the config names no \
+             [[projects]], so every task is refused until one is configured (start serve in \
+             the repository agents should work on, or add [[projects]] name and path)"
+        );
+    }
     Ok(Running {
         grpc_addr,
         http_addr,

@@ -12,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_claudomator");
 struct Served {
     child: Child,
     addr: String,
+    /// What the server writes to stderr after its "listening on" line.
+    later: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Served {
@@ -39,9 +41,14 @@ fn serve(cwd: &Path, home: &Path, args: &[&str]) -> Served {
         .expect("spawn serve");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (later_tx, later) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut listening = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
+            if listening {
+                let _ = later_tx.send(line);
+            } else if let Some(rest) = line.split("listening on ").nth(1) {
+                listening = true;
                 let addr = rest
                     .split_whitespace()
                     .next()
@@ -59,7 +66,7 @@ fn serve(cwd: &Path, home: &Path, args: &[&str]) -> Served {
                 line.contains("database="),
                 "the start line names the database: {line}"
             );
-            Served { child, addr }
+            Served { child, addr, later }
         }
         Ok(Err(line)) => panic!("serve failed: {line}"),
         Err(_) => panic!("serve did not say where it listens"),
@@ -195,6 +202,38 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
 }
 
 #[test]
+fn serve_outside_a_git_repository_warns_and_tasks_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let cwd = tmp.path().join("not-a-repository");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&cwd).unwrap();
+    let served = serve(&cwd, &home, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match served.later.recv_timeout(left) {
+            Ok(line) if line.contains("no project") => break line,
+            Ok(_) => continue,
+            Err(_) => panic!("serve did not warn that it has no project"),
+        }
+    };
+    assert!(
+        warning.contains("WARN") && warning.contains("[[projects]]"),
+        "the warning says what to do: {warning}"
+    );
+
+    let refused = cli(&served, &["submit", "Fix the build"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("spec.project: no projects are configured"),
+        "the refusal names the field and the fix: {said}"
+    );
+}
+
+#[test]
 fn tokens_from_the_environment_guard_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = git_repo(tmp.path(), "api");
@@ -228,7 +267,11 @@ fn tokens_from_the_environment_guard_the_server() {
         .next()
         .unwrap()
         .to_string();
-    let served = Served { child, addr };
+    let served = Served {
+        child,
+        addr,
+        later: std::sync::mpsc::channel().1,
+    };
 
     let denied = cli(&served, &["list"]);
     assert_eq!(denied.status.code(), Some(5));
