@@ -509,7 +509,9 @@ async fn submit_and_wait(
         output::json(&last);
     } else {
         println!();
-        let runs = all_executions(&mut client, &id).await?;
+        // The outcome decides the exit code: a failed listing only leaves
+        // the attempts out of the printout.
+        let runs = all_executions(&mut client, &id).await.unwrap_or_default();
         output::task_details(&last, &runs);
     }
     match logs::outcome_code(last.state) {
