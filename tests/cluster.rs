@@ -22,8 +22,12 @@ use support::server_process::{ServerProcess, write_claude_config};
 
 const SERVERS: [&str; 3] = ["a", "b", "c"];
 const PER_SERVER: i64 = 2;
-/// Below 3 × PER_SERVER, so the cluster-wide cap is what binds.
-const CLUSTER_LIMIT: i64 = 3;
+/// Below 3 × PER_SERVER, so the cluster-wide cap is what binds; above
+/// 2 × PER_SERVER, so while tasks wait one slot is always c's. (With 3, a
+/// and b could hold every slot: a server that ends an attempt claims the
+/// next task at once, before c's next poll, and CI once saw c run nothing
+/// for a minute.)
+const CLUSTER_LIMIT: i64 = 5;
 const TASKS: usize = 36;
 
 fn claude_task(i: usize) -> pb::SubmitTaskRequest {
