@@ -18,14 +18,28 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or_default()
 }
 
-/// A sortable unique id (a ULID): ids sort by creation time.
+/// A sortable unique id (a ULID): ids sort by creation time. Ids made by
+/// one process are strictly increasing, also within one millisecond (a
+/// monotonic generator), so "newest first" lists them in creation order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Id(Ulid);
 
 impl Id {
     pub fn new() -> Self {
-        Id(Ulid::new())
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        match generator.generate() {
+            Ok(id) => Id(id),
+            // 2^80 ids in one millisecond: move on to the next one.
+            Err(_) => {
+                let next = std::time::SystemTime::now() + std::time::Duration::from_millis(1);
+                Id(generator
+                    .generate_from_datetime(next)
+                    .unwrap_or_else(|_| Ulid::from_datetime(next)))
+            }
+        }
     }
 }
 
@@ -455,6 +469,26 @@ mod tests {
         assert!(a < b);
         assert!(a.to_string() < b.to_string());
         assert_eq!(a.to_string().parse::<Id>().unwrap(), a);
+    }
+
+    #[test]
+    fn ids_made_in_one_burst_are_strictly_increasing_across_threads() {
+        // Thousands within the same milliseconds, from several threads:
+        // every id is larger than the one its thread made before, and
+        // none repeats.
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..5000).map(|_| Id::new()).collect::<Vec<_>>()))
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            let ids = handle.join().unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
+            all.extend(ids);
+        }
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count);
     }
 
     #[test]
