@@ -146,11 +146,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         tasks
     };
-    // Events are announced from the first state change on, recovery's too.
+    // Changes are announced from the first one on, recovery's too.
+    let first_change = tasks
+        .bus()
+        .current()
+        .await
+        .context("cannot read the change log")?;
+    let shutdown = CancellationToken::new();
     let notify_settings = config.notifications.settings()?;
     let (tasks, notify_events) = match &notify_settings {
         Some(settings) => {
             let (sink, events) = EventSink::channel(settings.queue, settings.events.clone());
+            let bus = tasks.bus().clone();
+            crate::core::events::forward(bus, sink.clone(), first_change, shutdown.clone());
             (tasks.with_events(sink), Some(events))
         }
         None => (tasks, None),
@@ -173,7 +181,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
         })?;
     let http_addr = http_listener.local_addr()?;
-    let shutdown = CancellationToken::new();
 
     // The local model, when [local_model] names an endpoint: built once,
     // shared by the local runner, the executor (classify, summaries), the

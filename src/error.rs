@@ -12,6 +12,7 @@ pub fn to_status(err: CoreError) -> Status {
         CoreError::IllegalTransition(_) | CoreError::FailedPrecondition(_) => {
             Code::FailedPrecondition
         }
+        CoreError::OutOfRange(_) => Code::OutOfRange,
         CoreError::Unavailable(_) => Code::Unavailable,
         CoreError::Internal(_) => Code::Internal,
     };
@@ -32,6 +33,7 @@ pub fn http_status(err: &CoreError) -> u16 {
         CoreError::AlreadyExists(_)
         | CoreError::IllegalTransition(_)
         | CoreError::FailedPrecondition(_) => 409,
+        CoreError::OutOfRange(_) => 410,
         CoreError::Unavailable(_) => 503,
         CoreError::Internal(_) => 500,
     }

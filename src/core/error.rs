@@ -22,6 +22,10 @@ pub enum CoreError {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// A position (a watch cursor) outside what the server still holds.
+    #[error("{0}")]
+    OutOfRange(String),
+
     /// The server is shutting down or a dependency is away; retry later.
     #[error("{0}")]
     Unavailable(String),

@@ -1,17 +1,20 @@
-//! Task events: what the core announces when a task changes state, for
-//! notifications. `TaskService::apply` emits one for every state change it
-//! writes; the sink keeps the states it was asked for and hands each event
-//! to a bounded channel with `try_send`. A full channel drops the event (it
-//! is counted and warned about): a slow or absent receiver never delays a
-//! state change or the scheduler. Whoever holds the receiving end (the
+//! Task events for notifications. `forward` subscribes to the change bus
+//! and turns each change this server wrote (so that each change is
+//! notified once, by the server that made it) into a `TaskEvent`; the sink
+//! keeps the states it was asked for and hands each event to a bounded
+//! channel with `try_send`. A full channel drops the event (it is counted
+//! and warned about): a slow or absent receiver never delays a state
+//! change, the bus or the scheduler. Whoever holds the receiving end (the
 //! webhook notifier, `crate::notify`) does the slow work.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::bus::ChangeBus;
 use super::model::{Id, Question, TaskState, UnixMillis};
 
 /// One state change of one task, as it was written.
@@ -146,6 +149,41 @@ impl EventSink {
             last_failure: self.inner.last_failure.lock().expect("stats lock").clone(),
         }
     }
+}
+
+/// Feeds `sink` with the changes this server writes after `cursor`, until
+/// `stop`.
+pub fn forward(bus: Arc<ChangeBus>, sink: EventSink, cursor: u64, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut changes = match bus.subscribe(cursor).await {
+            Ok(changes) => changes,
+            Err(e) => return warn!(error = %e, "notifications cannot follow the change bus"),
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = changes.next() => next,
+            };
+            let published = match next {
+                Ok(published) => published,
+                Err(e) => {
+                    return warn!(error = %e, "notifications stopped following the change bus");
+                }
+            };
+            let change = &published.change;
+            if change.origin != bus.origin() || !sink.wants(change.to) {
+                continue;
+            }
+            sink.emit(TaskEvent {
+                task_id: change.task_id,
+                from: change.from.unwrap_or(change.to),
+                to: change.to,
+                reason: change.reason.clone(),
+                at: change.at,
+                question: published.task.as_ref().and_then(|t| t.question.clone()),
+            });
+        }
+    });
 }
 
 #[cfg(test)]

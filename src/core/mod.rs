@@ -3,6 +3,7 @@
 //! sea-orm, and reaches the store only through `crate::store::Store`, whose
 //! functions take and return the types in `model`.
 
+pub mod bus;
 pub mod ci;
 pub mod classify;
 pub mod elaborate;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod summary;
 pub mod tasks;
 pub mod validate;
+pub mod watch;
 
 pub use error::{CoreError, CoreResult};
 pub use tasks::{Activity, ListQuery, TaskService};

@@ -10,8 +10,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::bus::ChangeBus;
 use super::error::{CoreError, CoreResult};
-use super::events::{EventSink, TaskEvent};
+use super::events::EventSink;
 use super::logs::{LogHub, LogItem, LogSender};
 use super::model::{
     AgentType, Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, UnixMillis,
@@ -46,7 +47,9 @@ pub struct TaskService {
     activity: Arc<Activity>,
     /// Where sandboxes live, so accepted work's sandbox can be removed.
     sandboxes: Option<crate::sandbox::SandboxConfig>,
-    /// Where state changes are announced (notifications), if anywhere.
+    /// Every committed change, in order (`core::bus`).
+    bus: Arc<ChangeBus>,
+    /// Where notifications are queued, if they are on (fed from the bus).
     events: Option<EventSink>,
     /// Logs are shared through the store: a log this server has no file of
     /// is read from there (`core::shared_logs`).
@@ -59,6 +62,10 @@ pub struct TaskService {
 
 /// The default `session_hold`: the default lease.
 const SESSION_HOLD: Duration = Duration::from_secs(30);
+
+/// How often the change bus looks for changes other servers wrote (this
+/// server's own are published as soon as they commit).
+const CHANGE_POLL: Duration = Duration::from_millis(100);
 
 /// What the task service, the executor and the status report share: a
 /// wake-up for new work, the running attempts (agent and cancel switch),
@@ -170,8 +177,10 @@ impl From<StoreError> for CoreError {
 }
 
 impl TaskService {
+    /// The service over `store`, with its change bus (needs a tokio runtime).
     pub fn new(store: Store, rules: TaskRules, logs: Arc<LogHub>, activity: Arc<Activity>) -> Self {
         TaskService {
+            bus: ChangeBus::start(store.clone(), CHANGE_POLL),
             store,
             rules,
             logs,
@@ -199,15 +208,21 @@ impl TaskService {
         });
     }
 
-    /// Announces every state change to `events`.
+    /// Keeps the notifications' sink, for the status report (what feeds
+    /// it is `events::forward`, from the bus).
     pub fn with_events(mut self, events: EventSink) -> Self {
         self.events = Some(events);
         self
     }
 
-    /// Where state changes are announced, if anywhere.
+    /// Where notifications are queued, if they are on.
     pub fn event_sink(&self) -> Option<&EventSink> {
         self.events.as_ref()
+    }
+
+    /// Every committed task change, in order.
+    pub fn bus(&self) -> &Arc<ChangeBus> {
+        &self.bus
     }
 
     /// Lets accepting a task remove its sandbox.
@@ -499,28 +514,13 @@ impl TaskService {
 
     /// Writes one state change: checked by the state machine, applied as a
     /// compare-and-set (false, changing nothing, when another writer moved
-    /// the task first), and announced once it is committed. Every task state
-    /// change goes through here: the executor, recovery, cancel, answer,
-    /// accept, reject and the blocked-task expiry.
+    /// the task first), and logged in the same commit, from where the
+    /// change bus announces it. Every task state change goes through here:
+    /// the executor, recovery, cancel, answer, accept, reject and the
+    /// blocked-task expiry.
     pub async fn apply(&self, update: TaskUpdate) -> CoreResult<bool> {
         state::check(update.from, update.to)?;
-        let event = self
-            .events
-            .as_ref()
-            .filter(|events| events.wants(update.to))
-            .map(|_| TaskEvent {
-                task_id: update.id,
-                from: update.from,
-                to: update.to,
-                reason: update.reason.clone(),
-                at: update.at,
-                question: update.question.clone().flatten(),
-            });
-        let changed = self.store.update_task(update).await?;
-        if changed && let (Some(events), Some(event)) = (&self.events, event) {
-            events.emit(event);
-        }
-        Ok(changed)
+        Ok(self.store.update_task(update).await?)
     }
 
     pub async fn get_execution(&self, id: &str) -> CoreResult<Execution> {

@@ -10,6 +10,7 @@ use crate::core::logs::{LogKind, SharedEvent};
 use crate::core::model::{
     self as m, AgentSettings, AgentSpec, Execution, SubmitRequest, Task, TaskSpec, UnixMillis,
 };
+use crate::core::watch::WatchEvent;
 use crate::proto as pb;
 
 pub fn timestamp(ms: UnixMillis) -> Timestamp {
@@ -441,6 +442,36 @@ pub fn elaboration_to_pb(e: &Elaboration) -> pb::ElaborateResponse {
         source: source as i32,
         model: e.model.clone(),
         notes: e.notes.clone(),
+    }
+}
+
+/// One watch event on the wire; its cursor is the change's `seq`.
+pub fn watch_event_to_pb(event: &WatchEvent) -> pb::WatchTasksResponse {
+    use pb::watch_tasks_response::Event;
+    let (event, cursor) = match event {
+        WatchEvent::Snapshot(task) => (Event::Snapshot(task_to_pb(task)), String::new()),
+        WatchEvent::SnapshotEnd { cursor } => {
+            (Event::SnapshotEnd(pb::SnapshotEnd {}), cursor.to_string())
+        }
+        WatchEvent::Heartbeat { cursor } => {
+            (Event::Heartbeat(pb::Heartbeat {}), cursor.to_string())
+        }
+        WatchEvent::Change(published) => {
+            let change = &published.change;
+            let change_pb = pb::TaskChange {
+                task: published.task.as_ref().map(task_to_pb),
+                from_state: change.from.map_or(pb::TaskState::Unspecified, state_to_pb) as i32,
+                to_state: state_to_pb(change.to) as i32,
+                reason: change.reason.clone(),
+                changed_at: Some(timestamp(change.at)),
+                sequence: change.seq,
+            };
+            (Event::Change(change_pb), change.seq.to_string())
+        }
+    };
+    pb::WatchTasksResponse {
+        event: Some(event),
+        cursor,
     }
 }
 

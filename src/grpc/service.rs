@@ -5,10 +5,11 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb, state_from_pb,
-    submit_from_pb, system_status_to_pb, task_to_pb,
+    submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
 use crate::core::status::StatusService;
+use crate::core::watch::WatchQuery;
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
 use crate::proto::claudomator_service_server::ClaudomatorService;
@@ -33,6 +34,10 @@ type Reply<T> = Result<Response<T>, Status>;
 
 type LogEventStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::StreamLogsResponse, Status>> + Send>,
+>;
+
+type WatchStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::WatchTasksResponse, Status>> + Send>,
 >;
 
 #[tonic::async_trait]
@@ -157,6 +162,37 @@ impl ClaudomatorService for Api {
     }
 
     type StreamLogsStream = LogEventStream;
+
+    type WatchTasksStream = WatchStream;
+
+    async fn watch_tasks(
+        &self,
+        request: Request<pb::WatchTasksRequest>,
+    ) -> Reply<Self::WatchTasksStream> {
+        let req = request.into_inner();
+        let states = req
+            .states
+            .iter()
+            .map(|s| state_from_pb(*s))
+            .collect::<Result<_, _>>()?;
+        let events = self
+            .tasks
+            .watch(WatchQuery {
+                project: req.project,
+                tag: req.tag,
+                states,
+                task_ids: req.task_ids,
+                changes_only: req.changes_only,
+                cursor: req.cursor,
+            })
+            .await?;
+        let events = tokio_stream::wrappers::ReceiverStream::new(events);
+        let responses = tokio_stream::StreamExt::map(events, |item| match item {
+            Ok(event) => Ok(watch_event_to_pb(&event)),
+            Err(e) => Err(e.into()),
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
 
     async fn stream_logs(
         &self,

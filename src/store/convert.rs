@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sea_orm::ActiveValue::Set;
 
-use super::entity::{execution, task};
+use super::entity::{execution, task, task_change};
 use super::{StoreError, StoreResult};
 use crate::core::model::{AgentSettings, Execution, Id, Priority, Task};
 
@@ -168,5 +168,21 @@ pub fn execution_from_row(r: execution::Model) -> StoreResult<Execution> {
         server_id: r.server_id,
         agent_choice: parse("execution.agent_choice", &r.agent_choice)?,
         agent_choice_reason: r.agent_choice_reason,
+    })
+}
+
+pub fn change_from_row(row: task_change::Model) -> StoreResult<crate::core::bus::TaskChange> {
+    Ok(crate::core::bus::TaskChange {
+        seq: u64::try_from(row.seq)
+            .map_err(|_| StoreError::Corrupt(format!("task_change.seq: {}", row.seq)))?,
+        task_id: parse("task_change.task_id", &row.task_id)?,
+        from: match row.from_state.as_str() {
+            "" => None,
+            state => Some(parse("task_change.from_state", state)?),
+        },
+        to: parse("task_change.to_state", &row.to_state)?,
+        reason: row.reason,
+        at: row.at,
+        origin: row.origin,
     })
 }

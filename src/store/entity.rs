@@ -176,3 +176,28 @@ pub mod log_line {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod task_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One committed task state change (`from_state` empty: the task was
+    /// created), numbered in commit order; `origin` is the store instance
+    /// (server process) that wrote it.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_change")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub task_id: String,
+        pub from_state: String,
+        pub to_state: String,
+        pub reason: String,
+        pub at: i64,
+        pub origin: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

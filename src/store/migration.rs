@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006Cluster),
             Box::new(M0007TaskBaseRef),
             Box::new(M0008Servers),
+            Box::new(M0009TaskChanges),
         ]
     }
 }
@@ -587,6 +588,55 @@ impl MigrationTrait for M0008Servers {
                     .col(ColumnDef::new(Server::Id).text().not_null().primary_key())
                     .col(ColumnDef::new(Server::Agents).text().not_null())
                     .col(ColumnDef::new(Server::SeenAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The change log: every task state change (and every new task), in the
+/// order it was committed, numbered by `seq`. `WatchTasks` replays it
+/// from a client's cursor and every server tails it (`core::bus`).
+struct M0009TaskChanges;
+
+impl MigrationName for M0009TaskChanges {
+    fn name(&self) -> &str {
+        "m0009_task_changes"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskChange {
+    Table,
+    Seq,
+    TaskId,
+    FromState,
+    ToState,
+    Reason,
+    At,
+    Origin,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0009TaskChanges {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(TaskChange::Table)
+                    .col(
+                        ColumnDef::new(TaskChange::Seq)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(TaskChange::TaskId).text().not_null())
+                    .col(ColumnDef::new(TaskChange::FromState).text().not_null())
+                    .col(ColumnDef::new(TaskChange::ToState).text().not_null())
+                    .col(ColumnDef::new(TaskChange::Reason).text().not_null())
+                    .col(ColumnDef::new(TaskChange::At).big_integer().not_null())
+                    .col(ColumnDef::new(TaskChange::Origin).text().not_null())
                     .to_owned(),
             )
             .await

@@ -20,11 +20,12 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+use crate::core::bus::TaskChange;
 use crate::core::model::{
     AgentType, Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState,
     UnixMillis,
 };
-use entity::{agent_mark, execution, log_line, server, task, task_tag};
+use entity::{agent_mark, execution, log_line, server, task, task_change, task_tag};
 use writer::{WriteOp, Writer};
 
 /// What can go wrong in the store.
@@ -127,6 +128,10 @@ pub struct Store {
     reader: DatabaseConnection,
     writer: Writer,
     description: String,
+    /// This instance's name in the change log (fresh at every open).
+    origin: std::sync::Arc<str>,
+    /// Counts the writer's commits that wrote the change log.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Store {
@@ -145,11 +150,60 @@ impl Store {
         let writer_db = connect(url, 1).await?;
         migration::Migrator::up(&writer_db, None).await?;
         let reader = connect(url, if is_sqlite { 4 } else { 8 }).await?;
+        let origin = Id::new().to_string();
+        let (writer, commits) = Writer::spawn(writer_db, origin.clone());
         Ok(Store {
             reader,
-            writer: Writer::spawn(writer_db),
+            writer,
             description: describe(url),
+            origin: origin.into(),
+            commits,
         })
+    }
+
+    /// This instance's name on the change-log rows it writes.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Changes (counts up) after each commit of this instance that wrote
+    /// the change log.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    /// Up to `limit` changes of the log after `after`, in order.
+    pub async fn changes_after(&self, after: u64, limit: u64) -> StoreResult<Vec<TaskChange>> {
+        task_change::Entity::find()
+            .filter(task_change::Column::Seq.gt(after as i64))
+            .order_by_asc(task_change::Column::Seq)
+            .limit(limit)
+            .all(&self.reader)
+            .await?
+            .into_iter()
+            .map(convert::change_from_row)
+            .collect()
+    }
+
+    /// The first and last `seq` the change log holds, if any.
+    pub async fn change_span(&self) -> StoreResult<Option<(u64, u64)>> {
+        let span: Option<(Option<i64>, Option<i64>)> = task_change::Entity::find()
+            .select_only()
+            .column_as(task_change::Column::Seq.min(), "min")
+            .column_as(task_change::Column::Seq.max(), "max")
+            .into_tuple()
+            .one(&self.reader)
+            .await?;
+        Ok(match span {
+            Some((Some(min), Some(max))) => Some((min as u64, max as u64)),
+            _ => None,
+        })
+    }
+
+    /// Drops change-log rows older than `before`, keeping the newest of
+    /// them (where the kept log starts). Returns how many went.
+    pub async fn prune_changes(&self, before: UnixMillis) -> StoreResult<u64> {
+        self.writer.write(WriteOp::PruneChanges { before }).await
     }
 
     /// The database, for the start-up log line (no password).

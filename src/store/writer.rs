@@ -8,17 +8,25 @@
 //! If a batch fails (say one insert hits a unique key), it is rolled back and
 //! each operation is retried in its own transaction, so one bad write never
 //! fails its neighbours.
+//!
+//! Every task it inserts and every state change it applies is also written,
+//! in the same transaction, as a row of the change log (`task_change`),
+//! numbered in commit order: on PostgreSQL a transaction that writes the
+//! log first takes one advisory lock held until it commits, so no server
+//! can commit a later number before an earlier one. After each commit that
+//! wrote the log the writer bumps `commits`, waking the tailers
+//! (`core::bus`).
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
     TransactionTrait,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::TaskUpdate;
 use super::convert::{execution_to_row, task_to_row};
-use super::entity::{agent_mark, execution, log_line, server, task, task_tag};
+use super::entity::{agent_mark, execution, log_line, server, task, task_change, task_tag};
 use super::{StoreError, StoreResult};
 use crate::core::model::{Execution, Task, TaskState};
 
@@ -56,6 +64,11 @@ pub enum WriteOp {
         until: i64,
         ids: Vec<String>,
     },
+    /// Drops the change log's rows older than `before` (ms), but for the
+    /// newest of them, which marks where the kept log starts.
+    PruneChanges {
+        before: i64,
+    },
 }
 
 struct Job {
@@ -68,13 +81,22 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// Who writes: the change log's `origin` of this writer's rows, and where
+/// it says that it committed some.
+struct Log {
+    origin: String,
+    commits: watch::Sender<u64>,
+}
+
 impl Writer {
     /// Starts the writer task on its own connection. It ends when every
-    /// `Writer` handle is dropped.
-    pub fn spawn(db: DatabaseConnection) -> Writer {
+    /// `Writer` handle is dropped. Its change-log rows carry `origin`; the
+    /// receiver counts the commits that wrote some.
+    pub fn spawn(db: DatabaseConnection, origin: String) -> (Writer, watch::Receiver<u64>) {
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(db, rx));
-        Writer { jobs }
+        let (commits, committed) = watch::channel(0);
+        tokio::spawn(run(db, rx, Log { origin, commits }));
+        (Writer { jobs }, committed)
     }
 
     /// Applies one operation; returns the rows it changed, once committed.
@@ -88,18 +110,18 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
+async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, log: Log) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
-        let results = match apply_in_one_transaction(&db, &ops).await {
+        let results = match apply_in_one_transaction(&db, &ops, &log).await {
             Ok(changed) => changed.into_iter().map(Ok).collect(),
             Err(err) if ops.len() == 1 => vec![Err(err)],
             Err(_) => {
                 let mut results = Vec::with_capacity(ops.len());
                 for op in &ops {
                     results.push(
-                        apply_in_one_transaction(&db, std::slice::from_ref(op))
+                        apply_in_one_transaction(&db, std::slice::from_ref(op), &log)
                             .await
                             .map(|changed| changed[0]),
                     );
@@ -116,8 +138,18 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
 async fn apply_in_one_transaction(
     db: &DatabaseConnection,
     ops: &[&WriteOp],
+    log: &Log,
 ) -> StoreResult<Vec<u64>> {
     let txn = db.begin().await?;
+    let writes_log = ops
+        .iter()
+        .any(|op| matches!(op, WriteOp::InsertTask(_) | WriteOp::UpdateTask(_)));
+    if writes_log {
+        // First, before any other lock (a claim's per-agent one), so
+        // every transaction takes them in the same order.
+        lock_change_log(&txn).await?;
+    }
+    let mut changes = Vec::new();
     let mut changed = Vec::with_capacity(ops.len());
     let mut rest = ops;
     while !rest.is_empty() {
@@ -131,16 +163,94 @@ async fn apply_in_one_transaction(
                 WriteOp::InsertTask(task) => Some(task.as_ref()),
                 _ => None,
             });
+            changes.extend(tasks.clone().map(|t| created(t, &log.origin)));
             insert_tasks(&txn, tasks).await?;
             changed.extend(std::iter::repeat_n(1, inserts));
             rest = &rest[inserts..];
         } else {
-            changed.push(apply(&txn, rest[0]).await?);
+            let rows = apply(&txn, rest[0]).await?;
+            if let Some(change) = change_of(rest[0], rows, &log.origin) {
+                changes.push(change);
+            }
+            changed.push(rows);
             rest = &rest[1..];
         }
     }
+    let wrote_log = !changes.is_empty();
+    if wrote_log {
+        task_change::Entity::insert_many(changes)
+            .exec_without_returning(&txn)
+            .await?;
+    }
     txn.commit().await?;
+    if wrote_log {
+        log.commits.send_modify(|n| *n += 1);
+    }
     Ok(changed)
+}
+
+/// The change-log row of a new task.
+fn created(task: &Task, origin: &str) -> task_change::ActiveModel {
+    change_row(
+        task.id.to_string(),
+        "",
+        task.state.as_str(),
+        "submitted",
+        task.created_at,
+        origin,
+    )
+}
+
+/// The change-log row of an operation that changed `rows` rows, if it is a
+/// task state change that took effect.
+fn change_of(op: &WriteOp, rows: u64, origin: &str) -> Option<task_change::ActiveModel> {
+    match op {
+        WriteOp::InsertTask(t) => Some(created(t, origin)),
+        WriteOp::UpdateTask(u) if rows > 0 => Some(change_row(
+            u.id.to_string(),
+            u.from.as_str(),
+            u.to.as_str(),
+            &u.reason,
+            u.at,
+            origin,
+        )),
+        _ => None,
+    }
+}
+
+fn change_row(
+    task_id: String,
+    from: &str,
+    to: &str,
+    reason: &str,
+    at: i64,
+    origin: &str,
+) -> task_change::ActiveModel {
+    use sea_orm::ActiveValue::{NotSet, Set};
+    task_change::ActiveModel {
+        seq: NotSet,
+        task_id: Set(task_id),
+        from_state: Set(from.to_string()),
+        to_state: Set(to.to_string()),
+        reason: Set(reason.to_string()),
+        at: Set(at),
+        origin: Set(origin.to_string()),
+    }
+}
+
+/// Serializes change-log writers until this transaction ends, so `seq`
+/// order is commit order over every server (PostgreSQL; SQLite has one
+/// writer).
+async fn lock_change_log(txn: &DatabaseTransaction) -> StoreResult<()> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext('claudomator.change_log'))",
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_tasks<'a>(
@@ -310,6 +420,25 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 .filter(task::Column::Owner.eq(owner.as_str()))
                 .filter(task::Column::State.eq(TaskState::Running.as_str()))
                 .filter(task::Column::Id.is_in(ids.iter().map(String::as_str)))
+                .exec(txn)
+                .await?;
+            Ok(result.rows_affected)
+        }
+        WriteOp::PruneChanges { before } => {
+            use sea_orm::QuerySelect;
+            let newest_old: Option<i64> = task_change::Entity::find()
+                .select_only()
+                .column_as(task_change::Column::Seq.max(), "seq")
+                .filter(task_change::Column::At.lt(*before))
+                .into_tuple::<Option<i64>>()
+                .one(txn)
+                .await?
+                .flatten();
+            let Some(keep) = newest_old else {
+                return Ok(0);
+            };
+            let result = task_change::Entity::delete_many()
+                .filter(task_change::Column::Seq.lt(keep))
                 .exec(txn)
                 .await?;
             Ok(result.rows_affected)
