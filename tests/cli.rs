@@ -373,3 +373,81 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `watch --json` prints each change as one JSON line with its cursor, and
+/// `--cursor` resumes right after it; the human form says old -> new.
+#[test]
+fn watch_prints_each_change_and_resumes_from_a_cursor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), "shop");
+    let served = serve(&repo, tmp.path(), &[]);
+    let watch = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("watch")
+            .args(args)
+            .args(["--server", &served.addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn watch")
+    };
+    let read_lines = |child: &mut Child, n: usize| {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let lines: Vec<String> = (0..n)
+            .map(|_| rx.recv_timeout(Duration::from_secs(30)).expect("a line"))
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    };
+    let mut json_watch = watch(&["--json"]);
+    let mut human_watch = watch(&[]);
+    // Both watches are open before the task exists.
+    std::thread::sleep(Duration::from_millis(500));
+    let submitted = json(&cli(
+        &served,
+        &["submit", "Add a health endpoint", "--json"],
+    ));
+    let id = submitted["task"]["id"].as_str().unwrap().to_string();
+    // It changes again either way: cancelled, or failed already (no agent
+    // CLI here).
+    cli(&served, &["cancel", &id]);
+
+    let lines = read_lines(&mut json_watch, 2);
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(first["task"]["id"], id.as_str());
+    assert_eq!(first["from"], serde_json::Value::Null);
+    assert_eq!(first["to"], "queued");
+    assert_eq!(second["from"], "queued");
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let number = |v: &serde_json::Value| v["cursor"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(number(&second) > number(&first));
+
+    let human = read_lines(&mut human_watch, 1);
+    assert!(
+        human[0].contains(&id) && human[0].contains("NEW -> QUEUED"),
+        "{}",
+        human[0]
+    );
+
+    let mut resumed = watch(&["--json", "--cursor", &cursor]);
+    let again = read_lines(&mut resumed, 1);
+    let again: serde_json::Value = serde_json::from_str(&again[0]).unwrap();
+    // The same change (its task is read as it is now, so it may be newer).
+    for field in ["cursor", "at", "from", "to", "reason"] {
+        assert_eq!(
+            again[field], second[field],
+            "resumes right after the cursor"
+        );
+    }
+    assert_eq!(again["task"]["id"], second["task"]["id"]);
+}

@@ -308,6 +308,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Logs(args) => logs::logs(args).await,
+        Command::Watch(args) => super::watch::watch(args).await,
         Command::Run(args) => super::batch::run(args).await,
         Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),

@@ -18,6 +18,7 @@ mod client;
 mod elaborate;
 mod logs;
 mod output;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,6 +154,15 @@ pub enum Command {
     /// execution_id, offset, time, kind, text, payload, raw). Ctrl-C stops
     /// following and exits 0.
     Logs(logs::LogsArgs),
+    /// Print task changes as they happen, one line each (time, task id,
+    /// old -> new state, name, reason), until Ctrl-C.
+    ///
+    /// Filters: --state (changes into it), --project, --tag, --task.
+    /// --snapshot first prints the matching tasks as they are now. A broken
+    /// connection is resumed from the last cursor, so no change is missed
+    /// or printed twice. --json prints one JSON object per line, each with
+    /// the `cursor` that --cursor resumes from.
+    Watch(watch::WatchArgs),
     /// Submit a file of tasks, in dependency order, without duplicates.
     ///
     /// The file (YAML, TOML or JSON by its extension) lists tasks: a YAML or

@@ -30,6 +30,20 @@ pub fn clock(at: UnixMillis) -> String {
     format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
+/// Text as it is safe to print on a terminal: control characters (an
+/// escape sequence, a carriage return, a line break) shown escaped.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
 pub fn rfc3339(at: UnixMillis) -> String {
     let since_epoch = std::time::Duration::from_millis(u64::try_from(at).unwrap_or_default());

@@ -25,8 +25,10 @@ use super::model::{Id, Task, TaskState, UnixMillis, now_millis};
 use crate::store::{Store, StoreError};
 
 /// How many published changes the broadcast keeps for slow subscribers
-/// before they must read from the store.
-const BROADCAST_CAPACITY: usize = 1024;
+/// before they must read from the store (seconds of changes at a high
+/// rate: a hundred watchers falling behind together and each reading the
+/// store would only fall further behind).
+const BROADCAST_CAPACITY: usize = 8192;
 /// Changes read from the store at a time.
 const READ_BATCH: u64 = 500;
 /// How long the change log keeps a change: a cursor older than this can

@@ -25,6 +25,12 @@ use crate::store::{Store, StoreError, TaskUpdate};
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
 
+/// Leave to write a task row: the store's `insert_task` and `update_task`
+/// take one, and only this module can make one, so `submit` and `apply`
+/// are the only writers of task state (the compiler says so, not a
+/// convention).
+pub struct TaskWrite(());
+
 /// How many times a state change is retried when another writer moved the
 /// task between our read and our conditional update.
 const TRANSITION_RETRIES: usize = 8;
@@ -161,8 +167,11 @@ impl Activity {
     }
 }
 
-/// How often a task follower looks for the task's next execution.
-const EXECUTION_POLL: Duration = Duration::from_millis(200);
+/// How often a follower of a claimed task looks for its execution record.
+const EXECUTION_POLL: Duration = Duration::from_millis(100);
+/// A follower waiting for a task to start looks again this often even if
+/// the bus said nothing (a safety net, not the way it hears).
+const FOLLOW_RECHECK: Duration = Duration::from_secs(30);
 
 impl From<StoreError> for CoreError {
     fn from(err: StoreError) -> Self {
@@ -328,7 +337,7 @@ impl TaskService {
             task.state = TaskState::Queued;
         }
 
-        match self.store.insert_task(task.clone()).await {
+        match self.store.insert_task(task.clone(), TaskWrite(())).await {
             Ok(()) => {
                 info!(task_id = %task.id, project = %task.project, state = %task.state, "task submitted");
                 self.activity.wake.notify_one();
@@ -520,7 +529,7 @@ impl TaskService {
     /// blocked-task expiry.
     pub async fn apply(&self, update: TaskUpdate) -> CoreResult<bool> {
         state::check(update.from, update.to)?;
-        Ok(self.store.update_task(update).await?)
+        Ok(self.store.update_task(update, TaskWrite(())).await?)
     }
 
     pub async fn get_execution(&self, id: &str) -> CoreResult<Execution> {
@@ -611,7 +620,10 @@ impl TaskService {
     }
 
     /// Feeds a task's executions, one after another, until the task stops
-    /// or the subscriber goes away.
+    /// or the subscriber goes away. Between executions it waits on the
+    /// change bus for the task's next change, not on a poll of its own;
+    /// only the moment between a claim and its execution record (both
+    /// written by the executor, a few milliseconds apart) is polled.
     async fn follow_task(
         &self,
         task_id: Id,
@@ -619,6 +631,14 @@ impl TaskService {
         from_offset: u64,
         tx: &LogSender,
     ) -> Result<(), String> {
+        // Subscribed before the first look, so no change slips between a
+        // look and the wait after it.
+        let cursor = self.bus.current().await.map_err(|e| e.to_string())?;
+        let mut changes = self
+            .bus
+            .subscribe(cursor)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut next = first;
         let mut offset = from_offset;
         let mut last_fed: Option<Id> = None;
@@ -654,7 +674,24 @@ impl TaskService {
                 if !may_run_again || tx.is_closed() {
                     return Ok(());
                 }
-                tokio::time::sleep(EXECUTION_POLL).await;
+                if state == Some(TaskState::Running) {
+                    // Claimed: its execution record is about to be written.
+                    tokio::time::sleep(EXECUTION_POLL).await;
+                    continue;
+                }
+                tokio::select! {
+                    _ = tx.closed() => return Ok(()),
+                    _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
+                    next = async {
+                        loop {
+                            match changes.next().await {
+                                Ok(p) if p.change.task_id == task_id => return Ok(()),
+                                Ok(_) => {}
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                    } => next?,
+                }
             }
         }
     }

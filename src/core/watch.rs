@@ -192,14 +192,25 @@ async fn follow(
     matcher: &Matcher,
     tx: &mpsc::Sender<CoreResult<WatchEvent>>,
 ) {
+    // One timer for the watch, not one per change.
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let mut sent_since_beat = false;
     loop {
         let event = tokio::select! {
             _ = tx.closed() => return,
-            next = tokio::time::timeout(HEARTBEAT, changes.next()) => match next {
-                Err(_) => Ok(WatchEvent::Heartbeat { cursor: changes.cursor() }),
-                Ok(Ok(published)) if matcher.change(&published) => Ok(WatchEvent::Change(published)),
-                Ok(Ok(_)) => continue,
-                Ok(Err(e)) => Err(bus_error(e)),
+            _ = beat.tick() => {
+                if std::mem::take(&mut sent_since_beat) {
+                    continue;
+                }
+                Ok(WatchEvent::Heartbeat { cursor: changes.cursor() })
+            }
+            next = changes.next() => match next {
+                Ok(published) if matcher.change(&published) => {
+                    sent_since_beat = true;
+                    Ok(WatchEvent::Change(published))
+                }
+                Ok(_) => continue,
+                Err(e) => Err(bus_error(e)),
             },
         };
         let failed = event.is_err();

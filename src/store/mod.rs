@@ -25,6 +25,7 @@ use crate::core::model::{
     AgentType, Execution, ExecutionState, Id, Page, Question, Task, TaskFilter, TaskState,
     UnixMillis,
 };
+use crate::core::tasks::TaskWrite;
 use entity::{agent_mark, execution, log_line, server, task, task_change, task_tag};
 use writer::{WriteOp, Writer};
 
@@ -211,8 +212,9 @@ impl Store {
         &self.description
     }
 
-    /// Stores a new task and its tags.
-    pub async fn insert_task(&self, task: Task) -> StoreResult<()> {
+    /// Stores a new task and its tags. Only `TaskService::submit` can
+    /// call it (it alone makes a `TaskWrite`).
+    pub async fn insert_task(&self, task: Task, _: TaskWrite) -> StoreResult<()> {
         self.writer
             .write(WriteOp::InsertTask(Box::new(task)))
             .await?;
@@ -222,8 +224,8 @@ impl Store {
     /// Applies the update if the task is still in `update.from`. Returns
     /// false, changing nothing, when another writer moved it first. The core
     /// calls it only through `TaskService::apply`, which checks the move and
-    /// announces it.
-    pub async fn update_task(&self, update: TaskUpdate) -> StoreResult<bool> {
+    /// announces it (it alone makes a `TaskWrite`).
+    pub async fn update_task(&self, update: TaskUpdate, _: TaskWrite) -> StoreResult<bool> {
         let changed = self
             .writer
             .write(WriteOp::UpdateTask(Box::new(update)))
