@@ -18,6 +18,10 @@ mod cluster;
 mod decide;
 mod protocol;
 mod scheduler;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
