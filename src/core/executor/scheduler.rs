@@ -156,24 +156,46 @@ impl Executor {
         }
     }
 
+    /// Starts what can start now: passes over the queue until one starts
+    /// nothing (each pass looks again at which agents have room, so a task
+    /// of an agent with room starts at once whatever waits ahead of it).
     pub(super) async fn start_runnable(
         self: &Arc<Self>,
         attempts: &mut JoinSet<()>,
         token: &CancellationToken,
     ) -> Result<(), CoreError> {
+        while self.start_some(attempts, token).await? > 0 {}
+        Ok(())
+    }
+
+    /// One pass: the first runnable tasks (priority, then age) of the
+    /// agents that can take work, each started or, if it can never run,
+    /// failed. Returns how many tasks left the queue.
+    async fn start_some(
+        self: &Arc<Self>,
+        attempts: &mut JoinSet<()>,
+        token: &CancellationToken,
+    ) -> Result<usize, CoreError> {
         let activity = self.tasks.activity();
         let free = self
             .config
             .max_concurrent
             .saturating_sub(activity.running_count());
         if free == 0 || self.shutdown.is_cancelled() {
-            return Ok(());
+            return Ok(0);
         }
-        let store = self.tasks.store();
-        let candidates = store
-            .runnable_tasks(now_millis(), (free * 4 + 16) as u64, &self.config.server_id)
+        let agents = self.agents_taking_work().await?;
+        let candidates = self
+            .tasks
+            .store()
+            .runnable_tasks(
+                now_millis(),
+                (free * 4 + 16) as u64,
+                &self.config.server_id,
+                &agents,
+            )
             .await?;
-        let mut started = 0;
+        let (mut started, mut failed) = (0, 0);
         for task in candidates {
             if started == free {
                 break;
@@ -201,6 +223,7 @@ impl Executor {
                             ))
                             .await?;
                         warn!(task_id = %task.id, reason, "task cannot run");
+                        failed += 1;
                     }
                     continue;
                 }
@@ -222,7 +245,57 @@ impl Executor {
                 executor.run_attempt(task, agent, attempt_token).await;
             });
         }
-        Ok(())
+        Ok(started + failed)
+    }
+
+    /// The agents whose queued tasks a pass looks at: those that can start
+    /// one here now (available, not set aside, under their limit here and
+    /// their cap over the cluster), those no live server runs (their tasks
+    /// fail at once), and `auto` when one of the first kind exists (or no
+    /// agent runs anywhere). Tasks of the others wait without taking room
+    /// in the pass.
+    async fn agents_taking_work(&self) -> Result<Vec<AgentType>, CoreError> {
+        let full = self.full_in_cluster().await?;
+        let usable = self.usable_agents();
+        let mut agents: Vec<AgentType> = AUTO_ORDER
+            .into_iter()
+            .filter(|&agent| {
+                if usable.contains(&agent) {
+                    !self.is_limited(agent) && self.has_room(agent) && !full.contains(&agent)
+                } else {
+                    !self.runs_elsewhere(agent)
+                }
+            })
+            .collect();
+        let some_room = agents.iter().any(|a| usable.contains(a));
+        let none_anywhere =
+            usable.is_empty() && self.elsewhere.lock().expect("elsewhere lock").is_empty();
+        if some_room || none_anywhere {
+            agents.push(AgentType::Auto);
+        }
+        Ok(agents)
+    }
+
+    /// The agents whose cluster-wide cap is taken by attempts running on
+    /// all servers (a claim of theirs would be refused).
+    async fn full_in_cluster(&self) -> Result<Vec<AgentType>, CoreError> {
+        if self.config.cluster_limits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let running = self.tasks.store().running_by_agent().await?;
+        Ok(self
+            .config
+            .cluster_limits
+            .iter()
+            .filter(|(agent, limit)| {
+                let now = running
+                    .iter()
+                    .find(|(a, _)| a == *agent)
+                    .map_or(0, |(_, n)| *n);
+                now >= **limit as u64
+            })
+            .map(|(agent, _)| *agent)
+            .collect())
     }
 
     /// Claims a queued task (QUEUED to RUNNING, with this server's lease)

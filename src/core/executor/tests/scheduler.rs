@@ -101,3 +101,74 @@ async fn within_an_agents_limit_tasks_start_by_priority_then_age() {
     assert_eq!(order, ["busy", "high", "normal 1", "normal 2", "low"]);
     h.stop().await;
 }
+
+/// Submits `n` tasks for `agent` at once (through the batching writer).
+async fn submit_many(h: &Harness, agent: AgentType, n: usize) {
+    let mut submits = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let tasks = h.tasks.clone();
+        let request = crate::core::model::SubmitRequest {
+            spec: crate::core::model::TaskSpec {
+                name: format!("backlog {i}"),
+                instructions: format!("backlog {i}"),
+                project: "p".into(),
+                agent: crate::core::model::AgentSpec {
+                    agent_type: agent.as_str().into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        submits.spawn(async move { tasks.submit(request).await.unwrap() });
+    }
+    while let Some(submitted) = submits.join_next().await {
+        submitted.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_of_one_agent_at_its_limit_does_not_starve_another() {
+    let h = Harness::start(&[Claude, Gemini], |c| {
+        c.agent_limits.insert(Claude, 1);
+    })
+    .await;
+    h.fake(Claude).push([FakeStep::Hang]);
+    let busy = h.submit(Claude, |_| {}).await;
+    h.fake(Claude).wait_for_calls(1).await;
+    // 300 claude tasks queue behind it, older than the gemini task and of
+    // the same priority: all ahead of it in priority-then-age order.
+    submit_many(&h, Claude, 300).await;
+    let gemini = h.submit(Gemini, |_| {}).await;
+    h.wait_for(&gemini, TaskState::Completed).await;
+    assert_eq!(h.task(&busy).await.state, TaskState::Running);
+    assert_eq!(
+        h.fake(Claude).requests().len(),
+        1,
+        "claude stayed at its limit"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_one_agent_at_its_cluster_cap_does_not_starve_another() {
+    // The cap is the cluster's (all servers on the database), not this
+    // server's: claims of claude tasks would all be refused by the store.
+    let h = Harness::start(&[Claude, Gemini], |c| {
+        c.cluster_limits.insert(Claude, 1);
+    })
+    .await;
+    h.fake(Claude).push([FakeStep::Hang]);
+    let busy = h.submit(Claude, |_| {}).await;
+    h.fake(Claude).wait_for_calls(1).await;
+    submit_many(&h, Claude, 300).await;
+    let gemini = h.submit(Gemini, |_| {}).await;
+    h.wait_for(&gemini, TaskState::Completed).await;
+    assert_eq!(h.task(&busy).await.state, TaskState::Running);
+    assert_eq!(
+        h.fake(Claude).requests().len(),
+        1,
+        "claude stayed at its cap"
+    );
+    h.stop().await;
+}
