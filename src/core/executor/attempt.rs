@@ -225,10 +225,7 @@ impl Executor {
             }
         }
         // Work that may go on (requeued, blocked, in review) keeps its sandbox.
-        let keeps_sandbox = matches!(
-            verdict.task_state,
-            TaskState::Queued | TaskState::Blocked | TaskState::Ready
-        );
+        let keeps_sandbox = verdict.task_state.keeps_sandbox();
         let mut succeeded = verdict.execution_state == ExecutionState::Succeeded;
         if succeeded && !execution.commits.is_empty() {
             // The work goes back to the project as branch claudomator/<task>,

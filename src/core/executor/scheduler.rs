@@ -38,15 +38,7 @@ impl Executor {
         let store = self.tasks.store();
         for task in store.tasks_in_state(TaskState::Pending, 500).await? {
             let deps = store.get_tasks(&task.depends_on).await?;
-            let failed = deps.iter().find(|d| {
-                matches!(
-                    d.state,
-                    TaskState::Failed
-                        | TaskState::TimedOut
-                        | TaskState::Cancelled
-                        | TaskState::BudgetExceeded
-                )
-            });
+            let failed = deps.iter().find(|d| d.state.is_failure());
             let (to, reason) = if let Some(dep) = failed {
                 (
                     TaskState::Failed,
