@@ -1,9 +1,9 @@
-//! One attempt, from claim to record: the execution log, the `auto` choice
-//! logged, the sandbox, the prompt (a fresh start, or the next message of a
-//! resumed session), the runner under a timeout, the commit, the decision
-//! (`decide`), delivery of the branch to the project (and the publish
-//! remote), the summary fallback, and the final write of the execution and
-//! the task.
+//! One attempt, from claim to record: the execution log (with the `auto`
+//! choice), the sandbox, the prompt (`protocol::continuation`), the runner
+//! under a timeout, the question taken out, the commit, the decision
+//! (`decide`, whose set-aside and note are performed here), delivery of the
+//! branch to the project (and the publish remote), the summary fallback,
+//! and the final write of the execution and the task.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -284,56 +284,6 @@ impl Executor {
             warn!(error = %e, "cannot write the execution log");
         }
         summary
-    }
-
-    /// What the next attempt says to the agent: the task's instructions in a
-    /// new session; or, in the same session, a person's answer or review
-    /// feedback, or a continuation after an interruption (with the tokens
-    /// that session had used, for agents that count per session).
-    async fn continuation(
-        &self,
-        task: &Task,
-        agent: AgentType,
-        previous: Option<Execution>,
-    ) -> Result<(String, Option<String>, Option<(u64, u64)>), CoreError> {
-        // A session lives in the sandbox and agent home of the server that
-        // ran it: another server starts the task afresh.
-        let resumable = |p: &Execution| {
-            p.agent == agent
-                && !p.session_id.is_empty()
-                && (p.server_id.is_empty() || p.server_id == self.config.server_id)
-        };
-        let previous = previous.filter(resumable);
-        let prompt = if !task.pending_input.is_empty() {
-            // An answer or review feedback: the next message of the session.
-            match &previous {
-                Some(_) => task.pending_input.clone(),
-                None => format!("{}\n\n{}", task.instructions, task.pending_input),
-            }
-        } else if previous
-            .as_ref()
-            .is_some_and(|p| p.state == ExecutionState::Interrupted)
-        {
-            format!(
-                "The previous run of this task was interrupted when the server restarted. \
-                 Continue where you left off. The task was:\n\n{}",
-                task.instructions
-            )
-        } else {
-            return Ok((task.instructions.clone(), None, None));
-        };
-        let Some(previous) = previous else {
-            return Ok((prompt, None, None));
-        };
-        let session_runs = self
-            .tasks
-            .store()
-            .executions_of_session(task.id, &previous.session_id)
-            .await?;
-        let used = session_runs.iter().fold((0, 0), |(i, o), e| {
-            (i + e.input_tokens, o + e.output_tokens)
-        });
-        Ok((prompt, Some(previous.session_id), Some(used)))
     }
 
     /// Delivers the sandbox branch into the project, then (if configured)

@@ -8,7 +8,8 @@
 //!   announcements, set-aside marks, orphan reclaim, sandbox sweep);
 //! - `attempt`: one attempt, sandbox → runner → commit → deliver → record;
 //! - `decide`: the pure decision of what an outcome means for the task;
-//! - `protocol`: what the agent is told and how it asks a question.
+//! - `protocol`: what the agent is told (the system prompt, each attempt's
+//!   prompt) and how it asks a question.
 //!
 //! Cancel, timeout and shutdown all go through one cancel token per
 //! attempt, which ends the agent's whole process group.

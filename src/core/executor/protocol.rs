@@ -1,10 +1,14 @@
 //! The agent protocol: what every agent is told on top of its own system
-//! prompt (`SYSTEM_PROMPT`), and how it asks a person a question (it writes
-//! `QUESTION_FILE` in its sandbox; `take_question` reads and removes it).
+//! prompt (`SYSTEM_PROMPT`), what each attempt says to it (`continuation`:
+//! the instructions afresh, or the next message of its session), and how it
+//! asks a person a question (it writes `QUESTION_FILE` in its sandbox;
+//! `take_question` reads and removes it).
 
 use std::path::Path;
 
-use crate::core::model::{Question, now_millis};
+use super::Executor;
+use crate::core::CoreError;
+use crate::core::model::{AgentType, Execution, ExecutionState, Question, Task, now_millis};
 
 /// What the agent is told on top of its own system prompt.
 pub const SYSTEM_PROMPT: &str = "You are running unattended under claudomator, in a git \
@@ -18,6 +22,58 @@ of this session.";
 
 /// Where an agent leaves a question for a person, relative to its sandbox.
 pub const QUESTION_FILE: &str = ".claudomator/question.json";
+
+impl Executor {
+    /// What the next attempt says to the agent: the task's instructions in a
+    /// new session; or, in the same session, a person's answer or review
+    /// feedback, or a continuation after an interruption (with the tokens
+    /// that session had used, for agents that count per session).
+    pub(super) async fn continuation(
+        &self,
+        task: &Task,
+        agent: AgentType,
+        previous: Option<Execution>,
+    ) -> Result<(String, Option<String>, Option<(u64, u64)>), CoreError> {
+        // A session lives in the sandbox and agent home of the server that
+        // ran it: another server starts the task afresh.
+        let resumable = |p: &Execution| {
+            p.agent == agent
+                && !p.session_id.is_empty()
+                && (p.server_id.is_empty() || p.server_id == self.config.server_id)
+        };
+        let previous = previous.filter(resumable);
+        let prompt = if !task.pending_input.is_empty() {
+            // An answer or review feedback: the next message of the session.
+            match &previous {
+                Some(_) => task.pending_input.clone(),
+                None => format!("{}\n\n{}", task.instructions, task.pending_input),
+            }
+        } else if previous
+            .as_ref()
+            .is_some_and(|p| p.state == ExecutionState::Interrupted)
+        {
+            format!(
+                "The previous run of this task was interrupted when the server restarted. \
+                 Continue where you left off. The task was:\n\n{}",
+                task.instructions
+            )
+        } else {
+            return Ok((task.instructions.clone(), None, None));
+        };
+        let Some(previous) = previous else {
+            return Ok((prompt, None, None));
+        };
+        let session_runs = self
+            .tasks
+            .store()
+            .executions_of_session(task.id, &previous.session_id)
+            .await?;
+        let used = session_runs.iter().fold((0, 0), |(i, o), e| {
+            (i + e.input_tokens, o + e.output_tokens)
+        });
+        Ok((prompt, Some(previous.session_id), Some(used)))
+    }
+}
 
 /// Reads and removes the agent's question file, if it wrote one. A file
 /// that does not parse still blocks the task, with its text as the question.
