@@ -41,8 +41,10 @@ use crate::sandbox::SandboxConfig;
 
 pub use protocol::{QUESTION_FILE, SYSTEM_PROMPT};
 
-/// What to do with running agents when the server stops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What to do with running agents when the server stops (`[executor]
+/// shutdown`: "requeue" or "finish").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ShutdownMode {
     /// Stop them and put their tasks back in the queue.
     Requeue,
