@@ -219,7 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             &tasks,
             &by_agent,
             &config.data_dir.join("sandboxes"),
-            config.executor.on_restart == "requeue",
+            config.executor.on_restart == crate::config::OnRestart::Requeue,
             &server_id,
         )
         .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::core::executor::ShutdownMode;
 use crate::core::validate::{TaskRules, parse_duration};
 
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
@@ -149,11 +150,11 @@ pub struct ExecutorSection {
     pub max_concurrent: usize,
     /// On SIGTERM: "requeue" stops running agents and queues their tasks
     /// again; "finish" lets them finish first.
-    pub shutdown: String,
+    pub shutdown: ShutdownMode,
     /// After a crash: "requeue" puts tasks that were running back in the
     /// queue (resuming their agent sessions) within their attempt limits;
     /// "fail" fails them.
-    pub on_restart: String,
+    pub on_restart: OnRestart,
     /// How long a task waits in BLOCKED for an answer before it is
     /// TIMED_OUT, e.g. "24h"; empty waits forever.
     pub blocked_timeout: String,
@@ -178,7 +179,27 @@ pub struct ExecutorSection {
     pub lease: String,
     /// Copy execution logs into the database so any server can serve any
     /// execution's log: "auto" (on with PostgreSQL), "on" or "off".
-    pub share_logs: String,
+    pub share_logs: ShareLogs,
+}
+
+/// `[executor] on_restart`: what becomes of the tasks a crash left running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRestart {
+    /// Back in the queue within their attempt limits.
+    Requeue,
+    Fail,
+}
+
+/// `[executor] share_logs`: whether execution logs are copied into the
+/// database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareLogs {
+    /// When the database is PostgreSQL (several servers may share it).
+    Auto,
+    On,
+    Off,
 }
 
 impl Default for ExecutorSection {
@@ -186,8 +207,8 @@ impl Default for ExecutorSection {
         ExecutorSection {
             enabled: true,
             max_concurrent: 4,
-            shutdown: "requeue".into(),
-            on_restart: "requeue".into(),
+            shutdown: ShutdownMode::Requeue,
+            on_restart: OnRestart::Requeue,
             blocked_timeout: String::new(),
             keep_failed_sandboxes: true,
             commit_author_name: "claudomator".into(),
@@ -198,7 +219,7 @@ impl Default for ExecutorSection {
             poll_interval: "1s".into(),
             server_id: String::new(),
             lease: "30s".into(),
-            share_logs: "auto".into(),
+            share_logs: ShareLogs::Auto,
         }
     }
 }
@@ -692,15 +713,6 @@ impl Config {
             parse_duration(&self.executor.blocked_timeout)
                 .map_err(|e| anyhow::anyhow!("executor.blocked_timeout: {e}"))?;
         }
-        if !matches!(self.executor.on_restart.as_str(), "requeue" | "fail") {
-            bail!("executor.on_restart: must be \"requeue\" or \"fail\"");
-        }
-        if !matches!(self.executor.share_logs.as_str(), "auto" | "on" | "off") {
-            bail!("executor.share_logs: must be \"auto\", \"on\" or \"off\"");
-        }
-        if !matches!(self.executor.shutdown.as_str(), "requeue" | "finish") {
-            bail!("executor.shutdown: must be \"requeue\" or \"finish\"");
-        }
         for (key, text) in [
             ("executor.retry_base", &self.executor.retry_base),
             ("executor.retry_max", &self.executor.retry_max),
@@ -773,10 +785,12 @@ impl Config {
     /// Whether execution logs are copied into the database (`[executor]
     /// share_logs`; "auto" means when it is PostgreSQL).
     pub fn shares_logs(&self) -> bool {
-        match self.executor.share_logs.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => matches!(self.database(), DatabaseChoice::Url(url) if url.starts_with("postgres")),
+        match self.executor.share_logs {
+            ShareLogs::On => true,
+            ShareLogs::Off => false,
+            ShareLogs::Auto => {
+                matches!(self.database(), DatabaseChoice::Url(url) if url.starts_with("postgres"))
+            }
         }
     }
 
@@ -802,7 +816,7 @@ impl Config {
     }
 
     pub fn executor_config(&self) -> crate::core::executor::ExecutorConfig {
-        use crate::core::executor::{ExecutorConfig, ShutdownMode};
+        use crate::core::executor::ExecutorConfig;
         let duration = |text: &str, fallback: u64| {
             parse_duration(text).unwrap_or(Duration::from_secs(fallback))
         };
@@ -863,12 +877,8 @@ impl Config {
             auto_models: self.auto_models(),
             server_id: self.server_id(),
             lease: duration(&self.executor.lease, 30).max(Duration::from_secs(1)),
-            requeue_on_restart: self.executor.on_restart == "requeue",
-            shutdown: if self.executor.shutdown == "finish" {
-                ShutdownMode::Finish
-            } else {
-                ShutdownMode::Requeue
-            },
+            requeue_on_restart: self.executor.on_restart == OnRestart::Requeue,
+            shutdown: self.executor.shutdown,
         }
     }
 }
@@ -1145,6 +1155,32 @@ mod tests {
         assert!(err.contains("listn"), "{err}");
         let err = format!("{:#}", Config::from_toml("[auth]\ntoken = []").unwrap_err());
         assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn choices_are_read_once_and_a_wrong_one_is_named() {
+        let config = Config::from_toml(
+            "[executor]\nshutdown = \"finish\"\non_restart = \"fail\"\nshare_logs = \"on\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.executor.shutdown, ShutdownMode::Finish);
+        assert_eq!(config.executor.on_restart, OnRestart::Fail);
+        assert!(config.shares_logs());
+        assert!(!config.executor_config().requeue_on_restart);
+        for (line, expected) in [
+            ("shutdown = \"later\"", "expected `requeue` or `finish`"),
+            ("on_restart = \"retry\"", "expected `requeue` or `fail`"),
+            (
+                "share_logs = \"yes\"",
+                "expected one of `auto`, `on`, `off`",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::from_toml(&format!("[executor]\n{line}\n")).unwrap_err()
+            );
+            assert!(err.contains(line) && err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use common::{
     wait_completed, wait_for,
 };
 use support::anthropic_mock::{AnthropicMock, Script};
+use support::chat_mock::{ChatMock, Reply};
 use support::claude_env::{claude_or_skip, configure_claude};
 use tokio_stream::StreamExt;
 
@@ -703,4 +704,44 @@ async fn system_status_says_what_will_work_and_missing_agents_fail_at_once() {
         "{}",
         failed.state_reason
     );
+}
+
+#[tokio::test]
+async fn a_backlog_of_claude_at_its_limit_does_not_hold_back_a_local_task() {
+    if claude_or_skip("a_backlog_of_claude_at_its_limit_does_not_hold_back_a_local_task").is_none()
+    {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // The one claude attempt allowed runs for minutes (until cancelled).
+    let mock = AnthropicMock::start(Script::Slow {
+        delay_per_event: Duration::from_secs(1),
+        chunks: 600,
+    });
+    let model = ChatMock::start(Vec::new(), Reply::text("Done.\n\n## Summary\nAnswered."));
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.executor.max_concurrent = 4;
+        c.agents.claude.max_concurrent = 1;
+        c.local_model.endpoint = model.endpoint();
+        c.local_model.max_retries = 0;
+    })
+    .await;
+    let mut client = server.client().await;
+    let busy = submit(&mut client, claude_spec("busy")).await;
+    assert!(
+        eventually(|| mock.in_flight() == 1).await,
+        "claude never started"
+    );
+    // 300 claude tasks wait behind it, all older than the local task.
+    for i in 0..300 {
+        submit(&mut client, claude_spec(&format!("backlog {i}"))).await;
+    }
+    let local = submit(&mut client, agent_spec(pb::AgentType::Local, "Say hello.")).await;
+    let local = wait_completed(&mut client, &local.id).await;
+    assert_eq!(local.state, pb::TaskState::Completed as i32);
+    assert_eq!(
+        get(&mut client, &busy.id).await.state,
+        pb::TaskState::Running as i32
+    );
+    assert_eq!(mock.max_in_flight(), 1, "claude stayed at its limit");
 }

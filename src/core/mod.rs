@@ -14,6 +14,7 @@ pub mod llm;
 pub mod logs;
 pub mod model;
 pub mod recovery;
+pub mod runner;
 pub mod shared_logs;
 pub mod state;
 pub mod status;

@@ -155,6 +155,47 @@ named_enum!(
     }
 );
 
+/// The questions asked of a state, in one place (`core::state` tests each
+/// against the legal moves).
+impl TaskState {
+    /// A final state never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Cancelled | TaskState::BudgetExceeded
+        )
+    }
+
+    /// The task may still start an attempt, or is running one, without
+    /// anyone acting on it; every other state waits for a person or ended.
+    pub fn may_run_again(self) -> bool {
+        matches!(
+            self,
+            TaskState::Pending | TaskState::Queued | TaskState::Running
+        )
+    }
+
+    /// Where an attempt leaves work that goes on (requeued, waiting for an
+    /// answer, in review): its sandbox and agent session are kept.
+    pub fn keeps_sandbox(self) -> bool {
+        matches!(
+            self,
+            TaskState::Queued | TaskState::Blocked | TaskState::Ready
+        )
+    }
+
+    /// The task ended without its work done: a dependent of it fails.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            TaskState::Failed
+                | TaskState::TimedOut
+                | TaskState::Cancelled
+                | TaskState::BudgetExceeded
+        )
+    }
+}
+
 named_enum!(
     /// How one attempt ended, or that it is still running.
     ExecutionState {

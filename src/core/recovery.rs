@@ -19,9 +19,9 @@ use tracing::{info, warn};
 use super::CoreResult;
 use super::logs::LogKind;
 use super::model::{AgentType, Execution, ExecutionState, TaskState, now_millis};
+use super::runner::Runner;
 use super::state;
 use super::tasks::TaskService;
-use crate::runners::Runner;
 use crate::store::{Lease, TaskUpdate};
 
 /// What a reconciliation did.

@@ -24,13 +24,6 @@ pub struct IllegalTransition {
     pub to: TaskState,
 }
 
-impl TaskState {
-    /// A final state never changes again.
-    pub fn is_final(self) -> bool {
-        matches!(self, Completed | Cancelled | BudgetExceeded)
-    }
-}
-
 /// Whether a task may move from `from` to `to`.
 pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
     let legal = match (from, to) {
@@ -80,6 +73,64 @@ mod tests {
             (Failed, Cancelled),
         ] {
             assert_eq!(check(from, to), Ok(()), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn a_final_state_has_no_way_out_and_every_other_can_be_cancelled() {
+        for &from in TaskState::ALL {
+            let exits: Vec<_> = TaskState::ALL
+                .iter()
+                .filter(|&&to| check(from, to).is_ok())
+                .collect();
+            assert_eq!(from.is_final(), exits.is_empty(), "{from}: {exits:?}");
+            assert_eq!(check(from, Cancelled).is_ok(), !from.is_final(), "{from}");
+        }
+    }
+
+    #[test]
+    fn what_may_run_again_reaches_running_by_the_schedulers_moves_alone() {
+        // Promotion of a pending task and the claim: nobody else acts.
+        let automatic = [(Pending, Queued), (Queued, Running)];
+        for (from, to) in automatic {
+            assert_eq!(check(from, to), Ok(()));
+        }
+        for &from in TaskState::ALL {
+            let mut state = from;
+            while let Some(&(_, to)) = automatic.iter().find(|(f, _)| *f == state) {
+                state = to;
+            }
+            assert_eq!(from.may_run_again(), state == Running, "{from}");
+            assert!(!(from.may_run_again() && from.is_final()), "{from}");
+        }
+    }
+
+    #[test]
+    fn every_end_of_an_attempt_is_done_kept_or_a_failure() {
+        let ends: Vec<TaskState> = TaskState::ALL
+            .iter()
+            .copied()
+            .filter(|&to| check(Running, to).is_ok())
+            .collect();
+        assert_eq!(ends.len(), 8);
+        for to in ends {
+            let kinds = [to == Completed, to.keeps_sandbox(), to.is_failure()];
+            assert_eq!(
+                kinds.iter().filter(|&&k| k).count(),
+                1,
+                "{to} is exactly one of completed, kept, failed: {kinds:?}"
+            );
+        }
+        for &state in TaskState::ALL {
+            // Work that goes on can be queued again (or is).
+            if state.keeps_sandbox() {
+                assert!(state == Queued || check(state, Queued).is_ok(), "{state}");
+            }
+            // A failure ends the task unless someone retries it.
+            if state.is_failure() {
+                assert!(!state.may_run_again(), "{state}");
+                assert_ne!(state, Completed);
+            }
         }
     }
 

@@ -1,8 +1,11 @@
-//! Runners: the seam between the executor and the agent CLIs. A runner turns
-//! one [`RunRequest`] into a process, streams what it prints into the
-//! execution log, and reports a [`RunOutcome`]. Sandboxes, commits,
-//! timeouts, cancellation and state changes are the executor's, the same for
-//! every runner.
+//! Runners: the agent CLIs behind the core's [`Runner`] seam
+//! (`crate::core::runner`, re-exported here). A runner turns one
+//! [`RunRequest`] into a process, streams what it prints into the execution
+//! log, and reports a [`RunOutcome`]. This module holds what the CLIs share:
+//! `run_cli` and `ask_cli`, the stream parsers' trait, probes, the price
+//! table and `## Summary` extraction. Sandboxes, commits, timeouts,
+//! cancellation and state changes are the executor's, the same for every
+//! runner.
 
 pub mod claude;
 pub mod codex;
@@ -20,163 +23,9 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::logs::{LogKind, LogWriter};
-use crate::core::model::{AgentType, Id};
 use process::Stream;
 
-/// Everything a runner needs for one attempt.
-#[derive(Clone, Debug)]
-pub struct RunRequest {
-    pub task_id: Id,
-    pub execution_id: Id,
-    /// The sandbox: the agent's working directory.
-    pub workdir: PathBuf,
-    /// The user's instructions.
-    pub prompt: String,
-    /// Appended to the agent's own system prompt.
-    pub system_prompt: String,
-    /// Empty: the runner's default model.
-    pub model: String,
-    pub allowed_tools: Vec<String>,
-    /// 0: no cap.
-    pub max_budget_usd: f64,
-    /// 0: the agent's default.
-    pub max_turns: u32,
-    /// Resume this agent session instead of starting a new one.
-    pub resume_session: Option<String>,
-    /// Tokens (in, out) the resumed session had already used, for agents
-    /// that report usage cumulatively per session.
-    pub prior_usage: Option<(u64, u64)>,
-}
-
-/// How an attempt ended, as the runner saw it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
-    Succeeded,
-    Failed(String),
-    BudgetExceeded(String),
-    /// The model API refused for load or quota; retry later.
-    RateLimited {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// The account's usage quota is spent (not a short rate limit): set the
-    /// agent aside until it resets, or for the configured cool-down.
-    UsageLimited {
-        message: String,
-        /// When the agent said the quota resets (Unix milliseconds).
-        resets_at: Option<i64>,
-    },
-    /// The process was stopped by the cancel token (cancel or timeout; the
-    /// executor knows which).
-    Stopped,
-}
-
-/// What a runner reports about an attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunOutcome {
-    pub verdict: Verdict,
-    pub exit_code: Option<i32>,
-    pub session_id: String,
-    /// The model that actually answered, when the agent said.
-    pub model: String,
-    pub cost_usd: f64,
-    pub cost_estimated: bool,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub turns: u32,
-    /// The agent's final message.
-    pub final_text: String,
-    /// Tool calls the agent's permissions refused, e.g. "Write /path".
-    pub permission_denials: Vec<String>,
-}
-
-impl RunOutcome {
-    pub fn new(verdict: Verdict) -> Self {
-        RunOutcome {
-            verdict,
-            exit_code: None,
-            session_id: String::new(),
-            model: String::new(),
-            cost_usd: 0.0,
-            cost_estimated: false,
-            input_tokens: 0,
-            output_tokens: 0,
-            turns: 0,
-            final_text: String::new(),
-            permission_denials: Vec::new(),
-        }
-    }
-}
-
-/// One question to an agent CLI, outside any task: the answer is text, the
-/// agent gets no tools and one turn, and nothing is logged (internal work such
-/// as `Elaborate`).
-#[derive(Clone, Debug)]
-pub struct AskRequest {
-    pub prompt: String,
-    /// Empty: the CLI's default model.
-    pub model: String,
-    /// An empty scratch directory: the CLI's working directory.
-    pub workdir: PathBuf,
-}
-
-impl AskRequest {
-    /// The same question as a one-turn attempt, for runners that build their
-    /// argv from a [`RunRequest`] (so the flags live in one place).
-    pub fn as_run_request(&self) -> RunRequest {
-        RunRequest {
-            task_id: Id::new(),
-            execution_id: Id::new(),
-            workdir: self.workdir.clone(),
-            prompt: self.prompt.clone(),
-            system_prompt: String::new(),
-            model: self.model.clone(),
-            allowed_tools: Vec::new(),
-            max_budget_usd: 0.0,
-            max_turns: 1,
-            resume_session: None,
-            prior_usage: None,
-        }
-    }
-}
-
-/// An agent the executor can run.
-#[async_trait::async_trait]
-pub trait Runner: Send + Sync {
-    fn agent(&self) -> AgentType;
-
-    /// Why this runner cannot run now (its CLI is missing), if it cannot.
-    fn unavailable(&self) -> Option<String>;
-
-    /// What `doctor` reports: the CLI found or not, its version, whether
-    /// credentials (or a base URL) are set.
-    async fn probe(&self) -> AgentProbe;
-
-    /// Rebuilds what an attempt had reported (session, tokens, cost) from
-    /// the agent's own output lines, as kept in the execution log: how an
-    /// attempt cut short by a crash is recorded after the restart.
-    fn recover(&self, model: &str, stdout_lines: &[String]) -> RunOutcome;
-
-    /// Runs one attempt to its end. Must return promptly once `cancel`
-    /// fires, with the agent's whole process group ended.
-    async fn run(
-        &self,
-        request: RunRequest,
-        log: &mut LogWriter,
-        cancel: CancellationToken,
-    ) -> RunOutcome;
-
-    /// Asks the agent one question (no tools, one turn) and returns its
-    /// final text, or why there is none. Must return promptly once `cancel`
-    /// fires. Agents that cannot answer this way keep the default.
-    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
-        let _ = (request, cancel);
-        Err(format!(
-            "{} does not answer one-shot questions",
-            self.agent()
-        ))
-    }
-}
+pub use crate::core::runner::{AgentProbe, AskRequest, RunOutcome, RunRequest, Runner, Verdict};
 
 /// How to start an agent CLI, from config.
 #[derive(Clone, Debug, Default)]
@@ -342,21 +191,6 @@ pub fn write_config_file(path: &Path, contents: &str) -> std::io::Result<()> {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&staging);
         })
-}
-
-/// Facts about one agent on this machine.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AgentProbe {
-    /// The configured command.
-    pub command: String,
-    /// Where it was found, or why it cannot run.
-    pub detail: String,
-    pub available: bool,
-    /// What `<command> --version` printed (first line).
-    pub version: String,
-    pub credentials_ok: bool,
-    /// Where the credentials come from, or what is missing.
-    pub credentials: String,
 }
 
 /// A variable from the agent's configured environment, else the server's.

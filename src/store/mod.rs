@@ -233,17 +233,25 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Queued tasks whose backoff has passed and that are not held for
-    /// another server, in the order they should run: high priority first,
-    /// then oldest first.
+    /// Queued tasks for one of `agents` (as the task names it: `auto`
+    /// included only when listed) whose backoff has passed and that are not
+    /// held for another server, in the order they should run: high priority
+    /// first, then oldest first. The scheduler lists only the agents that
+    /// can take work now, so a backlog of an agent at its limit never hides
+    /// the tasks of another behind it.
     pub async fn runnable_tasks(
         &self,
         now: UnixMillis,
         limit: u64,
         server_id: &str,
+        agents: &[AgentType],
     ) -> StoreResult<Vec<Task>> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
         task::Entity::find()
             .filter(task::Column::State.eq(TaskState::Queued.as_str()))
+            .filter(task::Column::AgentType.is_in(agents.iter().map(|a| a.as_str())))
             .filter(task::Column::RunAfter.lte(now))
             .filter(free_for(server_id, now))
             .order_by_desc(task::Column::Priority)
@@ -253,6 +261,29 @@ impl Store {
             .await?
             .into_iter()
             .map(convert::task_from_row)
+            .collect()
+    }
+
+    /// How many attempts of each agent run now on all servers together
+    /// (the count a claim's cluster limit is checked against).
+    pub async fn running_by_agent(&self) -> StoreResult<Vec<(AgentType, u64)>> {
+        let rows: Vec<(String, i64)> = task::Entity::find()
+            .select_only()
+            .column(task::Column::RunningAgent)
+            .column_as(task::Column::Id.count(), "n")
+            .filter(task::Column::State.eq(TaskState::Running.as_str()))
+            .filter(task::Column::RunningAgent.ne(""))
+            .group_by(task::Column::RunningAgent)
+            .into_tuple()
+            .all(&self.reader)
+            .await?;
+        rows.into_iter()
+            .map(|(agent, n)| {
+                Ok((
+                    convert::parse("task.running_agent", &agent)?,
+                    n.max(0) as u64,
+                ))
+            })
             .collect()
     }
 

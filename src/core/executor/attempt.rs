@@ -1,0 +1,395 @@
+//! One attempt, from claim to record: the execution log (with the `auto`
+//! choice), the sandbox, the prompt (`protocol::continuation`), the runner
+//! under a timeout, the question taken out, the commit, the decision
+//! (`decide`, whose set-aside and note are performed here), delivery of the
+//! branch to the project (and the publish remote), the summary fallback,
+//! and the final write of the execution and the task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::decide::{DecideContext, Decision, decide};
+use super::protocol::{SYSTEM_PROMPT, take_question};
+use super::{Executor, ProjectTarget};
+use crate::core::CoreError;
+use crate::core::logs::{LogKind, LogWriter};
+use crate::core::model::{
+    AgentType, Execution, ExecutionState, FileChange, Task, TaskState, now_millis,
+};
+use crate::core::runner::{RunOutcome, RunRequest};
+use crate::core::state;
+use crate::runners::extract_summary;
+use crate::sandbox::{Sandbox, SandboxConfig, default_branch, deliver, rebase_and_push};
+use crate::store::{Lease, TaskUpdate};
+
+/// How long an attempt's end waits for its log lines to reach the store
+/// (only when logs are shared between servers).
+const SHARE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+impl Executor {
+    pub(super) async fn run_attempt(
+        self: Arc<Self>,
+        task: Task,
+        agent: AgentType,
+        token: CancellationToken,
+    ) {
+        let task_id = task.id;
+        let choice = match task.agent.agent_type {
+            AgentType::Auto => Some(self.choose(&task, agent, &token).await),
+            _ => None,
+        };
+        let agent = choice.as_ref().map_or(agent, |c| c.agent);
+        let model = if task.agent.model.is_empty() {
+            choice
+                .as_ref()
+                .map(|c| c.model.clone())
+                .filter(|m| !m.is_empty())
+                .or_else(|| self.config.agent_models.get(&agent).cloned())
+                .unwrap_or_default()
+        } else {
+            task.agent.model.clone()
+        };
+        let mut execution = Execution::start(&task, task.attempts, agent, &model);
+        execution.server_id = self.config.server_id.clone();
+        if let Some(choice) = &choice {
+            execution.agent_choice = choice.by;
+            execution.agent_choice_reason = choice.reason.clone();
+        }
+        let result = match self.tasks.logs().writer(execution.id) {
+            Ok(mut log) => {
+                execution.log_path = log.path().display().to_string();
+                if let Some(choice) = &choice {
+                    let text = format!(
+                        "agent {agent} chosen by the {}: {}",
+                        choice.by, choice.reason
+                    );
+                    if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+                        warn!(error = %e, "cannot write the execution log");
+                    }
+                }
+                self.attempt(&task, &mut execution, &mut log, token).await
+            }
+            Err(e) => {
+                let reason = format!("cannot open the execution log: {e}");
+                self.record(&task, &mut execution, Err(reason)).await
+            }
+        };
+        if let Err(e) = result {
+            warn!(task_id = %task_id, error = %e, "cannot record the attempt");
+        }
+        self.tasks.activity().finish(task_id);
+        self.tasks.activity().wake.notify_one();
+    }
+
+    async fn attempt(
+        &self,
+        task: &Task,
+        execution: &mut Execution,
+        log: &mut LogWriter,
+        token: CancellationToken,
+    ) -> Result<(), CoreError> {
+        let store = self.tasks.store();
+        let previous = store.latest_execution(task.id).await?;
+        store.save_execution(execution.clone()).await?;
+        let note = |log: &mut LogWriter, text: String| {
+            if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+                warn!(error = %e, "cannot write the execution log");
+            }
+        };
+
+        let Some(project) = self.config.projects.get(&task.project) else {
+            let reason = format!("project `{}` is no longer configured", task.project);
+            note(log, reason.clone());
+            return self.record(task, execution, Err(reason)).await;
+        };
+        let sandbox = match Sandbox::prepare_at(
+            &self.config.sandbox,
+            &task.project,
+            &project.path,
+            &task.id.to_string(),
+            &task.base_ref,
+        )
+        .await
+        {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                note(log, e.to_string());
+                return self.record(task, execution, Err(e.to_string())).await;
+            }
+        };
+        note(
+            log,
+            format!(
+                "attempt {} on {} in {} (branch {})",
+                execution.attempt,
+                execution.agent,
+                sandbox.path.display(),
+                sandbox.branch
+            ),
+        );
+
+        let runner = self.runners[&execution.agent].clone();
+        let (prompt, resume_session, prior_usage) =
+            self.continuation(task, execution.agent, previous).await?;
+        if let Some(session) = &resume_session {
+            note(log, format!("resuming session {session}"));
+        }
+        let resumed = resume_session.clone();
+        let request = RunRequest {
+            task_id: task.id,
+            execution_id: execution.id,
+            workdir: sandbox.path.clone(),
+            prompt,
+            system_prompt: SYSTEM_PROMPT.to_string(),
+            model: execution.model.clone(),
+            allowed_tools: task.agent.allowed_tools.clone(),
+            max_budget_usd: task.agent.max_budget_usd,
+            max_turns: task.agent.max_turns,
+            resume_session,
+            prior_usage,
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let timed_out = timed_out.clone();
+            let token = token.clone();
+            let timeout = task.timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                timed_out.store(true, Ordering::SeqCst);
+                token.cancel();
+            })
+        };
+        let outcome = runner.run(request, log, token).await;
+        timer.abort();
+        // Taken out before the commit, so the question is not committed.
+        let question = take_question(&sandbox.path).await;
+
+        let message = format!(
+            "{}\n\nclaudomator task {} (execution {}, attempt {})",
+            task.name, task.id, execution.id, execution.attempt
+        );
+        match sandbox.commit_all(&self.config.sandbox, &message).await {
+            Ok(changes) => {
+                execution.commits = changes.commits;
+                execution.changed_files = changes.files.iter().map(|f| f.path.clone()).collect();
+                execution.file_changes = changes
+                    .files
+                    .into_iter()
+                    .map(|f| FileChange {
+                        path: f.path,
+                        added: f.added,
+                        removed: f.removed,
+                    })
+                    .collect();
+                if !execution.commits.is_empty() {
+                    note(
+                        log,
+                        format!(
+                            "committed {} file(s) on {}: {}",
+                            execution.changed_files.len(),
+                            sandbox.branch,
+                            execution.commits.join(", ")
+                        ),
+                    );
+                }
+            }
+            Err(e) => note(log, format!("cannot commit the agent's changes: {e}")),
+        }
+
+        let context = DecideContext {
+            agent: execution.agent,
+            now: now_millis(),
+            shutting_down: self.shutdown.is_cancelled(),
+            timed_out: timed_out.load(Ordering::SeqCst),
+            resumed,
+            question,
+            retry_base: self.config.retry_base,
+            retry_max: self.config.retry_max,
+            usage_limit_cooldown: self.config.usage_limit_cooldown,
+        };
+        let mut verdict = decide(&outcome, task, &context);
+        if let Some((agent, for_how_long)) = verdict.set_aside {
+            self.mark_limited(agent, for_how_long);
+        }
+        if let Some(text) = &verdict.note {
+            note(log, text.clone());
+        }
+        if let Some(question) = &verdict.question {
+            let payload = serde_json::to_value(question).unwrap_or_default();
+            if let Err(e) = log.append(LogKind::Question, question.text.clone(), payload, "") {
+                warn!(error = %e, "cannot write the execution log");
+            }
+        }
+        // Work that may go on (requeued, blocked, in review) keeps its sandbox.
+        let keeps_sandbox = verdict.task_state.keeps_sandbox();
+        let mut succeeded = verdict.execution_state == ExecutionState::Succeeded;
+        if succeeded && !execution.commits.is_empty() {
+            // The work goes back to the project as branch claudomator/<task>,
+            // and to the publish remote when the project has one.
+            if let Err(e) = self.hand_over(&sandbox, project, log).await {
+                note(log, e.clone());
+                succeeded = false;
+                verdict = Decision::failed(format!("the agent finished, but {e}"));
+            }
+        }
+        if !keeps_sandbox {
+            match sandbox.finish(&self.config.sandbox, succeeded).await {
+                Ok(true) => note(
+                    log,
+                    format!(
+                        "kept the sandbox at {}",
+                        sandbox_path(&self.config.sandbox, task)
+                    ),
+                ),
+                Ok(false) => {}
+                Err(e) => note(log, format!("cannot clean up the sandbox: {e}")),
+            }
+        }
+        note(
+            log,
+            format!("{}: {}", verdict.task_state, verdict.reason)
+                .trim_end_matches(": ")
+                .to_string(),
+        );
+        if verdict.execution_state == ExecutionState::Succeeded
+            && extract_summary(&outcome.final_text).is_none()
+        {
+            execution.summary = self.fallback_summary(&outcome.final_text, log).await;
+        }
+        self.record(task, execution, Ok((outcome, verdict))).await
+    }
+
+    /// A summary by the local model for an agent that wrote none, or empty
+    /// (logged) when there is no model or it fails: never fails the task.
+    async fn fallback_summary(&self, agent_text: &str, log: &mut LogWriter) -> String {
+        let Some(model) = &self.local_model else {
+            return String::new();
+        };
+        let (text, summary) =
+            match crate::core::summary::summarize(model.as_ref(), agent_text).await {
+                Ok(summary) => ("the local model wrote the summary".to_string(), summary),
+                Err(e) => {
+                    warn!(error = %e, "no fallback summary");
+                    (
+                        format!("no summary: the local model could not write one ({e})"),
+                        String::new(),
+                    )
+                }
+            };
+        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+            warn!(error = %e, "cannot write the execution log");
+        }
+        summary
+    }
+
+    /// Delivers the sandbox branch into the project, then (if configured)
+    /// rebases it onto the project's default branch and pushes it.
+    async fn hand_over(
+        &self,
+        sandbox: &Sandbox,
+        project: &ProjectTarget,
+        log: &mut LogWriter,
+    ) -> Result<(), String> {
+        deliver(sandbox)
+            .await
+            .map_err(|e| format!("its branch could not be delivered to the project: {e}"))?;
+        let Some(remote) = &project.publish_remote else {
+            return Ok(());
+        };
+        let default = default_branch(&project.path)
+            .await
+            .map_err(|e| format!("the project's default branch is unknown: {e}"))?;
+        rebase_and_push(sandbox, &self.config.sandbox, remote, &default)
+            .await
+            .map_err(|e| format!("publishing to {remote} failed: {e}"))?;
+        let text = format!(
+            "rebased {} onto {default} and pushed it to {remote}",
+            sandbox.branch
+        );
+        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+            warn!(error = %e, "cannot write the execution log");
+        }
+        Ok(())
+    }
+
+    /// Saves the finished execution, then moves the task (if it is still
+    /// RUNNING: a cancel may have moved it already).
+    async fn record(
+        &self,
+        task: &Task,
+        execution: &mut Execution,
+        result: Result<(RunOutcome, Decision), String>,
+    ) -> Result<(), CoreError> {
+        let store = self.tasks.store();
+        let decision = match result {
+            Ok((outcome, decision)) => {
+                execution.exit_code = outcome.exit_code;
+                execution.session_id = outcome.session_id;
+                if !outcome.model.is_empty() {
+                    execution.model = outcome.model;
+                }
+                execution.cost_usd = outcome.cost_usd;
+                execution.cost_estimated = outcome.cost_estimated;
+                execution.input_tokens = outcome.input_tokens;
+                execution.output_tokens = outcome.output_tokens;
+                execution.turns = outcome.turns;
+                execution.permission_denials = outcome.permission_denials;
+                // A summary the agent wrote wins over the fallback's.
+                if let Some(summary) = extract_summary(&outcome.final_text) {
+                    execution.summary = summary;
+                }
+                decision
+            }
+            Err(reason) => Decision::failed(reason),
+        };
+        execution.state = decision.execution_state;
+        if decision.execution_state != ExecutionState::Succeeded {
+            execution.error = decision.reason.clone();
+        }
+        execution.ended_at = Some(now_millis());
+        // A server following this log through the store stops once it
+        // sees the execution ended: every line must be in before that.
+        if !self.tasks.logs().flush_shared(SHARE_FLUSH_LIMIT).await {
+            warn!(execution_id = %execution.id, "the last log lines are not shared yet");
+        }
+        store.save_execution(execution.clone()).await?;
+
+        if decision.task_state != TaskState::Cancelled {
+            state::check(TaskState::Running, decision.task_state)?;
+            let mut update = TaskUpdate::new(
+                task.id,
+                TaskState::Running,
+                decision.task_state,
+                &decision.reason,
+            );
+            update.run_after = decision.run_after;
+            update.question = decision.question.map(Some);
+            // Only while this server still holds the task, and let go of it.
+            update.if_owner = Some(self.config.server_id.clone());
+            update.lease = Some(Lease {
+                owner: String::new(),
+                until: 0,
+            });
+            if !execution.summary.is_empty() {
+                update.summary = Some(execution.summary.clone());
+            }
+            self.tasks.apply(update).await?;
+        }
+        info!(
+            task_id = %task.id,
+            execution_id = %execution.id,
+            state = %execution.state,
+            cost_usd = execution.cost_usd,
+            "attempt finished"
+        );
+        Ok(())
+    }
+}
+
+fn sandbox_path(config: &SandboxConfig, task: &Task) -> String {
+    config.root.join(task.id.to_string()).display().to_string()
+}
