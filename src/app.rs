@@ -258,10 +258,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.github.triage_settings(),
     );
     let hook = Arc::new(GithubHook::new(&config, triage));
-    let http_stop = shutdown.clone();
-    let http = tokio::spawn(crate::http::serve(http_listener, hook, async move {
-        http_stop.cancelled().await
-    }));
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        hook,
+        config.http.limits(),
+        shutdown.clone(),
+    ));
 
     let server = tokio::spawn(crate::grpc::serve(
         listener,
