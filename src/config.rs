@@ -730,15 +730,21 @@ impl Config {
                 }
             }
         }
-        if self.limits.max_instructions_bytes == 0 {
-            bail!("limits.max_instructions_bytes: must be more than zero");
+        use crate::core::validate::{MAX_INSTRUCTIONS_LIMIT, MAX_TIMEOUT_LIMIT, MIN_TIMEOUT};
+        if !(1..=MAX_INSTRUCTIONS_LIMIT).contains(&self.limits.max_instructions_bytes) {
+            bail!(
+                "limits.max_instructions_bytes: must be between 1 and {MAX_INSTRUCTIONS_LIMIT} (4 MiB)"
+            );
         }
         let max_timeout = parse_duration(&self.limits.max_timeout)
             .map_err(|e| anyhow::anyhow!("limits.max_timeout: {e}"))?;
+        if max_timeout < MIN_TIMEOUT || max_timeout > MAX_TIMEOUT_LIMIT {
+            bail!("limits.max_timeout: must be between 1s and 7 days");
+        }
         let timeout = parse_duration(&self.defaults.timeout)
             .map_err(|e| anyhow::anyhow!("defaults.timeout: {e}"))?;
-        if timeout.is_zero() || timeout > max_timeout {
-            bail!("defaults.timeout: must be more than zero and at most limits.max_timeout");
+        if timeout < MIN_TIMEOUT || timeout > max_timeout {
+            bail!("defaults.timeout: must be at least 1s and at most limits.max_timeout");
         }
         if self.executor.max_concurrent == 0 {
             bail!("executor.max_concurrent: must be at least 1");
