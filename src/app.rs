@@ -114,6 +114,21 @@ fn local_credentials(config: &Config) -> String {
     }
 }
 
+/// The data dir (the database, logs, sandboxes with their agents' work),
+/// created for its owner only (0700) when missing; an existing one is left
+/// as its owner set it.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))
+}
+
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = match config.database() {
         DatabaseChoice::EmbeddedSqlite(dir) => Store::open_sqlite(&dir).await?,
@@ -124,6 +139,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    create_private_dir(&config.data_dir)?;
     let store = open_store(&config).await?;
     let logs = LogHub::new(config.data_dir.join("logs"))
         .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
@@ -265,10 +281,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.github.triage_settings(),
     );
     let hook = Arc::new(GithubHook::new(&config, triage));
-    let http_stop = shutdown.clone();
-    let http = tokio::spawn(crate::http::serve(http_listener, hook, async move {
-        http_stop.cancelled().await
-    }));
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        hook,
+        config.http.limits(),
+        shutdown.clone(),
+    ));
 
     let server = tokio::spawn(crate::grpc::serve(
         listener,

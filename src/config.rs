@@ -41,6 +41,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The GitHub webhook shim.
     pub github: GithubConfig,
+    /// The HTTP listener on `http_listen`: timeouts and the connection cap.
+    pub http: HttpConfig,
     /// An OpenAI-compatible model endpoint: runs `local` tasks and makes
     /// the cheap internal calls (classify `auto`, summaries).
     pub local_model: LocalModelConfig,
@@ -504,6 +506,58 @@ impl GithubConfig {
     }
 }
 
+/// `[http]`: what one client may hold of the listener on `http_listen`, so
+/// that stalled or flooding senders cannot take the server down.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must all arrive within this (a connection that
+    /// sends none, or half, is closed then).
+    pub header_timeout: String,
+    /// A request's body must all arrive within this (408 after).
+    pub body_timeout: String,
+    /// Connections at once. Beyond, a new connection takes the place of the
+    /// oldest one with no request in progress, or is closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: "10s".into(),
+            body_timeout: "30s".into(),
+            max_connections: 256,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's limits. Call after `validate`.
+    pub fn limits(&self) -> crate::http::ListenerLimits {
+        crate::http::ListenerLimits {
+            header_timeout: parse_duration(&self.header_timeout).unwrap_or(Duration::from_secs(10)),
+            body_timeout: parse_duration(&self.body_timeout).unwrap_or(Duration::from_secs(30)),
+            max_connections: self.max_connections,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, text) in [
+            ("http.header_timeout", &self.header_timeout),
+            ("http.body_timeout", &self.body_timeout),
+        ] {
+            let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                bail!("{key}: must be between 100ms and 1h");
+            }
+        }
+        if !(1..=65536).contains(&self.max_connections) {
+            bail!("http.max_connections: must be between 1 and 65536");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -559,6 +613,7 @@ impl Default for Config {
             prices: default_prices(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),
+            http: HttpConfig::default(),
             local_model: LocalModelConfig::default(),
         }
     }
@@ -696,15 +751,21 @@ impl Config {
                 }
             }
         }
-        if self.limits.max_instructions_bytes == 0 {
-            bail!("limits.max_instructions_bytes: must be more than zero");
+        use crate::core::validate::{MAX_INSTRUCTIONS_LIMIT, MAX_TIMEOUT_LIMIT, MIN_TIMEOUT};
+        if !(1..=MAX_INSTRUCTIONS_LIMIT).contains(&self.limits.max_instructions_bytes) {
+            bail!(
+                "limits.max_instructions_bytes: must be between 1 and {MAX_INSTRUCTIONS_LIMIT} (4 MiB)"
+            );
         }
         let max_timeout = parse_duration(&self.limits.max_timeout)
             .map_err(|e| anyhow::anyhow!("limits.max_timeout: {e}"))?;
+        if max_timeout < MIN_TIMEOUT || max_timeout > MAX_TIMEOUT_LIMIT {
+            bail!("limits.max_timeout: must be between 1s and 7 days");
+        }
         let timeout = parse_duration(&self.defaults.timeout)
             .map_err(|e| anyhow::anyhow!("defaults.timeout: {e}"))?;
-        if timeout.is_zero() || timeout > max_timeout {
-            bail!("defaults.timeout: must be more than zero and at most limits.max_timeout");
+        if timeout < MIN_TIMEOUT || timeout > max_timeout {
+            bail!("defaults.timeout: must be at least 1s and at most limits.max_timeout");
         }
         if self.executor.max_concurrent == 0 {
             bail!("executor.max_concurrent: must be at least 1");
@@ -731,6 +792,15 @@ impl Config {
         }
         self.notifications.settings()?;
         self.github.validate()?;
+        if self.github.allow_unsigned && !self.http_listen.ip().is_loopback() {
+            bail!(
+                "github.allow_unsigned: refusing unsigned webhook deliveries on {} (http_listen): \
+                 anyone who can reach it could create triage tasks. Set [github] webhook_secret \
+                 (or CLAUDOMATOR_GITHUB_WEBHOOK_SECRET), or listen on 127.0.0.1",
+                self.http_listen
+            );
+        }
+        self.http.validate()?;
         for (i, project) in self.projects.iter().enumerate() {
             let valid_name = !project.name.is_empty()
                 && project
@@ -1121,6 +1191,14 @@ plan_max_tokens = 400
 # Checks of these apps are not triaged: GitHub Actions failures come as workflow_run.
 ignore_check_apps = ["github-actions"]
 
+[http]
+# The listener on http_listen. A request's headers must arrive within
+# header_timeout and its body within body_timeout; at most max_connections
+# at once (a new one replaces the oldest idle one, or is closed at once).
+header_timeout = "10s"
+body_timeout = "30s"
+max_connections = 256
+
 # Prices (USD per million tokens) for agents that report no cost; common
 # models are built in.
 # [prices."gemini-2.5-flash"]
@@ -1212,6 +1290,33 @@ mod tests {
         assert!(err.contains("without auth tokens"), "{err}");
         config.auth.tokens = vec!["s3cret-token".into()];
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn unsigned_deliveries_are_only_allowed_on_loopback() {
+        let mut config = Config {
+            http_listen: "0.0.0.0:7071".parse().unwrap(),
+            ..Config::default()
+        };
+        config.auth.tokens = vec!["s3cret-token".into()];
+        config.github.allow_unsigned = true;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("github.allow_unsigned:"), "{err}");
+        config.http_listen = "127.0.0.1:7071".parse().unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn http_limits_are_checked() {
+        for (toml, key) in [
+            ("header_timeout = \"0s\"", "http.header_timeout"),
+            ("body_timeout = \"forever\"", "http.body_timeout"),
+            ("max_connections = 0", "http.max_connections"),
+        ] {
+            let config = Config::from_toml(&format!("[http]\n{toml}")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -225,3 +225,358 @@ async fn an_unknown_state_filter_is_rejected() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("states: "), "{}", err.message());
 }
+
+/// One row of the README's "Limits" table per case: each over-limit or
+/// hostile value is INVALID_ARGUMENT naming its field, the message quotes at
+/// most a short prefix of the value, and nothing is written.
+#[tokio::test]
+async fn every_limit_is_enforced_where_the_input_enters() {
+    let server = start_server_with(|c| c.limits.max_instructions_bytes = 1000).await;
+    let mut client = server.client().await;
+    let existing = client
+        .submit_task(submit_request(spec("an existing task")))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let long = |n: usize| "y".repeat(n);
+    let with = |f: &dyn Fn(&mut pb::TaskSpec)| {
+        let mut s = spec("a");
+        f(&mut s);
+        submit_request(s)
+    };
+    let agent = |f: &dyn Fn(&mut pb::AgentSettings)| {
+        let mut a = pb::AgentSettings::default();
+        f(&mut a);
+        submit_request(with_agent(spec("a"), a))
+    };
+    let keyed = |key: &str| pb::SubmitTaskRequest {
+        idempotency_key: key.into(),
+        ..submit_request(spec("a"))
+    };
+    let with_id = |id: &str| pb::SubmitTaskRequest {
+        task_id: id.into(),
+        ..submit_request(spec("a"))
+    };
+    let submits: Vec<(&str, pb::SubmitTaskRequest, &str)> = vec![
+        (
+            "5 MB instructions",
+            submit_request(spec(&"x".repeat(5_000_000))),
+            "spec.instructions",
+        ),
+        (
+            "NUL in instructions",
+            submit_request(spec("fix\0it")),
+            "spec.instructions",
+        ),
+        (
+            "ESC in instructions",
+            submit_request(spec("fix \x1b[31mit")),
+            "spec.instructions",
+        ),
+        ("name too long", with(&|s| s.name = long(201)), "spec.name"),
+        (
+            "newline in name",
+            with(&|s| s.name = "a\nb".into()),
+            "spec.name",
+        ),
+        ("CR in name", with(&|s| s.name = "a\rb".into()), "spec.name"),
+        (
+            "ESC in name",
+            with(&|s| s.name = "a\x1b]0;pwned\x07".into()),
+            "spec.name",
+        ),
+        (
+            "U+2028 in name",
+            with(&|s| s.name = "a\u{2028}b".into()),
+            "spec.name",
+        ),
+        (
+            "bidi override in name",
+            with(&|s| s.name = "a\u{202E}b".into()),
+            "spec.name",
+        ),
+        (
+            "too many tags",
+            with(&|s| s.tags = (0..33).map(|i| format!("t{i}")).collect()),
+            "spec.tags",
+        ),
+        (
+            "tag too long",
+            with(&|s| s.tags = vec![long(65)]),
+            "spec.tags",
+        ),
+        (
+            "control character in a tag",
+            with(&|s| s.tags = vec!["a\x1bb".into()]),
+            "spec.tags",
+        ),
+        (
+            "reserved tag ci-run:",
+            with(&|s| s.tags = vec!["ci-run:1".into()]),
+            "spec.tags",
+        ),
+        (
+            "reserved tag ci-sha:",
+            with(&|s| s.tags = vec!["ci-sha:abc".into()]),
+            "spec.tags",
+        ),
+        (
+            "reserved tag ci-commit-at:",
+            with(&|s| s.tags = vec!["ci-commit-at:1".into()]),
+            "spec.tags",
+        ),
+        (
+            "project with ESC",
+            with(&|s| s.project = "demo\x1b".into()),
+            "spec.project",
+        ),
+        (
+            "project too long",
+            with(&|s| s.project = long(201)),
+            "spec.project",
+        ),
+        (
+            "unknown long project",
+            with(&|s| s.project = long(150)),
+            "spec.project",
+        ),
+        (
+            "model too long",
+            agent(&|a| a.model = long(201)),
+            "spec.agent.model",
+        ),
+        (
+            "model with NUL",
+            agent(&|a| a.model = "m\0".into()),
+            "spec.agent.model",
+        ),
+        (
+            "model like an option",
+            agent(&|a| a.model = "--help".into()),
+            "spec.agent.model",
+        ),
+        (
+            "too many tools",
+            agent(&|a| a.allowed_tools = (0..65).map(|i| format!("T{i}")).collect()),
+            "spec.agent.allowed_tools",
+        ),
+        (
+            "tool name too long",
+            agent(&|a| a.allowed_tools = vec![long(201)]),
+            "spec.agent.allowed_tools",
+        ),
+        (
+            "tool name with LF",
+            agent(&|a| a.allowed_tools = vec!["Read\nWrite".into()]),
+            "spec.agent.allowed_tools",
+        ),
+        (
+            "too many turns",
+            agent(&|a| a.max_turns = 10_001),
+            "spec.agent.max_turns",
+        ),
+        (
+            "timeout under 1 s",
+            with(&|s| s.timeout = "500ms".into()),
+            "spec.timeout",
+        ),
+        (
+            "timeout over the limit",
+            with(&|s| s.timeout = "8d".into()),
+            "spec.timeout",
+        ),
+        (
+            "timeout text too long",
+            with(&|s| s.timeout = long(100)),
+            "spec.timeout",
+        ),
+        (
+            "too many dependencies",
+            with(&|s| s.depends_on = (0..101).map(|_| existing.id.clone()).collect()),
+            "spec.depends_on",
+        ),
+        (
+            "base ref too long",
+            with(&|s| s.base_ref = long(201)),
+            "spec.base_ref",
+        ),
+        (
+            "idempotency key too long",
+            keyed(&long(201)),
+            "idempotency_key",
+        ),
+        ("idempotency key with CR", keyed("k\r1"), "idempotency_key"),
+        (
+            "id past 128 bits",
+            with_id("ZZZZZZZZZZZZZZZZZZZZZZZZZZ"),
+            "task_id",
+        ),
+        (
+            "id in lower case",
+            with_id("01jdz0q3w2j9p6v5m4n8k7h6g5"),
+            "task_id",
+        ),
+        (
+            "id with a letter Crockford leaves out",
+            with_id("01JDZ0Q3W2J9P6V5M4N8K7H6GU"),
+            "task_id",
+        ),
+        ("id too long", with_id(&"0".repeat(27)), "task_id"),
+        (
+            "parent id past 128 bits",
+            with(&|s| s.parent_task_id = "8ZZZZZZZZZZZZZZZZZZZZZZZZZ".into()),
+            "spec.parent_task_id",
+        ),
+    ];
+    for (what, request, field) in submits {
+        let err = client.submit_task(request).await.unwrap_err();
+        check(what, &err, field);
+    }
+
+    let bad_id = "ZZZZZZZZZZZZZZZZZZZZZZZZZZ".to_string();
+    let err = client
+        .get_task(pb::GetTaskRequest { id: bad_id.clone() })
+        .await
+        .unwrap_err();
+    check("GetTask id past 128 bits", &err, "id");
+    let list = |f: &dyn Fn(&mut pb::ListTasksRequest)| {
+        let mut r = pb::ListTasksRequest::default();
+        f(&mut r);
+        r
+    };
+    for (what, request, field) in [
+        (
+            "too many state filters",
+            list(&|r| r.states = vec![1; 17]),
+            "states",
+        ),
+        (
+            "page size over the limit",
+            list(&|r| r.page_size = 501),
+            "page_size",
+        ),
+        (
+            "project filter with ESC",
+            list(&|r| r.project = "\x1b[2J".into()),
+            "project",
+        ),
+        ("tag filter too long", list(&|r| r.tag = long(65)), "tag"),
+        (
+            "page token not ours",
+            list(&|r| r.page_token = bad_id.clone()),
+            "page_token",
+        ),
+    ] {
+        let err = client.list_tasks(request).await.unwrap_err();
+        check(what, &err, field);
+    }
+    let err = client
+        .list_executions(pb::ListExecutionsRequest {
+            task_id: existing.id.clone(),
+            page_size: 501,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    check("executions page size over the limit", &err, "page_size");
+    let err = client
+        .cancel_task(pb::CancelTaskRequest {
+            id: existing.id.clone(),
+            reason: long(4097),
+        })
+        .await
+        .unwrap_err();
+    check("cancel reason too long", &err, "reason");
+    let err = client
+        .cancel_task(pb::CancelTaskRequest {
+            id: existing.id.clone(),
+            reason: "why\0".into(),
+        })
+        .await
+        .unwrap_err();
+    check("cancel reason with NUL", &err, "reason");
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: existing.id.clone(),
+            answer: long(64 * 1024 + 1),
+        })
+        .await
+        .unwrap_err();
+    check("answer too long", &err, "answer");
+    let err = client
+        .reject_task(pb::RejectTaskRequest {
+            task_id: existing.id.clone(),
+            feedback: "redo \x1b[31m".into(),
+        })
+        .await
+        .unwrap_err();
+    check("feedback with ESC", &err, "feedback");
+    let err = client
+        .reject_task(pb::RejectTaskRequest {
+            task_id: existing.id.clone(),
+            feedback: long(64 * 1024 + 1),
+        })
+        .await
+        .unwrap_err();
+    check("feedback too long", &err, "feedback");
+    let err = client
+        .elaborate(pb::ElaborateRequest {
+            text: "do \x1b]0;x\x07 it".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    check("elaborate text with ESC", &err, "text");
+
+    let tasks = all_tasks(&mut client).await;
+    assert_eq!(tasks.len(), 1, "a rejected request wrote something");
+    assert_eq!(tasks[0].state, existing.state, "the existing task changed");
+}
+
+/// INVALID_ARGUMENT naming `field`, and a short message that quotes no
+/// more than a prefix of the value.
+fn check(what: &str, err: &tonic::Status, field: &str) {
+    assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    assert!(
+        err.message().starts_with(&format!("{field}: ")),
+        "{what}: expected the message to name {field}, got `{}`",
+        err.message()
+    );
+    assert!(
+        err.message().len() < 400 && !err.message().contains(&"y".repeat(33)),
+        "{what}: the message quotes too much: {}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains(['\0', '\x1b', '\r', '\n']),
+        "{what}: the message holds a control character: {:?}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_is_invalid_argument() {
+    let server = start_server_with(|_| {}).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    // Field 1 of GetTaskRequest is a string; a Timestamp sends a varint there.
+    let codec = tonic_prost::ProstCodec::<prost_types::Timestamp, pb::GetTaskResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/claudomator.v1.ClaudomatorService/GetTask",
+    );
+    let err = grpc
+        .unary(
+            tonic::Request::new(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 0,
+            }),
+            path,
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("Protobuf"), "{}", err.message());
+}

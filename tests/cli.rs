@@ -332,9 +332,12 @@ fn config_mistakes_stop_the_server_with_a_clear_error() {
 
     // `init` writes a config that `serve` then accepts as it is.
     let written = tmp.path().join("claudomator.toml");
+    // Its data dir is the (private) user data dir of this test.
     let init = Command::new(BIN)
         .args(["init", written.to_str().unwrap()])
         .current_dir(&repo)
+        .env("HOME", tmp.path())
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
         .output()
         .unwrap();
     assert!(init.status.success());

@@ -656,4 +656,48 @@ mod tests {
         let plan = planned("- {id: a, instructions: x, project: p, timeout: 90h}\n").unwrap();
         check_fields(&plan, &[Id::new()]).unwrap();
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+
+        /// Whatever a task file holds, reading and planning it answers
+        /// (a list or an error); it never panics.
+        #[test]
+        fn any_file_text_is_read_without_panics(text in "(?s).{0,400}", format in 0..3u8) {
+            let format = [Format::Yaml, Format::Toml, Format::Json][format as usize];
+            if let Ok(written) = parse(&text, format) {
+                let _ = plan(written, "h");
+            }
+        }
+
+        /// Files shaped like task lists, with odd values and names.
+        #[test]
+        fn odd_task_lists_are_read_without_panics(
+            ids in proptest::collection::vec(proptest::option::of(".{0,8}"), 0..6),
+            deps in proptest::collection::vec(".{0,8}", 0..4),
+            instructions in ".{0,40}",
+            extra in proptest::option::of(proptest::prelude::any::<i64>()),
+        ) {
+            let tasks: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|id| {
+                    let mut task = serde_json::json!({
+                        "instructions": instructions,
+                        "depends_on": deps,
+                    });
+                    if let Some(id) = id {
+                        task["id"] = serde_json::json!(id);
+                    }
+                    if let Some(n) = extra {
+                        task["max_attempts"] = serde_json::json!(n);
+                    }
+                    task
+                })
+                .collect();
+            let text = serde_json::json!({ "tasks": tasks }).to_string();
+            if let Ok(written) = parse(&text, Format::Json) {
+                let _ = plan(written, "h");
+            }
+        }
+    }
 }

@@ -217,16 +217,7 @@ fn json_line(event: &pb::LogEvent) -> String {
 
 /// A state a waiting client stops at: final, or waiting for a person.
 pub fn is_stopped(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::Completed
-            | TaskState::Ready
-            | TaskState::Failed
-            | TaskState::TimedOut
-            | TaskState::Cancelled
-            | TaskState::BudgetExceeded
-            | TaskState::Blocked
-    )
+    !state.may_run_again()
 }
 
 /// The exit code of a task that stopped in `state` (see `super::exit`).

@@ -285,7 +285,7 @@ fn init(path: &std::path::Path, force: bool) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    match std::fs::write(path, config::commented_default(&cwd)) {
+    match write_private(path, &config::commented_default(&cwd)) {
         Ok(()) => {
             println!("wrote {}", path.display());
             ExitCode::SUCCESS
@@ -295,6 +295,21 @@ fn init(path: &std::path::Path, force: bool) -> ExitCode {
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// Writes `text` to `path` readable by its owner only (0600): a config may
+/// hold tokens and secrets. An existing file is truncated and made 0600 too.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 pub fn init_tracing() {

@@ -3,6 +3,79 @@
 
 use crate::core::model::{Execution, Task, UnixMillis, now_millis};
 
+/// Text from the server (a client's, an agent's) made safe for a terminal:
+/// control characters other than newlines and tabs (ESC, CR, BEL…), the
+/// line separators and the bidirectional overrides are printed escaped
+/// (`\u{1b}`), never sent raw.
+pub fn escape_text(text: &str) -> String {
+    escape(text, false)
+}
+
+/// [`escape_text`] for one line: newlines and tabs are escaped too.
+pub fn escape_line(text: &str) -> String {
+    escape(text, true)
+}
+
+fn escape(text: &str, one_line: bool) -> String {
+    let unsafe_char = |c: char| {
+        (c.is_control() && (one_line || !matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}')
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.contains(unsafe_char) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A task with every text field escaped for printing.
+fn printable_task(t: &Task) -> Task {
+    let mut t = t.clone();
+    let lines = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = escape_line(s));
+    t.name = escape_line(&t.name);
+    t.project = escape_line(&t.project);
+    t.state_reason = escape_text(&t.state_reason);
+    t.summary = escape_text(&t.summary);
+    t.instructions = escape_text(&t.instructions);
+    t.agent.model = escape_line(&t.agent.model);
+    lines(&mut t.tags);
+    if let Some(q) = t.question.as_mut() {
+        q.text = escape_text(&q.text);
+        q.context = escape_text(&q.context);
+        lines(&mut q.choices);
+    }
+    t
+}
+
+/// An execution with every text field escaped for printing.
+fn printable_execution(e: &Execution) -> Execution {
+    let mut e = e.clone();
+    let lines = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = escape_line(s));
+    e.error = escape_text(&e.error);
+    e.model = escape_line(&e.model);
+    e.session_id = escape_line(&e.session_id);
+    e.summary = escape_text(&e.summary);
+    e.log_path = escape_line(&e.log_path);
+    e.server_id = escape_line(&e.server_id);
+    e.agent_choice_reason = escape_text(&e.agent_choice_reason);
+    lines(&mut e.changed_files);
+    lines(&mut e.commits);
+    lines(&mut e.permission_denials);
+    e.file_changes
+        .iter_mut()
+        .for_each(|f| f.path = escape_line(&f.path));
+    e
+}
+
 pub fn json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
@@ -91,6 +164,7 @@ pub fn task_table(tasks: &[Task]) {
         println!("no tasks");
         return;
     }
+    let tasks: Vec<Task> = tasks.iter().map(printable_task).collect();
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
@@ -119,7 +193,7 @@ pub fn questions(tasks: &[Task]) {
         println!("no task is waiting for an answer");
         return;
     }
-    for t in tasks {
+    for t in tasks.iter().map(printable_task) {
         println!("{}  {}", t.id, t.name);
         if let Some(q) = &t.question {
             println!("  asks: {}", q.text);
@@ -137,6 +211,8 @@ pub fn questions(tasks: &[Task]) {
 /// A task as `get` and `submit --wait` show it; with its executions
 /// (oldest first), also what its attempts cost and what the latest one left.
 pub fn task_details(t: &Task, runs: &[Execution]) {
+    let t = &printable_task(t);
+    let runs: &[Execution] = &runs.iter().map(printable_execution).collect::<Vec<_>>();
     let list = |items: &[String]| {
         if items.is_empty() {
             "-".to_string()
@@ -251,6 +327,7 @@ pub fn execution_table(executions: &[Execution]) {
     }
     let rows: Vec<Vec<String>> = executions
         .iter()
+        .map(printable_execution)
         .map(|e| {
             vec![
                 e.id.to_string(),
@@ -284,6 +361,7 @@ pub fn execution_table(executions: &[Execution]) {
 }
 
 pub fn execution_details(e: &Execution) {
+    let e = &printable_execution(e);
     println!("id:            {}", e.id);
     println!("task:          {}", e.task_id);
     println!("attempt:       {}", e.attempt);
@@ -457,4 +535,47 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         );
     }
     usable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_printed_escaped() {
+        assert_eq!(escape_line("plain ✓"), "plain ✓");
+        assert_eq!(escape_line("a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\u{a}c");
+        assert_eq!(escape_text("a\nb\tc\r\x07"), "a\nb\tc\\u{d}\\u{7}");
+        assert_eq!(escape_text("x\u{202E}y"), "x\\u{202e}y");
+    }
+
+    #[test]
+    fn a_task_is_printed_without_raw_escapes() {
+        let mut task = Task {
+            name: "n\x1b]0;title\x07".into(),
+            summary: "done\x1b[2J".into(),
+            ..sample_task()
+        };
+        task.tags = vec!["t\x1b".into()];
+        let printable = printable_task(&task);
+        for text in [&printable.name, &printable.summary, &printable.tags[0]] {
+            assert!(!text.contains('\x1b'), "{text:?}");
+        }
+    }
+
+    fn sample_task() -> Task {
+        let req = crate::core::model::SubmitRequest {
+            spec: crate::core::model::TaskSpec {
+                instructions: "x".into(),
+                project: "p".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rules = crate::core::validate::TaskRules {
+            projects: vec!["p".into()],
+            ..Default::default()
+        };
+        crate::core::validate::validate(&req, &rules).unwrap()
+    }
 }

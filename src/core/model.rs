@@ -55,12 +55,29 @@ impl fmt::Display for Id {
     }
 }
 
+/// Only the canonical form is an id: 26 characters of Crockford base 32 in
+/// upper case, the first at most `7` (128 bits). Anything else (lower case,
+/// `I`/`L`/`O`/`U`, a value past 128 bits that would wrap onto another id)
+/// is refused, so one id has one spelling.
 impl FromStr for Id {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_string(s.trim())
-            .map(Id)
-            .map_err(|_| format!("`{s}` is not a valid id (expected a 26-character ULID)"))
+        const CROCKFORD: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let text = s.trim();
+        let canonical = text.len() == 26
+            && text.bytes().all(|b| CROCKFORD.contains(&b))
+            && text.as_bytes()[0] <= b'7';
+        let refused = || {
+            format!(
+                "{} is not a valid id (expected a 26-character ULID such as \
+                 01JDZ0Q3W2J9P6V5M4N8K7H6G5)",
+                super::validate::quote(s)
+            )
+        };
+        if !canonical {
+            return Err(refused());
+        }
+        Ulid::from_string(text).map(Id).map_err(|_| refused())
     }
 }
 

@@ -667,10 +667,7 @@ impl TaskService {
                     .await
                     .map_err(|e| e.to_string())?
                     .map(|t| t.state);
-                let may_run_again = matches!(
-                    state,
-                    Some(TaskState::Pending | TaskState::Queued | TaskState::Running)
-                );
+                let may_run_again = state.is_some_and(TaskState::may_run_again);
                 if !may_run_again || tx.is_closed() {
                     return Ok(());
                 }

@@ -35,12 +35,167 @@ impl Default for TaskRules {
     }
 }
 
-const MAX_NAME_CHARS: usize = 200;
+// The limits of what a client sends; README "Limits" lists each.
+pub const MAX_NAME_CHARS: usize = 200;
 const DERIVED_NAME_CHARS: usize = 80;
-const MAX_SHORT_TEXT: usize = 200;
-const MAX_TAGS: usize = 32;
-const MAX_TAG_CHARS: usize = 64;
-const MAX_DEPENDENCIES: usize = 100;
+/// Models, tool names, idempotency keys, projects, base refs.
+pub const MAX_SHORT_TEXT: usize = 200;
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_CHARS: usize = 64;
+pub const MAX_DEPENDENCIES: usize = 100;
+pub const MAX_ALLOWED_TOOLS: usize = 64;
+pub const MAX_TURNS: u32 = 10_000;
+/// The shortest timeout a task may ask for.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `limits.max_timeout` the config may set.
+pub const MAX_TIMEOUT_LIMIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The largest `limits.max_instructions_bytes` the config may set (a gRPC
+/// message may be larger, see `grpc::MAX_MESSAGE_BYTES`, so an oversize
+/// field is refused by its own limit).
+pub const MAX_INSTRUCTIONS_LIMIT: usize = 4 * 1024 * 1024;
+/// An answer to a question, or review feedback.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Why a task is cancelled.
+pub const MAX_REASON_BYTES: usize = 4 * 1024;
+/// Entries of `ListTasks.states`.
+pub const MAX_STATE_FILTERS: usize = 16;
+/// `page_size` of a list (0 means the server's default).
+pub const MAX_PAGE_SIZE: u32 = super::tasks::MAX_PAGE_SIZE;
+/// How much of an offending value an error message quotes.
+pub const QUOTED_CHARS: usize = 32;
+/// Tags only the server's own CI triage sets.
+pub const RESERVED_TAG_PREFIXES: [&str; 3] = ["ci-run:", "ci-sha:", "ci-commit-at:"];
+
+/// A value for an error message: at most [`QUOTED_CHARS`] characters of it,
+/// control characters escaped, in backticks.
+pub fn quote(text: &str) -> String {
+    let mut quoted: String = text
+        .chars()
+        .take(QUOTED_CHARS)
+        .flat_map(|c| {
+            if is_invisible_control(c) || c == '`' {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if text.chars().nth(QUOTED_CHARS).is_some() {
+        quoted.push('…');
+    }
+    format!("`{quoted}`")
+}
+
+/// Characters no one-line field may hold: control characters (C0, DEL, C1:
+/// NUL, ESC, CR, LF, TAB…), the line and paragraph separators, and the
+/// bidirectional overrides and isolates that make text read differently
+/// from what it is.
+fn is_invisible_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// A one-line text field: at most `max_chars` characters, no control or
+/// invisible formatting characters.
+pub fn check_line(field: &str, text: &str, max_chars: usize) -> CoreResult<()> {
+    if text.chars().count() > max_chars {
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "is {} characters; the limit is {max_chars}",
+                text.chars().count()
+            ),
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| is_invisible_control(*c)) {
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "{} holds the control character U+{:04X}; write one line of plain text",
+                quote(text),
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A free-text field: at most `max_bytes`; lines and tabs are fine, other
+/// control characters (NUL, ESC, BEL…) are not.
+pub fn check_text(field: &str, text: &str, max_bytes: usize) -> CoreResult<()> {
+    if text.len() > max_bytes {
+        return Err(CoreError::invalid(
+            field,
+            format!("is {} bytes; the limit is {max_bytes} bytes", text.len()),
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "holds the control character U+{:04X} (only newlines and tabs may be in text)",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `page_size` a client asks for.
+pub fn check_page_size(page_size: u32) -> CoreResult<()> {
+    if page_size > MAX_PAGE_SIZE {
+        return Err(CoreError::invalid(
+            "page_size",
+            format!("is {page_size}; the limit is {MAX_PAGE_SIZE} (0: the default)"),
+        ));
+    }
+    Ok(())
+}
+
+/// What only a client's submit is refused on (the server's own submits,
+/// CI triage's, may set them): tags with a reserved prefix.
+pub fn check_client_submit(req: &SubmitRequest) -> CoreResult<()> {
+    for tag in &req.spec.tags {
+        if let Some(prefix) = RESERVED_TAG_PREFIXES
+            .iter()
+            .find(|p| tag.trim().starts_with(**p))
+        {
+            return Err(CoreError::invalid(
+                "spec.tags",
+                format!(
+                    "{} uses the reserved prefix `{prefix}`: only the server's CI triage sets it",
+                    quote(tag)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An Elaborate request's text fields (their sizes are the elaborator's).
+pub fn check_elaborate(req: &super::elaborate::ElaborateRequest) -> CoreResult<()> {
+    check_text("text", &req.text, MAX_INSTRUCTIONS_LIMIT)?;
+    check_line("project", &req.project, MAX_SHORT_TEXT)?;
+    check_line("agent", &req.agent, MAX_SHORT_TEXT)
+}
+
+/// The filters of a task list a client asks for.
+pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32) -> CoreResult<()> {
+    if states > MAX_STATE_FILTERS {
+        return Err(CoreError::invalid(
+            "states",
+            format!("{states} entries; the limit is {MAX_STATE_FILTERS}"),
+        ));
+    }
+    check_line("project", project, MAX_SHORT_TEXT)?;
+    check_line("tag", tag, MAX_TAG_CHARS)?;
+    check_page_size(page_size)
+}
 
 /// Parses a user-written duration such as `30m`, `1h 30m` or `90s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -55,30 +210,21 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
 
     let id = parse_optional_id("task_id", &req.task_id)?.unwrap_or_default();
 
+    check_text(
+        "spec.instructions",
+        &spec.instructions,
+        rules.max_instructions_bytes,
+    )?;
     let instructions = spec.instructions.trim();
     if instructions.is_empty() {
         return Err(CoreError::invalid("spec.instructions", "must not be empty"));
-    }
-    if spec.instructions.len() > rules.max_instructions_bytes {
-        return Err(CoreError::invalid(
-            "spec.instructions",
-            format!(
-                "is {} bytes; the limit is {} bytes",
-                spec.instructions.len(),
-                rules.max_instructions_bytes
-            ),
-        ));
     }
 
     let name = spec.name.trim();
     let name = if name.is_empty() {
         derive_name(instructions)
-    } else if name.chars().count() > MAX_NAME_CHARS || name.contains('\n') {
-        return Err(CoreError::invalid(
-            "spec.name",
-            format!("must be one line of at most {MAX_NAME_CHARS} characters"),
-        ));
     } else {
+        check_line("spec.name", name, MAX_NAME_CHARS)?;
         name.to_string()
     };
 
@@ -93,19 +239,39 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
             .map_err(|e: String| CoreError::invalid("spec.agent.type", e))?
     };
     let model = spec.agent.model.trim();
-    if model.len() > MAX_SHORT_TEXT || model.contains(char::is_whitespace) {
+    check_line("spec.agent.model", model, MAX_SHORT_TEXT)?;
+    if model.contains(char::is_whitespace) || model.starts_with('-') {
         return Err(CoreError::invalid(
             "spec.agent.model",
-            format!("must be a model name without spaces, at most {MAX_SHORT_TEXT} characters"),
+            format!(
+                "{} is not a model name: no spaces, no leading `-`",
+                quote(model)
+            ),
+        ));
+    }
+    if spec.agent.allowed_tools.len() > MAX_ALLOWED_TOOLS {
+        return Err(CoreError::invalid(
+            "spec.agent.allowed_tools",
+            format!(
+                "{} tools; the limit is {MAX_ALLOWED_TOOLS}",
+                spec.agent.allowed_tools.len()
+            ),
+        ));
+    }
+    if spec.agent.max_turns > MAX_TURNS {
+        return Err(CoreError::invalid(
+            "spec.agent.max_turns",
+            format!("is {}; the limit is {MAX_TURNS}", spec.agent.max_turns),
         ));
     }
     let mut allowed_tools = Vec::new();
     for tool in &spec.agent.allowed_tools {
         let tool = tool.trim();
-        if tool.is_empty() || tool.len() > MAX_SHORT_TEXT {
+        check_line("spec.agent.allowed_tools", tool, MAX_SHORT_TEXT)?;
+        if tool.is_empty() {
             return Err(CoreError::invalid(
                 "spec.agent.allowed_tools",
-                "every tool name must be non-empty and at most 200 characters",
+                "a tool name must not be empty",
             ));
         }
         if !allowed_tools.iter().any(|t| t == tool) {
@@ -123,13 +289,15 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
     let timeout = if spec.timeout.trim().is_empty() {
         rules.default_timeout
     } else {
+        check_line("spec.timeout", &spec.timeout, 64)?;
         parse_duration(&spec.timeout).map_err(|e| CoreError::invalid("spec.timeout", e))?
     };
-    if timeout.is_zero() || timeout > rules.max_timeout {
+    if timeout < MIN_TIMEOUT || timeout > rules.max_timeout {
         return Err(CoreError::invalid(
             "spec.timeout",
             format!(
-                "must be more than zero and at most {}",
+                "must be at least {} and at most {}",
+                humantime::format_duration(MIN_TIMEOUT),
                 humantime::format_duration(rules.max_timeout)
             ),
         ));
@@ -167,12 +335,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
     let base_ref = validate_base_ref(&spec.base_ref)?;
 
     let idempotency_key = req.idempotency_key.trim();
-    if idempotency_key.len() > MAX_SHORT_TEXT {
-        return Err(CoreError::invalid(
-            "idempotency_key",
-            format!("must be at most {MAX_SHORT_TEXT} characters"),
-        ));
-    }
+    check_line("idempotency_key", idempotency_key, MAX_SHORT_TEXT)?;
 
     let now = now_millis();
     Ok(Task {
@@ -221,6 +384,7 @@ fn derive_name(instructions: &str) -> String {
 /// names it); empty means the only project, when there is one.
 pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResult<String> {
     let wanted = wanted.trim();
+    check_line(field, wanted, MAX_SHORT_TEXT)?;
     let known = || rules.projects.join(", ");
     if rules.projects.is_empty() {
         return Err(CoreError::invalid(
@@ -243,7 +407,8 @@ pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResu
         Err(CoreError::invalid(
             field,
             format!(
-                "unknown project `{wanted}`; configured projects: {}",
+                "unknown project {}; configured projects: {}",
+                quote(wanted),
                 known()
             ),
         ))
@@ -265,8 +430,9 @@ fn validate_base_ref(text: &str) -> CoreResult<String> {
         return Err(CoreError::invalid(
             "spec.base_ref",
             format!(
-                "`{text}` is not a branch, tag or commit name (at most {MAX_SHORT_TEXT} characters, \
-                 no spaces, no leading `-`, none of `..` `@{{` `~^:?*[\\`)"
+                "{} is not a branch, tag or commit name (at most {MAX_SHORT_TEXT} characters, \
+                 no spaces, no leading `-`, none of `..` `@{{` `~^:?*[\\`)",
+                quote(text)
             ),
         ));
     }
@@ -285,12 +451,14 @@ fn validate_tags(tags: &[String]) -> CoreResult<Vec<String>> {
         let tag = tag.trim();
         if tag.is_empty()
             || tag.chars().count() > MAX_TAG_CHARS
-            || tag.contains(|c: char| c.is_whitespace() || c == ',')
+            || tag.contains(|c: char| c.is_whitespace() || c == ',' || is_invisible_control(c))
         {
             return Err(CoreError::invalid(
                 "spec.tags",
                 format!(
-                    "`{tag}` is not a tag: tags are 1 to {MAX_TAG_CHARS} characters without spaces or commas"
+                    "{} is not a tag: tags are 1 to {MAX_TAG_CHARS} characters without spaces, \
+                     commas or control characters",
+                    quote(tag)
                 ),
             ));
         }
@@ -458,6 +626,51 @@ mod tests {
         ] {
             validate(&request(|s| s.base_ref = base_ref.into()), &rules()).unwrap();
         }
+    }
+
+    #[test]
+    fn only_canonical_ids_parse() {
+        let id = Id::new();
+        assert_eq!(id.to_string().parse::<Id>().unwrap(), id);
+        assert_eq!(
+            "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+                .parse::<Id>()
+                .unwrap()
+                .to_string(),
+            "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+        );
+        for bad in [
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "01jdz0q3w2j9p6v5m4n8k7h6g5",
+            "01JDZ0Q3W2J9P6V5M4N8K7H6GU",
+            "01JDZ0Q3W2J9P6V5M4N8K7H6G",
+            "",
+        ] {
+            let err = bad.parse::<Id>().unwrap_err();
+            assert!(err.contains("not a valid id"), "{bad}: {err}");
+        }
+        let err = "x".repeat(10_000).parse::<Id>().unwrap_err();
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("abc"), "`abc`");
+        assert_eq!(quote("a\x1bb"), "`a\\u{1b}b`");
+        assert_eq!(quote(&"y".repeat(100)), format!("`{}…`", "y".repeat(32)));
+    }
+
+    #[test]
+    fn text_may_hold_lines_and_tabs_but_no_other_control() {
+        check_text("f", "a\n\tb\r\n", 100).unwrap();
+        for bad in ["a\0", "a\x1b[2J", "\x07", "\u{9b}"] {
+            assert!(check_text("f", bad, 100).is_err(), "{bad:?}");
+        }
+        for bad in ["a\nb", "a\tb", "a\u{2029}", "a\u{2067}"] {
+            assert!(check_line("f", bad, 100).is_err(), "{bad:?}");
+        }
+        check_line("f", "plain — text ✓", 100).unwrap();
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The gRPC edge: the only module (with the CLI client) that names generated
 //! proto types. `serve` mounts the API, health and reflection on one listener.
+//!
+//! A request message may be up to [`MAX_MESSAGE_BYTES`], more than any field's
+//! own limit, so an oversize field is refused by that limit, naming it. A
+//! message that is not valid protobuf is INVALID_ARGUMENT (tonic says
+//! INTERNAL), like every other bad input.
 
 pub mod auth;
 pub mod convert;
@@ -8,6 +13,7 @@ mod service;
 use std::future::Future;
 
 use tokio::net::TcpListener;
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -17,6 +23,10 @@ use crate::core::elaborate::Elaborator;
 use crate::core::status::StatusService;
 use crate::proto::claudomator_service_server::ClaudomatorServiceServer;
 pub use service::Api;
+
+/// The largest request message decoded: twice the largest
+/// `limits.max_instructions_bytes` the config takes.
+pub const MAX_MESSAGE_BYTES: usize = 2 * crate::core::validate::MAX_INSTRUCTIONS_LIMIT;
 
 /// Serves the API until `shutdown` resolves.
 pub async fn serve(
@@ -41,12 +51,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let api = ClaudomatorServiceServer::new(Api::new(tasks, status, elaborator))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
-        .add_service(health_service)
-        .add_service(ClaudomatorServiceServer::with_interceptor(
-            Api::new(tasks, status, elaborator),
-            auth.clone(),
+        .layer(tower::util::MapResponseLayer::new(
+            malformed_messages_are_invalid_arguments,
         ))
+        .add_service(health_service)
+        .add_service(InterceptedService::new(api, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth))
         .serve_with_incoming_shutdown(
@@ -57,4 +69,27 @@ pub async fn serve(
         )
         .await?;
     Ok(())
+}
+
+/// tonic answers a request it cannot decode as protobuf with INTERNAL; it is
+/// the client's input that is wrong, so the answer is INVALID_ARGUMENT.
+fn malformed_messages_are_invalid_arguments(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"13");
+    let undecodable = headers.get("grpc-message").is_some_and(|m| {
+        let m = m.as_bytes();
+        m.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+            || m.starts_with(b"failed to decode Protobuf message")
+    });
+    if internal && undecodable {
+        let code = (tonic::Code::InvalidArgument as i32).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&code) {
+            headers.insert("grpc-status", value);
+        }
+    }
+    response
 }

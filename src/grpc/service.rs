@@ -9,6 +9,7 @@ use super::convert::{
 };
 use crate::core::elaborate::Elaborator;
 use crate::core::status::StatusService;
+use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
 use crate::core::watch::WatchQuery;
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
@@ -46,10 +47,9 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Reply<pb::SubmitTaskResponse> {
-        let (task, created) = self
-            .tasks
-            .submit(submit_from_pb(request.into_inner()))
-            .await?;
+        let request = submit_from_pb(request.into_inner());
+        check::check_client_submit(&request)?;
+        let (task, created) = self.tasks.submit(request).await?;
         Ok(Response::new(pb::SubmitTaskResponse {
             task: Some(task_to_pb(&task)),
             created,
@@ -68,6 +68,7 @@ impl ClaudomatorService for Api {
         request: Request<pb::ListTasksRequest>,
     ) -> Reply<pb::ListTasksResponse> {
         let req = request.into_inner();
+        check::check_list_query(req.states.len(), &req.project, &req.tag, req.page_size)?;
         let states = req
             .states
             .iter()
@@ -94,6 +95,7 @@ impl ClaudomatorService for Api {
         request: Request<pb::CancelTaskRequest>,
     ) -> Reply<pb::CancelTaskResponse> {
         let req = request.into_inner();
+        check::check_text("reason", &req.reason, MAX_REASON_BYTES)?;
         let task = self.tasks.cancel(&req.id, &req.reason).await?;
         Ok(Response::new(pb::CancelTaskResponse {
             task: Some(task_to_pb(&task)),
@@ -115,6 +117,7 @@ impl ClaudomatorService for Api {
         request: Request<pb::AnswerQuestionRequest>,
     ) -> Reply<pb::AnswerQuestionResponse> {
         let req = request.into_inner();
+        check::check_text("answer", &req.answer, MAX_ANSWER_BYTES)?;
         let task = self.tasks.answer(&req.task_id, &req.answer).await?;
         Ok(Response::new(pb::AnswerQuestionResponse {
             task: Some(task_to_pb(&task)),
@@ -136,6 +139,7 @@ impl ClaudomatorService for Api {
         request: Request<pb::RejectTaskRequest>,
     ) -> Reply<pb::RejectTaskResponse> {
         let req = request.into_inner();
+        check::check_text("feedback", &req.feedback, MAX_ANSWER_BYTES)?;
         let task = self.tasks.reject(&req.task_id, &req.feedback).await?;
         Ok(Response::new(pb::RejectTaskResponse {
             task: Some(task_to_pb(&task)),
@@ -154,10 +158,9 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::ElaborateRequest>,
     ) -> Reply<pb::ElaborateResponse> {
-        let elaboration = self
-            .elaborator
-            .elaborate(elaborate_from_pb(request.into_inner()))
-            .await?;
+        let request = elaborate_from_pb(request.into_inner());
+        check::check_elaborate(&request)?;
+        let elaboration = self.elaborator.elaborate(request).await?;
         Ok(Response::new(elaboration_to_pb(&elaboration)))
     }
 
@@ -170,6 +173,8 @@ impl ClaudomatorService for Api {
         request: Request<pb::WatchTasksRequest>,
     ) -> Reply<Self::WatchTasksStream> {
         let req = request.into_inner();
+        check::check_list_query(req.states.len(), &req.project, &req.tag, 0)?;
+        check::check_text("cursor", &req.cursor, 32)?;
         let states = req
             .states
             .iter()
@@ -218,6 +223,7 @@ impl ClaudomatorService for Api {
         request: Request<pb::ListExecutionsRequest>,
     ) -> Reply<pb::ListExecutionsResponse> {
         let req = request.into_inner();
+        check::check_page_size(req.page_size)?;
         let page = self
             .tasks
             .list_executions(&req.task_id, req.page_size, &req.page_token)

@@ -1,9 +1,14 @@
 //! `POST /webhooks/github`: GitHub deliveries in, triage tasks out.
 //!
 //! In order, each step answering before the next runs:
-//! 1. No secret configured: 403, unless `[github] allow_unsigned`.
-//! 2. The body, up to `max_body_bytes` (413 beyond).
-//! 3. `X-Hub-Signature-256` against the raw body, constant-time: missing or
+//! 1. No secret configured: 403, unless `[github] allow_unsigned` (which the
+//!    config only takes on a loopback `http_listen`).
+//! 2. A declared `Content-Length` over `max_body_bytes`: 413. With a secret,
+//!    a missing or malformed `X-Hub-Signature-256`: 401. Both before a byte
+//!    of the body is read, so unsigned bodies cost nothing.
+//! 3. The body, up to `max_body_bytes` (413 beyond) and within `[http]
+//!    body_timeout` (408 after; 400 if the sender breaks off), hashed into
+//!    the HMAC as it arrives; then the signature is checked, constant-time:
 //!    wrong is 401 and nothing is parsed.
 //! 4. The content type (`application/json`, or form-encoded `payload=`;
 //!    else 415), the event header (400 without), the JSON (400 if invalid).
@@ -14,11 +19,15 @@
 //!    A repository no project maps to: 200, ignored, logged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::Sha256;
+use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::Reply;
@@ -35,6 +44,7 @@ pub struct GithubHook {
     secret: Option<Vec<u8>>,
     allow_unsigned: bool,
     max_body_bytes: usize,
+    body_timeout: Duration,
     /// `owner/name`, lower-cased, to project name.
     projects: Vec<(String, String)>,
     /// App slugs and names (lower-cased) whose checks are not triaged.
@@ -50,6 +60,7 @@ impl GithubHook {
             secret: github.secret().map(|s| s.as_bytes().to_vec()),
             allow_unsigned: github.allow_unsigned,
             max_body_bytes: github.max_body_bytes,
+            body_timeout: config.http.limits().body_timeout,
             projects: config
                 .projects
                 .iter()
@@ -94,24 +105,32 @@ async fn handle(hook: &GithubHook, headers: &HeaderMap, delivery: &str, body: Bo
              CLAUDOMATOR_GITHUB_WEBHOOK_SECRET (or allow_unsigned = true for local use)",
         );
     }
-    let body = match read_body(headers, body, hook.max_body_bytes).await {
+    let declared = header_text(headers, header::CONTENT_LENGTH.as_str())
+        .parse::<u64>()
+        .ok();
+    if declared.is_some_and(|n| n > hook.max_body_bytes as u64) {
+        return too_large(hook.max_body_bytes);
+    }
+    // The signature's form is checked before the body is read, so an
+    // unsigned sender gets its answer without the server buffering a byte.
+    let mut verifier = match &hook.secret {
+        Some(secret) => match Verifier::new(secret, headers) {
+            Ok(verifier) => Some(verifier),
+            Err(reply) => return reply,
+        },
+        None => None,
+    };
+    let body = match read_body(body, hook.max_body_bytes, hook.body_timeout, &mut verifier).await {
         Ok(body) => body,
         Err(reply) => return reply,
     };
-    if let Some(secret) = &hook.secret {
-        let Some(signature) = headers.get(SIGNATURE_HEADER) else {
-            return Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "missing X-Hub-Signature-256: deliveries must be signed with the webhook secret",
-            );
-        };
-        let signature = signature.to_str().unwrap_or_default();
-        if !crate::signature::verify(secret, &body, signature) {
-            return Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "X-Hub-Signature-256 does not match the body: wrong secret, or the body was changed",
-            );
-        }
+    if let Some(verifier) = verifier
+        && !verifier.matches()
+    {
+        return Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256 does not match the body: wrong secret, or the body was changed",
+        );
     }
     let content_type = header_text(headers, header::CONTENT_TYPE.as_str());
     let event = header_text(headers, EVENT_HEADER);
@@ -218,24 +237,92 @@ fn core_error(err: crate::core::CoreError) -> Reply {
     Reply::error(status, err.to_string())
 }
 
-/// The body, or 413 when it is larger than `limit`.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Reply> {
-    let too_large = || {
-        Reply::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {limit} bytes ([github] max_body_bytes)"),
-        )
-    };
-    let declared = header_text(headers, header::CONTENT_LENGTH.as_str())
-        .parse::<u64>()
-        .ok();
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+fn too_large(limit: usize) -> Reply {
+    Reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {limit} bytes ([github] max_body_bytes)"),
+    )
+}
+
+/// The HMAC of a delivery, computed as its body arrives, and the digest its
+/// `X-Hub-Signature-256` claims.
+struct Verifier {
+    mac: Hmac<Sha256>,
+    claimed: Vec<u8>,
+}
+
+impl Verifier {
+    /// 401 when the header is missing or not `sha256=` and 64 hex digits.
+    fn new(secret: &[u8], headers: &HeaderMap) -> Result<Self, Reply> {
+        let Some(signature) = headers.get(SIGNATURE_HEADER) else {
+            return Err(Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "missing X-Hub-Signature-256: deliveries must be signed with the webhook secret",
+            ));
+        };
+        let claimed = signature
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("sha256="))
+            .filter(|hex| hex.len() == 64)
+            .and_then(|hex| hex::decode(hex).ok());
+        let Some(claimed) = claimed else {
+            return Err(Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "X-Hub-Signature-256 is not `sha256=` and 64 hex digits: deliveries must be \
+                 signed with the webhook secret",
+            ));
+        };
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+        Ok(Verifier { mac, claimed })
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        debug!(error = %e, "cannot read a github delivery");
-        too_large()
-    })
+
+    /// Constant-time.
+    fn matches(self) -> bool {
+        self.mac.verify_slice(&self.claimed).is_ok()
+    }
+}
+
+/// The body, read within `timeout` and up to `limit` bytes, fed to the
+/// verifier as it comes: 413 beyond the limit, 408 when it is too slow, 400
+/// when it cannot be read.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    verifier: &mut Option<Verifier>,
+) -> Result<Bytes, Reply> {
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buffer = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                debug!(error = %e, "cannot read a github delivery");
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                )
+            })?;
+            if buffer.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            if let Some(verifier) = verifier.as_mut() {
+                verifier.mac.update(&chunk);
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buffer))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(Reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} ([http] body_timeout)",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

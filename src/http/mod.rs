@@ -5,10 +5,12 @@
 //!
 //! - `POST /webhooks/github`: see [`github`].
 //! - `GET /healthz`: 200 while the server runs, for load balancers.
+//!
+//! Connections are served by [`listener`]: timeouts and a connection cap.
 
 pub mod github;
+pub mod listener;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,8 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use github::GithubHook;
+pub use listener::ListenerLimits;
 
 /// The shim's routes.
 pub fn router(hook: Arc<GithubHook>) -> Router {
@@ -28,16 +32,14 @@ pub fn router(hook: Arc<GithubHook>) -> Router {
         .with_state(hook)
 }
 
-/// Serves until `shutdown` resolves; requests in flight then finish.
+/// Serves until `shutdown` fires; requests in flight then finish.
 pub async fn serve(
     listener: TcpListener,
     hook: Arc<GithubHook>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ListenerLimits,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(hook))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    listener::serve(listener, router(hook), limits, shutdown).await
 }
 
 async fn healthz() -> Response {

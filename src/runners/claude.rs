@@ -31,44 +31,49 @@ impl ClaudeRunner {
         ClaudeRunner { command }
     }
 
-    /// The agent process for a request: argv, working directory, environment.
-    fn command(&self, req: &RunRequest) -> Command {
+    /// The agent process for a request: argv (`extra` options before the
+    /// prompt), working directory, environment.
+    fn command(&self, req: &RunRequest, extra: &[&str]) -> Command {
         let mut command = Command::new(&self.command.program);
         command
-            .args(self.args(req))
+            .args(Self::args(req, extra))
             .current_dir(&req.workdir)
             .envs(&self.command.env);
         command
     }
 
-    fn args(&self, req: &RunRequest) -> Vec<String> {
+    /// User text (the prompt, the model, the session id, the system prompt)
+    /// is never an argument of its own the CLI could read as an option:
+    /// values go in `--option=value` form, and the prompt comes last,
+    /// after `--`.
+    fn args(req: &RunRequest, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "-p".to_string(),
-            req.prompt.clone(),
-            "--output-format".into(),
-            "stream-json".into(),
+            "--output-format=stream-json".into(),
             "--verbose".into(),
-            "--permission-mode".into(),
-            PERMISSION_MODE.into(),
+            format!("--permission-mode={PERMISSION_MODE}"),
         ];
         if !req.model.is_empty() {
-            args.extend(["--model".into(), req.model.clone()]);
+            args.push(format!("--model={}", req.model));
         }
         if req.max_turns > 0 {
-            args.extend(["--max-turns".into(), req.max_turns.to_string()]);
+            args.push(format!("--max-turns={}", req.max_turns));
         }
         if req.max_budget_usd > 0.0 {
-            args.extend(["--max-budget-usd".into(), req.max_budget_usd.to_string()]);
+            args.push(format!("--max-budget-usd={}", req.max_budget_usd));
         }
         if !req.allowed_tools.is_empty() {
-            args.extend(["--allowedTools".into(), req.allowed_tools.join(",")]);
+            args.push(format!("--allowedTools={}", req.allowed_tools.join(",")));
         }
         if !req.system_prompt.is_empty() {
-            args.extend(["--append-system-prompt".into(), req.system_prompt.clone()]);
+            args.push(format!("--append-system-prompt={}", req.system_prompt));
         }
         if let Some(session) = &req.resume_session {
-            args.extend(["--resume".into(), session.clone()]);
+            args.push(format!("--resume={session}"));
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--".into());
+        args.push(req.prompt.clone());
         args
     }
 }
@@ -129,7 +134,7 @@ impl Runner for ClaudeRunner {
         cancel: CancellationToken,
     ) -> RunOutcome {
         run_cli(
-            self.command(&req),
+            self.command(&req, &[]),
             ClaudeStream::default(),
             log,
             &cancel,
@@ -142,10 +147,12 @@ impl Runner for ClaudeRunner {
         if let Some(why) = self.unavailable() {
             return Err(why);
         }
-        let mut command = self.command(&request.as_run_request());
-        // `--tools ""` sends the model no tools at all; the session is not
-        // kept, nobody resumes it.
-        command.args(["--tools", "", "--no-session-persistence"]);
+        // `--tools=` (none) sends the model no tools at all; the session is
+        // not kept, nobody resumes it.
+        let command = self.command(
+            &request.as_run_request(),
+            &["--tools=", "--no-session-persistence"],
+        );
         ask_cli(
             command,
             ClaudeStream::default(),
@@ -388,6 +395,39 @@ fn usage_limit_reset(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hostile_request(resume: Option<&str>) -> RunRequest {
+        RunRequest {
+            task_id: crate::core::model::Id::new(),
+            execution_id: crate::core::model::Id::new(),
+            workdir: std::path::PathBuf::from("/tmp"),
+            prompt: "- fix the typo\n- --help".into(),
+            system_prompt: "-x".into(),
+            model: "-m".into(),
+            allowed_tools: Vec::new(),
+            max_budget_usd: 0.0,
+            max_turns: 0,
+            resume_session: resume.map(String::from),
+            prior_usage: None,
+        }
+    }
+
+    #[test]
+    fn user_text_is_never_an_option() {
+        let args = ClaudeRunner::args(&hostile_request(Some("-r")), &["--tools="]);
+        assert_eq!(
+            &args[args.len() - 5..],
+            [
+                "--append-system-prompt=-x",
+                "--resume=-r",
+                "--tools=",
+                "--",
+                "- fix the typo\n- --help",
+            ]
+        );
+        assert!(args.contains(&"--model=-m".to_string()), "{args:?}");
+        assert_eq!(args.iter().filter(|a| *a == "--").count(), 1);
+    }
     use crate::runners::extract_summary;
 
     fn read(lines: &[&str]) -> ClaudeStream {

@@ -103,13 +103,15 @@ impl CodexRunner {
             "workspace-write".into(),
             "--skip-git-repo-check".into(),
         ];
+        // User text is never an argument the CLI could read as an option:
+        // the model in `--model=` form, the thread and the prompt after `--`.
         if !req.model.is_empty() {
-            args.extend(["-m".into(), req.model.clone()]);
+            args.push(format!("--model={}", req.model));
         }
-        if let Some(thread) = &req.resume_session {
-            args.extend(["resume".into(), thread.clone()]);
+        match &req.resume_session {
+            Some(thread) => args.extend(["resume".into(), "--".into(), thread.clone(), prompt]),
+            None => args.extend(["--".into(), prompt]),
         }
-        args.push(prompt);
         args
     }
 }
@@ -380,6 +382,33 @@ impl CodexStream {
 mod tests {
     use super::*;
     use crate::runners::Price;
+
+    fn hostile_request(resume: Option<&str>) -> RunRequest {
+        RunRequest {
+            task_id: crate::core::model::Id::new(),
+            execution_id: crate::core::model::Id::new(),
+            workdir: std::path::PathBuf::from("/tmp"),
+            prompt: "- fix the typo\n- --help".into(),
+            system_prompt: "-x".into(),
+            model: "-m".into(),
+            allowed_tools: Vec::new(),
+            max_budget_usd: 0.0,
+            max_turns: 0,
+            resume_session: resume.map(String::from),
+            prior_usage: None,
+        }
+    }
+
+    #[test]
+    fn user_text_is_never_an_option() {
+        let runner = CodexRunner::new(CommandSpec::default(), Arc::new(PriceTable::new()));
+        let args = runner.args(&hostile_request(None));
+        let prompt = "- fix the typo\n- --help\n\n-x";
+        assert_eq!(&args[args.len() - 2..], ["--", prompt]);
+        assert!(args.contains(&"--model=-m".to_string()), "{args:?}");
+        let args = runner.args(&hostile_request(Some("--last")));
+        assert_eq!(&args[args.len() - 4..], ["resume", "--", "--last", prompt]);
+    }
 
     fn read(stream: &str, exit: Option<i32>, prior: (u64, u64)) -> (RunOutcome, Vec<LogKind>) {
         let mut prices = PriceTable::new();

@@ -99,19 +99,18 @@ impl GeminiRunner {
             // The CLI has no flag to append to its system prompt.
             prompt = format!("{prompt}\n\n{}", req.system_prompt);
         }
+        // User text goes in `--option=value` form, so none of it (a prompt
+        // that starts with `-`, say) can be read as an option.
         let mut args = vec![
-            "-p".to_string(),
-            prompt,
-            "-o".into(),
-            "stream-json".into(),
-            "--approval-mode".into(),
-            approval_mode.into(),
+            format!("--prompt={prompt}"),
+            "--output-format=stream-json".into(),
+            format!("--approval-mode={approval_mode}"),
         ];
         if !req.model.is_empty() {
-            args.extend(["-m".into(), req.model.clone()]);
+            args.push(format!("--model={}", req.model));
         }
         if let Some(session) = &req.resume_session {
-            args.extend(["--resume".into(), session.clone()]);
+            args.push(format!("--resume={session}"));
         }
         args
     }
@@ -424,6 +423,38 @@ fn is_rate_limit(message: &str) -> bool {
 mod tests {
     use super::*;
     use crate::runners::Price;
+
+    fn hostile_request(resume: Option<&str>) -> RunRequest {
+        RunRequest {
+            task_id: crate::core::model::Id::new(),
+            execution_id: crate::core::model::Id::new(),
+            workdir: std::path::PathBuf::from("/tmp"),
+            prompt: "- fix the typo\n- --help".into(),
+            system_prompt: "-x".into(),
+            model: "-m".into(),
+            allowed_tools: Vec::new(),
+            max_budget_usd: 0.0,
+            max_turns: 0,
+            resume_session: resume.map(String::from),
+            prior_usage: None,
+        }
+    }
+
+    #[test]
+    fn user_text_is_never_an_option() {
+        let runner = GeminiRunner::new(CommandSpec::default(), prices());
+        let args = runner.args(&hostile_request(Some("-r")), "yolo");
+        assert_eq!(
+            args,
+            [
+                "--prompt=- fix the typo\n- --help\n\n-x",
+                "--output-format=stream-json",
+                "--approval-mode=yolo",
+                "--model=-m",
+                "--resume=-r",
+            ]
+        );
+    }
 
     fn prices() -> Arc<PriceTable> {
         let mut table = PriceTable::new();

@@ -2,17 +2,43 @@
 //! prints to the caller, and makes sure nothing it started outlives it: on
 //! cancel the whole group gets SIGTERM, then SIGKILL after a grace period;
 //! after a normal exit, any stragglers left in the group are killed too.
+//!
+//! Its output is hostile input: a line is kept up to [`MAX_LINE_BYTES`]
+//! (the rest of a longer one is read and dropped, and the line says so),
+//! bytes that are not UTF-8 are replaced, and the lines read but not yet
+//! handed over hold at most [`BUFFERED_BYTES`] together.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// How long a cancelled agent gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// The longest line of agent output kept; the rest of a longer line is
+/// read and dropped, and the line ends with [`cut_marker`].
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Lines read from an agent but not yet handed to the caller hold at most
+/// this many bytes together; beyond, reading waits (and so does the agent).
+pub const BUFFERED_BYTES: usize = 8 * MAX_LINE_BYTES;
+
+/// How much is read from an agent's pipe at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What ends a line cut at [`MAX_LINE_BYTES`], `dropped` bytes shorter.
+pub fn cut_marker(dropped: u64) -> String {
+    format!(
+        "… [line cut: {dropped} bytes over the {} MiB limit]",
+        MAX_LINE_BYTES / (1024 * 1024)
+    )
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -45,20 +71,23 @@ pub async fn run(
     let mut child = command.spawn()?;
     let pgid = child.id().map(|id| id as i32);
 
-    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(1024);
+    let (tx, mut rx) = mpsc::channel::<Line>(1024);
+    let budget = Arc::new(Semaphore::new(BUFFERED_BYTES));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(forward(
-            BufReader::new(out),
+            BufReader::with_capacity(READ_CHUNK, out),
             Stream::Stdout,
             tx.clone(),
+            budget.clone(),
         )));
     }
     if let Some(err) = child.stderr.take() {
         readers.push(tokio::spawn(forward(
-            BufReader::new(err),
+            BufReader::with_capacity(READ_CHUNK, err),
             Stream::Stderr,
             tx.clone(),
+            budget,
         )));
     }
     drop(tx);
@@ -68,7 +97,8 @@ pub async fn run(
     loop {
         tokio::select! {
             line = rx.recv() => match line {
-                Some((stream, line)) => on_line(stream, line),
+                // The line's bytes leave the budget once it is handled.
+                Some((stream, line, _held)) => on_line(stream, line),
                 // Both pipes closed: the process is done writing.
                 None => break,
             },
@@ -95,17 +125,66 @@ pub async fn run(
     })
 }
 
-async fn forward<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: R,
+/// A line read, with its share of [`BUFFERED_BYTES`].
+type Line = (Stream, String, OwnedSemaphorePermit);
+
+async fn forward<R: AsyncBufRead + Unpin>(
+    mut reader: R,
     stream: Stream,
-    tx: mpsc::Sender<(Stream, String)>,
+    tx: mpsc::Sender<Line>,
+    budget: Arc<Semaphore>,
 ) {
-    let mut lines = reader.lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if tx.send((stream, line)).await.is_err() {
+    // A read error (not a pipe's usual end) ends reading like the end does;
+    // the process group is still ended by `run`.
+    while let Ok(Some(line)) = read_line(&mut reader, MAX_LINE_BYTES).await {
+        let bytes = u32::try_from(line.len().clamp(1, BUFFERED_BYTES)).unwrap_or(u32::MAX);
+        let Ok(held) = budget.clone().acquire_many_owned(bytes).await else {
+            break;
+        };
+        if tx.send((stream, line, held)).await.is_err() {
             break;
         }
     }
+}
+
+/// The next line (without its `\n` or `\r\n`), or None at the end. At most
+/// `max` bytes of it are kept: the rest is read and dropped in chunks and
+/// the line ends with [`cut_marker`]. Bytes that are not UTF-8 are replaced.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut dropped: u64 = 0;
+    let mut read_any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            if !read_any {
+                return Ok(None);
+            }
+            break;
+        }
+        read_any = true;
+        let newline = available.iter().position(|b| *b == b'\n');
+        let part = &available[..newline.unwrap_or(available.len())];
+        let keep = part.len().min(max - line.len());
+        line.extend_from_slice(&part[..keep]);
+        dropped += (part.len() - keep) as u64;
+        let used = newline.map_or(available.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if dropped == 0 && line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(&line).into_owned();
+    if dropped > 0 {
+        text.push_str(&cut_marker(dropped));
+    }
+    Ok(Some(text))
 }
 
 async fn stop_group(
@@ -168,6 +247,52 @@ mod tests {
         assert!(lines.contains(&(Stream::Stdout, "one".into())));
         assert!(lines.contains(&(Stream::Stderr, "two".into())));
         assert!(lines.contains(&(Stream::Stdout, "three".into())));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_the_rest_skipped() {
+        let input: &[u8] = b"short\r\nabcdefghij\n\xff ok\nlast";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut reader, 6).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            vec![
+                "short".to_string(),
+                format!("abcdef{}", cut_marker(4)),
+                "\u{fffd} ok".to_string(),
+                "last".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_line_without_newline_is_cut_not_buffered() {
+        let mut cmd = Command::new("sh");
+        // 64 MiB without a newline, then a normal line.
+        cmd.args([
+            "-c",
+            "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo after",
+        ]);
+        let mut lines = Vec::new();
+        let exit = run(cmd, &CancellationToken::new(), |_, l| lines.push(l))
+            .await
+            .unwrap();
+        assert_eq!(exit.code, Some(0));
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
+        let over = 64 * 1024 * 1024 - MAX_LINE_BYTES as u64;
+        assert_eq!(
+            lines[0],
+            format!("{}{}", "x".repeat(MAX_LINE_BYTES), cut_marker(over))
+        );
+        assert_eq!(lines[1], "after");
     }
 
     #[tokio::test]

@@ -75,21 +75,93 @@ impl Executor {
     }
 }
 
+/// The most of a question file that is read; a larger one still blocks the
+/// task, with a question saying so.
+pub const MAX_QUESTION_BYTES: usize = 64 * 1024;
+
 /// Reads and removes the agent's question file, if it wrote one. A file
 /// that does not parse still blocks the task, with its text as the question.
+/// The sandbox is the agent's: no symlink is followed on the way (a
+/// `.claudomator` or `question.json` that is a link, to the server's config
+/// say, is ignored), only a regular file is read, at most
+/// `MAX_QUESTION_BYTES`, and only that file and its (then empty) directory
+/// are removed.
 pub(super) async fn take_question(sandbox: &Path) -> Option<Question> {
-    let path = sandbox.join(QUESTION_FILE);
-    let text = tokio::fs::read_to_string(&path).await.ok()?;
-    let _ = tokio::fs::remove_file(&path).await;
-    if let Some(dir) = path.parent() {
-        let _ = tokio::fs::remove_dir(dir).await;
-    }
+    let sandbox = sandbox.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || read_question_file(&sandbox))
+        .await
+        .ok()??;
     let mut question = serde_json::from_str::<Question>(&text).unwrap_or_else(|_| Question {
         text: text.trim().to_string(),
         ..Question::default()
     });
     question.asked_at = now_millis();
     (!question.text.trim().is_empty()).then_some(question)
+}
+
+/// `QUESTION_FILE` under `sandbox`, read and removed without following a
+/// link (openat with O_NOFOLLOW on each component the agent controls).
+fn read_question_file(sandbox: &Path) -> Option<String> {
+    use std::ffi::CString;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    let (dir_name, file_name) = QUESTION_FILE.split_once('/')?;
+    let dir_name = CString::new(dir_name).ok()?;
+    let file_name = CString::new(file_name).ok()?;
+    let root = CString::new(sandbox.as_os_str().as_bytes()).ok()?;
+    let open_dir = |at: libc::c_int, name: &CString| -> Option<OwnedFd> {
+        // SAFETY: a valid NUL-terminated path; the fd is owned on success.
+        let fd = unsafe {
+            libc::openat(
+                at,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        // SAFETY: a fresh descriptor nobody else owns.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    use std::os::fd::AsRawFd;
+    let root = open_dir(libc::AT_FDCWD, &root)?;
+    let dir = open_dir(root.as_raw_fd(), &dir_name)?;
+    // SAFETY: as above; O_NONBLOCK so a FIFO cannot hang the server.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            file_name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+    let mut bytes = Vec::new();
+    if regular {
+        let _ = file
+            .take(MAX_QUESTION_BYTES as u64 + 1)
+            .read_to_end(&mut bytes);
+    }
+    // SAFETY: names relative to descriptors we hold; unlinkat never follows
+    // a link, and AT_REMOVEDIR only removes an empty directory.
+    unsafe {
+        libc::unlinkat(dir.as_raw_fd(), file_name.as_ptr(), 0);
+        libc::unlinkat(root.as_raw_fd(), dir_name.as_ptr(), libc::AT_REMOVEDIR);
+    }
+    if !regular {
+        return None;
+    }
+    if bytes.len() > MAX_QUESTION_BYTES {
+        return Some(format!(
+            "(the agent wrote a question file over {} KiB; it was not read)",
+            MAX_QUESTION_BYTES / 1024
+        ));
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
@@ -122,6 +194,38 @@ mod tests {
         assert_eq!(question.unwrap().text, "which one, a or b?");
         let (question, _) = ask("   ").await;
         assert_eq!(question, None, "an empty file asks nothing");
+    }
+
+    #[tokio::test]
+    async fn links_are_not_followed_and_only_the_question_file_goes() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("claudomator.toml");
+        std::fs::write(&secret, "tokens = [\"s3cret\"]").unwrap();
+
+        // question.json a link to the server's config: not read, the
+        // config stays.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".claudomator")).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join(QUESTION_FILE)).unwrap();
+        assert_eq!(take_question(dir.path()).await, None);
+        assert!(secret.exists());
+
+        // .claudomator a link to the config's directory: nothing read,
+        // nothing removed there.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&secret, outside.path().join("question.json")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(".claudomator")).unwrap();
+        assert_eq!(take_question(dir.path()).await, None);
+        assert!(outside.path().join("question.json").exists());
+        assert!(secret.exists());
+    }
+
+    #[tokio::test]
+    async fn a_huge_question_file_is_not_read_but_still_asks() {
+        let (question, left) = ask(&"x".repeat(MAX_QUESTION_BYTES + 10)).await;
+        let question = question.unwrap();
+        assert!(question.text.contains("was not read"), "{}", question.text);
+        assert!(!left);
     }
 
     #[tokio::test]
