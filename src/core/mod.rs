@@ -3,6 +3,7 @@
 //! sea-orm, and reaches the store only through `crate::store::Store`, whose
 //! functions take and return the types in `model`.
 
+pub mod activity;
 pub mod bus;
 pub mod ci;
 pub mod classify;
@@ -10,6 +11,7 @@ pub mod elaborate;
 pub mod error;
 pub mod events;
 pub mod executor;
+pub mod follow;
 pub mod llm;
 pub mod logs;
 pub mod model;

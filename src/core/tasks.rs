@@ -2,22 +2,18 @@
 //! Transport adapters (gRPC, the HTTP shim, the CLI) call these methods and
 //! nothing below them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+pub use super::activity::Activity;
 use super::bus::ChangeBus;
 use super::error::{CoreError, CoreResult};
 use super::events::EventSink;
 use super::logs::{LogHub, LogItem, LogSender};
-use super::model::{
-    AgentType, Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState, UnixMillis,
-    now_millis,
-};
+use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
 use super::validate::{TaskRules, validate};
 use crate::store::{Store, StoreError, TaskUpdate};
@@ -72,106 +68,6 @@ const SESSION_HOLD: Duration = Duration::from_secs(30);
 /// How often the change bus looks for changes other servers wrote (this
 /// server's own are published as soon as they commit).
 const CHANGE_POLL: Duration = Duration::from_millis(100);
-
-/// What the task service, the executor and the status report share: a
-/// wake-up for new work, the running attempts (agent and cancel switch),
-/// and the agents set aside after a rate limit or a spent quota.
-#[derive(Default)]
-pub struct Activity {
-    pub wake: Notify,
-    running: Mutex<HashMap<Id, (AgentType, CancellationToken)>>,
-    limited_until: Mutex<HashMap<AgentType, UnixMillis>>,
-}
-
-impl Activity {
-    /// Registers a running task's agent and cancel switch; false if it
-    /// already runs.
-    pub fn start(&self, task: Id, agent: AgentType, token: CancellationToken) -> bool {
-        let mut running = self.running.lock().expect("activity lock");
-        if running.contains_key(&task) {
-            return false;
-        }
-        running.insert(task, (agent, token));
-        true
-    }
-
-    pub fn finish(&self, task: Id) {
-        self.running.lock().expect("activity lock").remove(&task);
-    }
-
-    /// Stops a running task's agent, if it runs here.
-    pub fn stop(&self, task: Id) -> bool {
-        match self.running.lock().expect("activity lock").get(&task) {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The tasks running here now.
-    pub fn running_ids(&self) -> Vec<Id> {
-        self.running
-            .lock()
-            .expect("activity lock")
-            .keys()
-            .copied()
-            .collect()
-    }
-
-    pub fn running_count(&self) -> usize {
-        self.running.lock().expect("activity lock").len()
-    }
-
-    /// Attempts of one agent running now.
-    pub fn running_of(&self, agent: AgentType) -> usize {
-        self.running
-            .lock()
-            .expect("activity lock")
-            .values()
-            .filter(|(a, _)| *a == agent)
-            .count()
-    }
-
-    /// Moves a running task to agent `to` if `to` runs fewer than `limit`
-    /// attempts; false, changing nothing, otherwise (or if it is not running).
-    pub fn switch_agent(&self, task: Id, to: AgentType, limit: usize) -> bool {
-        let mut running = self.running.lock().expect("activity lock");
-        let busy = running.values().filter(|(a, _)| *a == to).count();
-        match running.get_mut(&task) {
-            Some(entry) if entry.0 == to => true,
-            Some(entry) if busy < limit => {
-                entry.0 = to;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Sets an agent aside until `until` (or later, if it already is).
-    pub fn mark_limited(&self, agent: AgentType, until: UnixMillis) {
-        let mut limited = self.limited_until.lock().expect("activity lock");
-        let entry = limited.entry(agent).or_insert(until);
-        *entry = (*entry).max(until);
-    }
-
-    /// Until when an agent is set aside, if it is now.
-    pub fn limited_until(&self, agent: AgentType) -> Option<UnixMillis> {
-        self.limited_until
-            .lock()
-            .expect("activity lock")
-            .get(&agent)
-            .copied()
-            .filter(|until| *until > now_millis())
-    }
-}
-
-/// How often a follower of a claimed task looks for its execution record.
-const EXECUTION_POLL: Duration = Duration::from_millis(100);
-/// A follower waiting for a task to start looks again this often even if
-/// the bus said nothing (a safety net, not the way it hears).
-const FOLLOW_RECHECK: Duration = Duration::from_secs(30);
 
 impl From<StoreError> for CoreError {
     fn from(err: StoreError) -> Self {
@@ -247,7 +143,7 @@ impl TaskService {
     }
 
     /// A subscriber's channel of one execution's events (see `feed`).
-    fn subscribe(
+    pub(super) fn subscribe(
         &self,
         execution: Id,
         from_offset: u64,
@@ -270,7 +166,7 @@ impl TaskService {
 
     /// One execution's events into `tx`: from this server's log file, or,
     /// when another server ran it and logs are shared, from the store.
-    async fn feed(
+    pub(super) async fn feed(
         &self,
         execution: Id,
         from_offset: u64,
@@ -558,143 +454,7 @@ impl TaskService {
     }
 }
 
-impl TaskService {
-    /// An execution's log, or a task's. With an execution id: its events
-    /// from `from_offset`, then (with `follow`) live until it ends. With a
-    /// task id: its newest execution's events; with `follow`, every
-    /// execution it runs from then on (waiting for the first, and for each
-    /// retry), until the task stops. The stream starts at once either way.
-    pub async fn stream_logs(
-        &self,
-        execution_id: &str,
-        task_id: &str,
-        from_offset: u64,
-        follow: bool,
-    ) -> CoreResult<mpsc::Receiver<Result<LogItem, String>>> {
-        match (execution_id.trim().is_empty(), task_id.trim().is_empty()) {
-            (false, false) => Err(CoreError::invalid(
-                "execution_id",
-                "give an execution_id or a task_id, not both",
-            )),
-            (true, true) => Err(CoreError::invalid(
-                "execution_id",
-                "give an execution_id or a task_id",
-            )),
-            (false, true) => {
-                let id = parse_id("execution_id", execution_id)?;
-                if self.store.get_execution(id).await?.is_none() {
-                    return Err(CoreError::not_found("execution", id));
-                }
-                Ok(self.subscribe(id, from_offset, follow))
-            }
-            (true, false) => {
-                let task_id = parse_id("task_id", task_id)?;
-                let task = self
-                    .store
-                    .get_task(task_id)
-                    .await?
-                    .ok_or_else(|| CoreError::not_found("task", task_id))?;
-                let latest = self.store.latest_execution(task_id).await?;
-                if !follow {
-                    let Some(execution) = latest else {
-                        return Err(CoreError::not_found(
-                            "execution of task",
-                            format!("{task_id} (it is {})", task.state),
-                        ));
-                    };
-                    return Ok(self.subscribe(execution.id, from_offset, false));
-                }
-                let (tx, rx) = LogHub::channel();
-                let service = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = service
-                        .follow_task(task_id, latest.map(|e| e.id), from_offset, &tx)
-                        .await
-                    {
-                        let _ = tx.send(Err(e)).await;
-                    }
-                });
-                Ok(rx)
-            }
-        }
-    }
-
-    /// Feeds a task's executions, one after another, until the task stops
-    /// or the subscriber goes away. Between executions it waits on the
-    /// change bus for the task's next change, not on a poll of its own;
-    /// only the moment between a claim and its execution record (both
-    /// written by the executor, a few milliseconds apart) is polled.
-    async fn follow_task(
-        &self,
-        task_id: Id,
-        first: Option<Id>,
-        from_offset: u64,
-        tx: &LogSender,
-    ) -> Result<(), String> {
-        // Subscribed before the first look, so no change slips between a
-        // look and the wait after it.
-        let cursor = self.bus.current().await.map_err(|e| e.to_string())?;
-        let mut changes = self
-            .bus
-            .subscribe(cursor)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut next = first;
-        let mut offset = from_offset;
-        let mut last_fed: Option<Id> = None;
-        loop {
-            if let Some(execution) = next.take() {
-                if !self.feed(execution, offset, true, tx).await? {
-                    return Ok(());
-                }
-                last_fed = Some(execution);
-                offset = 0;
-            }
-            // Is there a newer execution, or can the task still start one?
-            loop {
-                let latest = self
-                    .store
-                    .latest_execution(task_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(execution) = latest.filter(|e| Some(e.id) != last_fed) {
-                    next = Some(execution.id);
-                    break;
-                }
-                let state = self
-                    .store
-                    .get_task(task_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(|t| t.state);
-                let may_run_again = state.is_some_and(TaskState::may_run_again);
-                if !may_run_again || tx.is_closed() {
-                    return Ok(());
-                }
-                if state == Some(TaskState::Running) {
-                    // Claimed: its execution record is about to be written.
-                    tokio::time::sleep(EXECUTION_POLL).await;
-                    continue;
-                }
-                tokio::select! {
-                    _ = tx.closed() => return Ok(()),
-                    _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
-                    next = async {
-                        loop {
-                            match changes.next().await {
-                                Ok(p) if p.change.task_id == task_id => return Ok(()),
-                                Ok(_) => {}
-                                Err(e) => return Err(e.to_string()),
-                            }
-                        }
-                    } => next?,
-                }
-            }
-        }
-    }
-}
-
-fn parse_id(field: &str, text: &str) -> CoreResult<Id> {
+pub(super) fn parse_id(field: &str, text: &str) -> CoreResult<Id> {
     if text.trim().is_empty() {
         return Err(CoreError::invalid(field, "is required"));
     }
