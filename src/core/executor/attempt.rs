@@ -368,6 +368,13 @@ impl Executor {
             );
             update.run_after = decision.run_after;
             update.question = decision.question.map(Some);
+            // Requeued (a failed resume, a rate limit): the answer or
+            // feedback this attempt carried goes with the next one, which
+            // either resumes the session with it or starts afresh with it
+            // after the instructions.
+            if decision.task_state == TaskState::Queued && !task.pending_input.is_empty() {
+                update.pending_input = Some(task.pending_input.clone());
+            }
             // Only while this server still holds the task, and let go of it.
             update.if_owner = Some(self.config.server_id.clone());
             update.lease = Some(Lease {

@@ -79,6 +79,15 @@ pub(super) fn decide(outcome: &RunOutcome, task: &Task, ctx: &DecideContext) -> 
         decision.reason =
             format!("resuming session {session} failed ({reason}); the next attempt starts afresh");
         decision.note = Some(decision.reason.clone());
+    } else if ctx.resumed.is_some()
+        && !task.pending_input.is_empty()
+        && decision.task_state.is_failure()
+    {
+        // Said, not lost: the answer or feedback never reached the agent.
+        decision.reason = format!(
+            "{}; the answer or feedback it was resumed with did not reach the agent",
+            decision.reason
+        );
     }
     if let Some(question) = &ctx.question
         && decision.execution_state == ExecutionState::Succeeded

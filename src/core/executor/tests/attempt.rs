@@ -191,6 +191,39 @@ async fn a_question_blocks_the_task_and_the_answer_resumes_the_same_session() {
     h.stop().await;
 }
 
+/// The resume with the answer fails (the session is gone): the next
+/// attempt still carries the answer, after the instructions.
+#[tokio::test]
+async fn an_answer_survives_a_failed_resume() {
+    let h = Harness::start(&[Claude], |_| {}).await;
+    h.fake(Claude).push([
+        FakeStep::ask("sqlite or postgres?"),
+        FakeStep::Fail("no conversation found with session id".into()),
+        FakeStep::succeed(),
+    ]);
+    let task = h.submit(Claude, |_| {}).await;
+    h.wait_for(&task, TaskState::Blocked).await;
+    h.tasks
+        .answer(&task.id.to_string(), "sqlite")
+        .await
+        .unwrap();
+    h.wait_for(&task, TaskState::Completed).await;
+    let requests = h.fake(Claude).requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(
+        requests[1].prompt,
+        "A person answered your question:\n\nsqlite"
+    );
+    assert!(
+        requests[2]
+            .prompt
+            .ends_with("A person answered your question:\n\nsqlite"),
+        "the answer reaches the next attempt: {}",
+        requests[2].prompt
+    );
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn work_that_needs_review_waits_in_ready_with_its_sandbox() {
     let h = Harness::start(&[Claude], |_| {}).await;
