@@ -155,6 +155,10 @@ impl ChangeBus {
             bus: self.clone(),
             rx,
             last: cursor,
+            // Everything published after `rx` was made is in `rx`; what
+            // was published before (up to the head read after it) is
+            // read from the log.
+            backfill_until: self.head(),
             backlog: Default::default(),
         })
     }
@@ -251,6 +255,9 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<Published>>,
     /// The last change handed out (or skipped by the caller's filter).
     last: u64,
+    /// Changes up to this one were published before this subscription
+    /// listened: they come from the log.
+    backfill_until: u64,
     backlog: std::collections::VecDeque<Arc<Published>>,
 }
 
@@ -270,9 +277,10 @@ impl Subscription {
                 self.last = next.change.seq;
                 return Ok(next);
             }
-            if self.last < self.bus.head() {
-                // Behind what was published (a cursor from the past, or
-                // lagged): read on from the log.
+            if self.last < self.backfill_until {
+                // A cursor from before this subscription listened: read
+                // on from the log. (Merely being behind the head is not
+                // a reason: the broadcast holds what came since.)
                 self.fill().await?;
                 continue;
             }
