@@ -582,6 +582,106 @@ async fn triage_is_capped_per_branch_and_workflow() {
     assert_eq!(task_count(&server).await, 3);
 }
 
+/// `count` failing runs of one workflow on one branch, each a commit of its
+/// own, all made at the same time (so none makes another stale), delivered
+/// at once to these servers in turn. Returns how many of each outcome.
+async fn burst(servers: &[&TestServer], count: u8) -> std::collections::BTreeMap<String, usize> {
+    let mut deliveries = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let server = servers[n as usize % servers.len()];
+        let url = format!("http://{}/webhooks/github", server.http_addr);
+        let payload = workflow_run("failure", "main", &sha(n), "2020-10-05T16:00:00Z");
+        deliveries.spawn(async move {
+            let body = serde_json::to_vec(&payload).unwrap();
+            let answer = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-event", "workflow_run")
+                .header("x-github-delivery", ulid::Ulid::new().to_string())
+                .header("x-hub-signature-256", signature_of(SECRET, &body))
+                .body(body)
+                .send()
+                .await
+                .expect("the shim answers");
+            let status = answer.status().as_u16();
+            let json: Value = answer.json().await.unwrap();
+            format!("{status} {}", json["outcome"].as_str().unwrap_or_default())
+        });
+    }
+    let mut outcomes = std::collections::BTreeMap::new();
+    while let Some(outcome) = deliveries.join_next().await {
+        *outcomes.entry(outcome.unwrap()).or_insert(0) += 1;
+    }
+    outcomes
+}
+
+/// A local model that takes a moment to write each plan, so a burst of
+/// deliveries all pass the triage's first look at the cap before any of
+/// them submits: only the store's one-step count holds the cap then.
+fn slow_planner() -> chat_mock::ChatMock {
+    chat_mock::ChatMock::always(chat_mock::Reply::Slow {
+        text: "- Look at the failing test first.".into(),
+        delay: std::time::Duration::from_millis(50),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_triage_cap_holds_under_a_hundred_concurrent_deliveries() {
+    let model = slow_planner();
+    let server = webhook_server(|c| {
+        c.github.max_triage = 3;
+        c.local_model.endpoint = model.endpoint();
+    })
+    .await;
+    let outcomes = burst(&[&server], 100).await;
+    assert_eq!(
+        outcomes,
+        [
+            ("201 created".to_string(), 3),
+            ("200 capped".to_string(), 97)
+        ]
+        .into(),
+        "exactly max_triage tasks, the rest capped"
+    );
+    assert_eq!(task_count(&server).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_triage_cap_holds_across_two_servers_on_one_postgresql() {
+    let database = common::postgres_database().await;
+    let model = slow_planner();
+    let endpoint = model.endpoint();
+    let first = {
+        let (database, endpoint) = (database.clone(), endpoint.clone());
+        webhook_server(move |c| {
+            c.github.max_triage = 3;
+            c.local_model.endpoint = endpoint;
+            c.database_url = database;
+            c.executor.server_id = "first".into();
+        })
+        .await
+    };
+    let second = webhook_server(move |c| {
+        c.github.max_triage = 3;
+        c.local_model.endpoint = endpoint;
+        c.database_url = database;
+        c.executor.server_id = "second".into();
+    })
+    .await;
+    let outcomes = burst(&[&first, &second], 100).await;
+    assert_eq!(
+        outcomes,
+        [
+            ("201 created".to_string(), 3),
+            ("200 capped".to_string(), 97)
+        ]
+        .into(),
+        "exactly max_triage tasks over both servers, the rest capped"
+    );
+    assert_eq!(task_count(&first).await, 3);
+    assert_eq!(task_count(&second).await, 3);
+}
+
 #[tokio::test]
 async fn a_newer_commit_failing_or_passing_cancels_the_older_waiting_triage() {
     let server = webhook_server(|_| {}).await;

@@ -7,7 +7,9 @@
 //!   (repository, head SHA, workflow), so a replayed delivery, or the same
 //!   failure delivered twice, finds the task already made.
 //! - At most `max_per_window` triage tasks per (repository, branch,
-//!   workflow) in `window`, so a flaky pipeline cannot burn money.
+//!   workflow) in `window`, so a flaky pipeline cannot burn money. The
+//!   count and the insert are one step in the store, so a burst of
+//!   deliveries, to one server or several, never starts more.
 //! - Stale heads: when a newer commit's run of the same workflow on the same
 //!   branch fails or passes, an older triage task still waiting to run is
 //!   cancelled with that reason.
@@ -27,7 +29,7 @@ use super::llm::{ChatMessage, ChatModel, ChatRequest};
 use super::model::{
     AgentSpec, Id, SubmitRequest, Task, TaskSpec, TaskState, UnixMillis, now_millis,
 };
-use super::tasks::{ListQuery, TaskService};
+use super::tasks::{InsertCap, ListQuery, TaskService};
 
 /// The tag every triage task carries.
 pub const CI_TAG: &str = "ci";
@@ -159,16 +161,12 @@ impl CiTriage {
             });
         }
         let cancelled = self.cancel_stale(run, "failed").await?;
+        // A cheap look first, so a burst of deliveries past the cap does
+        // not ask the model for plans nobody uses; the submit below counts
+        // again, in one step with the insert.
         let recent = self.recent_attempts(run).await?;
         if recent >= self.settings.max_per_window as usize {
-            info!(
-                repository = %run.repository,
-                branch = %run.branch,
-                workflow = %run.workflow,
-                recent,
-                "triage capped"
-            );
-            return Ok(TriageOutcome::Capped { recent, cancelled });
+            return Ok(self.capped(run, recent, cancelled));
         }
         let (plan, plan_source) = self.plan(run).await;
         let request = SubmitRequest {
@@ -176,7 +174,15 @@ impl CiTriage {
             idempotency_key: key,
             task_id: String::new(),
         };
-        let (task, created) = self.tasks.submit(request).await?;
+        let cap = InsertCap {
+            tag: run_tag(run),
+            since: self.window_start(),
+            max: u64::from(self.settings.max_per_window),
+        };
+        let Some((task, created)) = self.tasks.submit_capped(request, cap).await? else {
+            let recent = self.recent_attempts(run).await?;
+            return Ok(self.capped(run, recent, cancelled));
+        };
         if !created {
             // A concurrent delivery of the same failure won the race.
             return Ok(TriageOutcome::Duplicate {
@@ -196,6 +202,22 @@ impl CiTriage {
             plan_source,
             cancelled,
         })
+    }
+
+    fn capped(&self, run: &CiRun, recent: usize, cancelled: Vec<Id>) -> TriageOutcome {
+        info!(
+            repository = %run.repository,
+            branch = %run.branch,
+            workflow = %run.workflow,
+            recent,
+            "triage capped"
+        );
+        TriageOutcome::Capped { recent, cancelled }
+    }
+
+    /// Where the cap's window starts now.
+    fn window_start(&self) -> UnixMillis {
+        now_millis() - self.settings.window.as_millis() as i64
     }
 
     /// A passing run: older triage tasks of its workflow and branch that
@@ -250,7 +272,7 @@ impl CiTriage {
     /// Triage tasks of this workflow and branch made within the window,
     /// leaving out cancelled ones (they spent nothing).
     async fn recent_attempts(&self, run: &CiRun) -> CoreResult<usize> {
-        let since = now_millis() - self.settings.window.as_millis() as i64;
+        let since = self.window_start();
         let page = self
             .tasks
             .list(ListQuery {

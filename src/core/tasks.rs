@@ -16,6 +16,7 @@ use super::logs::{LogHub, LogItem, LogSender};
 use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
 use super::validate::{TaskRules, validate};
+pub use crate::store::InsertCap;
 use crate::store::{Store, StoreError, TaskUpdate};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -26,6 +27,12 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 /// are the only writers of task state (the compiler says so, not a
 /// convention).
 pub struct TaskWrite(());
+
+/// A checked request: a new task, or the one its idempotency key names.
+enum Prepared {
+    New(Task),
+    Existing(Task),
+}
 
 /// How many times a state change is retried when another writer moved the
 /// task between our read and our conditional update.
@@ -199,12 +206,51 @@ impl TaskService {
     /// Validates and stores a task. Returns the task and whether it was
     /// created (false: the idempotency key matched an earlier task).
     pub async fn submit(&self, req: SubmitRequest) -> CoreResult<(Task, bool)> {
-        let mut task = validate(&req, &self.rules)?;
+        let task = match self.prepare(&req).await? {
+            Prepared::Existing(task) => return Ok((task, false)),
+            Prepared::New(task) => task,
+        };
+        match self.store.insert_task(task.clone(), TaskWrite(())).await {
+            Ok(()) => Ok(self.submitted(task)),
+            Err(StoreError::Duplicate(_)) => self.resolve_duplicate(&task).await,
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Like `submit`, but stores the task only while fewer than `cap.max`
+    /// tasks carrying `cap.tag` were made since `cap.since` (cancelled ones
+    /// not counted), counted in one step with the insert on every server.
+    /// None: the cap was reached and nothing was stored.
+    pub async fn submit_capped(
+        &self,
+        req: SubmitRequest,
+        cap: InsertCap,
+    ) -> CoreResult<Option<(Task, bool)>> {
+        let task = match self.prepare(&req).await? {
+            Prepared::Existing(task) => return Ok(Some((task, false))),
+            Prepared::New(task) => task,
+        };
+        match self
+            .store
+            .insert_task_capped(task.clone(), cap, TaskWrite(()))
+            .await
+        {
+            Ok(true) => Ok(Some(self.submitted(task))),
+            Ok(false) => Ok(None),
+            Err(StoreError::Duplicate(_)) => self.resolve_duplicate(&task).await.map(Some),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The task a request makes, checked against what it refers to; or
+    /// the earlier task its idempotency key names.
+    async fn prepare(&self, req: &SubmitRequest) -> CoreResult<Prepared> {
+        let mut task = validate(req, &self.rules)?;
 
         if let Some(key) = &task.idempotency_key
             && let Some(existing) = self.store.find_task_by_idempotency_key(key).await?
         {
-            return Ok((existing, false));
+            return Ok(Prepared::Existing(existing));
         }
 
         let deps = self.store.get_tasks(&task.depends_on).await?;
@@ -232,16 +278,14 @@ impl TaskService {
             state::check(task.state, TaskState::Queued)?;
             task.state = TaskState::Queued;
         }
+        Ok(Prepared::New(task))
+    }
 
-        match self.store.insert_task(task.clone(), TaskWrite(())).await {
-            Ok(()) => {
-                info!(task_id = %task.id, project = %task.project, state = %task.state, "task submitted");
-                self.activity.wake.notify_one();
-                Ok((task, true))
-            }
-            Err(StoreError::Duplicate(_)) => self.resolve_duplicate(&task).await,
-            Err(other) => Err(other.into()),
-        }
+    /// A task was stored: say so and wake the executor.
+    fn submitted(&self, task: Task) -> (Task, bool) {
+        info!(task_id = %task.id, project = %task.project, state = %task.state, "task submitted");
+        self.activity.wake.notify_one();
+        (task, true)
     }
 
     /// An insert hit a unique key: either a concurrent submit with the same

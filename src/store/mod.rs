@@ -56,6 +56,16 @@ impl From<DbErr> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A cap on inserting a task: at most `max` tasks carrying `tag`, made at
+/// or after `since` and not cancelled. Counted and inserted in one step
+/// (see `Store::insert_task_capped`).
+#[derive(Clone, Debug)]
+pub struct InsertCap {
+    pub tag: String,
+    pub since: UnixMillis,
+    pub max: u64,
+}
+
 /// A conditional change to a task: applied only if it is still in `from`.
 #[derive(Clone, Debug)]
 pub struct TaskUpdate {
@@ -219,6 +229,23 @@ impl Store {
             .write(WriteOp::InsertTask(Box::new(task)))
             .await?;
         Ok(())
+    }
+
+    /// Stores a new task unless `cap` is reached; true when stored. The
+    /// count and the insert are one step on every server: the writer counts
+    /// inside the insert's transaction, after the change-log lock every
+    /// task insert takes first (PostgreSQL; SQLite has one writer).
+    pub async fn insert_task_capped(
+        &self,
+        task: Task,
+        cap: InsertCap,
+        _: TaskWrite,
+    ) -> StoreResult<bool> {
+        let inserted = self
+            .writer
+            .write(WriteOp::InsertTaskCapped(Box::new(task), cap))
+            .await?;
+        Ok(inserted > 0)
     }
 
     /// Applies the update if the task is still in `update.from`. Returns

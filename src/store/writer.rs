@@ -24,9 +24,9 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::TaskUpdate;
 use super::convert::{execution_to_row, task_to_row};
 use super::entity::{agent_mark, execution, log_line, server, task, task_change, task_tag};
+use super::{InsertCap, TaskUpdate};
 use super::{StoreError, StoreResult};
 use crate::core::model::{Execution, Task, TaskState};
 
@@ -35,6 +35,8 @@ const QUEUE_DEPTH: usize = 4096;
 
 pub enum WriteOp {
     InsertTask(Box<Task>),
+    /// Inserts the task unless the cap is reached (0 rows: it was).
+    InsertTaskCapped(Box<Task>, InsertCap),
     UpdateTask(Box<TaskUpdate>),
     SaveExecution(Box<Execution>),
     /// Log lines (execution, offset, line); a line already there is kept.
@@ -141,12 +143,17 @@ async fn apply_in_one_transaction(
     log: &Log,
 ) -> StoreResult<Vec<u64>> {
     let txn = db.begin().await?;
-    let writes_log = ops
-        .iter()
-        .any(|op| matches!(op, WriteOp::InsertTask(_) | WriteOp::UpdateTask(_)));
+    let writes_log = ops.iter().any(|op| {
+        matches!(
+            op,
+            WriteOp::InsertTask(_) | WriteOp::InsertTaskCapped(..) | WriteOp::UpdateTask(_)
+        )
+    });
     if writes_log {
         // First, before any other lock (a claim's per-agent one), so
-        // every transaction takes them in the same order.
+        // every transaction takes them in the same order. It also makes
+        // a capped insert's count and insert one step: no other task
+        // insert on any server commits in between.
         lock_change_log(&txn).await?;
     }
     let mut changes = Vec::new();
@@ -206,6 +213,7 @@ fn created(task: &Task, origin: &str) -> task_change::ActiveModel {
 fn change_of(op: &WriteOp, rows: u64, origin: &str) -> Option<task_change::ActiveModel> {
     match op {
         WriteOp::InsertTask(t) => Some(created(t, origin)),
+        WriteOp::InsertTaskCapped(t, _) if rows > 0 => Some(created(t, origin)),
         WriteOp::UpdateTask(u) if rows > 0 => Some(change_row(
             u.id.to_string(),
             u.from.as_str(),
@@ -279,6 +287,13 @@ async fn insert_tasks<'a>(
 async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
     match op {
         WriteOp::InsertTask(t) => {
+            insert_tasks(txn, std::iter::once(t.as_ref())).await?;
+            Ok(1)
+        }
+        WriteOp::InsertTaskCapped(t, cap) => {
+            if tagged_since(txn, cap).await? >= cap.max {
+                return Ok(0);
+            }
             insert_tasks(txn, std::iter::once(t.as_ref())).await?;
             Ok(1)
         }
@@ -475,6 +490,26 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
             Ok(1)
         }
     }
+}
+
+/// Tasks carrying `cap.tag`, made since `cap.since`, not cancelled.
+async fn tagged_since(txn: &DatabaseTransaction, cap: &InsertCap) -> StoreResult<u64> {
+    use sea_orm::PaginatorTrait;
+    use sea_orm::sea_query::Query;
+    Ok(task::Entity::find()
+        .filter(
+            task::Column::Id.in_subquery(
+                Query::select()
+                    .column(task_tag::Column::TaskId)
+                    .from(task_tag::Entity)
+                    .and_where(task_tag::Column::Tag.eq(cap.tag.as_str()))
+                    .to_owned(),
+            ),
+        )
+        .filter(task::Column::CreatedAt.gte(cap.since))
+        .filter(task::Column::State.ne(TaskState::Cancelled.as_str()))
+        .count(txn)
+        .await?)
 }
 
 /// Whether `agent` already runs `limit` attempts over all servers (never,
