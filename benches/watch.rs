@@ -283,6 +283,9 @@ async fn main() {
         rss.push(status_kb("VmRSS:"));
         println!("round {round}: RSS {} MiB", rss[round as usize] / 1024);
     }
+    if rounds < 2 {
+        return;
+    }
     let first = rss[1] as f64 / 1024.0;
     let last = rss[rss.len() - 1] as f64 / 1024.0;
     println!(

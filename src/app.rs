@@ -22,6 +22,7 @@ use crate::core::model::AgentType;
 use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::core::{recovery, shared_logs};
+use crate::data_dir::{DataDirLock, create_private_dir};
 use crate::http::GithubHook;
 use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
@@ -44,6 +45,8 @@ pub struct Running {
     /// The webhook notifier (a no-op task when notifications are off).
     notifier: JoinHandle<()>,
     local_model: Option<Arc<dyn ChatModel>>,
+    /// Held until the server has stopped (dropped with it).
+    _data_dir_lock: DataDirLock,
 }
 
 impl Running {
@@ -114,21 +117,6 @@ fn local_credentials(config: &Config) -> String {
     }
 }
 
-/// The data dir (the database, logs, sandboxes with their agents' work),
-/// created for its owner only (0700) when missing; an existing one is left
-/// as its owner set it.
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the data dir {}", dir.display()))
-}
-
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = match config.database() {
         DatabaseChoice::EmbeddedSqlite(dir) => Store::open_sqlite(&dir).await?,
@@ -140,6 +128,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
+    let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
     let logs = LogHub::new(config.data_dir.join("logs"))
         .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
@@ -323,6 +312,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         executor,
         notifier,
         local_model,
+        _data_dir_lock: data_dir_lock,
     })
 }
 

@@ -519,6 +519,10 @@ pub struct HttpConfig {
     /// Connections at once. Beyond, a new connection takes the place of the
     /// oldest one with no request in progress, or is closed at once.
     pub max_connections: usize,
+    /// Bytes of request bodies held at once over every connection (bodies
+    /// are read whole before a signature can be checked); a body that
+    /// would pass it gets 503.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -527,6 +531,7 @@ impl Default for HttpConfig {
             header_timeout: "10s".into(),
             body_timeout: "30s".into(),
             max_connections: 256,
+            max_buffered_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -538,6 +543,7 @@ impl HttpConfig {
             header_timeout: parse_duration(&self.header_timeout).unwrap_or(Duration::from_secs(10)),
             body_timeout: parse_duration(&self.body_timeout).unwrap_or(Duration::from_secs(30)),
             max_connections: self.max_connections,
+            max_buffered_bytes: self.max_buffered_bytes,
         }
     }
 
@@ -553,6 +559,9 @@ impl HttpConfig {
         }
         if !(1..=65536).contains(&self.max_connections) {
             bail!("http.max_connections: must be between 1 and 65536");
+        }
+        if !(1024..=1 << 32).contains(&self.max_buffered_bytes) {
+            bail!("http.max_buffered_bytes: must be between 1 KiB and 4 GiB");
         }
         Ok(())
     }
@@ -801,6 +810,14 @@ impl Config {
             );
         }
         self.http.validate()?;
+        if self.github.max_body_bytes > self.http.max_buffered_bytes {
+            bail!(
+                "github.max_body_bytes ({}) is more than http.max_buffered_bytes ({}): \
+                 a delivery that large could never be read",
+                self.github.max_body_bytes,
+                self.http.max_buffered_bytes
+            );
+        }
         for (i, project) in self.projects.iter().enumerate() {
             let valid_name = !project.name.is_empty()
                 && project
@@ -1195,9 +1212,12 @@ ignore_check_apps = ["github-actions"]
 # The listener on http_listen. A request's headers must arrive within
 # header_timeout and its body within body_timeout; at most max_connections
 # at once (a new one replaces the oldest idle one, or is closed at once).
+# Bodies are read whole before their signature is checked: at most
+# max_buffered_bytes of them over all connections (beyond: 503).
 header_timeout = "10s"
 body_timeout = "30s"
 max_connections = 256
+max_buffered_bytes = 33554432
 
 # Prices (USD per million tokens) for agents that report no cost; common
 # models are built in.

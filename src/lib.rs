@@ -15,6 +15,7 @@
 //! - [`error`]: the one mapping from core errors to gRPC statuses.
 //! - [`config`]: the typed, layered, validated config.
 //! - [`app`]: wiring and shutdown.
+//! - [`data_dir`]: the private data dir and the lock one server holds on it.
 //! - [`cli`]: the `claudomator` command.
 //! - [`proto`]: code generated from `proto/claudomator/v1`.
 
@@ -22,6 +23,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -125,20 +125,21 @@ async fn submit_get_list_and_cancel() {
         .into_inner();
     assert_eq!(ids(&queued.tasks), vec![third.id.clone(), task.id.clone()]);
 
-    // A final state cannot be cancelled again; the error names both states.
-    let err = client
+    // Cancelling again (a retried request) changes nothing and says so by
+    // returning the task as the first cancel left it.
+    let again = client
         .cancel_task(pb::CancelTaskRequest {
             id: other.id.clone(),
-            reason: String::new(),
+            reason: "twice".into(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains("CANCELLED to CANCELLED"),
-        "{}",
-        err.message()
-    );
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(again.state, pb::TaskState::Cancelled as i32);
+    assert_eq!(again.state_reason, "not needed");
+    assert_eq!(again.updated_at, cancelled.updated_at);
 
     // Unknown ids are NOT_FOUND; malformed ones INVALID_ARGUMENT.
     let err = client

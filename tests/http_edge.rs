@@ -1,5 +1,6 @@
 //! The HTTP listener (`http_listen`) against hostile senders: stalled
-//! connections, unsigned big bodies, slow and broken bodies, and a config
+//! connections, unsigned big bodies, slow and broken bodies, forged bodies
+//! filling memory, and a config
 //! that would take unsigned deliveries from anywhere.
 
 mod common;
@@ -233,6 +234,73 @@ async fn slow_and_broken_bodies_get_their_own_4xx() {
     let message = json["message"].as_str().unwrap();
     assert!(message.contains("cannot read the body"), "{json}");
     assert!(!message.contains("max_body_bytes"), "{json}");
+}
+
+#[tokio::test]
+async fn forged_bodies_share_one_budget_and_cannot_fill_memory() {
+    let server = signed_server(|c| {
+        c.github.max_body_bytes = 64 * 1024;
+        c.http.max_buffered_bytes = 256 * 1024;
+    })
+    .await;
+    let signature = format!("sha256={}", "0".repeat(64));
+    let head = |length: usize| {
+        format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             X-GitHub-Event: ping\r\nX-Hub-Signature-256: {signature}\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+    // Four senders with a forged signature send 60 KiB of 64, then stall:
+    // the server holds 240 KiB of the 256 it may.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(server.http_addr).await.unwrap();
+        stream.write_all(head(64 * 1024).as_bytes()).await.unwrap();
+        stream.write_all(&[b' '; 60 * 1024]).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A fifth body does not fit beside them: 503 naming the setting, at
+    // once, not after the body timeout.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(server.http_addr).await.unwrap();
+    stream.write_all(head(32 * 1024).as_bytes()).await.unwrap();
+    stream.write_all(&[b' '; 32 * 1024]).await.unwrap();
+    let (status, json) = status_and_json(&read_answer(&mut stream).await);
+    assert_eq!(status, 503, "{json}");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_buffered_bytes"),
+        "{json}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The senders go: their share comes back, and a 32 KiB body is read
+    // (and found forged: 401, past the budget).
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stream = TcpStream::connect(server.http_addr).await.unwrap();
+    stream.write_all(head(32 * 1024).as_bytes()).await.unwrap();
+    stream.write_all(&[b' '; 32 * 1024]).await.unwrap();
+    let (status, json) = status_and_json(&read_answer(&mut stream).await);
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["message"].as_str().unwrap().contains("does not match"),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_webhook_body_limit_over_the_shared_budget_is_a_config_error() {
+    let mut config = Config::default();
+    config.github.max_body_bytes = 4 * 1024 * 1024;
+    config.http.max_buffered_bytes = 1024 * 1024;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("max_buffered_bytes"), "{error}");
 }
 
 #[test]

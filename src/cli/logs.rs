@@ -160,7 +160,10 @@ fn one_line(text: &str) -> String {
         if i > 0 {
             out.push_str(" ⏎ ");
         }
-        out.extend(line.chars().map(|c| if c.is_control() { ' ' } else { c }));
+        out.extend(
+            line.chars()
+                .map(|c| if output::acts_on_terminal(c) { ' ' } else { c }),
+        );
     }
     out
 }
@@ -515,11 +518,15 @@ mod tests {
         let line = human_line(
             &event(
                 pb::LogEventKind::ToolCall,
-                "Write a.txt\r\n\n  more\x1b[2J\r\n",
+                "Write a.txt\r\n\n  more\x1b[2J\u{202E}txt.exe\u{2028}\r\n",
             ),
             false,
         );
-        assert!(line.contains(" tool   Write a.txt ⏎ more [2J"), "{line}");
+        assert!(
+            line.contains(" tool   Write a.txt ⏎ more [2J txt.exe"),
+            "{line}"
+        );
+        assert!(!line.contains(['\u{202E}', '\u{2028}']), "{line}");
         assert_eq!(line.lines().count(), 1);
         assert_eq!(line.as_bytes()[2], b':');
         assert!(!line.contains('\x1b'));

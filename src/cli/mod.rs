@@ -255,6 +255,18 @@ pub mod exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A client whose reader goes away (`| head`) ends quietly, as any
+        // Unix tool does, instead of panicking in `println!` (Rust ignores
+        // SIGPIPE). Only pipes are affected: sockets are written with
+        // MSG_NOSIGNAL. The server keeps ignoring it (an agent that exits
+        // before reading its stdin must not kill it).
+        // SAFETY: restoring a signal's default disposition, before any
+        // thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,13 +16,17 @@ pub fn escape_line(text: &str) -> String {
     escape(text, true)
 }
 
+/// Whether a terminal would act on `c` rather than show it: a control
+/// character, a line or paragraph separator, a bidi override.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 fn escape(text: &str, one_line: bool) -> String {
-    let unsafe_char = |c: char| {
-        (c.is_control() && (one_line || !matches!(c, '\n' | '\t')))
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}')
-            || ('\u{202A}'..='\u{202E}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
+    let unsafe_char = |c: char| acts_on_terminal(c) && (one_line || !matches!(c, '\n' | '\t'));
     if !text.contains(unsafe_char) {
         return text.to_string();
     }
@@ -101,20 +105,6 @@ pub fn clock(at: UnixMillis) -> String {
     }
     let day = secs.rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
-}
-
-/// Text as it is safe to print on a terminal: control characters (an
-/// escape sequence, a carriage return, a line break) shown escaped.
-pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars()
-        .map(|c| match c {
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.

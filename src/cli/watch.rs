@@ -121,7 +121,7 @@ fn print_event(response: &pb::WatchTasksResponse, as_json: bool) -> Result<(), F
                     output::clock(task.updated_at),
                     task.id,
                     task.state.as_str().to_uppercase(),
-                    output::printable(&task.name)
+                    output::escape_line(&task.name)
                 );
             }
         }
@@ -158,7 +158,7 @@ fn print_event(response: &pb::WatchTasksResponse, as_json: bool) -> Result<(), F
                 let from = from.map_or("NEW".to_string(), |s| s.as_str().to_uppercase());
                 let reason = match change.reason.as_str() {
                     "" => String::new(),
-                    text => format!("  ({})", output::printable(text)),
+                    text => format!("  ({})", output::escape_line(text)),
                 };
                 println!(
                     "{}  {}  {} -> {}  {}{reason}",
@@ -166,7 +166,7 @@ fn print_event(response: &pb::WatchTasksResponse, as_json: bool) -> Result<(), F
                     task.id,
                     from,
                     to.as_str().to_uppercase(),
-                    output::printable(&task.name)
+                    output::escape_line(&task.name)
                 );
             }
         }

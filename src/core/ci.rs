@@ -260,6 +260,9 @@ impl CiTriage {
                 run.workflow
             );
             match self.tasks.cancel(&task.id.to_string(), &reason).await {
+                // Cancelled by someone else meanwhile (another delivery):
+                // theirs to report.
+                Ok(done) if done.state_reason != reason => {}
                 Ok(_) => cancelled.push(task.id),
                 // It started or ended meanwhile: no longer ours to cancel.
                 Err(CoreError::IllegalTransition(_) | CoreError::FailedPrecondition(_)) => {}

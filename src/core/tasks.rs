@@ -328,7 +328,18 @@ impl TaskService {
             "" => "cancelled by request",
             text => text,
         };
-        let task = self.transition(id, TaskState::Cancelled, reason).await?;
+        let task = match self.transition(id, TaskState::Cancelled, reason).await {
+            Err(CoreError::IllegalTransition(why)) => {
+                // Cancelling twice is not an error (a retried request, two
+                // people): the task as the first cancel left it.
+                let task = self.get(&id.to_string()).await?;
+                if task.state == TaskState::Cancelled {
+                    return Ok(task);
+                }
+                return Err(CoreError::IllegalTransition(why));
+            }
+            other => other?,
+        };
         let was_running = self.activity.stop(id);
         info!(task_id = %id, reason, was_running, "task cancelled");
         // Dependents of a cancelled task fail; let the scheduler see it.

@@ -7,7 +7,9 @@
 //!    a missing or malformed `X-Hub-Signature-256`: 401. Both before a byte
 //!    of the body is read, so unsigned bodies cost nothing.
 //! 3. The body, up to `max_body_bytes` (413 beyond) and within `[http]
-//!    body_timeout` (408 after; 400 if the sender breaks off), hashed into
+//!    body_timeout` (408 after; 400 if the sender breaks off) and the
+//!    bytes all deliveries may hold at once (`[http] max_buffered_bytes`,
+//!    503 beyond, so forged bodies cannot fill memory), hashed into
 //!    the HMAC as it arrives; then the signature is checked, constant-time:
 //!    wrong is 401 and nothing is parsed.
 //! 4. The content type (`application/json`, or form-encoded `payload=`;
@@ -27,6 +29,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
@@ -45,6 +48,9 @@ pub struct GithubHook {
     allow_unsigned: bool,
     max_body_bytes: usize,
     body_timeout: Duration,
+    /// Body bytes held at once over every delivery (`[http]
+    /// max_buffered_bytes`): a permit per byte.
+    buffered: Arc<Semaphore>,
     /// `owner/name`, lower-cased, to project name.
     projects: Vec<(String, String)>,
     /// App slugs and names (lower-cased) whose checks are not triaged.
@@ -61,6 +67,7 @@ impl GithubHook {
             allow_unsigned: github.allow_unsigned,
             max_body_bytes: github.max_body_bytes,
             body_timeout: config.http.limits().body_timeout,
+            buffered: Arc::new(Semaphore::new(config.http.max_buffered_bytes)),
             projects: config
                 .projects
                 .iter()
@@ -120,8 +127,9 @@ async fn handle(hook: &GithubHook, headers: &HeaderMap, delivery: &str, body: Bo
         },
         None => None,
     };
-    let body = match read_body(body, hook.max_body_bytes, hook.body_timeout, &mut verifier).await {
-        Ok(body) => body,
+    // `_held` keeps the body's share of the budget until the reply.
+    let (body, _held) = match read_body(hook, body, &mut verifier).await {
+        Ok(read) => read,
         Err(reply) => return reply,
     };
     if let Some(verifier) = verifier
@@ -286,15 +294,19 @@ impl Verifier {
 /// The body, read within `timeout` and up to `limit` bytes, fed to the
 /// verifier as it comes: 413 beyond the limit, 408 when it is too slow, 400
 /// when it cannot be read.
+/// The body, hashed into the verifier as it arrives, within the size and
+/// time limits and the shared budget (whose share it returns, to hold while
+/// the body is used).
 async fn read_body(
+    hook: &GithubHook,
     body: Body,
-    limit: usize,
-    timeout: Duration,
     verifier: &mut Option<Verifier>,
-) -> Result<Bytes, Reply> {
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Reply> {
+    let limit = hook.max_body_bytes;
     let read = async {
         let mut stream = body.into_data_stream();
         let mut buffer = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 debug!(error = %e, "cannot read a github delivery");
@@ -306,20 +318,36 @@ async fn read_body(
             if buffer.len() + chunk.len() > limit {
                 return Err(too_large(limit));
             }
+            // The chunk fits the body's limit, so it fits in a u32.
+            let share = hook
+                .buffered
+                .clone()
+                .try_acquire_many_owned(chunk.len() as u32)
+                .map_err(|_| {
+                    Reply::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many webhook bodies are being read at once ([http] \
+                         max_buffered_bytes); deliver again later",
+                    )
+                })?;
+            match held.as_mut() {
+                Some(held) => held.merge(share),
+                None => held = Some(share),
+            }
             if let Some(verifier) = verifier.as_mut() {
                 verifier.mac.update(&chunk);
             }
             buffer.extend_from_slice(&chunk);
         }
-        Ok(Bytes::from(buffer))
+        Ok((Bytes::from(buffer), held))
     };
-    match tokio::time::timeout(timeout, read).await {
+    match tokio::time::timeout(hook.body_timeout, read).await {
         Ok(read) => read,
         Err(_) => Err(Reply::error(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the body did not arrive within {} ([http] body_timeout)",
-                humantime::format_duration(timeout)
+                humantime::format_duration(hook.body_timeout)
             ),
         )),
     }

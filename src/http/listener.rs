@@ -31,6 +31,8 @@ pub struct ListenerLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// Request body bytes buffered at once, over every connection.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for ListenerLimits {
@@ -39,6 +41,7 @@ impl Default for ListenerLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 256,
+            max_buffered_bytes: 32 * 1024 * 1024,
         }
     }
 }
