@@ -1,0 +1,179 @@
+//! Unit tests of `core::validate`.
+
+use super::*;
+use crate::core::model::TaskSpec;
+
+fn rules() -> TaskRules {
+    TaskRules {
+        projects: vec!["demo".into(), "other".into()],
+        max_instructions_bytes: 100,
+        ..TaskRules::default()
+    }
+}
+
+fn request(f: impl FnOnce(&mut TaskSpec)) -> SubmitRequest {
+    let mut spec = TaskSpec {
+        instructions: "Fix the flaky test\nIt fails on CI.".into(),
+        project: "demo".into(),
+        ..TaskSpec::default()
+    };
+    f(&mut spec);
+    SubmitRequest {
+        spec,
+        ..SubmitRequest::default()
+    }
+}
+
+fn field_of(req: SubmitRequest) -> String {
+    match validate(&req, &rules()) {
+        Err(CoreError::InvalidArgument { field, .. }) => field,
+        other => panic!("expected an invalid argument, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_minimal_spec_gets_the_defaults() {
+    let task = validate(&request(|_| {}), &rules()).unwrap();
+    assert_eq!(task.name, "Fix the flaky test");
+    assert_eq!(task.agent.agent_type, AgentType::Auto);
+    assert_eq!(task.priority, Priority::Normal);
+    assert_eq!(task.timeout, Duration::from_secs(1800));
+    assert_eq!(task.max_attempts, 3);
+    assert_eq!(task.state, TaskState::Pending);
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    assert_eq!(
+        field_of(request(|s| s.instructions = "  ".into())),
+        "spec.instructions"
+    );
+    assert_eq!(
+        field_of(request(|s| s.instructions = "x".repeat(101))),
+        "spec.instructions"
+    );
+    assert_eq!(
+        field_of(request(|s| s.project = "nope".into())),
+        "spec.project"
+    );
+    assert_eq!(field_of(request(|s| s.project = "".into())), "spec.project");
+    assert_eq!(
+        field_of(request(|s| s.agent.agent_type = "robot".into())),
+        "spec.agent.type"
+    );
+    assert_eq!(
+        field_of(request(|s| s.agent.max_budget_usd = -1.0)),
+        "spec.agent.max_budget_usd"
+    );
+    assert_eq!(
+        field_of(request(|s| s.agent.max_budget_usd = f64::NAN)),
+        "spec.agent.max_budget_usd"
+    );
+    assert_eq!(
+        field_of(request(|s| s.timeout = "soon".into())),
+        "spec.timeout"
+    );
+    assert_eq!(
+        field_of(request(|s| s.timeout = "0s".into())),
+        "spec.timeout"
+    );
+    assert_eq!(
+        field_of(request(|s| s.timeout = "3 days".into())),
+        "spec.timeout"
+    );
+    assert_eq!(
+        field_of(request(|s| s.priority = "urgent".into())),
+        "spec.priority"
+    );
+    assert_eq!(
+        field_of(request(|s| s.tags = vec!["a b".into()])),
+        "spec.tags"
+    );
+    assert_eq!(
+        field_of(request(|s| s.depends_on = vec!["x".into()])),
+        "spec.depends_on"
+    );
+    assert_eq!(
+        field_of(request(|s| s.max_attempts = 99)),
+        "spec.max_attempts"
+    );
+    for base_ref in ["--upload-pack=x", "main..evil", "HEAD~1", "a b", "x@{1}"] {
+        assert_eq!(
+            field_of(request(|s| s.base_ref = base_ref.into())),
+            "spec.base_ref",
+            "{base_ref}"
+        );
+    }
+    for base_ref in [
+        "main",
+        "feature/x",
+        "v1.2",
+        "3484a3fb816e0859fd6e1cea078d76385ff50625",
+    ] {
+        validate(&request(|s| s.base_ref = base_ref.into()), &rules()).unwrap();
+    }
+}
+
+#[test]
+fn only_canonical_ids_parse() {
+    let id = Id::new();
+    assert_eq!(id.to_string().parse::<Id>().unwrap(), id);
+    assert_eq!(
+        "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+            .parse::<Id>()
+            .unwrap()
+            .to_string(),
+        "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+    );
+    for bad in [
+        "ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "01jdz0q3w2j9p6v5m4n8k7h6g5",
+        "01JDZ0Q3W2J9P6V5M4N8K7H6GU",
+        "01JDZ0Q3W2J9P6V5M4N8K7H6G",
+        "",
+    ] {
+        let err = bad.parse::<Id>().unwrap_err();
+        assert!(err.contains("not a valid id"), "{bad}: {err}");
+    }
+    let err = "x".repeat(10_000).parse::<Id>().unwrap_err();
+    assert!(err.len() < 200, "{err}");
+}
+
+#[test]
+fn quotes_are_short_and_escaped() {
+    assert_eq!(quote("abc"), "`abc`");
+    assert_eq!(quote("a\x1bb"), "`a\\u{1b}b`");
+    assert_eq!(quote(&"y".repeat(100)), format!("`{}…`", "y".repeat(32)));
+}
+
+#[test]
+fn text_may_hold_lines_and_tabs_but_no_other_control() {
+    check_text("f", "a\n\tb\r\n", 100).unwrap();
+    for bad in ["a\0", "a\x1b[2J", "\x07", "\u{9b}"] {
+        assert!(check_text("f", bad, 100).is_err(), "{bad:?}");
+    }
+    for bad in ["a\nb", "a\tb", "a\u{2029}", "a\u{2067}"] {
+        assert!(check_line("f", bad, 100).is_err(), "{bad:?}");
+    }
+    check_line("f", "plain — text ✓", 100).unwrap();
+}
+
+#[test]
+fn a_self_dependency_is_a_cycle() {
+    let id = Id::new();
+    let mut req = request(|s| s.depends_on = vec![id.to_string()]);
+    req.task_id = id.to_string();
+    let err = validate(&req, &rules()).unwrap_err().to_string();
+    assert!(err.contains("cycle"), "{err}");
+}
+
+#[test]
+fn one_project_is_the_default() {
+    let rules = TaskRules {
+        projects: vec!["solo".into()],
+        ..TaskRules::default()
+    };
+    let task = validate(&request(|s| s.project.clear()), &rules).unwrap();
+    assert_eq!(task.project, "solo");
+}
