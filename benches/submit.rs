@@ -170,6 +170,8 @@ async fn main() {
             path: dir.path().join("bench"),
             github: None,
             publish_remote: None,
+            isolation: None,
+            network: None,
         }],
         ..Config::default()
     };

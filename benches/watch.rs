@@ -194,6 +194,8 @@ async fn main() {
             path: dir.path().join("bench"),
             github: None,
             publish_remote: None,
+            isolation: None,
+            network: None,
         }],
         executor: ExecutorSection {
             enabled: false,

@@ -197,6 +197,8 @@ async fn main() {
             path: dir.path().join("bench"),
             github: Some("octo-org/octo-repo".into()),
             publish_remote: None,
+            isolation: None,
+            network: None,
         }],
         ..Config::default()
     };

@@ -199,6 +199,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Some(why) => info!(agent = %runner.agent(), "agent unavailable: {why}"),
         }
     }
+    if config.executor.enabled {
+        match crate::runners::confine::os_sandbox().await {
+            Ok(bwrap) => info!(bwrap = %bwrap.display(), "agents run in an OS sandbox"),
+            Err(why) => warn!(
+                "agents run WITHOUT an OS sandbox: {why}; they see every file this server sees \
+                 (isolation = \"sandbox\" makes their tasks fail instead)"
+            ),
+        }
+    }
     let status = StatusService::new(
         tasks.clone(),
         runners.clone(),

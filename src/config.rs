@@ -273,6 +273,17 @@ pub struct AgentConfig {
     /// Retries the CLI itself makes on API errors before claudomator's own
     /// backoff takes over (Gemini and Codex; default 2).
     pub max_retries: Option<u32>,
+    /// `sandbox`, `none` or `auto` (default): whether this agent runs in an
+    /// OS sandbox; a project's own setting wins.
+    pub isolation: Option<crate::core::runner::Isolation>,
+    /// `none`: this agent reaches no network.
+    pub network: Option<crate::core::runner::Network>,
+    /// More of the server's environment variables the agent gets, beyond
+    /// the allow-list (see the README's "What an agent can reach").
+    pub pass_env: Vec<String>,
+    /// More paths the agent sees read-only in the OS sandbox (a toolchain
+    /// under the home directory, say).
+    pub expose: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -297,6 +308,13 @@ impl AgentConfig {
             base_url: self.base_url.clone(),
             api_key_env: self.api_key_env.clone(),
             max_retries: self.max_retries.unwrap_or(2),
+            confinement: crate::core::runner::Confinement {
+                isolation: self.isolation,
+                network: self.network,
+            },
+            pass_env: self.pass_env.clone(),
+            expose: self.expose.clone(),
+            data_dir: data_dir.to_path_buf(),
         }
     }
 }
@@ -604,6 +622,13 @@ pub struct ProjectConfig {
     /// URL or a path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_remote: Option<String>,
+    /// `sandbox`, `none` or `auto` (the default, or the agent's setting):
+    /// whether its agents run in an OS sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::core::runner::Isolation>,
+    /// `none`: its agents reach no network (implies the OS sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::core::runner::Network>,
 }
 
 impl Default for Config {
@@ -944,6 +969,10 @@ impl Config {
                     let target = crate::core::executor::ProjectTarget {
                         path: p.path.clone(),
                         publish_remote: p.publish_remote.clone(),
+                        confinement: crate::core::runner::Confinement {
+                            isolation: p.isolation,
+                            network: p.network,
+                        },
                     };
                     (p.name.clone(), target)
                 })
@@ -1034,6 +1063,8 @@ fn project_from_cwd(cwd: &Path) -> Option<ProjectConfig> {
         path: root.to_path_buf(),
         github: None,
         publish_remote: None,
+        isolation: None,
+        network: None,
     })
 }
 
@@ -1127,6 +1158,17 @@ cluster_max_concurrent = 0
 model = ""
 # Extra environment for the agent, e.g. ANTHROPIC_BASE_URL.
 env = {{}}
+# Agents get an environment built from an allow-list (see the README): more
+# of the server's variables by name, and more paths they may read in the OS
+# sandbox (a toolchain under your home, say).
+pass_env = []
+expose = []
+# "auto": in an OS sandbox (bubblewrap) where this machine has one;
+# "sandbox": never without one (tasks fail instead); "none": never.
+# A [[projects]] entry may set isolation and network too, and wins.
+isolation = "auto"
+# "none": no network at all, loopback included (needs the OS sandbox).
+network = "on"
 
 [agents.gemini]
 # The Gemini CLI; it runs with a home of its own (<data_dir>/agents/gemini,

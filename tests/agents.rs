@@ -315,6 +315,7 @@ async fn run_once(
         max_turns: 0,
         resume_session: resume,
         prior_usage,
+        confinement: Default::default(),
     };
     runner
         .run(request, &mut log, CancellationToken::new())
@@ -353,6 +354,7 @@ async fn gemini_and_codex_runners_resume_their_sessions() {
             base_url: gemini_mock.base_url(),
             api_key_env: String::new(),
             max_retries: 0,
+            ..CommandSpec::default()
         },
         prices.clone(),
     );
@@ -392,6 +394,7 @@ async fn gemini_and_codex_runners_resume_their_sessions() {
             base_url: codex_mock.base_url(),
             api_key_env: CodexEnv::API_KEY_VAR.into(),
             max_retries: 0,
+            ..CommandSpec::default()
         },
         prices,
     );

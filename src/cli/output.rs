@@ -458,6 +458,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "local_model": check(&status.local_model),
             "notifications": check(&status.notifications),
             "cluster": check(&status.cluster),
+            "isolation": check(&status.isolation),
             "usable": usable,
         }));
         return usable;
@@ -516,6 +517,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         ("local model", &status.local_model),
         ("notify", &status.notifications),
         ("cluster", &status.cluster),
+        ("isolation", &status.isolation),
     ] {
         let check = check.clone().unwrap_or_default();
         println!(

@@ -16,6 +16,57 @@ use super::model::{AgentType, Id};
 
 pub use fake::{FakeRunner, FakeStep};
 
+/// Whether an agent's process runs in an OS sandbox (`isolation`, per
+/// project and per agent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In the OS sandbox where this machine has one; where it has none the
+    /// agent runs without it, and the start-up log, `doctor` and each
+    /// attempt's log say so.
+    #[default]
+    Auto,
+    /// Always in the OS sandbox: where there is none, the attempt fails
+    /// saying why, never runs unprotected.
+    Sandbox,
+    /// Never: the agent sees every file the server sees (but still gets
+    /// only the allowed environment).
+    None,
+}
+
+/// Whether an agent in the OS sandbox reaches the network (`network`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// As the server does (agents need their model API).
+    #[default]
+    On,
+    /// Nothing, loopback included: for tasks that need no model API.
+    /// Implies the OS sandbox.
+    None,
+}
+
+/// What the project asks of an attempt's confinement; unset fields fall
+/// to the agent's settings, then to the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Confinement {
+    pub isolation: Option<Isolation>,
+    pub network: Option<Network>,
+}
+
+impl Confinement {
+    /// The project's choices over the agent's: the project's isolation if
+    /// it set one, else the agent's; no network if either says so.
+    pub fn over(self, agent: Confinement) -> (Isolation, Network) {
+        let network = match (self.network, agent.network) {
+            (Some(Network::None), _) | (_, Some(Network::None)) => Network::None,
+            _ => Network::On,
+        };
+        let isolation = self.isolation.or(agent.isolation).unwrap_or_default();
+        (isolation, network)
+    }
+}
+
 /// Everything a runner needs for one attempt.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
@@ -39,6 +90,8 @@ pub struct RunRequest {
     /// Tokens (in, out) the resumed session had already used, for agents
     /// that report usage cumulatively per session.
     pub prior_usage: Option<(u64, u64)>,
+    /// The project's isolation and network choices.
+    pub confinement: Confinement,
 }
 
 /// How an attempt ended, as the runner saw it.
@@ -129,6 +182,7 @@ impl AskRequest {
             max_turns: 1,
             resume_session: None,
             prior_usage: None,
+            confinement: Confinement::default(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct SystemStatus {
     /// The servers sharing the database (seen within a lease) and the
     /// agents each runs.
     pub cluster: Check,
+    /// Whether agents get an OS sandbox on this machine.
+    pub isolation: Check,
 }
 
 /// The settings the report names.
@@ -158,6 +160,7 @@ impl StatusService {
             local_model,
             notifications: notifications_check(self.tasks.event_sink()),
             cluster: self.cluster_check().await,
+            isolation: isolation_check().await,
         })
     }
 
@@ -195,6 +198,22 @@ impl StatusService {
 
 /// Off, or what became of the notifications since the server started: fine
 /// while none failed or was dropped.
+async fn isolation_check() -> Check {
+    match crate::runners::confine::os_sandbox().await {
+        Ok(bwrap) => Check {
+            ok: true,
+            detail: format!("agents run in an OS sandbox ({})", bwrap.display()),
+        },
+        Err(why) => Check {
+            ok: false,
+            detail: format!(
+                "agents run WITHOUT an OS sandbox: {why}; tasks whose project or agent \
+                 says isolation = \"sandbox\" or network = \"none\" fail"
+            ),
+        },
+    }
+}
+
 fn notifications_check(sink: Option<&super::events::EventSink>) -> Check {
     let Some(sink) = sink else {
         return Check {

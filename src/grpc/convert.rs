@@ -418,6 +418,7 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         database: Some(check(&s.database)),
         local_model: Some(check(&s.local_model)),
         notifications: Some(check(&s.notifications)),
+        isolation: Some(check(&s.isolation)),
         cluster: Some(check(&s.cluster)),
     }
 }

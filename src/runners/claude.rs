@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::confine::Launch;
 use super::{
     AgentProbe, AskRequest, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
     ask_cli, env_value, missing_cli, one_line, probe_cli, replay, run_cli,
@@ -40,6 +41,27 @@ impl ClaudeRunner {
             .current_dir(&req.workdir)
             .envs(&self.command.env);
         command
+    }
+
+    /// How the run is shut in: claude keeps its login and sessions in the
+    /// user's `~/.claude` and `~/.claude.json` unless its config dir or
+    /// home is set; those it gets read-write.
+    fn launch(&self, req: &RunRequest) -> Launch<'_> {
+        let mut state = Vec::new();
+        if !self.command.env.contains_key("HOME")
+            && !self.command.env.contains_key("CLAUDE_CONFIG_DIR")
+            && let Some(home) = std::env::var_os("HOME")
+        {
+            let home = std::path::PathBuf::from(home);
+            state.push(home.join(".claude"));
+            state.push(home.join(".claude.json"));
+        }
+        Launch {
+            agent: AgentType::Claude,
+            spec: &self.command,
+            confinement: req.confinement,
+            state,
+        }
     }
 
     /// User text (the prompt, the model, the session id, the system prompt)
@@ -135,10 +157,10 @@ impl Runner for ClaudeRunner {
     ) -> RunOutcome {
         run_cli(
             self.command(&req, &[]),
+            self.launch(&req),
             ClaudeStream::default(),
             log,
             &cancel,
-            &self.command.program,
         )
         .await
     }
@@ -398,6 +420,7 @@ mod tests {
 
     fn hostile_request(resume: Option<&str>) -> RunRequest {
         RunRequest {
+            confinement: Default::default(),
             task_id: crate::core::model::Id::new(),
             execution_id: crate::core::model::Id::new(),
             workdir: std::path::PathBuf::from("/tmp"),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::confine::Launch;
 use super::{
     AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
     env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, write_config_file,
@@ -195,7 +196,13 @@ impl Runner for CodexRunner {
             prior_usage: req.prior_usage.unwrap_or_default(),
             ..CodexStream::default()
         };
-        run_cli(command, parser, log, &cancel, &self.command.program).await
+        let launch = Launch {
+            agent: AgentType::Codex,
+            spec: &self.command,
+            confinement: req.confinement,
+            state: Vec::new(),
+        };
+        run_cli(command, launch, parser, log, &cancel).await
     }
 }
 
@@ -385,6 +392,7 @@ mod tests {
 
     fn hostile_request(resume: Option<&str>) -> RunRequest {
         RunRequest {
+            confinement: Default::default(),
             task_id: crate::core::model::Id::new(),
             execution_id: crate::core::model::Id::new(),
             workdir: std::path::PathBuf::from("/tmp"),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::confine::Launch;
 use super::{
     AgentProbe, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser,
     Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
@@ -170,7 +171,13 @@ impl Runner for GeminiRunner {
             prices: self.prices.clone(),
             ..GeminiStream::default()
         };
-        run_cli(command, parser, log, &cancel, &self.command.program).await
+        let launch = Launch {
+            agent: AgentType::Gemini,
+            spec: &self.command,
+            confinement: req.confinement,
+            state: Vec::new(),
+        };
+        run_cli(command, launch, parser, log, &cancel).await
     }
 
     async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
@@ -426,6 +433,7 @@ mod tests {
 
     fn hostile_request(resume: Option<&str>) -> RunRequest {
         RunRequest {
+            confinement: Default::default(),
             task_id: crate::core::model::Id::new(),
             execution_id: crate::core::model::Id::new(),
             workdir: std::path::PathBuf::from("/tmp"),

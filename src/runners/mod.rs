@@ -9,6 +9,7 @@
 
 pub mod claude;
 pub mod codex;
+pub mod confine;
 pub mod gemini;
 pub mod local;
 pub mod process;
@@ -42,6 +43,15 @@ pub struct CommandSpec {
     pub api_key_env: String,
     /// Retries the agent itself makes on API errors before giving up.
     pub max_retries: u32,
+    /// The agent's isolation and network settings (a project's win).
+    pub confinement: crate::core::runner::Confinement,
+    /// Server environment variables passed beyond the allow-list.
+    pub pass_env: Vec<String>,
+    /// Paths shown read-only in the OS sandbox beyond the system's.
+    pub expose: Vec<PathBuf>,
+    /// The server's data dir: never visible in the OS sandbox but for the
+    /// attempt's own sandbox and the agent's home.
+    pub data_dir: PathBuf,
 }
 
 /// USD per million tokens, for agents that report no cost.
@@ -79,16 +89,27 @@ pub fn replay<P: StreamParser>(mut parser: P, stdout_lines: &[String]) -> RunOut
     parser.finish(None, true)
 }
 
-/// Runs an agent CLI to its end: stdout through `parser`, stderr as stderr
-/// events, everything into the execution log; the one copy of this logic
-/// every runner uses.
+/// Runs an agent CLI to its end, shut in as `launch` says (see
+/// [`confine`]; the log's first event says how): stdout through `parser`,
+/// stderr as stderr events, everything into the execution log; the one copy
+/// of this logic every runner uses.
 pub async fn run_cli<P: StreamParser>(
     command: Command,
+    launch: confine::Launch<'_>,
     mut parser: P,
     log: &mut LogWriter,
     cancel: &CancellationToken,
-    program: &Path,
 ) -> RunOutcome {
+    let program = launch.spec.program.clone();
+    let command = match confine::confine(command, &launch).await {
+        Ok(confined) => {
+            if let Err(e) = log.append(LogKind::System, confined.note.clone(), Value::Null, "") {
+                tracing::warn!(error = %e, "cannot write the execution log");
+            }
+            confined.command
+        }
+        Err(why) => return RunOutcome::new(Verdict::Failed(why)),
+    };
     let exit = process::run(command, cancel, |source, line| {
         let logged = match source {
             Stream::Stdout => {

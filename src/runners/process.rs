@@ -29,6 +29,10 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// this many bytes together; beyond, reading waits (and so does the agent).
 pub const BUFFERED_BYTES: usize = 8 * MAX_LINE_BYTES;
 
+/// How long an exited agent's pipes are still read: what it wrote before
+/// it exited arrives meanwhile.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// How much is read from an agent's pipe at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -94,7 +98,17 @@ pub async fn run(
 
     let mut stopped = false;
     let mut status = None;
+    // Once the agent has exited, what it wrote is read for this long more;
+    // a child that detached and keeps the pipes open does not hold the
+    // attempt (it is killed below, or with the OS sandbox's namespace).
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let draining = async {
+            match drain_until {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             line = rx.recv() => match line {
                 // The line's bytes leave the budget once it is handled.
@@ -102,10 +116,16 @@ pub async fn run(
                 // Both pipes closed: the process is done writing.
                 None => break,
             },
-            _ = cancel.cancelled(), if !stopped => {
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited?);
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            _ = cancel.cancelled(), if !stopped && status.is_none() => {
                 stopped = true;
                 status = Some(stop_group(&mut child, pgid).await?);
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
             }
+            _ = draining => break,
         }
     }
     let status = match status {
@@ -115,6 +135,10 @@ pub async fn run(
     // Anything the agent left running in its group goes with it.
     if let Some(pgid) = pgid {
         signal_group(pgid, libc::SIGKILL);
+    }
+    for reader in &readers {
+        // A pipe a detached process still holds is read no more.
+        reader.abort();
     }
     for reader in readers {
         let _ = reader.await;

@@ -103,6 +103,13 @@ pub enum SandboxError {
         stderr: String,
     },
 
+    #[error(
+        "the agent left the repository in {} so that git would act outside it ({reason}): \
+         its changes are not committed",
+        path.display()
+    )]
+    Tampered { path: PathBuf, reason: String },
+
     #[error("cannot run git: {source}: install git and put it on PATH")]
     GitUnavailable { source: std::io::Error },
 

@@ -11,12 +11,15 @@
 //! - this file: the types, `prepare`, `commit_all`, `finish`.
 //! - `prepare.rs`: the project checks, the clone, reusing a sandbox.
 //! - `publish.rs`: `default_branch`, `rebase_and_push`.
+//! - `reclaim.rs`: the repository taken back from the agent (its config
+//!   restored, its shape checked) before the server's git runs in it.
 //! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
 
 mod error;
 mod git;
 mod prepare;
 mod publish;
+mod reclaim;
 #[cfg(test)]
 mod tests;
 
@@ -108,6 +111,7 @@ impl Sandbox {
         let path = cfg.root.join(task_id);
         let branch = format!("{BRANCH_PREFIX}{task_id}");
         if exists(&path).await? {
+            reclaim::reclaim(&path).await?;
             let sandbox = reuse(path, branch, task_id, project_path).await?;
             info!(task_id, path = %sandbox.path.display(), "reusing sandbox");
             return Ok(sandbox);
@@ -138,6 +142,7 @@ impl Sandbox {
         tokio::fs::rename(&staging, &path)
             .await
             .map_err(|e| SandboxError::io("move the new sandbox to", &path, e))?;
+        reclaim::save(&path).await?;
         info!(task_id, path = %path.display(), base_commit, "sandbox ready");
         Ok(Sandbox {
             path,
@@ -158,6 +163,7 @@ impl Sandbox {
         cfg: &SandboxConfig,
         message: &str,
     ) -> Result<Changes, SandboxError> {
+        reclaim::reclaim(&self.path).await?;
         let head = self.head_on_branch().await?;
         git(&self.path, ["add", "--all"]).run().await?;
         let message = if message.trim().is_empty() {
@@ -207,6 +213,7 @@ impl Sandbox {
             });
         }
         remove_dir_if_exists(&self.path).await?;
+        reclaim::forget(&self.path).await;
         Ok(false)
     }
 
@@ -316,7 +323,10 @@ impl Sandbox {
 /// Removes a task's sandbox (if any), e.g. once its reviewed work is accepted.
 pub async fn remove(cfg: &SandboxConfig, task_id: &str) -> Result<(), SandboxError> {
     check_task_id(task_id)?;
-    remove_dir_if_exists(&cfg.root.join(task_id)).await
+    let path = cfg.root.join(task_id);
+    remove_dir_if_exists(&path).await?;
+    reclaim::forget(&path).await;
+    Ok(())
 }
 
 fn check_task_id(task_id: &str) -> Result<(), SandboxError> {

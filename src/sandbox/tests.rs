@@ -556,3 +556,66 @@ async fn the_agents_own_commit_alone_is_reported_and_delivered() {
         "trunk"
     );
 }
+
+#[tokio::test]
+async fn config_the_agent_leaves_never_runs_in_the_servers_git() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(true);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    // As the agent: an fsmonitor and a clean filter that would run code in
+    // the server's `git add`, and a file the filter applies to.
+    let pwned = world.path("pwned");
+    let run = format!("touch {}", pwned.display());
+    world.git(&sandbox.path, &["config", "core.fsmonitor", &run]);
+    world.git(&sandbox.path, &["config", "filter.evil.clean", &run]);
+    world.git(&sandbox.path, &["config", "claudomator.baseCommit", "0000"]);
+    write(&sandbox.path, ".gitattributes", "* filter=evil\n");
+    write(&sandbox.path, "work.txt", "done\n");
+
+    let changes = sandbox.commit_all(&cfg, "agent work").await.unwrap();
+    assert!(
+        !pwned.exists(),
+        "the agent's config ran in the server's git"
+    );
+    assert!(changes.files.iter().any(|f| f.path == "work.txt"));
+    let config = fs::read_to_string(sandbox.path.join(".git/config")).unwrap();
+    assert!(
+        !config.contains("evil") && !config.contains("fsmonitor"),
+        "{config}"
+    );
+    // The base commit is the server's, not the agent's.
+    let again = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    assert_eq!(again.base_commit, sandbox.base_commit);
+}
+
+#[tokio::test]
+async fn a_repository_pointing_outside_the_sandbox_is_refused() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(true);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    // As the agent: the objects git writes go to a directory of its choice.
+    let elsewhere = world.path("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let objects = sandbox.path.join(".git/objects");
+    fs::rename(&objects, elsewhere.join("objects")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("objects"), &objects).unwrap();
+    write(&sandbox.path, "work.txt", "done\n");
+    let err = sandbox.commit_all(&cfg, "agent work").await.unwrap_err();
+    assert!(matches!(err, SandboxError::Tampered { .. }), "{err}");
+    assert!(err.to_string().contains(".git/objects"), "{err}");
+
+    // `.git` itself a link to the project's repository.
+    fs::remove_dir_all(sandbox.path.join(".git")).unwrap();
+    std::os::unix::fs::symlink(project.join(".git"), sandbox.path.join(".git")).unwrap();
+    let err = sandbox.commit_all(&cfg, "agent work").await.unwrap_err();
+    assert!(err.to_string().contains(".git is not a directory"), "{err}");
+    assert_eq!(world.git(&project, &["status", "--porcelain"]), "");
+}

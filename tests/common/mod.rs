@@ -42,12 +42,16 @@ pub fn test_config(dirs: &Path) -> Config {
                 path: demo,
                 github: None,
                 publish_remote: None,
+                isolation: None,
+                network: None,
             },
             ProjectConfig {
                 name: "other".into(),
                 path: other,
                 github: Some("acme/other".into()),
                 publish_remote: None,
+                isolation: None,
+                network: None,
             },
         ],
         executor: claudomator::config::ExecutorSection {

@@ -151,6 +151,7 @@ impl Executor {
             max_turns: task.agent.max_turns,
             resume_session,
             prior_usage,
+            confinement: project.confinement,
         };
         let timed_out = Arc::new(AtomicBool::new(false));
         let timer = {

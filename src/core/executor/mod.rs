@@ -93,6 +93,8 @@ pub struct ProjectTarget {
     pub path: PathBuf,
     /// Rebase finished branches onto the default branch and push them here.
     pub publish_remote: Option<String>,
+    /// The project's isolation and network choices for its agents.
+    pub confinement: crate::core::runner::Confinement,
 }
 
 pub struct Executor {

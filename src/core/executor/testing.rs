@@ -70,6 +70,7 @@ fn config(dir: &Path, project: &Path) -> ExecutorConfig {
             ProjectTarget {
                 path: project.to_path_buf(),
                 publish_remote: None,
+                confinement: Default::default(),
             },
         )]),
         sandbox: SandboxConfig {

@@ -1,0 +1,256 @@
+//! Agents are untrusted. A stand-in agent (a shell script configured as
+//! `claude`, run by the real server's claude runner) tries what a hostile
+//! one would: print the server's secrets from its environment, read the
+//! user's `~/.ssh`, the server's config and database and another task's
+//! sandbox, write into the data dir and outside, reach a loopback server,
+//! and leave a `setsid` child holding its stdout. In the OS sandbox
+//! (bubblewrap, installed by scripts/install-bwrap) each try fails, the
+//! agent's own work and config home still work, and the attempt ends on
+//! time with nothing left running.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use claudomator::config::Config;
+use claudomator::core::runner::{Isolation, Network};
+use claudomator::proto as pb;
+use common::{TestServer, agent_spec, executions, start_server_with, submit, wait_for};
+
+/// bubblewrap, installed by the project's script on first use.
+fn install_bwrap() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-bwrap");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run scripts/install-bwrap");
+        assert!(
+            out.status.success(),
+            "scripts/install-bwrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// What the hostile agent reaches for: the user's home (a fake one, so
+/// the test owns it), a config and another task's sandbox beside the data
+/// dir, and a loopback server.
+struct Bait {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    config: PathBuf,
+    outside: PathBuf,
+    listener: std::net::TcpListener,
+}
+
+impl Bait {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let home = shared_home().to_path_buf();
+        let config = root.join("claudomator.toml");
+        std::fs::write(&config, "[auth]\ntokens = [\"server-token\"]\n").unwrap();
+        let outside = root.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        Bait {
+            _dir: dir,
+            home,
+            config,
+            outside,
+            listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        }
+    }
+
+    /// The agent: each try prints `LEAK …` when it works, `ok …` when not;
+    /// its detached child runs `sleep <sleep>`.
+    fn agent(&self, data_dir: &Path, sleep: u32) -> PathBuf {
+        let port = self.listener.local_addr().unwrap().port();
+        let script = self.outside.join("hostile-agent");
+        let text = format!(
+            r#"#!/bin/sh
+say() {{ printf '%s\n' "$*"; }}
+if env | grep -q 'CLAUDOMATOR\|hook-secret'; then say "LEAK env: $(env | grep 'CLAUDOMATOR\|hook-secret' | tr '\n' ' ')"; else say "ok env"; fi
+if cat "{home}/.ssh/id_ed25519" 2>/dev/null; then say "LEAK ssh"; else say "ok ssh"; fi
+if cat "{config}" 2>/dev/null; then say "LEAK config"; else say "ok config"; fi
+if ls "{data}/claudomator.db" 2>/dev/null; then say "LEAK database"; else say "ok database"; fi
+if cat "{data}/sandboxes/01ARZ3NDEKTSV4RRFFQ69G5FAV/secret.txt" 2>/dev/null; then say "LEAK other sandbox"; else say "ok other sandbox"; fi
+if touch "{data}/pwned" 2>/dev/null; then say "LEAK wrote the data dir"; else say "ok data dir"; fi
+if touch "{outside}/pwned" 2>/dev/null; then say "LEAK wrote outside"; else say "ok outside"; fi
+if node -e "require('net').connect({port},'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then say "NET reached"; else say "NET unreachable"; fi
+if touch "{home}/.claude/agent-was-here"; then say "ok own config home"; else say "FAIL own config home"; fi
+if echo work > agent-work.txt; then say "ok sandbox"; else say "FAIL sandbox"; fi
+setsid sh -c 'exec sleep {sleep}' &
+say "done"
+"#,
+            home = self.home.display(),
+            config = self.config.display(),
+            data = data_dir.display(),
+            outside = self.outside.display(),
+        );
+        std::fs::write(&script, text).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        script
+    }
+}
+
+/// The user's home for every test here (HOME is the process's): a private
+/// key, and claude's config dir. Set once, with the server's secrets.
+fn shared_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let home =
+            std::env::temp_dir().join(format!("claudomator-isolation-home-{}", std::process::id()));
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY\n").unwrap();
+        std::fs::create_dir_all(home.join(".claude")).unwrap();
+        // SAFETY: set once, before any server of this binary starts.
+        unsafe {
+            std::env::set_var("CLAUDOMATOR_GITHUB_WEBHOOK_SECRET", "hook-secret-1");
+            std::env::set_var("HOME", &home);
+        }
+        home
+    })
+}
+
+/// A server whose `claude` is the hostile agent (its child sleeping
+/// `sleep` seconds), with secrets in its environment and another task's
+/// sandbox in its data dir; one attempt per task.
+async fn hostile_server(bait: &Bait, sleep: u32, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    install_bwrap();
+    start_server_with(|c| {
+        let other = c.data_dir.join("sandboxes/01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("secret.txt"), "another task's work\n").unwrap();
+        c.agents.claude.command = bait.agent(&c.data_dir, sleep);
+        c.defaults.max_attempts = 1;
+        c.executor.enabled = true;
+        c.executor.poll_interval = "100ms".into();
+        adjust(c);
+    })
+    .await
+}
+
+/// Runs one task to its end; returns its log's text and how long it took.
+async fn run_task(server: &TestServer) -> (pb::Task, String, Duration) {
+    let mut client = server.client().await;
+    let mut spec = agent_spec(pb::AgentType::Claude, "Try everything.");
+    spec.timeout = "2m".into();
+    let started = Instant::now();
+    let task = submit(&mut client, spec).await;
+    let done = wait_for(
+        &mut client,
+        &task.id,
+        &[
+            pb::TaskState::Completed,
+            pb::TaskState::Ready,
+            pb::TaskState::Failed,
+            pb::TaskState::TimedOut,
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    let runs = executions(&mut client, &task.id).await;
+    let log = std::fs::read_to_string(&runs[0].log_path).unwrap_or_default();
+    let text = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (done, text, took)
+}
+
+/// Processes left whose command line is the agent's detached child.
+fn sleepers(sleep: u32) -> Vec<String> {
+    let wanted = format!("sleep\u{0}{sleep}\u{0}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        if cmdline == wanted && !zombie {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_agent_reaches_nothing_of_the_servers_and_leaves_nothing_running() {
+    let bait = Bait::new();
+    let server = hostile_server(&bait, 4242, |c| {
+        c.agents.claude.isolation = Some(Isolation::Sandbox)
+    })
+    .await;
+    let (task, log, took) = run_task(&server).await;
+
+    assert!(log.contains("in an OS sandbox (bubblewrap)"), "{log}");
+    assert!(!log.contains("LEAK"), "{log}");
+    assert!(!server.data_dir().join("pwned").exists());
+    assert!(!bait.outside.join("pwned").exists());
+    for line in [
+        "ok env",
+        "ok ssh",
+        "ok config",
+        "ok database",
+        "ok other sandbox",
+        "ok data dir",
+        "ok outside",
+        "ok own config home",
+        "ok sandbox",
+        "done",
+    ] {
+        assert!(log.contains(line), "missing `{line}`: {log}");
+    }
+    // The network stays on by default: agents need their model.
+    assert!(log.contains("NET reached"), "{log}");
+    assert!(bait.home.join(".claude/agent-was-here").exists());
+    // The detached child died with the attempt, which ended at once
+    // rather than waiting for it to close stdout.
+    assert!(sleepers(4242).is_empty(), "left: {:?}", sleepers(4242));
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let runs = executions(&mut server.client().await, &task.id).await;
+    assert!(
+        runs[0].changed_files.iter().any(|f| f == "agent-work.txt"),
+        "{:?}",
+        runs[0].changed_files
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_none_takes_the_network_away_loopback_included() {
+    let bait = Bait::new();
+    let server = hostile_server(&bait, 4243, |c| c.projects[0].network = Some(Network::None)).await;
+    let (_, log, _) = run_task(&server).await;
+    assert!(log.contains("network off"), "{log}");
+    assert!(log.contains("NET unreachable"), "{log}");
+    assert!(!log.contains("LEAK"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_os_sandbox_the_agent_still_gets_only_the_allowed_environment() {
+    let bait = Bait::new();
+    let server = hostile_server(&bait, 4244, |c| {
+        c.projects[0].isolation = Some(Isolation::None)
+    })
+    .await;
+    let (_, log, took) = run_task(&server).await;
+    assert!(log.contains("not in an OS sandbox"), "{log}");
+    assert!(log.contains("ok env"), "{log}");
+    // What isolation = "none" means: the files are the server's.
+    assert!(log.contains("LEAK ssh"), "{log}");
+    // A child that detached (setsid) and holds stdout escapes the process
+    // group here; it does not hold the attempt, which ends soon after the
+    // agent does.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    for pid in sleepers(4244) {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+}
