@@ -232,7 +232,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         recovery::reconcile(
             &tasks,
             &by_agent,
-            &config.data_dir.join("sandboxes"),
+            &config.data_dir,
             config.executor.on_restart == crate::config::OnRestart::Requeue,
             &server_id,
         )

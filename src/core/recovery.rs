@@ -1,8 +1,9 @@
 //! Start-up reconciliation after a crash (SIGKILL, power loss): what a dead
 //! server left running is made consistent before the executor starts.
 //!
-//! - Agent processes still running in this server's sandboxes are killed
-//!   (their process groups), so no orphan outlives the server.
+//! - Agent process groups the dead server recorded (`<data_dir>/running`,
+//!   see `runners::process`) are killed, so no orphan outlives the server;
+//!   a process that merely works in a sandbox (a person's shell) is not.
 //! - Executions left RUNNING are marked INTERRUPTED; what the agent had
 //!   reported (session, tokens, cost) is rebuilt from the execution log,
 //!   which was written line by line before the crash.
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::CoreResult;
 use super::logs::LogKind;
@@ -35,21 +36,19 @@ pub struct RecoveryReport {
 
 pub const INTERRUPTED: &str = "interrupted: the server stopped during the run";
 
-/// At start-up: kills what the previous run of this server left in its
-/// sandboxes, then recovers the tasks it held (and any whose holder's lease
-/// ran out).
+/// At start-up: kills the agents the previous run of this server recorded
+/// in `data_dir`, then recovers the tasks it held (and any whose holder's
+/// lease ran out).
 pub async fn reconcile(
     tasks: &TaskService,
     runners: &HashMap<AgentType, Arc<dyn Runner>>,
-    sandbox_root: &Path,
+    data_dir: &Path,
     requeue: bool,
     server_id: &str,
 ) -> CoreResult<RecoveryReport> {
-    // Twice: a process the dead server had just forked may still be between
-    // fork and exec (not yet in its sandbox) at the first look.
-    let mut killed = kill_processes_under(sandbox_root);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    killed += kill_processes_under(sandbox_root);
+    let killed = crate::runners::process::kill_recorded(
+        &data_dir.join(crate::runners::process::RUNNING_DIR),
+    );
     let mut report = reclaim(tasks, runners, server_id, requeue, true).await?;
     report.killed_processes = killed;
     if report != RecoveryReport::default() {
@@ -171,66 +170,5 @@ async fn rebuild_from_log(
             serde_json::Value::Null,
             "",
         );
-    }
-}
-
-/// Kills (SIGKILL, whole process group) every process whose working
-/// directory is inside `root`; returns how many there were.
-fn kill_processes_under(root: &Path) -> usize {
-    let Ok(root) = root.canonicalize() else {
-        return 0;
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let own = std::process::id() as i32;
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let inside =
-            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
-        if !inside {
-            continue;
-        }
-        // SAFETY: getpgid/killpg/kill only look up and signal processes.
-        unsafe {
-            let group = libc::getpgid(pid);
-            if group > 1 && group != libc::getpgrp() {
-                libc::killpg(group, libc::SIGKILL);
-            } else {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        warn!(pid, "killed an agent process left by the previous server");
-        killed += 1;
-    }
-    killed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::CommandExt;
-
-    #[test]
-    fn leftover_processes_in_the_sandboxes_are_killed() {
-        let root = tempfile::tempdir().unwrap();
-        let sandbox = root.path().join("01JDZ0Q3W2J9P6V5M4N8K7H6G5");
-        std::fs::create_dir_all(&sandbox).unwrap();
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 300 & sleep 300"])
-            .current_dir(&sandbox)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(kill_processes_under(root.path()) >= 1);
-        let status = child.wait().unwrap();
-        assert!(!status.success());
     }
 }

@@ -110,7 +110,13 @@ pub async fn run_cli<P: StreamParser>(
         }
         Err(why) => return RunOutcome::new(Verdict::Failed(why)),
     };
-    let exit = process::run(command, cancel, |source, line| {
+    let record = launch.spec.data_dir.join(process::RUNNING_DIR);
+    let record = launch
+        .spec
+        .data_dir
+        .is_absolute()
+        .then_some(record.as_path());
+    let exit = process::run(command, cancel, record, |source, line| {
         let logged = match source {
             Stream::Stdout => {
                 let (kind, text, payload) = parser.read_line(&line);
@@ -148,7 +154,7 @@ pub async fn ask_cli<P: StreamParser + 'static>(
     let work = tokio::spawn(async move {
         let mut parser = parser;
         let mut stderr = std::collections::VecDeque::new();
-        let exit = process::run(command, &token, |source, line| match source {
+        let exit = process::run(command, &token, None, |source, line| match source {
             Stream::Stdout => {
                 parser.read_line(&line);
             }

@@ -3,11 +3,16 @@
 //! cancel the whole group gets SIGTERM, then SIGKILL after a grace period;
 //! after a normal exit, any stragglers left in the group are killed too.
 //!
+//! Each agent's process group is recorded in a file while it runs (see
+//! [`kill_recorded`]), so a server that died is followed by one that kills
+//! exactly its agents, and nothing else.
+//!
 //! Its output is hostile input: a line is kept up to [`MAX_LINE_BYTES`]
 //! (the rest of a longer one is read and dropped, and the line says so),
 //! bytes that are not UTF-8 are replaced, and the lines read but not yet
 //! handed over hold at most [`BUFFERED_BYTES`] together.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,6 +22,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// Under the data dir: one file per running agent process group.
+pub const RUNNING_DIR: &str = "running";
 
 /// How long a cancelled agent gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -60,10 +68,12 @@ pub struct Exit {
 
 /// Spawns `command` (stdin closed, stdout and stderr read line by line) in a
 /// new process group and calls `on_line` for each line until it exits or
-/// `cancel` fires.
+/// `cancel` fires. With `record`, the group is recorded in that directory
+/// while it runs.
 pub async fn run(
     mut command: Command,
     cancel: &CancellationToken,
+    record: Option<&Path>,
     mut on_line: impl FnMut(Stream, String),
 ) -> std::io::Result<Exit> {
     command
@@ -74,6 +84,10 @@ pub async fn run(
         .kill_on_drop(true);
     let mut child = command.spawn()?;
     let pgid = child.id().map(|id| id as i32);
+    let _recorded = match (record, pgid) {
+        (Some(dir), Some(pgid)) => Recorded::new(dir, pgid),
+        _ => None,
+    };
 
     let (tx, mut rx) = mpsc::channel::<Line>(1024);
     let budget = Arc::new(Semaphore::new(BUFFERED_BYTES));
@@ -229,6 +243,73 @@ async fn stop_group(
     }
 }
 
+/// A running agent's group, recorded as `<dir>/<pgid>` holding the leader's
+/// start time (so a pid used again by another process is never taken for
+/// it); the file goes when the group has ended.
+struct Recorded(PathBuf);
+
+impl Recorded {
+    fn new(dir: &Path, pgid: i32) -> Option<Recorded> {
+        let started = start_time(pgid)?;
+        let write = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join(pgid.to_string()), started.to_string()));
+        if let Err(e) = write {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot record an agent process");
+            return None;
+        }
+        Some(Recorded(dir.join(pgid.to_string())))
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// When a process started (clock ticks after boot), from `/proc`.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name's closing parenthesis: state is field 3, the
+    // start time field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Kills (SIGKILL, whole group) the agents a dead server recorded in `dir`
+/// and forgets them; returns how many groups were still there. A pid now
+/// used by another process (another start time) is left alone.
+pub fn kill_recorded(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pgid = entry.file_name().to_string_lossy().parse::<i32>().ok();
+        let recorded = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        if let (Some(pgid), Some(recorded)) = (pgid, recorded)
+            && pgid > 1
+            && start_time(pgid) == Some(recorded)
+        {
+            signal_group(pgid, libc::SIGKILL);
+            tracing::warn!(
+                pgid,
+                "killed an agent process group left by the previous server"
+            );
+            killed += 1;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
+}
+
 fn signal_group(pgid: i32, signal: i32) {
     // SAFETY: killpg only sends a signal; a stale or empty group is ESRCH.
     unsafe {
@@ -258,9 +339,11 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo one; echo two >&2; echo three; exit 3"]);
         let mut lines = Vec::new();
-        let exit = run(cmd, &CancellationToken::new(), |s, l| lines.push((s, l)))
-            .await
-            .unwrap();
+        let exit = run(cmd, &CancellationToken::new(), None, |s, l| {
+            lines.push((s, l))
+        })
+        .await
+        .unwrap();
         assert_eq!(
             exit,
             Exit {
@@ -301,7 +384,7 @@ mod tests {
             "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo after",
         ]);
         let mut lines = Vec::new();
-        let exit = run(cmd, &CancellationToken::new(), |_, l| lines.push(l))
+        let exit = run(cmd, &CancellationToken::new(), None, |_, l| lines.push(l))
             .await
             .unwrap();
         assert_eq!(exit.code, Some(0));
@@ -333,7 +416,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
         let started = Instant::now();
-        let exit = run(cmd, &cancel, move |_, line| {
+        let exit = run(cmd, &cancel, None, move |_, line| {
             if line == "started" {
                 trigger.cancel();
             }
@@ -356,6 +439,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dead_servers_recorded_agents_are_killed_and_nothing_else() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("running");
+        let spawn = || {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 300 & sleep 300"])
+                .current_dir(dir.path())
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut agent = spawn();
+        // A person's shell in the same directory, not an agent.
+        let mut shell = spawn();
+        let recorded = Recorded::new(&record, agent.id() as i32).unwrap();
+        // The server dies without forgetting it.
+        std::mem::forget(recorded);
+        // A record whose pid is now someone else's.
+        std::fs::write(record.join(shell.id().to_string()), "1").unwrap();
+        assert_eq!(kill_recorded(&record), 1);
+        assert!(!agent.wait().unwrap().success());
+        assert!(shell.try_wait().unwrap().is_none(), "the shell was killed");
+        assert_eq!(std::fs::read_dir(&record).unwrap().count(), 0);
+        shell.kill().unwrap();
+        let _ = shell.wait();
+    }
+
+    #[tokio::test]
     async fn stragglers_die_when_the_agent_exits() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("bg.pid");
@@ -364,7 +476,7 @@ mod tests {
             "sleep 300 >/dev/null 2>&1 & echo $! > {}; exit 0",
             pidfile.display()
         ));
-        let exit = run(cmd, &CancellationToken::new(), |_, _| {})
+        let exit = run(cmd, &CancellationToken::new(), None, |_, _| {})
             .await
             .unwrap();
         assert_eq!(exit.code, Some(0));
