@@ -9,6 +9,7 @@
 //! time with nothing left running.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use claudomator::config::Config;
 use claudomator::core::runner::{Isolation, Network};
 use claudomator::proto as pb;
 use common::{TestServer, agent_spec, executions, start_server_with, submit, wait_for};
+use support::anthropic_mock::{AnthropicMock, Script};
+use support::claude_env::{claude_or_skip, configure_claude};
 
 /// bubblewrap, installed by the project's script on first use.
 fn install_bwrap() {
@@ -253,4 +256,91 @@ async fn without_the_os_sandbox_the_agent_still_gets_only_the_allowed_environmen
     for pid in sleepers(4244) {
         let _ = std::process::Command::new("kill").arg(pid).status();
     }
+}
+
+/// The real `claude` CLI, its Bash tool driven by the scripted model, in
+/// the OS sandbox: what the command printed goes back to the model, and
+/// none of the server's secrets, the user's key, the config, the database
+/// or another task's sandbox are in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_claude_bash_tool_sees_nothing_of_the_servers() {
+    if claude_or_skip("the_real_claude_bash_tool_sees_nothing_of_the_servers").is_none() {
+        return;
+    }
+    install_bwrap();
+    let bait = Bait::new();
+    let claude_home = tempfile::tempdir().unwrap();
+    let command = |data: &Path| {
+        format!(
+            "env; cat {home}/.ssh/id_ed25519; cat {config}; ls -a {data} {data}/sandboxes; \
+             setsid sleep 4245 > /dev/null 2>&1 & echo started",
+            home = bait.home.display(),
+            config = bait.config.display(),
+            data = data.display(),
+        )
+    };
+    // The model's command names the data dir, known once the config is.
+    let mock = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let server = {
+        let mock = mock.clone();
+        start_server_with(move |c| {
+            let other = c.data_dir.join("sandboxes/01ARZ3NDEKTSV4RRFFQ69G5FAV");
+            std::fs::create_dir_all(&other).unwrap();
+            let model = AnthropicMock::start(Script::Bash(command(&c.data_dir)));
+            configure_claude(c, &model.base_url(), claude_home.path(), 1);
+            c.agents.claude.isolation = Some(Isolation::Sandbox);
+            c.defaults.max_attempts = 1;
+            c.executor.enabled = true;
+            c.executor.poll_interval = "100ms".into();
+            *mock.lock().unwrap() = Some(model);
+        })
+        .await
+    };
+    let mock = mock.lock().unwrap().take().unwrap();
+    let mut client = server.client().await;
+    let mut spec = agent_spec(pb::AgentType::Claude, "Run the command.");
+    spec.agent.as_mut().unwrap().allowed_tools = vec!["Bash".into()];
+    let task = submit(&mut client, spec).await;
+    let done = wait_for(
+        &mut client,
+        &task.id,
+        &[
+            pb::TaskState::Completed,
+            pb::TaskState::Failed,
+            pb::TaskState::TimedOut,
+        ],
+    )
+    .await;
+    let results = mock
+        .message_requests()
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        results.contains("ANTHROPIC_BASE_URL") && results.contains("started"),
+        "the command did not run ({:?} {}): {results}",
+        done.state(),
+        done.state_reason
+    );
+    for secret in [
+        "hook-secret",
+        "CLAUDOMATOR",
+        "PRIVATE KEY",
+        "server-token",
+        "claudomator.db",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    ] {
+        assert!(
+            !results.contains(secret),
+            "`{secret}` reached the agent: {results}"
+        );
+    }
+    assert_eq!(
+        done.state(),
+        pb::TaskState::Completed,
+        "{}",
+        done.state_reason
+    );
+    assert!(sleepers(4245).is_empty(), "left: {:?}", sleepers(4245));
 }

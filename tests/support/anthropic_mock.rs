@@ -88,6 +88,10 @@ pub enum Script {
     /// Every `/v1/messages` call, with tools or without (a CLI run with
     /// `--tools ""` sends none), gets this text: a one-shot question.
     Answer(String),
+    /// The model runs this shell command with the `Bash` tool, then ends
+    /// with a `## Summary`; the tool's output comes back in the next
+    /// request (see [`RecordedRequest::tool_results`]).
+    Bash(String),
 }
 
 impl Script {
@@ -128,6 +132,28 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The text of every tool result the CLI sent back in this request.
+    pub fn tool_results(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for message in self.messages() {
+            let Some(blocks) = message.get("content").and_then(Value::as_array) else {
+                continue;
+            };
+            for block in blocks.iter().filter(|b| b["type"] == "tool_result") {
+                match &block["content"] {
+                    Value::String(text) => found.push(text.clone()),
+                    Value::Array(parts) => found.extend(
+                        parts
+                            .iter()
+                            .filter_map(|p| p["text"].as_str().map(str::to_string)),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        found
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
@@ -470,6 +496,7 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
                 write_then_summary(shared, body, &tools, file, content),
                 Duration::ZERO,
             ),
+            Script::Bash(command) => (bash_then_summary(body, &tools, command), Duration::ZERO),
             Script::ManyTurns => {
                 let n = count_role(body, "assistant") + 1;
                 let file = format!("turn-{n}.txt");
@@ -517,6 +544,26 @@ fn messages(shared: &Arc<Shared>, call: usize, body: &Value, guard: InFlight) ->
         .header("request-id", new_id("req_mock"))
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+fn bash_then_summary(body: &Value, tools: &[String], command: &str) -> Reply {
+    if last_user_has_tool_result(body) {
+        return Reply::text("I ran it.\n\n## Summary\nRan the command.");
+    }
+    if !tools.iter().any(|t| t == "Bash") {
+        return Reply::text("The Bash tool is not available.");
+    }
+    Reply {
+        blocks: vec![
+            Block::Text("I'll run it.".into()),
+            Block::ToolUse {
+                id: new_id("toolu_mock"),
+                name: "Bash".into(),
+                input: json!({"command": command, "description": "run it"}),
+            },
+        ],
+        stop_reason: "tool_use",
+    }
 }
 
 const NO_WRITE_TOOL: &str = "The Write tool is not available, so I cannot create the file.";
