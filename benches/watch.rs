@@ -196,6 +196,10 @@ async fn main() {
             publish_remote: None,
             isolation: None,
             network: None,
+            setup: String::new(),
+            setup_timeout: String::new(),
+            setup_env: Default::default(),
+            copy: Vec::new(),
         }],
         executor: ExecutorSection {
             enabled: false,

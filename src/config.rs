@@ -629,6 +629,20 @@ pub struct ProjectConfig {
     /// `none`: its agents reach no network (implies the OS sandbox).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::core::runner::Network>,
+    /// A shell command run in each new sandbox before the agent (install
+    /// dependencies, build), shut in like the agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub setup: String,
+    /// How long `setup` may take (default 10m).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub setup_timeout: String,
+    /// `setup`'s own environment: secrets allowed, the agent never sees it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub setup_env: std::collections::BTreeMap<String, String>,
+    /// The project's untracked files copied into each new sandbox, as globs
+    /// relative to its root (`[".env", "config/*.local.toml"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<String>,
 }
 
 impl Default for Config {
@@ -864,6 +878,21 @@ impl Config {
                     project.path.display()
                 );
             }
+            if !project.setup_timeout.is_empty() {
+                let d = parse_duration(&project.setup_timeout)
+                    .map_err(|e| anyhow::anyhow!("projects[{i}].setup_timeout: {e}"))?;
+                if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+                    bail!("projects[{i}].setup_timeout: must be between 1s and 24h");
+                }
+            }
+            if let Some(bad) = project.copy.iter().find(|p| {
+                p.trim().is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..")
+            }) {
+                bail!(
+                    "projects[{i}].copy: `{bad}` must be a glob relative to the project, \
+                     without `..`"
+                );
+            }
         }
         Ok(())
     }
@@ -973,6 +1002,14 @@ impl Config {
                             isolation: p.isolation,
                             network: p.network,
                         },
+                        copy: p.copy.clone(),
+                        setup: (!p.setup.trim().is_empty()).then(|| crate::core::runner::Setup {
+                            command: p.setup.clone(),
+                            env: p.setup_env.clone(),
+                            timeout: parse_duration(&p.setup_timeout)
+                                .unwrap_or(Duration::from_secs(600)),
+                            data_dir: self.data_dir.clone(),
+                        }),
                     };
                     (p.name.clone(), target)
                 })
@@ -1065,6 +1102,10 @@ fn project_from_cwd(cwd: &Path) -> Option<ProjectConfig> {
         publish_remote: None,
         isolation: None,
         network: None,
+        setup: String::new(),
+        setup_timeout: String::new(),
+        setup_env: Default::default(),
+        copy: Vec::new(),
     })
 }
 

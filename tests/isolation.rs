@@ -85,6 +85,9 @@ if touch "{outside}/pwned" 2>/dev/null; then say "LEAK wrote outside"; else say 
 if node -e "require('net').connect({port},'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then say "NET reached"; else say "NET unreachable"; fi
 if touch "{home}/.claude/agent-was-here"; then say "ok own config home"; else say "FAIL own config home"; fi
 if echo work > agent-work.txt; then say "ok sandbox"; else say "FAIL sandbox"; fi
+if [ -f .env ]; then say "ok copied"; fi
+if [ -f setup-ran.txt ]; then say "ok setup ran"; fi
+if env | grep -q setup-secret; then say "LEAK setup env"; fi
 setsid sh -c 'exec sleep {sleep}' &
 say "done"
 "#,
@@ -343,4 +346,50 @@ async fn the_real_claude_bash_tool_sees_nothing_of_the_servers() {
         done.state_reason
     );
     assert!(sleepers(4245).is_empty(), "left: {:?}", sleepers(4245));
+}
+
+/// A project's setup runs in the new sandbox before the agent, with its own
+/// environment the agent never sees; its untracked files are copied in; a
+/// failing setup fails the attempt saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_runs_first_with_secrets_the_agent_never_sees() {
+    let bait = Bait::new();
+    let server = hostile_server(&bait, 4246, |c| {
+        let project = &mut c.projects[0];
+        std::fs::write(project.path.join(".env"), "TOKEN=local\n").unwrap();
+        project.copy = vec![".env".into(), "missing/*.toml".into()];
+        project.setup =
+            "test \"$SETUP_SECRET\" = setup-secret && echo ran > setup-ran.txt && echo installed"
+                .into();
+        project.setup_env = [("SETUP_SECRET".to_string(), "setup-secret".to_string())].into();
+    })
+    .await;
+    let (_, log, _) = run_task(&server).await;
+    for line in [
+        "copied from the project: .env",
+        "setup: running",
+        "setup: installed",
+        "setup: done",
+        "ok copied",
+        "ok setup ran",
+        "done",
+    ] {
+        assert!(log.contains(line), "missing `{line}`: {log}");
+    }
+    assert!(!log.contains("LEAK"), "{log}");
+
+    let failing = hostile_server(&bait, 4247, |c| {
+        c.projects[0].setup = "echo broken >&2; exit 3".into();
+    })
+    .await;
+    let (task, log, _) = run_task(&failing).await;
+    assert_eq!(task.state(), pb::TaskState::Failed);
+    assert!(
+        task.state_reason
+            .contains("setup `echo broken >&2; exit 3` failed (exit 3)"),
+        "{}",
+        task.state_reason
+    );
+    assert!(log.contains("setup: broken"), "{log}");
+    assert!(!log.contains("ok sandbox"), "the agent ran: {log}");
 }

@@ -67,6 +67,19 @@ impl Confinement {
     }
 }
 
+/// A project's setup step, run in a fresh sandbox before the agent
+/// (`crate::runners::setup`).
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// A shell command line.
+    pub command: String,
+    /// Its own environment (secrets allowed: the agent never sees it).
+    pub env: std::collections::BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// The server's data dir (hidden from it, as from agents).
+    pub data_dir: PathBuf,
+}
+
 /// Everything a runner needs for one attempt.
 #[derive(Clone, Debug)]
 pub struct RunRequest {

@@ -57,7 +57,7 @@ impl ClaudeRunner {
             state.push(home.join(".claude.json"));
         }
         Launch {
-            agent: AgentType::Claude,
+            agent: Some(AgentType::Claude),
             spec: &self.command,
             confinement: req.confinement,
             state,

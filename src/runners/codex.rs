@@ -197,7 +197,7 @@ impl Runner for CodexRunner {
             ..CodexStream::default()
         };
         let launch = Launch {
-            agent: AgentType::Codex,
+            agent: Some(AgentType::Codex),
             spec: &self.command,
             confinement: req.confinement,
             state: Vec::new(),

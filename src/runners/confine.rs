@@ -134,7 +134,8 @@ pub struct Confined {
 
 /// What the runner knows of one launch.
 pub struct Launch<'a> {
-    pub agent: AgentType,
+    /// None: not an agent (a project's setup): no credentials.
+    pub agent: Option<AgentType>,
     pub spec: &'a CommandSpec,
     /// The project's choices for this attempt.
     pub confinement: Confinement,
@@ -230,7 +231,9 @@ fn agent_env(
     let allowed = |name: &str| {
         BASE_ENV.contains(&name)
             || name.starts_with("LC_")
-            || credential_env(launch.agent).contains(&name)
+            || launch
+                .agent
+                .is_some_and(|a| credential_env(a).contains(&name))
             || launch.spec.pass_env.iter().any(|p| p == name)
             || (!launch.spec.api_key_env.is_empty() && launch.spec.api_key_env == name)
     };

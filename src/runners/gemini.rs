@@ -172,7 +172,7 @@ impl Runner for GeminiRunner {
             ..GeminiStream::default()
         };
         let launch = Launch {
-            agent: AgentType::Gemini,
+            agent: Some(AgentType::Gemini),
             spec: &self.command,
             confinement: req.confinement,
             state: Vec::new(),

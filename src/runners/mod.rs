@@ -13,6 +13,7 @@ pub mod confine;
 pub mod gemini;
 pub mod local;
 pub mod process;
+pub mod setup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -110,6 +110,13 @@ pub enum SandboxError {
     )]
     Tampered { path: PathBuf, reason: String },
 
+    #[error(
+        "cannot copy into {}: that place in the sandbox is a symbolic link or a directory \
+         (committed so?); nothing is copied through a link",
+        path.display()
+    )]
+    CopyBlocked { path: PathBuf },
+
     #[error("cannot run git: {source}: install git and put it on PATH")]
     GitUnavailable { source: std::io::Error },
 

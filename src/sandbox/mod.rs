@@ -11,10 +11,12 @@
 //! - this file: the types, `prepare`, `commit_all`, `finish`.
 //! - `prepare.rs`: the project checks, the clone, reusing a sandbox.
 //! - `publish.rs`: `default_branch`, `rebase_and_push`.
+//! - `copy.rs`: the project's untracked files (`copy` globs) copied in.
 //! - `reclaim.rs`: the repository taken back from the agent (its config
 //!   restored, its shape checked) before the server's git runs in it.
 //! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
 
+mod copy;
 mod error;
 mod git;
 mod prepare;
@@ -57,6 +59,8 @@ pub struct Sandbox {
     pub branch: String,
     /// The project's HEAD when the sandbox was made; changes are counted from it.
     pub base_commit: String,
+    /// Made by this `prepare` (false: an earlier attempt's, reused).
+    pub fresh: bool,
 }
 
 /// One file changed since the base commit (`git diff --numstat`).
@@ -148,7 +152,18 @@ impl Sandbox {
             path,
             branch,
             base_commit,
+            fresh: true,
         })
+    }
+
+    /// Copies the project's untracked files matching `patterns` (globs,
+    /// relative to the project) in; returns what was copied.
+    pub async fn copy_from(
+        &self,
+        project: &Path,
+        patterns: &[String],
+    ) -> Result<Vec<String>, SandboxError> {
+        copy::copy_untracked(project, &self.path, patterns).await
     }
 
     /// Stages everything the agent changed (new, modified and deleted files,

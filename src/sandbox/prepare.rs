@@ -206,5 +206,6 @@ pub(super) async fn reuse(
         path,
         branch,
         base_commit,
+        fresh: false,
     })
 }

@@ -242,7 +242,14 @@ async fn prepare_twice_reuses_the_sandbox() {
     let second = Sandbox::prepare(&cfg, "demo", &project, TASK)
         .await
         .unwrap();
-    assert_eq!(second, first);
+    assert_eq!(
+        second,
+        Sandbox {
+            fresh: false,
+            ..first.clone()
+        }
+    );
+    assert!(first.fresh && !second.fresh);
     assert!(second.path.join("work.txt").exists());
 
     // A directory that is not this task's sandbox is never taken over.
@@ -357,6 +364,7 @@ async fn finish_removes_on_success_and_keeps_on_failure() {
         path: project.clone(),
         branch: "x".to_string(),
         base_commit: "x".to_string(),
+        fresh: false,
     };
     let err = forged.finish(&discard, true).await.unwrap_err();
     assert!(matches!(err, SandboxError::OutsideRoot { .. }), "{err}");
@@ -618,4 +626,49 @@ async fn a_repository_pointing_outside_the_sandbox_is_refused() {
     let err = sandbox.commit_all(&cfg, "agent work").await.unwrap_err();
     assert!(err.to_string().contains(".git is not a directory"), "{err}");
     assert_eq!(world.git(&project, &["status", "--porcelain"]), "");
+}
+
+#[tokio::test]
+async fn untracked_files_are_copied_in_but_never_through_a_link() {
+    let world = World::new();
+    let project = world.project("demo");
+    write(&project, ".gitignore", ".env\n");
+    world.commit(&project, "ignore .env");
+    write(&project, ".env", "TOKEN=local\n");
+    fs::create_dir(project.join("config")).unwrap();
+    write(&project.join("config"), "local.toml", "x = 1\n");
+    write(&project.join("config"), "other.txt", "not matched\n");
+    let cfg = world.cfg(true);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    assert!(sandbox.fresh);
+    let mut copied = sandbox
+        .copy_from(&project, &[".env".into(), "config/*.toml".into()])
+        .await
+        .unwrap();
+    copied.sort();
+    assert_eq!(copied, vec![".env", "config/local.toml"]);
+    assert_eq!(
+        fs::read_to_string(sandbox.path.join(".env")).unwrap(),
+        "TOKEN=local\n"
+    );
+    assert!(!sandbox.path.join("config/other.txt").exists());
+    let again = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    assert!(!again.fresh);
+
+    // A sandbox whose `config` is a link out (as a hostile commit could
+    // make it): nothing is written through it.
+    let outside = world.path("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::remove_dir_all(sandbox.path.join("config")).unwrap();
+    std::os::unix::fs::symlink(&outside, sandbox.path.join("config")).unwrap();
+    let err = sandbox
+        .copy_from(&project, &["config/*.toml".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::CopyBlocked { .. }), "{err}");
+    assert!(!outside.join("local.toml").exists());
 }

@@ -44,6 +44,10 @@ pub fn test_config(dirs: &Path) -> Config {
                 publish_remote: None,
                 isolation: None,
                 network: None,
+                setup: String::new(),
+                setup_timeout: String::new(),
+                setup_env: Default::default(),
+                copy: Vec::new(),
             },
             ProjectConfig {
                 name: "other".into(),
@@ -52,6 +56,10 @@ pub fn test_config(dirs: &Path) -> Config {
                 publish_remote: None,
                 isolation: None,
                 network: None,
+                setup: String::new(),
+                setup_timeout: String::new(),
+                setup_env: Default::default(),
+                copy: Vec::new(),
             },
         ],
         executor: claudomator::config::ExecutorSection {

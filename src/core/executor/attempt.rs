@@ -85,6 +85,34 @@ impl Executor {
         self.tasks.activity().wake.notify_one();
     }
 
+    /// A new sandbox made ready for the agent: the project's untracked
+    /// files copied in, then its setup run, each said in the log.
+    async fn ready_sandbox(
+        &self,
+        project: &super::ProjectTarget,
+        sandbox: &crate::sandbox::Sandbox,
+        log: &mut LogWriter,
+        token: &CancellationToken,
+    ) -> Result<(), String> {
+        let copied = sandbox
+            .copy_from(&project.path, &project.copy)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !copied.is_empty() {
+            let text = format!("copied from the project: {}", copied.join(", "));
+            if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
+                warn!(error = %e, "cannot write the execution log");
+            }
+        }
+        match &project.setup {
+            Some(setup) => {
+                crate::runners::setup::run(setup, project.confinement, &sandbox.path, log, token)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn attempt(
         &self,
         task: &Task,
@@ -131,6 +159,11 @@ impl Executor {
                 sandbox.branch
             ),
         );
+        if sandbox.fresh
+            && let Err(reason) = self.ready_sandbox(project, &sandbox, log, &token).await
+        {
+            return self.record(task, execution, Err(reason)).await;
+        }
 
         let runner = self.runners[&execution.agent].clone();
         let (prompt, resume_session, prior_usage) =

@@ -95,6 +95,10 @@ pub struct ProjectTarget {
     pub publish_remote: Option<String>,
     /// The project's isolation and network choices for its agents.
     pub confinement: crate::core::runner::Confinement,
+    /// Untracked files copied into each new sandbox (globs).
+    pub copy: Vec<String>,
+    /// Run in each new sandbox before the agent.
+    pub setup: Option<crate::core::runner::Setup>,
 }
 
 pub struct Executor {

@@ -71,6 +71,8 @@ fn config(dir: &Path, project: &Path) -> ExecutorConfig {
                 path: project.to_path_buf(),
                 publish_remote: None,
                 confinement: Default::default(),
+                copy: Vec::new(),
+                setup: None,
             },
         )]),
         sandbox: SandboxConfig {

@@ -27,7 +27,7 @@ fn the_environment_is_the_allow_list_and_what_the_runner_set() {
     let mut spec = spec(dir.path());
     spec.pass_env = vec!["MY_TOOL_TOKEN".into()];
     let launch = Launch {
-        agent: AgentType::Claude,
+        agent: Some(AgentType::Claude),
         spec: &spec,
         confinement: Confinement::default(),
         state: Vec::new(),
@@ -103,7 +103,7 @@ fn state_dirs_are_the_agent_home_and_the_dirs_its_variables_name() {
     let config = dir.path().join("claude-config");
     std::fs::create_dir_all(&config).unwrap();
     let launch = Launch {
-        agent: AgentType::Claude,
+        agent: Some(AgentType::Claude),
         spec: &spec,
         confinement: Confinement::default(),
         state: vec![dir.path().join("missing")],
