@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::core::executor::ShutdownMode;
+use crate::core::model::AgentType;
 use crate::core::validate::{TaskRules, parse_duration};
 
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
@@ -436,8 +437,10 @@ pub struct GithubConfig {
     /// Triage tasks per (repository, branch, workflow) within `triage_window`.
     pub max_triage: u32,
     pub triage_window: String,
-    /// The agent triage tasks ask for.
-    pub agent: String,
+    /// The agent triage tasks ask for: `auto` or one agent, read once here
+    /// (any case, `-` for `_`, as `SubmitTask` reads it).
+    #[serde(deserialize_with = "agent_choice")]
+    pub agent: AgentType,
     /// How long the local model may take to write a triage plan (GitHub
     /// waits 10 s for an answer).
     pub plan_timeout: String,
@@ -455,7 +458,7 @@ impl Default for GithubConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_triage: 3,
             triage_window: "24h".into(),
-            agent: "auto".into(),
+            agent: AgentType::Auto,
             plan_timeout: "5s".into(),
             plan_max_tokens: 400,
             ignore_check_apps: vec!["github-actions".into()],
@@ -469,7 +472,7 @@ impl GithubConfig {
         crate::core::ci::TriageSettings {
             max_per_window: self.max_triage,
             window: parse_duration(&self.triage_window).unwrap_or(Duration::from_secs(86400)),
-            agent: self.agent.clone(),
+            agent: self.agent,
             plan_timeout: parse_duration(&self.plan_timeout).unwrap_or(Duration::from_secs(5)),
             plan_max_tokens: self.plan_max_tokens,
         }
@@ -496,14 +499,19 @@ impl GithubConfig {
                 bail!("{key}: must be more than zero");
             }
         }
-        self.agent
-            .parse::<crate::core::model::AgentType>()
-            .map_err(|e| anyhow::anyhow!("github.agent: {e}"))?;
         if self.plan_max_tokens == 0 {
             bail!("github.plan_max_tokens: must be at least 1");
         }
         Ok(())
     }
+}
+
+/// An agent name as written in the file, read the way `SubmitTask` reads
+/// one; a wrong name is an error naming it and the choices (the TOML error
+/// around it shows the line).
+fn agent_choice<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentType, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// `[http]`: what one client may hold of the listener on `http_listen`, so
@@ -1279,6 +1287,24 @@ mod tests {
             );
             assert!(err.contains(line) && err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn the_triage_agent_is_read_once_and_a_wrong_one_is_named() {
+        let config = Config::from_toml("[github]\nagent = \"Claude\"\n").unwrap();
+        assert_eq!(config.github.agent, AgentType::Claude);
+        assert_eq!(config.github.triage_settings().agent, AgentType::Claude);
+        assert_eq!(Config::default().github.agent, AgentType::Auto);
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[github]\nagent = \"claudee\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains("agent = \"claudee\"")
+                && err.contains("unknown value `claudee`")
+                && err.contains("expected one of auto, claude, gemini, codex, local"),
+            "{err}"
+        );
     }
 
     #[test]
