@@ -236,14 +236,23 @@ pub struct AgentsConfig {
 }
 
 impl AgentsConfig {
-    /// Each agent's section.
-    pub fn sections(&self) -> Vec<(crate::core::model::AgentType, &AgentConfig)> {
-        use crate::core::model::AgentType;
-        vec![
-            (AgentType::Claude, &self.claude),
-            (AgentType::Gemini, &self.gemini),
-            (AgentType::Codex, &self.codex),
-        ]
+    /// An agent's section: every agent run as a CLI has one (`[agents.<name>]`);
+    /// `local` is set in `[local_model]`, `auto` is no agent.
+    pub fn section(&self, agent: AgentType) -> Option<&AgentConfig> {
+        match agent {
+            AgentType::Claude => Some(&self.claude),
+            AgentType::Gemini => Some(&self.gemini),
+            AgentType::Codex => Some(&self.codex),
+            AgentType::Local | AgentType::Auto => None,
+        }
+    }
+
+    /// Each agent's section, in `AgentType` order.
+    pub fn sections(&self) -> Vec<(AgentType, &AgentConfig)> {
+        AgentType::ALL
+            .iter()
+            .filter_map(|&agent| Some((agent, self.section(agent)?)))
+            .collect()
     }
 }
 
@@ -984,12 +993,13 @@ impl Config {
     pub fn auto_models(
         &self,
     ) -> std::collections::HashMap<crate::core::model::AgentType, Vec<String>> {
-        use crate::core::model::AgentType;
-        let family = |model: &str| match model {
-            m if m.starts_with("claude") => Some(AgentType::Claude),
-            m if m.starts_with("gemini") => Some(AgentType::Gemini),
-            m if m.starts_with("gpt") || m.starts_with("codex") => Some(AgentType::Codex),
-            _ => None,
+        let family = |model: &str| {
+            AgentType::ALL.iter().copied().find(|agent| match agent {
+                AgentType::Claude => model.starts_with("claude"),
+                AgentType::Gemini => model.starts_with("gemini"),
+                AgentType::Codex => model.starts_with("gpt") || model.starts_with("codex"),
+                AgentType::Local | AgentType::Auto => false,
+            })
         };
         let mut priced: Vec<&String> = self.prices.keys().collect();
         priced.sort();
