@@ -85,27 +85,33 @@ impl Running {
     }
 }
 
-/// One runner per agent, from its config section.
+/// One runner per agent (every `AgentType` but `auto`), from its config
+/// section.
 fn build_runners(config: &Config, local_model: Option<Arc<dyn ChatModel>>) -> Vec<Arc<dyn Runner>> {
     let spec = |agent: AgentType| {
-        let section = match agent {
-            AgentType::Gemini => &config.agents.gemini,
-            AgentType::Codex => &config.agents.codex,
-            _ => &config.agents.claude,
-        };
+        let section = config
+            .agents
+            .section(agent)
+            .expect("an agent run as a CLI has a config section");
         section.command_spec(agent, &config.data_dir)
     };
     let prices = Arc::new(config.prices.clone());
-    vec![
-        Arc::new(ClaudeRunner::new(spec(AgentType::Claude))),
-        Arc::new(GeminiRunner::new(spec(AgentType::Gemini), prices.clone())),
-        Arc::new(CodexRunner::new(spec(AgentType::Codex), prices)),
-        Arc::new(LocalRunner::new(
-            local_model,
-            config.local_model.max_tokens,
-            local_credentials(config),
-        )),
-    ]
+    AgentType::ALL
+        .iter()
+        .filter_map(|&agent| -> Option<Arc<dyn Runner>> {
+            Some(match agent {
+                AgentType::Auto => return None,
+                AgentType::Claude => Arc::new(ClaudeRunner::new(spec(agent))),
+                AgentType::Gemini => Arc::new(GeminiRunner::new(spec(agent), prices.clone())),
+                AgentType::Codex => Arc::new(CodexRunner::new(spec(agent), prices.clone())),
+                AgentType::Local => Arc::new(LocalRunner::new(
+                    local_model.clone(),
+                    config.local_model.max_tokens,
+                    local_credentials(config),
+                )),
+            })
+        })
+        .collect()
 }
 
 /// Where the local model's API key comes from, for `doctor`.

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::core::executor::ShutdownMode;
+use crate::core::model::AgentType;
 use crate::core::validate::{TaskRules, parse_duration};
 
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
@@ -235,14 +236,23 @@ pub struct AgentsConfig {
 }
 
 impl AgentsConfig {
-    /// Each agent's section.
-    pub fn sections(&self) -> Vec<(crate::core::model::AgentType, &AgentConfig)> {
-        use crate::core::model::AgentType;
-        vec![
-            (AgentType::Claude, &self.claude),
-            (AgentType::Gemini, &self.gemini),
-            (AgentType::Codex, &self.codex),
-        ]
+    /// An agent's section: every agent run as a CLI has one (`[agents.<name>]`);
+    /// `local` is set in `[local_model]`, `auto` is no agent.
+    pub fn section(&self, agent: AgentType) -> Option<&AgentConfig> {
+        match agent {
+            AgentType::Claude => Some(&self.claude),
+            AgentType::Gemini => Some(&self.gemini),
+            AgentType::Codex => Some(&self.codex),
+            AgentType::Local | AgentType::Auto => None,
+        }
+    }
+
+    /// Each agent's section, in `AgentType` order.
+    pub fn sections(&self) -> Vec<(AgentType, &AgentConfig)> {
+        AgentType::ALL
+            .iter()
+            .filter_map(|&agent| Some((agent, self.section(agent)?)))
+            .collect()
     }
 }
 
@@ -454,8 +464,10 @@ pub struct GithubConfig {
     /// Triage tasks per (repository, branch, workflow) within `triage_window`.
     pub max_triage: u32,
     pub triage_window: String,
-    /// The agent triage tasks ask for.
-    pub agent: String,
+    /// The agent triage tasks ask for: `auto` or one agent, read once here
+    /// (any case, `-` for `_`, as `SubmitTask` reads it).
+    #[serde(deserialize_with = "agent_choice")]
+    pub agent: AgentType,
     /// How long the local model may take to write a triage plan (GitHub
     /// waits 10 s for an answer).
     pub plan_timeout: String,
@@ -473,7 +485,7 @@ impl Default for GithubConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_triage: 3,
             triage_window: "24h".into(),
-            agent: "auto".into(),
+            agent: AgentType::Auto,
             plan_timeout: "5s".into(),
             plan_max_tokens: 400,
             ignore_check_apps: vec!["github-actions".into()],
@@ -487,7 +499,7 @@ impl GithubConfig {
         crate::core::ci::TriageSettings {
             max_per_window: self.max_triage,
             window: parse_duration(&self.triage_window).unwrap_or(Duration::from_secs(86400)),
-            agent: self.agent.clone(),
+            agent: self.agent,
             plan_timeout: parse_duration(&self.plan_timeout).unwrap_or(Duration::from_secs(5)),
             plan_max_tokens: self.plan_max_tokens,
         }
@@ -514,14 +526,19 @@ impl GithubConfig {
                 bail!("{key}: must be more than zero");
             }
         }
-        self.agent
-            .parse::<crate::core::model::AgentType>()
-            .map_err(|e| anyhow::anyhow!("github.agent: {e}"))?;
         if self.plan_max_tokens == 0 {
             bail!("github.plan_max_tokens: must be at least 1");
         }
         Ok(())
     }
+}
+
+/// An agent name as written in the file, read the way `SubmitTask` reads
+/// one; a wrong name is an error naming it and the choices (the TOML error
+/// around it shows the line).
+fn agent_choice<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentType, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// `[http]`: what one client may hold of the listener on `http_listen`, so
@@ -1042,12 +1059,13 @@ impl Config {
     pub fn auto_models(
         &self,
     ) -> std::collections::HashMap<crate::core::model::AgentType, Vec<String>> {
-        use crate::core::model::AgentType;
-        let family = |model: &str| match model {
-            m if m.starts_with("claude") => Some(AgentType::Claude),
-            m if m.starts_with("gemini") => Some(AgentType::Gemini),
-            m if m.starts_with("gpt") || m.starts_with("codex") => Some(AgentType::Codex),
-            _ => None,
+        let family = |model: &str| {
+            AgentType::ALL.iter().copied().find(|agent| match agent {
+                AgentType::Claude => model.starts_with("claude"),
+                AgentType::Gemini => model.starts_with("gemini"),
+                AgentType::Codex => model.starts_with("gpt") || model.starts_with("codex"),
+                AgentType::Local | AgentType::Auto => false,
+            })
         };
         let mut priced: Vec<&String> = self.prices.keys().collect();
         priced.sort();
@@ -1362,6 +1380,24 @@ mod tests {
             );
             assert!(err.contains(line) && err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn the_triage_agent_is_read_once_and_a_wrong_one_is_named() {
+        let config = Config::from_toml("[github]\nagent = \"Claude\"\n").unwrap();
+        assert_eq!(config.github.agent, AgentType::Claude);
+        assert_eq!(config.github.triage_settings().agent, AgentType::Claude);
+        assert_eq!(Config::default().github.agent, AgentType::Auto);
+        let err = format!(
+            "{:#}",
+            Config::from_toml("[github]\nagent = \"claudee\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains("agent = \"claudee\"")
+                && err.contains("unknown value `claudee`")
+                && err.contains("expected one of auto, claude, gemini, codex, local"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::core::CoreError;
+use crate::core::logs::LogError;
 
 pub fn to_status(err: CoreError) -> Status {
     let code = match &err {
@@ -22,6 +23,15 @@ pub fn to_status(err: CoreError) -> Status {
 impl From<CoreError> for Status {
     fn from(err: CoreError) -> Self {
         to_status(err)
+    }
+}
+
+/// A log that could not be read to its end, as the `StreamLogs` stream's
+/// last item: always `INTERNAL` (the request was fine; the server's copy of
+/// the log, or its store, failed).
+impl From<LogError> for Status {
+    fn from(err: LogError) -> Self {
+        Status::internal(err.to_string())
     }
 }
 

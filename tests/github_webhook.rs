@@ -863,7 +863,7 @@ async fn a_failing_workflow_run_becomes_a_task_the_executor_runs_on_that_commit(
     let server = webhook_server(|c| {
         c.executor.enabled = true;
         c.executor.poll_interval = "200ms".into();
-        c.github.agent = "claude".into();
+        c.github.agent = claudomator::core::model::AgentType::Claude;
         support::claude_env::configure_claude(c, &mock.base_url(), home.path(), 1);
     })
     .await;

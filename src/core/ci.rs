@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use super::error::{CoreError, CoreResult};
 use super::llm::{ChatMessage, ChatModel, ChatRequest};
 use super::model::{
-    AgentSpec, Id, SubmitRequest, Task, TaskSpec, TaskState, UnixMillis, now_millis,
+    AgentSpec, AgentType, Id, SubmitRequest, Task, TaskSpec, TaskState, UnixMillis, now_millis,
 };
 use super::tasks::{InsertCap, ListQuery, TaskService};
 
@@ -105,7 +105,7 @@ pub struct TriageSettings {
     pub max_per_window: u32,
     pub window: Duration,
     /// The agent triage tasks ask for (`auto`, `claude`…).
-    pub agent: String,
+    pub agent: AgentType,
     /// How long the local model may take to write a plan.
     pub plan_timeout: Duration,
     pub plan_max_tokens: u32,
@@ -356,7 +356,7 @@ impl CiTriage {
             instructions: instructions(run, plan),
             project: run.project.clone(),
             agent: AgentSpec {
-                agent_type: self.settings.agent.clone(),
+                agent_type: self.settings.agent.as_str().to_string(),
                 ..AgentSpec::default()
             },
             tags,

@@ -163,11 +163,25 @@ pub fn classify_request(
     request
 }
 
+/// Why the model's answer is not a choice (each reads after "the local
+/// model's answer").
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    /// The answer, shortened.
+    #[error("is not a JSON object: {0}")]
+    NotJson(String),
+    /// The `agent` field, shortened.
+    #[error("names no known agent (`{0}`)")]
+    UnknownAgent(String),
+    #[error("names {0}, which cannot start now")]
+    CannotStart(AgentType),
+}
+
 /// The model's answer, if it names an agent that can start now; a model
 /// not listed for that agent is dropped (its default is used).
-pub fn check_answer(answer: &str, states: &[AgentState]) -> Result<Choice, String> {
-    let value = extract_json_object(answer)
-        .ok_or_else(|| format!("is not a JSON object: {}", shorten(answer, 120)))?;
+pub fn check_answer(answer: &str, states: &[AgentState]) -> Result<Choice, ChoiceError> {
+    let value =
+        extract_json_object(answer).ok_or_else(|| ChoiceError::NotJson(shorten(answer, 120)))?;
     let text = |key: &str| {
         value
             .get(key)
@@ -179,11 +193,11 @@ pub fn check_answer(answer: &str, states: &[AgentState]) -> Result<Choice, Strin
     let named = text("agent");
     let agent: AgentType = named
         .parse()
-        .map_err(|_| format!("names no known agent (`{}`)", shorten(&named, 40)))?;
+        .map_err(|_| ChoiceError::UnknownAgent(shorten(&named, 40)))?;
     let state = states
         .iter()
         .find(|s| s.agent == agent && s.can_start())
-        .ok_or_else(|| format!("names {agent}, which cannot start now"))?;
+        .ok_or(ChoiceError::CannotStart(agent))?;
     let mut reason = shorten(&text("reason"), 200);
     if reason.is_empty() {
         reason = "(no reason given)".into();
@@ -282,7 +296,7 @@ mod tests {
             (r#"{"agent": "auto"}"#, "cannot start"),
             ("", "not a JSON object"),
         ] {
-            let err = check_answer(answer, &states).unwrap_err();
+            let err = check_answer(answer, &states).unwrap_err().to_string();
             assert!(err.contains(why), "{answer}: {err}");
         }
     }

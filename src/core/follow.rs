@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::error::{CoreError, CoreResult};
-use super::logs::{LogHub, LogItem, LogSender};
+use super::logs::{LogError, LogHub, LogResult, LogSender};
 use super::model::{Id, TaskState};
 use super::tasks::{TaskService, parse_id};
 
@@ -29,7 +29,7 @@ impl TaskService {
         task_id: &str,
         from_offset: u64,
         follow: bool,
-    ) -> CoreResult<mpsc::Receiver<Result<LogItem, String>>> {
+    ) -> CoreResult<mpsc::Receiver<LogResult>> {
         match (execution_id.trim().is_empty(), task_id.trim().is_empty()) {
             (false, false) => Err(CoreError::invalid(
                 "execution_id",
@@ -89,15 +89,11 @@ impl TaskService {
         first: Option<Id>,
         from_offset: u64,
         tx: &LogSender,
-    ) -> Result<(), String> {
+    ) -> Result<(), LogError> {
         // Subscribed before the first look, so no change slips between a
         // look and the wait after it.
-        let cursor = self.bus().current().await.map_err(|e| e.to_string())?;
-        let mut changes = self
-            .bus()
-            .subscribe(cursor)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cursor = self.bus().current().await?;
+        let mut changes = self.bus().subscribe(cursor).await?;
         let mut next = first;
         let mut offset = from_offset;
         let mut last_fed: Option<Id> = None;
@@ -111,21 +107,12 @@ impl TaskService {
             }
             // Is there a newer execution, or can the task still start one?
             loop {
-                let latest = self
-                    .store()
-                    .latest_execution(task_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let latest = self.store().latest_execution(task_id).await?;
                 if let Some(execution) = latest.filter(|e| Some(e.id) != last_fed) {
                     next = Some(execution.id);
                     break;
                 }
-                let state = self
-                    .store()
-                    .get_task(task_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(|t| t.state);
+                let state = self.store().get_task(task_id).await?.map(|t| t.state);
                 let may_run_again = state.is_some_and(TaskState::may_run_again);
                 if !may_run_again || tx.is_closed() {
                     return Ok(());
@@ -143,7 +130,7 @@ impl TaskService {
                             match changes.next().await {
                                 Ok(p) if p.change.task_id == task_id => return Ok(()),
                                 Ok(_) => {}
-                                Err(e) => return Err(e.to_string()),
+                                Err(e) => return Err(e),
                             }
                         }
                     } => next?,

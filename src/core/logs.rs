@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
+use super::bus::BusError;
 use super::model::{Id, UnixMillis, now_millis};
+use crate::store::StoreError;
 use file::{BlockCache, FileCursor, count_complete_lines};
 
 const LIVE_CAPACITY: usize = 1024;
@@ -199,8 +201,37 @@ pub struct LogItem {
     pub event: Arc<SharedEvent>,
 }
 
+/// Why a log could not be read to its end: what a subscriber receives once,
+/// before the stream ends.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot read log {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The blocking read was lost (its thread panicked or was cancelled).
+    #[error("cannot read log: {0}")]
+    Reader(#[from] tokio::task::JoinError),
+    #[error("corrupt log line in {}: {source}", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A line shared through the store that does not decode.
+    #[error("unreadable log line: {0}")]
+    Unreadable(serde_json::Error),
+    /// Reading a shared log, or the execution, from the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Waiting on the change bus for a task's next execution.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 /// What a subscriber receives: items, or one read failure before the end.
-pub type LogSender = mpsc::Sender<Result<LogItem, String>>;
+pub type LogResult = Result<LogItem, LogError>;
+pub type LogSender = mpsc::Sender<LogResult>;
 
 /// Owns the log directory and the live channels of running executions.
 pub struct LogHub {
@@ -263,10 +294,10 @@ impl LogHub {
 
     /// A log line as written (shared through the store) as subscribers
     /// receive it.
-    pub fn parse_line(line: &str) -> Result<SharedEvent, String> {
+    pub fn parse_line(line: &str) -> Result<SharedEvent, LogError> {
         serde_json::from_str::<LineIn>(line)
             .map(|line| line.into_shared(0))
-            .map_err(|e| format!("unreadable log line: {e}"))
+            .map_err(LogError::Unreadable)
     }
 
     pub fn path(&self, execution: Id) -> PathBuf {
@@ -314,7 +345,7 @@ impl LogHub {
     }
 
     /// A channel for a subscriber, sized so a slow client holds a little.
-    pub fn channel() -> (LogSender, mpsc::Receiver<Result<LogItem, String>>) {
+    pub fn channel() -> (LogSender, mpsc::Receiver<LogResult>) {
         mpsc::channel(SUBSCRIBER_BUFFER)
     }
 
@@ -326,7 +357,7 @@ impl LogHub {
         execution: Id,
         from_offset: u64,
         follow: bool,
-    ) -> mpsc::Receiver<Result<LogItem, String>> {
+    ) -> mpsc::Receiver<LogResult> {
         let (tx, rx) = Self::channel();
         let hub = self.clone();
         tokio::spawn(async move {
@@ -345,7 +376,7 @@ impl LogHub {
         from_offset: u64,
         follow: bool,
         tx: &LogSender,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LogError> {
         // Subscribe before reading the file, so nothing falls in between.
         let mut live = if follow {
             self.live_receiver(execution)
@@ -404,7 +435,7 @@ impl LogHub {
     }
 
     /// Every event of an execution's log as written so far.
-    pub async fn read_all(&self, execution: Id) -> Result<Vec<LogEvent>, String> {
+    pub async fn read_all(&self, execution: Id) -> Result<Vec<LogEvent>, LogError> {
         let mut cursor = FileCursor::new(self.path(execution));
         let mut events = Vec::new();
         loop {

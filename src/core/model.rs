@@ -122,6 +122,9 @@ macro_rules! named_enum {
             }
         }
 
+        // `Err = String` on purpose: this is the boundary where a name
+        // arrives as text (serde's `custom`, clap, a proto string field),
+        // and every caller wraps the message in its own typed error.
         impl FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -200,6 +200,44 @@ impl AskRequest {
     }
 }
 
+/// Why an agent gave no answer to a one-shot question ([`Runner::ask`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The agent cannot run now (its CLI is missing): why.
+    #[error("{0}")]
+    Unavailable(String),
+    /// What the agent needs before it starts could not be written (its
+    /// settings): why.
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0} does not answer one-shot questions")]
+    Unsupported(AgentType),
+    #[error("cannot start `{}`: {source}", .program.display())]
+    Start {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    /// The task that ran the CLI panicked.
+    #[error("the `{}` call panicked: {source}", .program.display())]
+    Panicked {
+        program: PathBuf,
+        source: tokio::task::JoinError,
+    },
+    /// The CLI ran and gave no text: how it ended (`answered nothing`,
+    /// `was stopped`, its failure), and its last stderr lines on one line
+    /// (empty: none).
+    #[error("{why}{}", stderr_note(.stderr))]
+    NoAnswer { why: String, stderr: String },
+}
+
+fn stderr_note(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (stderr: {stderr})")
+    }
+}
+
 /// An agent the executor can run.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
@@ -229,12 +267,13 @@ pub trait Runner: Send + Sync {
     /// Asks the agent one question (no tools, one turn) and returns its
     /// final text, or why there is none. Must return promptly once `cancel`
     /// fires. Agents that cannot answer this way keep the default.
-    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+    async fn ask(
+        &self,
+        request: AskRequest,
+        cancel: CancellationToken,
+    ) -> Result<String, AskError> {
         let _ = (request, cancel);
-        Err(format!(
-            "{} does not answer one-shot questions",
-            self.agent()
-        ))
+        Err(AskError::Unsupported(self.agent()))
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::logs::{LogHub, LogItem, LogSender, Shared, SharedLine};
+use super::logs::{LogError, LogHub, LogItem, LogSender, Shared, SharedLine};
 use super::model::{ExecutionState, Id};
 use crate::store::Store;
 
@@ -85,7 +85,7 @@ pub async fn feed(
     from_offset: u64,
     follow: bool,
     tx: &LogSender,
-) -> Result<bool, String> {
+) -> Result<bool, LogError> {
     let mut next = from_offset;
     loop {
         // Read whether it still runs before reading lines, so the lines
@@ -93,14 +93,10 @@ pub async fn feed(
         let running = follow
             && store
                 .get_execution(execution)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .is_some_and(|e| e.state == ExecutionState::Running);
         loop {
-            let lines = store
-                .log_lines(execution, next, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
+            let lines = store.log_lines(execution, next, PAGE).await?;
             let full = lines.len() as u64 == PAGE;
             let mut gap = false;
             for (offset, line) in lines {

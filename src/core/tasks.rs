@@ -12,7 +12,7 @@ pub use super::activity::Activity;
 use super::bus::ChangeBus;
 use super::error::{CoreError, CoreResult};
 use super::events::EventSink;
-use super::logs::{LogHub, LogItem, LogSender};
+use super::logs::{LogError, LogHub, LogResult, LogSender};
 use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
 use super::validate::{TaskRules, validate};
@@ -155,7 +155,7 @@ impl TaskService {
         execution: Id,
         from_offset: u64,
         follow: bool,
-    ) -> mpsc::Receiver<Result<LogItem, String>> {
+    ) -> mpsc::Receiver<LogResult> {
         if !self.shared_logs || self.logs.has_file(execution) {
             return self.logs.subscribe(execution, from_offset, follow);
         }
@@ -179,7 +179,7 @@ impl TaskService {
         from_offset: u64,
         follow: bool,
         tx: &LogSender,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LogError> {
         if self.shared_logs && !self.logs.has_file(execution) {
             super::shared_logs::feed(&self.store, execution, from_offset, follow, tx).await
         } else {

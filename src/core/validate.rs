@@ -197,10 +197,19 @@ pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32)
     check_page_size(page_size)
 }
 
+/// A duration that does not parse: the text as written, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot parse `{text}` as a duration ({source}); write e.g. `30m` or `1h 30m`")]
+pub struct DurationError {
+    pub text: String,
+    pub source: humantime::DurationError,
+}
+
 /// Parses a user-written duration such as `30m`, `1h 30m` or `90s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("cannot parse `{text}` as a duration ({e}); write e.g. `30m` or `1h 30m`")
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError {
+        text: text.to_string(),
+        source,
     })
 }
 
@@ -290,7 +299,8 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         rules.default_timeout
     } else {
         check_line("spec.timeout", &spec.timeout, 64)?;
-        parse_duration(&spec.timeout).map_err(|e| CoreError::invalid("spec.timeout", e))?
+        parse_duration(&spec.timeout)
+            .map_err(|e| CoreError::invalid("spec.timeout", e.to_string()))?
     };
     if timeout < MIN_TIMEOUT || timeout > rules.max_timeout {
         return Err(CoreError::invalid(

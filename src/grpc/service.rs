@@ -213,7 +213,7 @@ impl ClaudomatorService for Api {
             Ok(item) => Ok(pb::StreamLogsResponse {
                 event: Some(log_event_to_pb(&item.execution_id.to_string(), &item.event)),
             }),
-            Err(message) => Err(Status::internal(message)),
+            Err(e) => Err(e.into()),
         });
         Ok(Response::new(Box::pin(responses)))
     }

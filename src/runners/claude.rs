@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::confine::Launch;
 use super::{
-    AgentProbe, AskRequest, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    ask_cli, env_value, missing_cli, one_line, probe_cli, replay, run_cli,
+    AgentProbe, AskError, AskRequest, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser,
+    Verdict, ask_cli, env_value, missing_cli, one_line, probe_cli, replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -165,9 +165,13 @@ impl Runner for ClaudeRunner {
         .await
     }
 
-    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+    async fn ask(
+        &self,
+        request: AskRequest,
+        cancel: CancellationToken,
+    ) -> Result<String, AskError> {
         if let Some(why) = self.unavailable() {
-            return Err(why);
+            return Err(AskError::Unavailable(why));
         }
         // `--tools=` (none) sends the model no tools at all; the session is
         // not kept, nobody resumes it.

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::confine::Launch;
 use super::{
-    AgentProbe, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser,
-    Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli,
-    write_config_file,
+    AgentProbe, AskError, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner,
+    StreamParser, Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli,
+    replay, run_cli, write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -180,13 +180,17 @@ impl Runner for GeminiRunner {
         run_cli(command, launch, parser, log, &cancel).await
     }
 
-    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+    async fn ask(
+        &self,
+        request: AskRequest,
+        cancel: CancellationToken,
+    ) -> Result<String, AskError> {
         if let Some(why) = self.unavailable() {
-            return Err(why);
+            return Err(AskError::Unavailable(why));
         }
         let command = self
             .command(&request.as_run_request(), "plan")
-            .map_err(|e| self.settings_error(e))?;
+            .map_err(|e| AskError::Setup(self.settings_error(e)))?;
         let parser = GeminiStream {
             prices: self.prices.clone(),
             ..GeminiStream::default()

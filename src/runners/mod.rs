@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::core::logs::{LogKind, LogWriter};
 use process::Stream;
 
-pub use crate::core::runner::{AgentProbe, AskRequest, RunOutcome, RunRequest, Runner, Verdict};
+pub use crate::core::runner::{
+    AgentProbe, AskError, AskRequest, RunOutcome, RunRequest, Runner, Verdict,
+};
 
 /// How to start an agent CLI, from config.
 #[derive(Clone, Debug, Default)]
@@ -148,7 +150,7 @@ pub async fn ask_cli<P: StreamParser + 'static>(
     parser: P,
     cancel: &CancellationToken,
     program: &Path,
-) -> Result<String, String> {
+) -> Result<String, AskError> {
     const STDERR_KEPT: usize = 5;
     let token = cancel.child_token();
     let _stop_if_dropped = token.clone().drop_guard();
@@ -170,10 +172,14 @@ pub async fn ask_cli<P: StreamParser + 'static>(
         let stderr: Vec<String> = stderr.into_iter().collect();
         (exit.map(|e| parser.finish(e.code, e.stopped)), stderr)
     });
-    let (outcome, stderr) = work
-        .await
-        .map_err(|e| format!("the `{}` call panicked: {e}", program.display()))?;
-    let outcome = outcome.map_err(|e| format!("cannot start `{}`: {e}", program.display()))?;
+    let (outcome, stderr) = work.await.map_err(|source| AskError::Panicked {
+        program: program.to_path_buf(),
+        source,
+    })?;
+    let outcome = outcome.map_err(|source| AskError::Start {
+        program: program.to_path_buf(),
+        source,
+    })?;
     let why = match outcome.verdict {
         Verdict::Succeeded if !outcome.final_text.trim().is_empty() => {
             return Ok(outcome.final_text);
@@ -185,11 +191,12 @@ pub async fn ask_cli<P: StreamParser + 'static>(
         Verdict::UsageLimited { message, .. } => format!("usage limit: {message}"),
     };
     let stderr = stderr.join(" | ");
-    Err(if stderr.trim().is_empty() {
-        why
+    let stderr = if stderr.trim().is_empty() {
+        String::new()
     } else {
-        format!("{why} (stderr: {})", one_line(&stderr))
-    })
+        one_line(&stderr)
+    };
+    Err(AskError::NoAnswer { why, stderr })
 }
 
 /// The first line of a text, cut at 200 characters, for one-line readings.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::core::error::CoreError;
 use crate::core::llm::extract_json_object;
 use crate::core::model::{AgentSpec, AgentType, SubmitRequest, TaskSpec};
 use crate::core::validate::{TaskRules, validate};
@@ -17,6 +18,34 @@ const NAME_CHARS: usize = 80;
 /// Tags kept from an answer, at most.
 const MAX_TAGS: usize = 8;
 const TAG_CHARS: usize = 64;
+
+/// Why a model's answer is not a usable spec (each reads after the path's
+/// name: "claude: answered no instructions").
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AnswerError {
+    /// The answer, shortened to a line.
+    #[error("answered no JSON object ({0})")]
+    NoJson(String),
+    #[error("answered no instructions")]
+    NoInstructions,
+    #[error("answered no acceptance line")]
+    NoAcceptance,
+    /// Why the agent's name was not one.
+    #[error("answered an unknown agent: {0}")]
+    UnknownAgent(String),
+    #[error("answered a budget that is no number: `{0}`")]
+    BudgetNotANumber(String),
+    #[error("answered a timeout of {0} minutes")]
+    TimeoutNotWholeMinutes(f64),
+    #[error("answered a timeout that is no number: `{0}`")]
+    TimeoutNotANumber(String),
+    /// `SubmitTask` would refuse the spec.
+    #[error("answered an invalid spec: {0}")]
+    Invalid(CoreError),
+}
+
+/// A field that should hold a number and does not: its text.
+struct NotANumber(String);
 
 /// What a draft is checked and repaired against.
 pub(super) struct Context<'a> {
@@ -74,19 +103,15 @@ pub(super) fn one_prompt(text: &str, ctx: &Context) -> String {
 pub(super) fn spec_from_answer(
     answer: &str,
     ctx: &Context,
-) -> Result<(TaskSpec, Vec<String>), String> {
-    let object = extract_json_object(answer).ok_or_else(|| {
-        format!(
-            "answered no JSON object ({})",
-            crate::runners::one_line(answer.trim())
-        )
-    })?;
+) -> Result<(TaskSpec, Vec<String>), AnswerError> {
+    let object = extract_json_object(answer)
+        .ok_or_else(|| AnswerError::NoJson(crate::runners::one_line(answer.trim())))?;
     let fields = spec_fields(&object);
     let mut notes = Vec::new();
 
     let instructions = text_field(fields, &["instructions", "description", "task", "steps"])
         .filter(|s| !s.trim().is_empty())
-        .ok_or("answered no instructions")?;
+        .ok_or(AnswerError::NoInstructions)?;
     let acceptance = text_field(
         fields,
         &[
@@ -104,7 +129,7 @@ pub(super) fn spec_from_answer(
             instructions.trim(),
             acceptance.trim()
         ),
-        None => return Err("answered no acceptance line".into()),
+        None => return Err(AnswerError::NoAcceptance),
     };
 
     let name = text_field(fields, &["name", "title"])
@@ -130,13 +155,13 @@ pub(super) fn spec_from_answer(
     let allowed_tools = list_field(fields, &["allowed_tools", "tools"]);
     let max_budget_usd = match number_field(fields, &["max_budget_usd", "budget_usd", "budget"]) {
         Some(Ok(usd)) => usd,
-        Some(Err(text)) => return Err(format!("answered a budget that is no number: `{text}`")),
+        Some(Err(NotANumber(text))) => return Err(AnswerError::BudgetNotANumber(text)),
         None => 0.0,
     };
     let timeout = match number_field(fields, &["timeout_minutes", "timeout_min"]) {
         Some(Ok(minutes)) if minutes.fract() == 0.0 && minutes > 0.0 => format!("{minutes}m"),
-        Some(Ok(minutes)) => return Err(format!("answered a timeout of {minutes} minutes")),
-        Some(Err(text)) => return Err(format!("answered a timeout that is no number: `{text}`")),
+        Some(Ok(minutes)) => return Err(AnswerError::TimeoutNotWholeMinutes(minutes)),
+        Some(Err(NotANumber(text))) => return Err(AnswerError::TimeoutNotANumber(text)),
         // A bare number in `timeout` is read as minutes, like timeout_minutes.
         None => match fields.get("timeout") {
             Some(Value::Number(n)) => format!("{n}m"),
@@ -179,7 +204,7 @@ pub(super) fn spec_from_answer(
 
 /// The spec used when no model gave one: the request itself, an acceptance
 /// line, the chosen agent (or auto) and the server's defaults.
-pub(super) fn template(text: &str, ctx: &Context) -> Result<TaskSpec, String> {
+pub(super) fn template(text: &str, ctx: &Context) -> Result<TaskSpec, AnswerError> {
     let spec = TaskSpec {
         instructions: format!(
             "{text}\n\nAcceptance: the request above is done, and the project's existing tests and checks still pass."
@@ -200,12 +225,12 @@ pub(super) fn template(text: &str, ctx: &Context) -> Result<TaskSpec, String> {
 
 /// The spec as `SubmitTask` would store it (a derived name, the timeout
 /// written out, duplicates dropped), or the field `SubmitTask` would refuse.
-fn checked(spec: TaskSpec, rules: &TaskRules) -> Result<TaskSpec, String> {
+fn checked(spec: TaskSpec, rules: &TaskRules) -> Result<TaskSpec, AnswerError> {
     let request = SubmitRequest {
         spec,
         ..SubmitRequest::default()
     };
-    let task = validate(&request, rules).map_err(|e| format!("answered an invalid spec: {e}"))?;
+    let task = validate(&request, rules).map_err(AnswerError::Invalid)?;
     Ok(TaskSpec {
         // The server's default at submit time, not today's value.
         max_attempts: request.spec.max_attempts,
@@ -215,12 +240,16 @@ fn checked(spec: TaskSpec, rules: &TaskRules) -> Result<TaskSpec, String> {
 
 /// The agent: the caller's choice always wins; an agent this server cannot
 /// run now becomes `auto`; an unknown name is an invalid answer.
-fn choose_agent(name: &str, ctx: &Context, notes: &mut Vec<String>) -> Result<AgentType, String> {
+fn choose_agent(
+    name: &str,
+    ctx: &Context,
+    notes: &mut Vec<String>,
+) -> Result<AgentType, AnswerError> {
     let answered = if name.trim().is_empty() {
         AgentType::Auto
     } else {
         name.parse::<AgentType>()
-            .map_err(|e| format!("answered an unknown agent: {e}"))?
+            .map_err(AnswerError::UnknownAgent)?
     };
     if let Some(wanted) = ctx.agent {
         return Ok(wanted);
@@ -336,10 +365,10 @@ fn list_field(fields: &serde_json::Map<String, Value>, keys: &[&str]) -> Vec<Str
 fn number_field(
     fields: &serde_json::Map<String, Value>,
     keys: &[&str],
-) -> Option<Result<f64, String>> {
+) -> Option<Result<f64, NotANumber>> {
     let value = keys.iter().find_map(|k| fields.get(*k))?;
     Some(match value {
-        Value::Number(n) => n.as_f64().ok_or_else(|| n.to_string()),
+        Value::Number(n) => n.as_f64().ok_or_else(|| NotANumber(n.to_string())),
         Value::String(s) => {
             let digits: String = s
                 .trim()
@@ -347,10 +376,10 @@ fn number_field(
                 .chars()
                 .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
-            digits.parse().map_err(|_| s.clone())
+            digits.parse().map_err(|_| NotANumber(s.clone()))
         }
         Value::Null => return None,
-        other => Err(other.to_string()),
+        other => Err(NotANumber(other.to_string())),
     })
 }
 

@@ -24,10 +24,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{CoreError, CoreResult};
-use super::llm::{ChatMessage, ChatModel, ChatRequest};
+use super::llm::{ChatMessage, ChatModel, ChatRequest, LlmError};
 use super::model::{AgentType, Id, TaskSpec};
 use super::validate::{TaskRules, resolve_project};
-use crate::runners::{AskRequest, Runner};
+use crate::runners::{AskError, AskRequest, Runner};
 use draft::Context;
 
 /// Which path wrote the spec.
@@ -96,6 +96,33 @@ const CLI_PATHS: [(AgentType, ElaborateSource); 2] = [
     (AgentType::Claude, ElaborateSource::Claude),
     (AgentType::Gemini, ElaborateSource::Gemini),
 ];
+
+/// Why a path (the local model, an agent CLI) gave no answer; a note says so.
+#[derive(Debug, thiserror::Error)]
+enum PathError {
+    /// No local model endpoint.
+    #[error("not configured")]
+    NoModel,
+    /// This server has no runner for the agent.
+    #[error("not configured on this server")]
+    NoRunner,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Model(#[from] LlmError),
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    /// The turns for agent CLIs are gone (never: the semaphore is not closed).
+    #[error(transparent)]
+    NoTurn(#[from] tokio::sync::AcquireError),
+    #[error("did not answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    #[error("cannot create {}: {source}", .dir.display())]
+    ScratchDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Longest request text, in bytes; the rest of the instructions' limit is
 /// left for the acceptance line.
@@ -237,14 +264,14 @@ impl Elaborator {
         Ok(())
     }
 
-    async fn ask_local_model(&self, text: &str, ctx: &Context<'_>) -> Result<Answer, String> {
+    async fn ask_local_model(&self, text: &str, ctx: &Context<'_>) -> Result<Answer, PathError> {
         let Some(chat) = &self.inner.chat else {
-            return Err("not configured".into());
+            return Err(PathError::NoModel);
         };
         let request = self.chat_request(text, ctx);
         let reply = tokio::select! {
-            reply = chat.chat(request) => reply.map_err(|e| e.to_string())?,
-            _ = self.inner.shutdown.cancelled() => return Err("the server is shutting down".into()),
+            reply = chat.chat(request) => reply?,
+            _ = self.inner.shutdown.cancelled() => return Err(PathError::ShuttingDown),
         };
         let model = if reply.model.is_empty() {
             chat.model().to_string()
@@ -278,17 +305,17 @@ impl Elaborator {
         agent: AgentType,
         text: &str,
         ctx: &Context<'_>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, PathError> {
         let inner = &self.inner;
         let Some(runner) = inner.runners.iter().find(|r| r.agent() == agent) else {
-            return Err("not configured on this server".into());
+            return Err(PathError::NoRunner);
         };
         if let Some(why) = runner.unavailable() {
-            return Err(why);
+            return Err(AskError::Unavailable(why).into());
         }
         let _turn = tokio::select! {
-            turn = inner.cli_turns.acquire() => turn.map_err(|e| e.to_string())?,
-            _ = inner.shutdown.cancelled() => return Err("the server is stopping".into()),
+            turn = inner.cli_turns.acquire() => turn?,
+            _ = inner.shutdown.cancelled() => return Err(PathError::ShuttingDown),
         };
         let workdir = ScratchDir::create(&inner.config.scratch_dir)?;
         let model = inner
@@ -307,13 +334,13 @@ impl Elaborator {
         let ask = runner.ask(request, cancel.clone());
         tokio::pin!(ask);
         let answer = tokio::select! {
-            answer = &mut ask => answer,
+            answer = &mut ask => answer.map_err(PathError::from),
             _ = tokio::time::sleep(timeout) => {
                 cancel.cancel();
                 // Wait for the process group to be gone before the scratch
                 // directory is removed.
                 let _ = ask.await;
-                Err(format!("did not answer within {}", humantime::format_duration(timeout)))
+                Err(PathError::TimedOut(timeout))
             }
         };
         drop(workdir);
@@ -326,11 +353,12 @@ impl Elaborator {
 struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn create(parent: &std::path::Path) -> Result<Self, String> {
+    fn create(parent: &std::path::Path) -> Result<Self, PathError> {
         let dir = parent.join(Id::new().to_string());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(ScratchDir(dir))
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Ok(ScratchDir(dir)),
+            Err(source) => Err(PathError::ScratchDir { dir, source }),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::*;
 use crate::core::llm::{ChatResponse, ChatStream, LlmError};
 use crate::core::logs::LogWriter;
 use crate::core::model::Priority;
-use crate::runners::{AgentProbe, RunOutcome, RunRequest, Verdict};
+use crate::runners::{AgentProbe, AskError, RunOutcome, RunRequest, Verdict};
 
 fn rules() -> TaskRules {
     TaskRules {
@@ -33,7 +33,7 @@ fn read(answer: &str, agent: Option<AgentType>) -> Result<(TaskSpec, Vec<String>
         models: &models,
         rules: &rules,
     };
-    draft::spec_from_answer(answer, &ctx)
+    draft::spec_from_answer(answer, &ctx).map_err(|e| e.to_string())
 }
 
 fn good_answer() -> serde_json::Value {
@@ -247,14 +247,24 @@ impl Runner for FakeCli {
         RunOutcome::new(Verdict::Failed("fake".into()))
     }
 
-    async fn ask(&self, request: AskRequest, cancel: CancellationToken) -> Result<String, String> {
+    async fn ask(
+        &self,
+        request: AskRequest,
+        cancel: CancellationToken,
+    ) -> Result<String, AskError> {
         assert!(request.workdir.is_dir(), "the scratch directory exists");
         self.asked.lock().unwrap().push(request);
         match &self.answer {
-            Some(answer) => answer.clone(),
+            Some(answer) => answer.clone().map_err(|why| AskError::NoAnswer {
+                why,
+                stderr: String::new(),
+            }),
             None => {
                 cancel.cancelled().await;
-                Err("was stopped".into())
+                Err(AskError::NoAnswer {
+                    why: "was stopped".into(),
+                    stderr: String::new(),
+                })
             }
         }
     }

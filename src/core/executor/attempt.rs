@@ -23,7 +23,9 @@ use crate::core::model::{
 use crate::core::runner::{RunOutcome, RunRequest};
 use crate::core::state;
 use crate::runners::extract_summary;
-use crate::sandbox::{Sandbox, SandboxConfig, default_branch, deliver, rebase_and_push};
+use crate::sandbox::{
+    Sandbox, SandboxConfig, SandboxError, default_branch, deliver, rebase_and_push,
+};
 use crate::store::{Lease, TaskUpdate};
 
 /// How long an attempt's end waits for its log lines to reach the store
@@ -74,8 +76,8 @@ impl Executor {
                 self.attempt(&task, &mut execution, &mut log, token).await
             }
             Err(e) => {
-                let reason = format!("cannot open the execution log: {e}");
-                self.record(&task, &mut execution, Err(reason)).await
+                self.record(&task, &mut execution, Err(NotStarted::Log(e)))
+                    .await
             }
         };
         if let Err(e) = result {
@@ -130,9 +132,9 @@ impl Executor {
         };
 
         let Some(project) = self.config.projects.get(&task.project) else {
-            let reason = format!("project `{}` is no longer configured", task.project);
-            note(log, reason.clone());
-            return self.record(task, execution, Err(reason)).await;
+            let why = NotStarted::NoProject(task.project.clone());
+            note(log, why.to_string());
+            return self.record(task, execution, Err(why)).await;
         };
         let sandbox = match Sandbox::prepare_at(
             &self.config.sandbox,
@@ -146,7 +148,7 @@ impl Executor {
             Ok(sandbox) => sandbox,
             Err(e) => {
                 note(log, e.to_string());
-                return self.record(task, execution, Err(e.to_string())).await;
+                return self.record(task, execution, Err(e.into())).await;
             }
         };
         note(
@@ -265,7 +267,7 @@ impl Executor {
             // The work goes back to the project as branch claudomator/<task>,
             // and to the publish remote when the project has one.
             if let Err(e) = self.hand_over(&sandbox, project, log).await {
-                note(log, e.clone());
+                note(log, e.to_string());
                 succeeded = false;
                 verdict = Decision::failed(format!("the agent finished, but {e}"));
             }
@@ -327,19 +329,20 @@ impl Executor {
         sandbox: &Sandbox,
         project: &ProjectTarget,
         log: &mut LogWriter,
-    ) -> Result<(), String> {
-        deliver(sandbox)
-            .await
-            .map_err(|e| format!("its branch could not be delivered to the project: {e}"))?;
+    ) -> Result<(), HandOverError> {
+        deliver(sandbox).await.map_err(HandOverError::Deliver)?;
         let Some(remote) = &project.publish_remote else {
             return Ok(());
         };
         let default = default_branch(&project.path)
             .await
-            .map_err(|e| format!("the project's default branch is unknown: {e}"))?;
+            .map_err(HandOverError::DefaultBranch)?;
         rebase_and_push(sandbox, &self.config.sandbox, remote, &default)
             .await
-            .map_err(|e| format!("publishing to {remote} failed: {e}"))?;
+            .map_err(|source| HandOverError::Publish {
+                remote: remote.clone(),
+                source,
+            })?;
         let text = format!(
             "rebased {} onto {default} and pushed it to {remote}",
             sandbox.branch
@@ -356,7 +359,7 @@ impl Executor {
         &self,
         task: &Task,
         execution: &mut Execution,
-        result: Result<(RunOutcome, Decision), String>,
+        result: Result<(RunOutcome, Decision), NotStarted>,
     ) -> Result<(), CoreError> {
         let store = self.tasks.store();
         let decision = match result {
@@ -378,7 +381,7 @@ impl Executor {
                 }
                 decision
             }
-            Err(reason) => Decision::failed(reason),
+            Err(why) => Decision::failed(why.to_string()),
         };
         execution.state = decision.execution_state;
         if decision.execution_state != ExecutionState::Succeeded {
@@ -429,6 +432,33 @@ impl Executor {
         );
         Ok(())
     }
+}
+
+/// Why an attempt ended before its agent ran.
+#[derive(Debug, thiserror::Error)]
+enum NotStarted {
+    #[error("cannot open the execution log: {0}")]
+    Log(std::io::Error),
+    /// The task's project (named) left the config.
+    #[error("project `{0}` is no longer configured")]
+    NoProject(String),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// Why finished work did not reach the project (or its publish remote);
+/// reads after "the agent finished, but".
+#[derive(Debug, thiserror::Error)]
+enum HandOverError {
+    #[error("its branch could not be delivered to the project: {0}")]
+    Deliver(SandboxError),
+    #[error("the project's default branch is unknown: {0}")]
+    DefaultBranch(SandboxError),
+    #[error("publishing to {remote} failed: {source}")]
+    Publish {
+        remote: String,
+        source: SandboxError,
+    },
 }
 
 fn sandbox_path(config: &SandboxConfig, task: &Task) -> String {

@@ -114,7 +114,8 @@ pub struct Executor {
     elsewhere: std::sync::Mutex<Vec<AgentType>>,
 }
 
-/// Preference order for `auto` until a classifier picks.
+/// Preference order for `auto` until a classifier picks: every agent but
+/// `auto` (a test checks it against `AgentType::ALL`).
 const AUTO_ORDER: [AgentType; 4] = [
     AgentType::Claude,
     AgentType::Codex,

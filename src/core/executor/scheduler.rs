@@ -114,14 +114,14 @@ impl Executor {
     /// cap full): empty means wait (limits, or an agent this server lacks
     /// that another live server runs), Err is a reason the task can never
     /// run here nor on any other live server.
-    pub(super) fn pick_agents(&self, task: &Task) -> Result<Vec<AgentType>, String> {
+    pub(super) fn pick_agents(&self, task: &Task) -> Result<Vec<AgentType>, CannotRun> {
         if task.agent.agent_type == AgentType::Auto {
             let installed = self.usable_agents();
             if installed.is_empty() {
                 if !self.elsewhere.lock().expect("elsewhere lock").is_empty() {
                     return Ok(Vec::new()); // another server runs it
                 }
-                return Err("no agent is available on this server: install claude, codex or gemini, or configure a local model".into());
+                return Err(CannotRun::NoAgent);
             }
             return Ok(installed
                 .into_iter()
@@ -130,8 +130,8 @@ impl Executor {
         }
         let agent = task.agent.agent_type;
         let missing = match self.runners.get(&agent) {
-            None => Some(format!("agent `{agent}` is not available on this server")),
-            Some(runner) => runner.unavailable(),
+            None => Some(CannotRun::NoRunner(agent)),
+            Some(runner) => runner.unavailable().map(CannotRun::Unavailable),
         };
         if let Some(why) = missing {
             // Another live server that has the agent takes the task.
@@ -201,7 +201,8 @@ impl Executor {
             }
             let agents = match picked {
                 Ok(agents) => agents,
-                Err(reason) => {
+                Err(why) => {
+                    let reason = why.to_string();
                     let update =
                         TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
                     // QUEUED -> FAILED goes through RUNNING, as for any attempt.
@@ -416,4 +417,20 @@ impl Executor {
             .copied()
             .unwrap_or(self.config.max_concurrent)
     }
+}
+
+/// Why a task can never run here nor on any other live server: the reason
+/// it fails with.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CannotRun {
+    #[error(
+        "no agent is available on this server: install claude, codex or gemini, or configure a local model"
+    )]
+    NoAgent,
+    /// This server has no runner for the agent.
+    #[error("agent `{0}` is not available on this server")]
+    NoRunner(AgentType),
+    /// The runner's reason (its CLI is missing).
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{LineIn, SharedEvent};
+use super::{LineIn, LogError, SharedEvent};
 use crate::core::model::Id;
 
 /// How much of a log file is read (and decoded) at a time.
@@ -81,14 +81,17 @@ impl FileCursor {
     }
 
     /// The log's file, or `None` while there is none.
-    fn file(&mut self) -> Result<Option<Arc<std::fs::File>>, String> {
+    fn file(&mut self) -> Result<Option<Arc<std::fs::File>>, LogError> {
         if let Some(file) = &self.file {
             return Ok(Some(file.clone()));
         }
         match std::fs::File::open(&self.path) {
             Ok(file) => Ok(Some(self.file.insert(Arc::new(file)).clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read log {}: {e}", self.path.display())),
+            Err(source) => Err(LogError::Read {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
@@ -100,7 +103,7 @@ impl FileCursor {
         &mut self,
         cache: &BlockCache,
         execution: Id,
-    ) -> Result<Batch, String> {
+    ) -> Result<Batch, LogError> {
         let Some(file) = self.file()? else {
             return Ok(empty());
         };
@@ -152,7 +155,7 @@ impl FileCursor {
     pub(super) async fn read_new<T: Send + 'static>(
         &mut self,
         decode: fn(LineIn, u64) -> T,
-    ) -> Result<Vec<T>, String> {
+    ) -> Result<Vec<T>, LogError> {
         let Some(file) = self.file()? else {
             return Ok(Vec::new());
         };
@@ -171,11 +174,9 @@ fn empty() -> Batch {
 }
 
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| format!("cannot read log: {e}"))?
+    work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Reads from `start` on (a block, or to a little past `end_after`), up to
@@ -187,8 +188,11 @@ fn read_until_newline(
     path: &Path,
     start: u64,
     end_after: u64,
-) -> Result<(Vec<u8>, bool), String> {
-    let read_error = |e: std::io::Error| format!("cannot read log {}: {e}", path.display());
+) -> Result<(Vec<u8>, bool), LogError> {
+    let read_error = |source| LogError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let len = file.metadata().map_err(read_error)?.len();
     let mut bytes = Vec::new();
     loop {
@@ -223,7 +227,7 @@ fn read_block(
     file: &std::fs::File,
     path: &Path,
     index: u64,
-) -> Result<Option<Arc<Events>>, String> {
+) -> Result<Option<Arc<Events>>, LogError> {
     let (begin, end) = (index * BLOCK, (index + 1) * BLOCK);
     // From the byte before the block, to see whether a line starts at it.
     let from = begin.saturating_sub(1);
@@ -265,7 +269,7 @@ pub(super) fn read_lines<T>(
     path: &Path,
     start: u64,
     decode: fn(LineIn, u64) -> T,
-) -> Result<(Vec<T>, u64), String> {
+) -> Result<(Vec<T>, u64), LogError> {
     let (bytes, _) = read_until_newline(file, path, start, start)?;
     // Only whole lines: a line being written is read next time.
     let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -280,7 +284,7 @@ fn decode_lines<T>(
     path: &Path,
     start: u64,
     decode: fn(LineIn, u64) -> T,
-) -> Result<Vec<T>, String> {
+) -> Result<Vec<T>, LogError> {
     let mut items = Vec::new();
     let mut at = start;
     for line in bytes.split_inclusive(|b| *b == b'\n') {
@@ -289,8 +293,10 @@ fn decode_lines<T>(
         if line.is_empty() {
             continue;
         }
-        let parsed: LineIn = serde_json::from_slice(line)
-            .map_err(|e| format!("corrupt log line in {}: {e}", path.display()))?;
+        let parsed: LineIn = serde_json::from_slice(line).map_err(|source| LogError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
         items.push(decode(parsed, at));
     }
     Ok(items)

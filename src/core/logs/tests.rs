@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use super::*;
 use serde_json::json;
 
-async fn collect(mut rx: mpsc::Receiver<Result<LogItem, String>>) -> Vec<u64> {
+async fn collect(mut rx: mpsc::Receiver<LogResult>) -> Vec<u64> {
     let mut offsets = Vec::new();
     while let Some(item) = rx.recv().await {
         offsets.push(item.unwrap().event.offset);

@@ -6,6 +6,17 @@ use crate::core::runner::FakeStep;
 
 use AgentType::{Claude, Codex, Gemini};
 
+#[test]
+fn auto_prefers_among_every_agent_but_auto() {
+    for &agent in AgentType::ALL {
+        assert_eq!(
+            crate::core::executor::AUTO_ORDER.contains(&agent),
+            agent != AgentType::Auto,
+            "{agent} in AUTO_ORDER"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failing_dependency_fails_its_dependent_and_a_completed_one_releases_it() {
     let h = Harness::start(&[Claude], |_| {}).await;
