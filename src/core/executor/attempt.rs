@@ -95,11 +95,8 @@ impl Executor {
         sandbox: &crate::sandbox::Sandbox,
         log: &mut LogWriter,
         token: &CancellationToken,
-    ) -> Result<(), String> {
-        let copied = sandbox
-            .copy_from(&project.path, &project.copy)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), NotStarted> {
+        let copied = sandbox.copy_from(&project.path, &project.copy).await?;
         if !copied.is_empty() {
             let text = format!("copied from the project: {}", copied.join(", "));
             if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
@@ -110,6 +107,7 @@ impl Executor {
             Some(setup) => {
                 crate::runners::setup::run(setup, project.confinement, &sandbox.path, log, token)
                     .await
+                    .map_err(NotStarted::Setup)
             }
             None => Ok(()),
         }
@@ -444,6 +442,9 @@ enum NotStarted {
     NoProject(String),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The project's setup failed (its reason says how).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Why finished work did not reach the project (or its publish remote);
