@@ -35,7 +35,6 @@
 //!   (`claudomator,tonic,broadcast`).
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -894,12 +893,6 @@ fn protect_the_machine(max_vm_mb: u64) {
     unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
 }
 
-/// A project entry built through serde, so optional fields added to
-/// `ProjectConfig` later keep their defaults.
-fn project_config(name: &str, path: &Path) -> ProjectConfig {
-    serde_json::from_value(json!({"name": name, "path": path})).unwrap()
-}
-
 fn print_ratios(ours: &Figures, bare_tonic: &Figures, broadcast: &Figures) {
     let p99 = |f: &Figures| f.hist().quantile(0.99) as f64 / 1e6;
     println!(
@@ -952,7 +945,7 @@ async fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
-        projects: vec![project_config("bench", &dir.path().join("bench"))],
+        projects: vec![ProjectConfig::new("bench", dir.path().join("bench"))],
         executor: ExecutorSection {
             enabled: false,
             ..Default::default()

@@ -526,12 +526,6 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-/// A project entry built through serde, so optional fields added to
-/// `ProjectConfig` later keep their defaults.
-fn project_config(name: &str, path: &Path) -> ProjectConfig {
-    serde_json::from_value(serde_json::json!({"name": name, "path": path})).unwrap()
-}
-
 fn millis(ts: &Option<prost_types::Timestamp>) -> i64 {
     ts.as_ref()
         .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
@@ -550,7 +544,7 @@ fn server_config(
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
-        projects: vec![project_config("bench", project)],
+        projects: vec![ProjectConfig::new("bench", project)],
         executor: ExecutorSection {
             enabled: true,
             max_concurrent: concurrency,

@@ -189,18 +189,7 @@ async fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
-        projects: vec![ProjectConfig {
-            name: "bench".into(),
-            path: dir.path().join("bench"),
-            github: None,
-            publish_remote: None,
-            isolation: None,
-            network: None,
-            setup: String::new(),
-            setup_timeout: String::new(),
-            setup_env: Default::default(),
-            copy: Vec::new(),
-        }],
+        projects: vec![ProjectConfig::new("bench", dir.path().join("bench"))],
         executor: ExecutorSection {
             enabled: false,
             ..Default::default()

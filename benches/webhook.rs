@@ -193,16 +193,8 @@ async fn main() {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         projects: vec![ProjectConfig {
-            name: "bench".into(),
-            path: dir.path().join("bench"),
             github: Some("octo-org/octo-repo".into()),
-            publish_remote: None,
-            isolation: None,
-            network: None,
-            setup: String::new(),
-            setup_timeout: String::new(),
-            setup_env: Default::default(),
-            copy: Vec::new(),
+            ..ProjectConfig::new("bench", dir.path().join("bench"))
         }],
         ..Config::default()
     };

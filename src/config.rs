@@ -662,6 +662,24 @@ pub struct ProjectConfig {
     pub copy: Vec<String>,
 }
 
+impl ProjectConfig {
+    /// A project at `path` with every other setting at its default.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        ProjectConfig {
+            name: name.into(),
+            path: path.into(),
+            github: None,
+            publish_remote: None,
+            isolation: None,
+            network: None,
+            setup: String::new(),
+            setup_timeout: String::new(),
+            setup_env: Default::default(),
+            copy: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -1113,18 +1131,7 @@ fn project_from_cwd(cwd: &Path) -> Option<ProjectConfig> {
             }
         })
         .collect();
-    Some(ProjectConfig {
-        name,
-        path: root.to_path_buf(),
-        github: None,
-        publish_remote: None,
-        isolation: None,
-        network: None,
-        setup: String::new(),
-        setup_timeout: String::new(),
-        setup_env: Default::default(),
-        copy: Vec::new(),
-    })
+    Some(ProjectConfig::new(name, root))
 }
 
 /// The commented config `claudomator init` writes.

@@ -37,29 +37,10 @@ pub fn test_config(dirs: &Path) -> Config {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dirs.join("data"),
         projects: vec![
+            ProjectConfig::new("demo", demo),
             ProjectConfig {
-                name: "demo".into(),
-                path: demo,
-                github: None,
-                publish_remote: None,
-                isolation: None,
-                network: None,
-                setup: String::new(),
-                setup_timeout: String::new(),
-                setup_env: Default::default(),
-                copy: Vec::new(),
-            },
-            ProjectConfig {
-                name: "other".into(),
-                path: other,
                 github: Some("acme/other".into()),
-                publish_remote: None,
-                isolation: None,
-                network: None,
-                setup: String::new(),
-                setup_timeout: String::new(),
-                setup_env: Default::default(),
-                copy: Vec::new(),
+                ..ProjectConfig::new("other", other)
             },
         ],
         executor: claudomator::config::ExecutorSection {
