@@ -199,11 +199,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let local_model = crate::llm::OpenAiClient::from_config(&config.local_model)
         .map(|client| Arc::new(client) as Arc<dyn ChatModel>);
     let runners = build_runners(&config, local_model.clone());
+    let mut missing = Vec::new();
     for runner in &runners {
         match runner.unavailable() {
             None => info!(agent = %runner.agent(), "agent available"),
-            Some(why) => info!(agent = %runner.agent(), "agent unavailable: {why}"),
+            Some(why) => missing.push(format!("{} ({why})", runner.agent())),
         }
+    }
+    if config.executor.enabled && !missing.is_empty() {
+        warn!(
+            "agents unavailable here: {}; their tasks are accepted but fail unless another \
+             server sharing the database runs them (`claudomator doctor` says more)",
+            missing.join("; ")
+        );
     }
     if config.executor.enabled {
         match crate::runners::confine::os_sandbox().await {

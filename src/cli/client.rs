@@ -358,8 +358,14 @@ fn read_task_file(path: &Path) -> Result<(TaskSpec, String), Failure> {
         .and_then(|o| o.remove("idempotency_key"))
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    let spec: TaskSpec =
-        serde_json::from_value(value).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let spec: TaskSpec = serde_json::from_value(value).map_err(|e| {
+        let mut text = e.to_string();
+        if text.starts_with("unknown field") {
+            // Read above, so serde does not list it among the known ones.
+            text.push_str(", or `idempotency_key`");
+        }
+        usage(format!("{}: {text}", path.display()))
+    })?;
     Ok((spec, key))
 }
 
@@ -617,4 +623,29 @@ async fn all_executions(client: &mut Client, task_id: &str) -> Result<Vec<Execut
         }
     }
     Ok(executions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_task_file_field_is_named_with_every_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("task.yaml");
+        std::fs::write(
+            &file,
+            "instructions: x\nidempotency_key: k\npriorty: high\n",
+        )
+        .unwrap();
+        let Failure(message, code) = read_task_file(&file).unwrap_err();
+        assert_eq!(code, super::super::exit::USAGE);
+        assert!(message.contains("unknown field `priorty`"), "{message}");
+        assert!(
+            message.contains("`priority`") && message.contains("`idempotency_key`"),
+            "{message}"
+        );
+        std::fs::write(&file, "instructions: x\nidempotency_key: k\n").unwrap();
+        assert_eq!(read_task_file(&file).ok().unwrap().1, "k");
+    }
 }

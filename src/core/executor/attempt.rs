@@ -122,6 +122,11 @@ impl Executor {
     ) -> Result<(), CoreError> {
         let store = self.tasks.store();
         let previous = store.latest_execution(task.id).await?;
+        // What earlier attempts left on the branch, to tell this one's apart.
+        let earlier_commits = previous
+            .as_ref()
+            .map(|p| p.commits.clone())
+            .unwrap_or_default();
         store.save_execution(execution.clone()).await?;
         let note = |log: &mut LogWriter, text: String| {
             if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
@@ -219,17 +224,15 @@ impl Executor {
                         removed: f.removed,
                     })
                     .collect();
-                if !execution.commits.is_empty() {
-                    note(
-                        log,
-                        format!(
-                            "committed {} file(s) on {}: {}",
-                            execution.changed_files.len(),
-                            sandbox.branch,
-                            execution.commits.join(", ")
-                        ),
-                    );
-                }
+                note(
+                    log,
+                    commit_note(
+                        &execution.commits,
+                        &earlier_commits,
+                        execution,
+                        &sandbox.branch,
+                    ),
+                );
             }
             Err(e) => note(log, format!("cannot commit the agent's changes: {e}")),
         }
@@ -445,6 +448,33 @@ enum NotStarted {
     /// The project's setup failed (its reason says how).
     #[error("{0}")]
     Setup(String),
+}
+
+/// What the log says of the branch after an attempt: this attempt's own
+/// commits, apart from those earlier attempts left; or that nothing changed.
+fn commit_note(
+    commits: &[String],
+    earlier: &[String],
+    execution: &Execution,
+    branch: &str,
+) -> String {
+    let new: Vec<&str> = commits
+        .iter()
+        .filter(|c| !earlier.contains(c))
+        .map(String::as_str)
+        .collect();
+    match (new.is_empty(), commits.is_empty()) {
+        (true, true) => "the agent changed nothing: no file differs from the base commit".into(),
+        (true, false) => format!(
+            "this attempt changed nothing; {branch} keeps the earlier attempts' {} commit(s)",
+            commits.len()
+        ),
+        (false, _) => format!(
+            "committed on {branch}: {} ({} file(s) changed since the base commit)",
+            new.join(", "),
+            execution.changed_files.len()
+        ),
+    }
 }
 
 /// Why finished work did not reach the project (or its publish remote);

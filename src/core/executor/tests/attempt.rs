@@ -258,3 +258,52 @@ async fn a_shutdown_mid_run_requeues_the_task() {
     let execution = tasks.store().latest_execution(task.id).await.unwrap();
     assert_eq!(execution.unwrap().state, ExecutionState::Interrupted);
 }
+
+/// The text of an execution's log.
+fn log_text(execution: &crate::core::model::Execution) -> String {
+    std::fs::read_to_string(&execution.log_path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_log_says_what_this_attempt_committed_or_that_nothing_changed() {
+    let h = Harness::start(&[Claude], |_| {}).await;
+    h.fake(Claude).push([
+        FakeStep::write_file("hello.txt", "hi\n"),
+        FakeStep::succeed(),
+    ]);
+    let task = h.submit(Claude, |spec| spec.review_required = true).await;
+    h.wait_for(&task, TaskState::Ready).await;
+    h.tasks
+        .reject(&task.id.to_string(), "say hello louder")
+        .await
+        .unwrap();
+    h.wait_for(&task, TaskState::Ready).await;
+    let executions = h.executions(&task).await;
+    let first = log_text(&executions[0]);
+    let commit = &executions[0].commits[0];
+    assert!(
+        first.contains(&format!("committed on claudomator/{}: {commit}", task.id)),
+        "{first}"
+    );
+    // The second attempt changed nothing: it does not claim the first's commit.
+    let second = log_text(&executions[1]);
+    assert!(
+        second.contains("this attempt changed nothing") && !second.contains("committed on"),
+        "{second}"
+    );
+    h.stop().await;
+
+    let h = Harness::start(&[Claude], |_| {}).await;
+    h.fake(Claude).push([FakeStep::succeed()]);
+    let task = h.submit(Claude, |_| {}).await;
+    h.wait_for(&task, TaskState::Completed).await;
+    let log = log_text(&h.executions(&task).await[0]);
+    assert!(log.contains("the agent changed nothing"), "{log}");
+    h.stop().await;
+}
