@@ -179,13 +179,8 @@ impl Runner for ClaudeRunner {
             &request.as_run_request(),
             &["--tools=", "--no-session-persistence"],
         );
-        ask_cli(
-            command,
-            ClaudeStream::default(),
-            &cancel,
-            &self.command.program,
-        )
-        .await
+        let launch = self.launch(&request.as_run_request());
+        ask_cli(command, launch, ClaudeStream::default(), &cancel).await
     }
 }
 

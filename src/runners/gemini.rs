@@ -195,7 +195,13 @@ impl Runner for GeminiRunner {
             prices: self.prices.clone(),
             ..GeminiStream::default()
         };
-        ask_cli(command, parser, &cancel, &self.command.program).await
+        let launch = Launch {
+            agent: Some(AgentType::Gemini),
+            spec: &self.command,
+            confinement: Default::default(),
+            state: Vec::new(),
+        };
+        ask_cli(command, launch, parser, &cancel).await
     }
 }
 

@@ -141,17 +141,23 @@ pub async fn run_cli<P: StreamParser>(
     }
 }
 
-/// Runs an agent CLI for its answer rather than for a task: stdout through
-/// `parser`, nothing logged, the last stderr lines kept to explain a failure.
-/// The process runs on a task of its own, so if the caller goes away (a
-/// client hangs up) the cancel still ends the whole process group.
+/// Runs an agent CLI for its answer rather than for a task, shut in as
+/// `launch` says (like `run_cli`): stdout through `parser`, nothing logged,
+/// the last stderr lines kept to explain a failure. The process runs on a
+/// task of its own, so if the caller goes away (a client hangs up) the
+/// cancel still ends the whole process group.
 pub async fn ask_cli<P: StreamParser + 'static>(
     command: Command,
+    launch: confine::Launch<'_>,
     parser: P,
     cancel: &CancellationToken,
-    program: &Path,
 ) -> Result<String, AskError> {
     const STDERR_KEPT: usize = 5;
+    let program = launch.spec.program.clone();
+    let command = confine::confine(command, &launch)
+        .await
+        .map_err(AskError::Setup)?
+        .command;
     let token = cancel.child_token();
     let _stop_if_dropped = token.clone().drop_guard();
     let work = tokio::spawn(async move {
@@ -173,13 +179,10 @@ pub async fn ask_cli<P: StreamParser + 'static>(
         (exit.map(|e| parser.finish(e.code, e.stopped)), stderr)
     });
     let (outcome, stderr) = work.await.map_err(|source| AskError::Panicked {
-        program: program.to_path_buf(),
+        program: program.clone(),
         source,
     })?;
-    let outcome = outcome.map_err(|source| AskError::Start {
-        program: program.to_path_buf(),
-        source,
-    })?;
+    let outcome = outcome.map_err(|source| AskError::Start { program, source })?;
     let why = match outcome.verdict {
         Verdict::Succeeded if !outcome.final_text.trim().is_empty() => {
             return Ok(outcome.final_text);
