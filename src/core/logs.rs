@@ -465,6 +465,15 @@ impl LogWriter {
         &self.path
     }
 
+    /// Appends a line of the server's own (a `System` event). A log that
+    /// cannot be written is reported in the server's log, not to the
+    /// caller: an attempt goes on without it.
+    pub fn note(&mut self, text: impl Into<String>) {
+        if let Err(e) = self.append(LogKind::System, text, Value::Null, "") {
+            tracing::warn!(error = %e, "cannot write the execution log");
+        }
+    }
+
     /// Writes the event to disk (one `write` of one line), then broadcasts it.
     pub fn append(
         &mut self,

@@ -106,9 +106,7 @@ pub async fn run_cli<P: StreamParser>(
     let program = launch.spec.program.clone();
     let command = match confine::confine(command, &launch).await {
         Ok(confined) => {
-            if let Err(e) = log.append(LogKind::System, confined.note.clone(), Value::Null, "") {
-                tracing::warn!(error = %e, "cannot write the execution log");
-            }
+            log.note(confined.note);
             confined.command
         }
         Err(why) => return RunOutcome::new(Verdict::Failed(why)),

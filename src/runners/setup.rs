@@ -44,15 +44,10 @@ pub async fn run(
         state: Vec::new(),
     };
     let confined = confine(command, &launch).await?;
-    let note = |log: &mut LogWriter, text: String| {
-        if let Err(e) = log.append(LogKind::System, text, Value::Null, "") {
-            tracing::warn!(error = %e, "cannot write the execution log");
-        }
-    };
-    note(
-        log,
-        format!("setup: running `{}` ({})", setup.command, confined.note),
-    );
+    log.note(format!(
+        "setup: running `{}` ({})",
+        setup.command, confined.note
+    ));
     let token = cancel.child_token();
     let timer = {
         let token = token.clone();
@@ -81,7 +76,7 @@ pub async fn run(
         ),
         Ok(exit) if exit.stopped => "setup was stopped".to_string(),
         Ok(exit) if exit.code == Some(0) => {
-            note(log, "setup: done".into());
+            log.note("setup: done");
             return Ok(());
         }
         Ok(exit) => format!(
@@ -91,6 +86,6 @@ pub async fn run(
         ),
         Err(e) => format!("cannot run setup: {e}"),
     };
-    note(log, why.clone());
+    log.note(why.clone());
     Err(why)
 }

@@ -69,9 +69,7 @@ impl Executor {
                         "agent {agent} chosen by the {}: {}",
                         choice.by, choice.reason
                     );
-                    if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
-                        warn!(error = %e, "cannot write the execution log");
-                    }
+                    log.note(text);
                 }
                 self.attempt(&task, &mut execution, &mut log, token).await
             }
@@ -99,9 +97,7 @@ impl Executor {
         let copied = sandbox.copy_from(&project.path, &project.copy).await?;
         if !copied.is_empty() {
             let text = format!("copied from the project: {}", copied.join(", "));
-            if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
-                warn!(error = %e, "cannot write the execution log");
-            }
+            log.note(text);
         }
         match &project.setup {
             Some(setup) => {
@@ -128,15 +124,10 @@ impl Executor {
             .map(|p| p.commits.clone())
             .unwrap_or_default();
         store.save_execution(execution.clone()).await?;
-        let note = |log: &mut LogWriter, text: String| {
-            if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
-                warn!(error = %e, "cannot write the execution log");
-            }
-        };
 
         let Some(project) = self.config.projects.get(&task.project) else {
             let why = NotStarted::NoProject(task.project.clone());
-            note(log, why.to_string());
+            log.note(why.to_string());
             return self.record(task, execution, Err(why)).await;
         };
         let sandbox = match Sandbox::prepare_at(
@@ -150,20 +141,17 @@ impl Executor {
         {
             Ok(sandbox) => sandbox,
             Err(e) => {
-                note(log, e.to_string());
+                log.note(e.to_string());
                 return self.record(task, execution, Err(e.into())).await;
             }
         };
-        note(
-            log,
-            format!(
-                "attempt {} on {} in {} (branch {})",
-                execution.attempt,
-                execution.agent,
-                sandbox.path.display(),
-                sandbox.branch
-            ),
-        );
+        log.note(format!(
+            "attempt {} on {} in {} (branch {})",
+            execution.attempt,
+            execution.agent,
+            sandbox.path.display(),
+            sandbox.branch
+        ));
         if sandbox.fresh
             && let Err(reason) = self.ready_sandbox(project, &sandbox, log, &token).await
         {
@@ -174,7 +162,7 @@ impl Executor {
         let (prompt, resume_session, prior_usage) =
             self.continuation(task, execution.agent, previous).await?;
         if let Some(session) = &resume_session {
-            note(log, format!("resuming session {session}"));
+            log.note(format!("resuming session {session}"));
         }
         let resumed = resume_session.clone();
         let request = RunRequest {
@@ -224,17 +212,14 @@ impl Executor {
                         removed: f.removed,
                     })
                     .collect();
-                note(
-                    log,
-                    commit_note(
-                        &execution.commits,
-                        &earlier_commits,
-                        execution,
-                        &sandbox.branch,
-                    ),
-                );
+                log.note(commit_note(
+                    &execution.commits,
+                    &earlier_commits,
+                    execution,
+                    &sandbox.branch,
+                ));
             }
-            Err(e) => note(log, format!("cannot commit the agent's changes: {e}")),
+            Err(e) => log.note(format!("cannot commit the agent's changes: {e}")),
         }
 
         let context = DecideContext {
@@ -253,7 +238,7 @@ impl Executor {
             self.mark_limited(agent, for_how_long);
         }
         if let Some(text) = &verdict.note {
-            note(log, text.clone());
+            log.note(text.clone());
         }
         if let Some(question) = &verdict.question {
             let payload = serde_json::to_value(question).unwrap_or_default();
@@ -268,26 +253,22 @@ impl Executor {
             // The work goes back to the project as branch claudomator/<task>,
             // and to the publish remote when the project has one.
             if let Err(e) = self.hand_over(&sandbox, project, log).await {
-                note(log, e.to_string());
+                log.note(e.to_string());
                 succeeded = false;
                 verdict = Decision::failed(format!("the agent finished, but {e}"));
             }
         }
         if !keeps_sandbox {
             match sandbox.finish(&self.config.sandbox, succeeded).await {
-                Ok(true) => note(
-                    log,
-                    format!(
-                        "kept the sandbox at {}",
-                        sandbox_path(&self.config.sandbox, task)
-                    ),
-                ),
+                Ok(true) => log.note(format!(
+                    "kept the sandbox at {}",
+                    sandbox_path(&self.config.sandbox, task)
+                )),
                 Ok(false) => {}
-                Err(e) => note(log, format!("cannot clean up the sandbox: {e}")),
+                Err(e) => log.note(format!("cannot clean up the sandbox: {e}")),
             }
         }
-        note(
-            log,
+        log.note(
             format!("{}: {}", verdict.task_state, verdict.reason)
                 .trim_end_matches(": ")
                 .to_string(),
@@ -317,9 +298,7 @@ impl Executor {
                     )
                 }
             };
-        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
-            warn!(error = %e, "cannot write the execution log");
-        }
+        log.note(text);
         summary
     }
 
@@ -348,9 +327,7 @@ impl Executor {
             "rebased {} onto {default} and pushed it to {remote}",
             sandbox.branch
         );
-        if let Err(e) = log.append(LogKind::System, text, serde_json::Value::Null, "") {
-            warn!(error = %e, "cannot write the execution log");
-        }
+        log.note(text);
         Ok(())
     }
 
