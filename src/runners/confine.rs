@@ -198,7 +198,11 @@ pub async fn confine(command: Command, launch: &Launch<'_>) -> Result<Confined, 
     let Some(workdir) = workdir else {
         return Err("an agent without a working directory cannot be sandboxed".into());
     };
-    let program = resolve(&program, &env).unwrap_or(program);
+    // Found on the agent's own PATH, as it will run.
+    let program = env
+        .get(OsStr::new("PATH"))
+        .and_then(|path| super::locate_in(&program, path))
+        .unwrap_or(program);
     let mut sandbox = Command::new(bwrap);
     sandbox
         .args(bwrap_args(launch, &program, &workdir, &explicit, network))
@@ -371,41 +375,28 @@ fn program_dirs(program: &Path) -> Vec<PathBuf> {
         .map(Path::to_path_buf)
         .or_else(|| real.parent().map(Path::to_path_buf));
     dirs.extend(package);
-    let head = std::fs::read(&real)
-        .map(|bytes| bytes.into_iter().take(128).collect::<Vec<u8>>())
-        .unwrap_or_default();
-    if head.starts_with(b"#!") && String::from_utf8_lossy(&head).contains("node") {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        if let Some(node) = std::env::split_paths(&path)
-            .map(|dir| dir.join("node"))
-            .find(|n| n.is_file())
-            .and_then(|n| n.canonicalize().ok())
-        {
-            // `<prefix>/bin/node`: the whole prefix (its lib/ beside bin/).
-            let prefix = node.parent().and_then(|bin| {
-                (bin.file_name() == Some(OsStr::new("bin")))
-                    .then(|| bin.parent())
-                    .flatten()
-            });
-            dirs.extend(prefix.or(node.parent()).map(Path::to_path_buf));
-        }
+    // The `#!` line only: the program may be a 200 MB native binary.
+    let mut head = Vec::new();
+    if let Ok(file) = std::fs::File::open(&real) {
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(file, 128), &mut head);
+    }
+    if head.starts_with(b"#!")
+        && String::from_utf8_lossy(&head).contains("node")
+        && let Some(node) = super::locate(Path::new("node")).and_then(|n| n.canonicalize().ok())
+    {
+        // `<prefix>/bin/node`: the whole prefix (its lib/ beside bin/).
+        let prefix = node.parent().and_then(|bin| {
+            (bin.file_name() == Some(OsStr::new("bin")))
+                .then(|| bin.parent())
+                .flatten()
+        });
+        dirs.extend(prefix.or(node.parent()).map(Path::to_path_buf));
     }
     // The system is there already; a root-level package dir would show all.
     dirs.retain(|d| d.components().count() > 2 && !SYSTEM_DIRS.iter().any(|s| d.starts_with(s)));
     dirs.sort();
     dirs.dedup();
     dirs
-}
-
-/// A program named without a slash, found on the agent's PATH.
-fn resolve(program: &Path, env: &BTreeMap<OsString, OsString>) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return Some(program.to_path_buf());
-    }
-    let path = env.get(OsStr::new("PATH"))?;
-    std::env::split_paths(path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 /// Whether bubblewrap can make a sandbox on this machine: its path, or why
@@ -416,11 +407,7 @@ pub async fn os_sandbox() -> Result<PathBuf, String> {
 }
 
 async fn probe() -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let Some(bwrap) = std::env::split_paths(&path)
-        .map(|dir| dir.join("bwrap"))
-        .find(|candidate| candidate.is_file())
-    else {
+    let Some(bwrap) = super::locate(Path::new("bwrap")) else {
         return Err(
             "bubblewrap is not installed (no `bwrap` on PATH; Debian and Ubuntu: \
              apt-get install bubblewrap)"

@@ -310,13 +310,17 @@ pub fn missing_cli(program: &Path, install_hint: &str) -> Option<String> {
     }
 }
 
-/// Finds a program on PATH (or checks an explicit path).
+/// Finds a program on the server's PATH (or checks an explicit path).
 pub fn locate(program: &std::path::Path) -> Option<PathBuf> {
+    locate_in(program, &std::env::var_os("PATH")?)
+}
+
+/// Finds a program on `path` (a PATH value), or checks an explicit path.
+pub fn locate_in(program: &std::path::Path, path: &std::ffi::OsStr) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
