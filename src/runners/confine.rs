@@ -262,80 +262,81 @@ fn bwrap_args(
     explicit: &[(OsString, Option<OsString>)],
     network: Network,
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> = [
-        "--die-with-parent",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--new-session",
-    ]
-    .map(OsString::from)
-    .to_vec();
+    let mut args = Mounts(
+        [
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--new-session",
+        ]
+        .map(OsString::from)
+        .to_vec(),
+    );
     if network == Network::None {
-        args.push("--unshare-net".into());
+        args.0.push("--unshare-net".into());
     }
-    let mut push = |option: &str, from: &Path, to: &Path| {
-        args.push(option.into());
-        args.push(from.into());
-        args.push(to.into());
-    };
     for dir in SYSTEM_DIRS.iter().map(Path::new) {
         match std::fs::read_link(dir) {
             // `/bin -> usr/bin` on a merged /usr: the same link inside.
-            Ok(target) => push("--symlink", &target, dir),
-            Err(_) if dir.is_dir() => push("--ro-bind", dir, dir),
+            Ok(target) => args.op("--symlink", &[&target, dir]),
+            Err(_) if dir.is_dir() => args.same("--ro-bind", dir),
             Err(_) => {}
         }
     }
     // resolv.conf may point into /run (systemd-resolved).
     let resolved = Path::new("/run/systemd/resolve");
     if resolved.is_dir() {
-        push("--ro-bind", resolved, resolved);
+        args.same("--ro-bind", resolved);
     }
-    let mut tail: Vec<OsString> = ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        .map(OsString::from)
-        .to_vec();
-    args.append(&mut tail);
-    let mut push = |option: &str, path: &Path| {
-        args.push(option.into());
-        args.push(path.into());
-        args.push(path.into());
-    };
+    args.op("--proc", &[Path::new("/proc")]);
+    args.op("--dev", &[Path::new("/dev")]);
+    args.op("--tmpfs", &[Path::new("/tmp")]);
     for path in program_dirs(program) {
-        push("--ro-bind", &path);
+        args.same("--ro-bind", &path);
     }
     for path in launch.spec.expose.iter().filter(|p| p.exists()) {
-        push("--ro-bind", path);
+        args.same("--ro-bind", path);
     }
     let state = state_paths(launch, explicit);
     for path in &state {
-        push("--bind", path);
+        args.same("--bind", path);
     }
     // Whatever of the data dir the above showed (an exposed parent, a
     // state dir inside it) goes again, but for this attempt's own.
     let data_dir = &launch.spec.data_dir;
-    if data_dir.is_absolute() {
-        args.push("--tmpfs".into());
-        args.push(data_dir.into());
+    let hide_data_dir = data_dir.is_absolute();
+    if hide_data_dir {
+        args.op("--tmpfs", &[data_dir]);
         for path in state.iter().filter(|p| p.starts_with(data_dir)) {
-            args.push("--bind".into());
-            args.push(path.into());
-            args.push(path.into());
+            args.same("--bind", path);
         }
     }
-    args.push("--bind".into());
-    args.push(workdir.into());
-    args.push(workdir.into());
-    if data_dir.is_absolute() {
+    args.same("--bind", workdir);
+    if hide_data_dir {
         // Its mount points made, the empty data dir is read-only: what the
         // agent writes there fails rather than vanishing with the attempt.
-        args.push("--remount-ro".into());
-        args.push(data_dir.into());
+        args.op("--remount-ro", &[data_dir]);
     }
-    args.push("--chdir".into());
-    args.push(workdir.into());
-    args
+    args.op("--chdir", &[workdir]);
+    args.0
+}
+
+/// bubblewrap's argument list, an option and its paths at a time.
+struct Mounts(Vec<OsString>);
+
+impl Mounts {
+    fn op(&mut self, option: &str, paths: &[&Path]) {
+        self.0.push(option.into());
+        self.0
+            .extend(paths.iter().map(|p| p.as_os_str().to_os_string()));
+    }
+
+    /// `option path path`: a path shown at the same place inside.
+    fn same(&mut self, option: &str, path: &Path) {
+        self.op(option, &[path, path]);
+    }
 }
 
 /// The agent's own state, read-write: the runner's home for it, the
