@@ -173,19 +173,9 @@ async fn run_task(server: &TestServer) -> (pb::Task, String, Duration) {
 /// Processes left whose command line is the agent's detached child.
 fn sleepers(sleep: u32) -> Vec<String> {
     let wanted = format!("sleep\u{0}{sleep}\u{0}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'));
-        if cmdline == wanted && !zombie {
-            found.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    found
+    common::processes_where(|proc| {
+        std::fs::read_to_string(proc.join("cmdline")).is_ok_and(|c| c == wanted)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +246,8 @@ async fn without_the_os_sandbox_the_agent_still_gets_only_the_allowed_environmen
     // group here; it does not hold the attempt, which ends soon after the
     // agent does.
     assert!(took < Duration::from_secs(60), "took {took:?}");
-    for pid in sleepers(4244) {
+    for process in sleepers(4244) {
+        let pid = process.split(':').next().unwrap_or_default();
         let _ = std::process::Command::new("kill").arg(pid).status();
     }
 }

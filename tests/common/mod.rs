@@ -274,20 +274,26 @@ pub async fn all_tasks(client: &mut ClaudomatorServiceClient<Channel>) -> Vec<pb
 /// `dir`, as "pid: command line": how tests check that no agent process
 /// outlived its task.
 pub fn processes_in(dir: &Path) -> Vec<String> {
+    processes_where(|proc| {
+        std::fs::read_link(proc.join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+    })
+}
+
+/// Live processes (zombies excluded) whose `/proc/<pid>` directory
+/// `matches`, as "pid: command line".
+pub fn processes_where(matches: impl Fn(&Path) -> bool) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        let inside =
-            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         let zombie = stat
             .rsplit(')')
             .next()
             .is_some_and(|r| r.trim_start().starts_with('Z'));
-        if inside && !zombie {
+        if matches(&entry.path()) && !zombie {
             let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
             found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
         }
