@@ -321,6 +321,7 @@ impl AgentConfig {
             confinement: crate::core::runner::Confinement {
                 isolation: self.isolation,
                 network: self.network,
+                max_processes: None,
             },
             pass_env: self.pass_env.clone(),
             expose: self.expose.clone(),
@@ -646,6 +647,10 @@ pub struct ProjectConfig {
     /// `none`: its agents reach no network (implies the OS sandbox).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::core::runner::Network>,
+    /// Processes and threads one of its agents' runs (or its setup) may
+    /// have at once (default 4096): a fork bomb stops there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u32>,
     /// A shell command run in each new sandbox before the agent (install
     /// dependencies, build), shut in like the agent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -672,6 +677,7 @@ impl ProjectConfig {
             publish_remote: None,
             isolation: None,
             network: None,
+            max_processes: None,
             setup: String::new(),
             setup_timeout: String::new(),
             setup_env: Default::default(),
@@ -913,6 +919,12 @@ impl Config {
                     project.path.display()
                 );
             }
+            if project
+                .max_processes
+                .is_some_and(|n| !(16..=1_000_000).contains(&n))
+            {
+                bail!("projects[{i}].max_processes: must be between 16 and 1000000");
+            }
             if !project.setup_timeout.is_empty() {
                 let d = parse_duration(&project.setup_timeout)
                     .map_err(|e| anyhow::anyhow!("projects[{i}].setup_timeout: {e}"))?;
@@ -1036,6 +1048,7 @@ impl Config {
                         confinement: crate::core::runner::Confinement {
                             isolation: p.isolation,
                             network: p.network,
+                            max_processes: p.max_processes,
                         },
                         copy: p.copy.clone(),
                         setup: (!p.setup.trim().is_empty()).then(|| crate::core::runner::Setup {

@@ -69,7 +69,7 @@ impl Bait {
 
     /// The agent: each try prints `LEAK …` when it works, `ok …` when not;
     /// its detached child runs `sleep <sleep>`.
-    fn agent(&self, data_dir: &Path, sleep: u32) -> PathBuf {
+    fn agent(&self, data_dir: &Path, project: &Path, sleep: u32) -> PathBuf {
         let port = self.listener.local_addr().unwrap().port();
         let script = self.outside.join("hostile-agent");
         let text = format!(
@@ -85,6 +85,9 @@ if touch "{outside}/pwned" 2>/dev/null; then say "LEAK wrote outside"; else say 
 if node -e "require('net').connect({port},'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then say "NET reached"; else say "NET unreachable"; fi
 if touch "{home}/.claude/agent-was-here"; then say "ok own config home"; else say "FAIL own config home"; fi
 if echo work > agent-work.txt; then say "ok sandbox"; else say "FAIL sandbox"; fi
+if git log -1 --format=%s >/dev/null 2>&1 && git add agent-work.txt && git -c user.name=a -c user.email=a@a commit -qm own >/dev/null 2>&1; then say "ok history and own commit"; else say "FAIL history: $(git log -1 2>&1 | head -1)"; fi
+if touch "{project}/.git/objects/pwned" 2>/dev/null; then say "LEAK wrote the project's history"; else say "ok project read-only"; fi
+if [ "$(ls -A "{project}" 2>/dev/null)" = ".git" ] && [ "$(ls -A "{project}/.git")" = "objects" ]; then say "ok project hidden but its history"; else say "LEAK project: $(ls -A "{project}" "{project}/.git" 2>&1 | tr '\n' ' ')"; fi
 if [ -f .env ]; then say "ok copied"; fi
 if [ -f setup-ran.txt ]; then say "ok setup ran"; fi
 if env | grep -q setup-secret; then say "LEAK setup env"; fi
@@ -95,6 +98,7 @@ say "done"
             config = self.config.display(),
             data = data_dir.display(),
             outside = self.outside.display(),
+            project = project.display(),
         );
         std::fs::write(&script, text).unwrap();
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -113,6 +117,23 @@ fn shared_home() -> &'static Path {
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         std::fs::write(home.join(".ssh/id_ed25519"), "PRIVATE KEY\n").unwrap();
         std::fs::create_dir_all(home.join(".claude")).unwrap();
+        // The user's global git config runs a program in every worktree git
+        // refreshes (as `core.fsmonitor = true` starts a daemon): never in a
+        // sandbox, whose git the server runs with no global config.
+        let hook = home.join("fsmonitor-hook");
+        let ran = home.join("fsmonitor-ran");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\npwd >> '{}'\nexit 1\n", ran.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::write(
+            home.join(".gitconfig"),
+            format!("[core]\n\tfsmonitor = {}\n", hook.display()),
+        )
+        .unwrap();
         // SAFETY: set once, before any server of this binary starts.
         unsafe {
             std::env::set_var("CLAUDOMATOR_GITHUB_WEBHOOK_SECRET", "hook-secret-1");
@@ -131,7 +152,7 @@ async fn hostile_server(bait: &Bait, sleep: u32, adjust: impl FnOnce(&mut Config
         let other = c.data_dir.join("sandboxes/01ARZ3NDEKTSV4RRFFQ69G5FAV");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("secret.txt"), "another task's work\n").unwrap();
-        c.agents.claude.command = bait.agent(&c.data_dir, sleep);
+        c.agents.claude.command = bait.agent(&c.data_dir, &c.projects[0].path, sleep);
         c.defaults.max_attempts = 1;
         c.executor.enabled = true;
         c.executor.poll_interval = "100ms".into();
@@ -201,6 +222,9 @@ async fn a_hostile_agent_reaches_nothing_of_the_servers_and_leaves_nothing_runni
         "ok outside",
         "ok own config home",
         "ok sandbox",
+        "ok history and own commit",
+        "ok project read-only",
+        "ok project hidden but its history",
         "done",
     ] {
         assert!(log.contains(line), "missing `{line}`: {log}");
@@ -208,6 +232,11 @@ async fn a_hostile_agent_reaches_nothing_of_the_servers_and_leaves_nothing_runni
     // The network stays on by default: agents need their model.
     assert!(log.contains("NET reached"), "{log}");
     assert!(bait.home.join(".claude/agent-was-here").exists());
+    let ran = std::fs::read_to_string(bait.home.join("fsmonitor-ran")).unwrap_or_default();
+    assert!(
+        !ran.contains("sandboxes"),
+        "the user's global git config ran in a sandbox: {ran}"
+    );
     // The detached child died with the attempt, which ended at once
     // rather than waiting for it to close stdout.
     assert!(sleepers(4242).is_empty(), "left: {:?}", sleepers(4242));
@@ -383,4 +412,67 @@ async fn setup_runs_first_with_secrets_the_agent_never_sees() {
     );
     assert!(log.contains("setup: broken"), "{log}");
     assert!(!log.contains("ok sandbox"), "the agent ran: {log}");
+}
+
+/// A fork bomb stops at the project's `max_processes`: the machine and the
+/// server keep answering, the task times out on time, and every process it
+/// made is gone with the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_capped_and_gone_with_its_attempt() {
+    let bait = Bait::new();
+    let script = bait.outside.join("fork-bomb-agent");
+    std::fs::write(
+        &script,
+        // bash retries a fork that fails, so the bomb keeps pressing.
+        "#!/bin/bash\necho bombing\nbomb() { bomb | bomb & }\nbomb\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let server = hostile_server(&bait, 4245, |c| {
+        c.agents.claude.command = script.clone();
+        c.projects[0].max_processes = Some(64);
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut spec = agent_spec(pb::AgentType::Claude, "Fork.");
+    spec.timeout = "6s".into();
+    let started = Instant::now();
+    let task = submit(&mut client, spec).await;
+
+    let script_text = script.to_string_lossy().into_owned();
+    let bombs = || {
+        common::processes_where(|proc| {
+            std::fs::read_to_string(proc.join("cmdline"))
+                .is_ok_and(|c| c.contains(script_text.as_str()))
+        })
+        .len()
+    };
+    let mut most = 0;
+    let mut answered = 0;
+    let done = loop {
+        most = most.max(bombs());
+        let now = common::get(&mut client, &task.id).await;
+        answered += 1;
+        if now.state == pb::TaskState::TimedOut as i32 || now.state == pb::TaskState::Failed as i32
+        {
+            break now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the bombed task did not end: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let took = started.elapsed();
+    assert_eq!(done.state, pb::TaskState::TimedOut as i32, "{done:?}");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert!(most > 8, "the bomb never went off ({most} processes)");
+    assert!(most <= 64, "{most} processes: the cap did not hold");
+    assert!(answered > 5, "the server stopped answering");
+    let runs = executions(&mut client, &task.id).await;
+    let log = std::fs::read_to_string(&runs[0].log_path).unwrap_or_default();
+    assert!(log.contains("at most 64 processes"), "{log}");
+    println!("at most {most} bomb processes at once; ended in {took:?}");
+    // Gone at once with the attempt (the PID namespace), not later.
+    assert_eq!(bombs(), 0, "fork bomb processes outlived the attempt");
 }

@@ -52,9 +52,20 @@ pub enum Network {
 pub struct Confinement {
     pub isolation: Option<Isolation>,
     pub network: Option<Network>,
+    /// Processes and threads one run may have at once (the project's
+    /// `max_processes`); unset: [`DEFAULT_MAX_PROCESSES`].
+    pub max_processes: Option<u32>,
 }
 
+/// Processes and threads one agent's run may have at once, by default.
+pub const DEFAULT_MAX_PROCESSES: u32 = 4096;
+
 impl Confinement {
+    /// The cap on one run's processes: the project's, else the default.
+    pub fn max_processes(self) -> u64 {
+        self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES).into()
+    }
+
     /// The project's choices over the agent's: the project's isolation if
     /// it set one, else the agent's; no network if either says so.
     pub fn over(self, agent: Confinement) -> (Isolation, Network) {

@@ -9,8 +9,9 @@
 //!   secrets and every other `CLAUDOMATOR_*` variable stay out.
 //! - **In an OS sandbox** (bubblewrap) unless `isolation = "none"`: a new
 //!   root holding the system read-only (`/usr`, `/etc`…), a private `/tmp`,
-//!   `/proc` and `/dev`; the attempt's sandbox read-write; the agent's own
-//!   config homes read-write; its program read-only. The user's home, the
+//!   `/proc` and `/dev`; the attempt's sandbox read-write; the project's
+//!   git objects its clone shares read-only; the agent's own config homes
+//!   read-write; its program read-only. The user's home, the
 //!   server's data dir (other tasks' sandboxes, the database, logs) and
 //!   everything else are not there. Its own PID namespace: when the agent
 //!   ends, everything it started ends, however it detached. `network =
@@ -130,6 +131,21 @@ const SYSTEM_DIRS: &[&str] = &[
 pub struct Confined {
     pub command: Command,
     pub note: String,
+    /// The run's process cap: keep it until the process has ended.
+    pub limit: Option<pids::PidsLimit>,
+}
+
+impl Confined {
+    /// Caps the processes `command` may start (see [`pids`]) and says so
+    /// in the note.
+    fn new(mut command: Command, note: String, max_processes: u64) -> Confined {
+        let (limit, cap) = pids::apply(&mut command, max_processes);
+        Confined {
+            command,
+            note: format!("{note}; {cap}"),
+            limit,
+        }
+    }
 }
 
 /// What the runner knows of one launch.
@@ -166,10 +182,7 @@ pub async fn confine(command: Command, launch: &Launch<'_>) -> Result<Confined, 
         if let Some(dir) = &workdir {
             plain.current_dir(dir);
         }
-        Confined {
-            command: plain,
-            note,
-        }
+        Confined::new(plain, note, launch.confinement.max_processes())
     };
     if isolation == Isolation::None && !required {
         return Ok(plain(
@@ -203,27 +216,32 @@ pub async fn confine(command: Command, launch: &Launch<'_>) -> Result<Confined, 
         .get(OsStr::new("PATH"))
         .and_then(|path| super::locate_in(&program, path))
         .unwrap_or(program);
+    let shared = crate::sandbox::shared_paths(&workdir).await;
     let mut sandbox = Command::new(bwrap);
     sandbox
-        .args(bwrap_args(launch, &program, &workdir, &explicit, network))
+        .args(bwrap_args(
+            launch, &program, &workdir, &shared, &explicit, network,
+        ))
         .arg("--")
         .arg(&program)
         .args(&args)
         .current_dir(&workdir)
         .env_clear()
         .envs(&env);
-    Ok(Confined {
-        command: sandbox,
-        note: format!(
-            "in an OS sandbox (bubblewrap): {} read-write, the system read-only, network {}",
-            workdir.display(),
-            if network == Network::None {
-                "off"
-            } else {
-                "on"
-            }
-        ),
-    })
+    let note = format!(
+        "in an OS sandbox (bubblewrap): {} read-write, the system read-only, network {}",
+        workdir.display(),
+        if network == Network::None {
+            "off"
+        } else {
+            "on"
+        }
+    );
+    Ok(Confined::new(
+        sandbox,
+        note,
+        launch.confinement.max_processes(),
+    ))
 }
 
 /// The agent's whole environment: the allowed part of the server's, then
@@ -259,6 +277,7 @@ fn bwrap_args(
     launch: &Launch<'_>,
     program: &Path,
     workdir: &Path,
+    shared: &[PathBuf],
     explicit: &[(OsString, Option<OsString>)],
     network: Network,
 ) -> Vec<OsString> {
@@ -312,6 +331,10 @@ fn bwrap_args(
         for path in state.iter().filter(|p| p.starts_with(data_dir)) {
             args.same("--bind", path);
         }
+    }
+    // The project's history the sandbox's clone reads (its alternates).
+    for path in shared {
+        args.same("--ro-bind", path);
     }
     args.same("--bind", workdir);
     if hide_data_dir {
@@ -449,5 +472,6 @@ async fn probe() -> Result<PathBuf, String> {
     }
 }
 
+pub mod pids;
 #[cfg(test)]
 mod tests;

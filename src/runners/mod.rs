@@ -104,10 +104,10 @@ pub async fn run_cli<P: StreamParser>(
     cancel: &CancellationToken,
 ) -> RunOutcome {
     let program = launch.spec.program.clone();
-    let command = match confine::confine(command, &launch).await {
+    let (command, _limit) = match confine::confine(command, &launch).await {
         Ok(confined) => {
             log.note(confined.note);
-            confined.command
+            (confined.command, confined.limit)
         }
         Err(why) => return RunOutcome::new(Verdict::Failed(why)),
     };
@@ -152,10 +152,10 @@ pub async fn ask_cli<P: StreamParser + 'static>(
 ) -> Result<String, AskError> {
     const STDERR_KEPT: usize = 5;
     let program = launch.spec.program.clone();
-    let command = confine::confine(command, &launch)
+    let confined = confine::confine(command, &launch)
         .await
-        .map_err(AskError::Setup)?
-        .command;
+        .map_err(AskError::Setup)?;
+    let (command, limit) = (confined.command, confined.limit);
     let token = cancel.child_token();
     let _stop_if_dropped = token.clone().drop_guard();
     let work = tokio::spawn(async move {
@@ -173,6 +173,7 @@ pub async fn ask_cli<P: StreamParser + 'static>(
             }
         })
         .await;
+        drop(limit);
         let stderr: Vec<String> = stderr.into_iter().collect();
         (exit.map(|e| parser.finish(e.code, e.stopped)), stderr)
     });

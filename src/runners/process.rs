@@ -66,6 +66,29 @@ pub struct Exit {
     pub stopped: bool,
 }
 
+/// The agent gets SIGKILL when the server dies, even if it dies between
+/// the fork and the record of the agent's group (its OS sandbox then ends
+/// everything inside; without one, nothing was started yet). Linux ties it
+/// to the thread that forks: a runtime worker, which lives as long as the
+/// server.
+fn die_with_the_server(command: &mut Command) {
+    // SAFETY: getpid before the fork; prctl and getppid after it are
+    // async-signal-safe and touch no memory.
+    let server = unsafe { libc::getpid() };
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The server died before the line above: do not start.
+            if libc::getppid() != server {
+                return Err(std::io::Error::other("the server is gone"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Spawns `command` (stdin closed, stdout and stderr read line by line) in a
 /// new process group and calls `on_line` for each line until it exits or
 /// `cancel` fires. With `record`, the group is recorded in that directory
@@ -82,6 +105,7 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_the_server(&mut command);
     let mut child = command.spawn()?;
     let pgid = child.id().map(|id| id as i32);
     let _recorded = match (record, pgid) {

@@ -58,6 +58,7 @@ pub async fn run(
         })
     };
     let record = setup.data_dir.join(process::RUNNING_DIR);
+    let _limit = confined.limit;
     let exit = process::run(confined.command, &token, Some(&record), |stream, line| {
         let kind = match stream {
             Stream::Stdout => LogKind::System,

@@ -23,7 +23,7 @@ pub(super) async fn copy_untracked(
     let mut args = vec!["ls-files", "--others", "-z", "--"];
     let pathspecs: Vec<String> = patterns.iter().map(|p| format!(":(glob){p}")).collect();
     args.extend(pathspecs.iter().map(String::as_str));
-    let listed = git(project, args).output().await?;
+    let listed = git(project, args).user_config().output().await?;
     if !listed.status.success() {
         return Err(super::git::failed("ls-files", project, &listed));
     }

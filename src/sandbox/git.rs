@@ -1,6 +1,10 @@
 //! The one way this module runs `git`: an argument list (never a shell
-//! string), no prompts, no hooks, no signing, and none of the inherited
-//! `GIT_*` variables that would point git at another repository or identity.
+//! string), no prompts, no hooks, no signing, none of the inherited
+//! `GIT_*` variables that would point git at another repository or identity,
+//! and (unless a call asks for them) neither the system's nor the user's
+//! global git config: a sandbox is the agent's, and what a global config
+//! names there (`core.fsmonitor`, filters, external diffs) must not run in
+//! the server's own git.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,8 @@ where
         command.env_remove(name);
     }
     command
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GCM_INTERACTIVE", "never")
         // Stable, English messages: some errors are recognised by their text.
@@ -90,6 +96,20 @@ where
 }
 
 impl Git {
+    /// Reads the system's and the user's global git config too: for git run
+    /// in the user's own project, and for pushes and fetches that may need
+    /// the user's credential helpers. Never for git reading a sandbox's
+    /// files on the agent's behalf.
+    pub(super) fn user_config(mut self) -> Self {
+        for name in ["GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_GLOBAL"] {
+            match std::env::var_os(name) {
+                Some(value) => self.command.env(name, value),
+                None => self.command.env_remove(name),
+            };
+        }
+        self
+    }
+
     /// Commits made by this invocation carry `name <email>` as committer,
     /// and as author too when `author` is set (a rebase keeps the authors).
     pub(super) fn identity(mut self, name: &str, email: &str, author: bool) -> Self {

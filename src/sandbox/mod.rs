@@ -14,6 +14,8 @@
 //! - `copy.rs`: the project's untracked files (`copy` globs) copied in.
 //! - `reclaim.rs`: the repository taken back from the agent (its config
 //!   restored, its shape checked) before the server's git runs in it.
+//! - `shared.rs`: the project's object store the clone shares (read-only
+//!   for the agent; its base kept reachable in the project).
 //! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
 
 mod copy;
@@ -22,6 +24,7 @@ mod git;
 mod prepare;
 mod publish;
 mod reclaim;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +36,7 @@ pub use error::SandboxError;
 use git::git;
 use prepare::{build, check_clean, check_project, resolve_ref, reuse};
 pub use publish::{default_branch, deliver, rebase_and_push};
+pub use shared::shared_paths;
 
 /// Sandbox branches are named `claudomator/<task-id>`.
 pub const BRANCH_PREFIX: &str = "claudomator/";
@@ -147,6 +151,7 @@ impl Sandbox {
             .await
             .map_err(|e| SandboxError::io("move the new sandbox to", &path, e))?;
         reclaim::save(&path).await?;
+        shared::keep_base(&project, task_id, &base_commit).await;
         info!(task_id, path = %path.display(), base_commit, "sandbox ready");
         Ok(Sandbox {
             path,
@@ -228,6 +233,7 @@ impl Sandbox {
             });
         }
         remove_dir_if_exists(&self.path).await?;
+        shared::release_base(&self.path).await;
         reclaim::forget(&self.path).await;
         Ok(false)
     }
@@ -340,6 +346,7 @@ pub async fn remove(cfg: &SandboxConfig, task_id: &str) -> Result<(), SandboxErr
     check_task_id(task_id)?;
     let path = cfg.root.join(task_id);
     remove_dir_if_exists(&path).await?;
+    shared::release_base(&path).await;
     reclaim::forget(&path).await;
     Ok(())
 }

@@ -43,6 +43,7 @@ pub(super) async fn check_project(
             "HEAD^{commit}",
         ],
     )
+    .user_config()
     .output()
     .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -90,6 +91,7 @@ pub(super) async fn resolve_ref(
             &format!("{reference}^{{commit}}"),
         ],
     )
+    .user_config()
     .output()
     .await?;
     let commit = String::from_utf8_lossy(&output.stdout).trim().to_string();
@@ -107,6 +109,7 @@ pub(super) async fn resolve_ref(
 /// behind, so they are an error.
 pub(super) async fn check_clean(project: &str, repo: &Path) -> Result<(), SandboxError> {
     let changed = git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
+        .user_config()
         .run()
         .await?;
     let files: Vec<&str> = changed.split('\0').filter(|f| !f.is_empty()).collect();
@@ -132,8 +135,10 @@ pub(super) async fn build(
     branch: &str,
     base_commit: &str,
 ) -> Result<(), SandboxError> {
-    // A full copy, not hard links: the agent may run anything in the clone,
-    // and must not be able to touch the project's object files.
+    // `--shared`: the clone reads the project's objects in place (its
+    // alternates), so a sandbox costs its checkout, not the history; the
+    // agent's OS sandbox shows them read-only (`shared.rs`), and the agent's
+    // own objects go to the clone's store.
     // `-c` writes the new repository's config: our base, plus an identity so
     // the agent's own `git commit` works on a machine with no global git
     // identity, and never waits for a signature; and no background
@@ -147,7 +152,7 @@ pub(super) async fn build(
     ];
     let mut clone: Vec<&OsStr> = vec![
         "clone".as_ref(),
-        "--no-hardlinks".as_ref(),
+        "--shared".as_ref(),
         "--no-checkout".as_ref(),
         "--quiet".as_ref(),
     ];

@@ -19,7 +19,7 @@ use super::{Sandbox, SandboxConfig};
 ///
 /// It never asks the network and never assumes `master` or `main`.
 pub async fn default_branch(repo: &Path) -> Result<String, SandboxError> {
-    let remotes = git(repo, ["remote"]).run().await?;
+    let remotes = git(repo, ["remote"]).user_config().run().await?;
     let remotes: Vec<&str> = remotes.lines().collect();
     let remote = match remotes.as_slice() {
         _ if remotes.contains(&"origin") => Some("origin"),
@@ -36,6 +36,7 @@ pub async fn default_branch(repo: &Path) -> Result<String, SandboxError> {
     }
 
     let branches = git(repo, ["for-each-ref", "--format=%(refname)", "refs/heads/"])
+        .user_config()
         .run()
         .await?;
     let branches: Vec<&str> = branches
@@ -43,6 +44,7 @@ pub async fn default_branch(repo: &Path) -> Result<String, SandboxError> {
         .filter_map(|name| name.strip_prefix("refs/heads/"))
         .collect();
     let configured = git(repo, ["config", "--get", "init.defaultBranch"])
+        .user_config()
         .output()
         .await?;
     let configured = String::from_utf8_lossy(&configured.stdout);
@@ -121,6 +123,7 @@ pub async fn rebase_and_push(
 
     let target = format!("+HEAD:refs/heads/{}", sandbox.branch);
     git(dir, ["push", "--quiet", "--", &destination, &target])
+        .user_config()
         .run()
         .await?;
     info!(branch = %sandbox.branch, onto = default_branch, "sandbox branch rebased and pushed");
@@ -158,6 +161,7 @@ async fn resolve_remote(sandbox: &Path, remote: &str) -> Result<String, SandboxE
         return Ok(remote.to_string());
     }
     let url = git(&project, ["remote", "get-url", remote])
+        .user_config()
         .output()
         .await?;
     if !url.status.success() {

@@ -3,9 +3,10 @@
 //! leave there to make the server's `git add` or `git commit` run its code,
 //! or write outside the sandbox, is undone or refused here:
 //! - `.git/config` (`core.fsmonitor`, filters, diff and merge drivers,
-//!   includes, `core.worktree`…) is replaced by the copy saved when the
-//!   sandbox was made, kept beside the sandboxes where an agent in its OS
-//!   sandbox cannot reach it;
+//!   includes, `core.worktree`…) and `.git/objects/info/alternates` (the
+//!   project's object store the clone shares) are replaced by the copies
+//!   saved when the sandbox was made, kept beside the sandboxes where an
+//!   agent in its OS sandbox cannot reach them;
 //! - `.git`, and what git writes through (objects, refs, the index, HEAD),
 //!   must be what a clone has, not links elsewhere, and no `commondir` may
 //!   point git at another repository.
@@ -20,15 +21,27 @@ use super::error::SandboxError;
 /// a task id).
 const SAVED: &str = ".git-configs";
 
+/// The clone's alternates file, inside `.git`.
+const ALTERNATES: &str = "objects/info/alternates";
+
 /// The saved config of the sandbox at `sandbox`.
 fn saved_config(sandbox: &Path) -> Option<PathBuf> {
     let root = sandbox.parent()?;
     Some(root.join(SAVED).join(sandbox.file_name()?))
 }
 
-/// Saves the sandbox's own config, as the server wrote it.
+/// The saved alternates of the sandbox at `sandbox` (task ids have no dots:
+/// never another sandbox's config).
+pub(super) fn saved_alternates(sandbox: &Path) -> Option<PathBuf> {
+    let mut name = sandbox.file_name()?.to_os_string();
+    name.push(".alternates");
+    Some(sandbox.parent()?.join(SAVED).join(name))
+}
+
+/// Saves the sandbox's own config and alternates, as the server wrote them.
 pub(super) async fn save(sandbox: &Path) -> Result<(), SandboxError> {
-    let Some(saved) = saved_config(sandbox) else {
+    let (Some(saved), Some(saved_alternates)) = (saved_config(sandbox), saved_alternates(sandbox))
+    else {
         return Ok(());
     };
     let config = sandbox.join(".git/config");
@@ -42,12 +55,23 @@ pub(super) async fn save(sandbox: &Path) -> Result<(), SandboxError> {
     }
     tokio::fs::write(&saved, text)
         .await
-        .map_err(|e| SandboxError::io("save the git config to", &saved, e))
+        .map_err(|e| SandboxError::io("save the git config to", &saved, e))?;
+    let alternates = sandbox.join(".git").join(ALTERNATES);
+    match tokio::fs::read(&alternates).await {
+        Ok(text) => tokio::fs::write(&saved_alternates, text)
+            .await
+            .map_err(|e| SandboxError::io("save the alternates to", &saved_alternates, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SandboxError::io("read", &alternates, e)),
+    }
 }
 
-/// Forgets the saved config of a sandbox that is gone.
+/// Forgets the saved files of a sandbox that is gone.
 pub(super) async fn forget(sandbox: &Path) {
-    if let Some(saved) = saved_config(sandbox) {
+    for saved in [saved_config(sandbox), saved_alternates(sandbox)]
+        .into_iter()
+        .flatten()
+    {
         let _ = tokio::fs::remove_file(saved).await;
     }
 }
@@ -68,6 +92,7 @@ pub(super) async fn reclaim(sandbox: &Path) -> Result<(), SandboxError> {
     }
     for name in [
         "objects",
+        "objects/info",
         "refs",
         "HEAD",
         "index",
@@ -90,30 +115,54 @@ pub(super) async fn reclaim(sandbox: &Path) -> Result<(), SandboxError> {
             return Err(tampered(format!(".git/{name} points git elsewhere")));
         }
     }
-    let Some(saved) = saved_config(sandbox) else {
+    let (Some(saved), Some(saved_alternates)) = (saved_config(sandbox), saved_alternates(sandbox))
+    else {
         return Ok(());
     };
-    let text = match tokio::fs::read(&saved).await {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return save(sandbox).await,
-        Err(e) => return Err(SandboxError::io("read", &saved, e)),
+    let text = match read_if_exists(&saved).await? {
+        Some(text) => text,
+        None => return save(sandbox).await,
     };
-    // Removed first (a link is removed, not followed), then made anew: a
-    // config the agent turned into a link to elsewhere is never written
-    // through.
-    let config = git_dir.join("config");
-    match tokio::fs::remove_file(&config).await {
+    restore(&git_dir.join("config"), Some(&text)).await?;
+    // No saved alternates (a full clone): none may be there.
+    let alternates = read_if_exists(&saved_alternates).await?;
+    let info = git_dir.join("objects/info");
+    if tokio::fs::symlink_metadata(&info).await.is_ok() || alternates.is_some() {
+        tokio::fs::create_dir_all(&info)
+            .await
+            .map_err(|e| SandboxError::io("create", &info, e))?;
+        restore(&git_dir.join(ALTERNATES), alternates.as_deref()).await?;
+    }
+    Ok(())
+}
+
+async fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, SandboxError> {
+    match tokio::fs::read(path).await {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SandboxError::io("read", path, e)),
+    }
+}
+
+/// Puts `text` at `file` (None: no file there). Removed first (a link is
+/// removed, not followed), then made anew: a file the agent turned into a
+/// link to elsewhere is never written through.
+async fn restore(file: &Path, text: Option<&[u8]>) -> Result<(), SandboxError> {
+    match tokio::fs::remove_file(file).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(SandboxError::io("remove", &config, e)),
+        Err(e) => return Err(SandboxError::io("remove", file, e)),
     }
-    let mut file = tokio::fs::OpenOptions::new()
+    let Some(text) = text else {
+        return Ok(());
+    };
+    let mut made = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&config)
+        .open(file)
         .await
-        .map_err(|e| SandboxError::io("restore", &config, e))?;
-    tokio::io::AsyncWriteExt::write_all(&mut file, &text)
+        .map_err(|e| SandboxError::io("restore", file, e))?;
+    tokio::io::AsyncWriteExt::write_all(&mut made, text)
         .await
-        .map_err(|e| SandboxError::io("restore", &config, e))
+        .map_err(|e| SandboxError::io("restore", file, e))
 }

@@ -672,3 +672,93 @@ async fn untracked_files_are_copied_in_but_never_through_a_link() {
     assert!(matches!(err, SandboxError::CopyBlocked { .. }), "{err}");
     assert!(!outside.join("local.toml").exists());
 }
+
+/// Bytes of the files under `dir` (what a copy of it would hold).
+fn bytes_under(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                bytes_under(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_sandbox_shares_the_projects_history_and_keeps_its_base() {
+    let world = World::new();
+    let project = world.project("demo");
+    // History worth sharing: 2 MB the clone would otherwise copy.
+    let noise: String = (0..400_000u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761)))
+        .collect();
+    write(&project, "big.txt", &noise[..2_000_000]);
+    let base = world.commit(&project, "big");
+    let cfg = world.cfg(false);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    let store = project.join(".git/objects").canonicalize().unwrap();
+    assert_eq!(shared_paths(&sandbox.path).await, vec![store.clone()]);
+    let own = bytes_under(&sandbox.path.join(".git/objects"));
+    assert!(own < 100_000, "the clone copied {own} bytes of objects");
+    let kept = format!("refs/claudomator/base/{TASK}");
+    assert_eq!(world.git(&project, &["rev-parse", &kept]), base);
+
+    // The project drops the commit and prunes everything unreachable: the
+    // sandbox still has its base, through the kept ref.
+    world.git(&project, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    world.git(&project, &["reflog", "expire", "--expire=now", "--all"]);
+    world.git(&project, &["gc", "--quiet", "--prune=now"]);
+    write(&sandbox.path, "work.txt", "done\n");
+    let changes = sandbox.commit_all(&cfg, "agent work").await.unwrap();
+    assert_eq!(changes.files, vec![change("work.txt", 1, 0)]);
+    world.git(
+        &sandbox.path,
+        &["cat-file", "-e", &format!("{base}:big.txt")],
+    );
+
+    // Gone with the sandbox: the ref, the saved copies.
+    let path = sandbox.path.clone();
+    sandbox.finish(&cfg, true).await.unwrap();
+    let refs = world.git(&project, &["for-each-ref", "refs/claudomator/"]);
+    assert_eq!(refs, "");
+    assert!(shared_paths(&path).await.is_empty());
+}
+
+#[tokio::test]
+async fn alternates_the_agent_rewrites_are_put_back() {
+    let world = World::new();
+    let project = world.project("demo");
+    let other = world.project("other");
+    let cfg = world.cfg(true);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    let alternates = sandbox.path.join(".git/objects/info/alternates");
+    let saved = fs::read_to_string(&alternates).unwrap();
+    // As the agent: its clone now reads another repository's objects.
+    let elsewhere = other.join(".git/objects");
+    fs::write(&alternates, format!("{}\n", elsewhere.display())).unwrap();
+    assert_eq!(
+        shared_paths(&sandbox.path).await,
+        vec![project.join(".git/objects").canonicalize().unwrap()],
+        "what the agent wrote decides what the OS sandbox shows"
+    );
+    write(&sandbox.path, "work.txt", "done\n");
+    sandbox.commit_all(&cfg, "agent work").await.unwrap();
+    assert_eq!(fs::read_to_string(&alternates).unwrap(), saved);
+
+    // `objects/info` turned into a link: refused, nothing written through.
+    let info = sandbox.path.join(".git/objects/info");
+    fs::remove_dir_all(&info).unwrap();
+    std::os::unix::fs::symlink(other.join(".git/objects/info"), &info).unwrap();
+    let err = sandbox.commit_all(&cfg, "agent work").await.unwrap_err();
+    assert!(err.to_string().contains(".git/objects/info"), "{err}");
+    assert!(!other.join(".git/objects/info/alternates").exists());
+}

@@ -55,7 +55,11 @@ fn the_environment_is_the_allow_list_and_what_the_runner_set() {
 
 #[test]
 fn the_project_wins_over_the_agent_and_no_network_wins_over_network() {
-    let project = |isolation, network| Confinement { isolation, network };
+    let project = |isolation, network| Confinement {
+        isolation,
+        network,
+        max_processes: None,
+    };
     let agent = project(Some(Isolation::Sandbox), None);
     assert_eq!(
         project(None, None).over(agent),
