@@ -7,9 +7,10 @@
  *   const client = new Client("http://127.0.0.1:7070", { token });
  *   const { task } = await client.submitTask({ instructions: "Fix the flaky test", tags: ["ci"] });
  *
- * The server must list the page's origin in `cors_origins` (or the page must
- * be served from the server's own origin); otherwise the browser refuses
- * every call.
+ * The server must list the page's origin in `cors_origins`, even when it is
+ * the server's own (browsers send `Origin` on every POST); otherwise the
+ * server refuses the call (403), which a page on another origin sees as
+ * UNKNOWN ("Failed to fetch").
  */
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
