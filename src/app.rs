@@ -306,6 +306,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         status,
         elaborator,
         config.auth.tokens.clone(),
+        config.cors_origins.clone(),
         async move { stop.cancelled().await },
     ));
 
@@ -314,6 +315,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         database = %store.description(),
         projects = %config.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
         auth = if config.auth.tokens.is_empty() { "off" } else { "bearer" },
+        cors = %if config.cors_origins.is_empty() { "off".to_string() } else { config.cors_origins.join(",") },
         http = %http_addr,
         "claudomator listening on {grpc_addr}"
     );

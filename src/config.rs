@@ -23,6 +23,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// HTTP listen address (webhooks, health checks).
     pub http_listen: SocketAddr,
+    /// The origins of browser pages allowed to call the API over gRPC-Web
+    /// on `listen` (CORS), as a browser sends them: `http://localhost:5173`.
+    /// Empty (the default): none, and no CORS headers are sent.
+    #[serde(deserialize_with = "origin_list")]
+    pub cors_origins: Vec<String>,
     /// Where the database, logs and sandboxes live.
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite://…`; empty uses SQLite in `data_dir`.
@@ -542,6 +547,16 @@ fn agent_choice<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentType, D::
     text.parse().map_err(serde::de::Error::custom)
 }
 
+/// `cors_origins` as written in the file: each one read by
+/// `grpc::cors::parse_origin` (and kept as a browser spells it); a wrong one
+/// is an error saying why (the TOML error around it shows the line).
+fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| crate::grpc::cors::parse_origin(text).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// `[http]`: what one client may hold of the listener on `http_listen`, so
 /// that stalled or flooding senders cannot take the server down.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -691,6 +706,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7070".parse().expect("literal address"),
             http_listen: "127.0.0.1:7071".parse().expect("literal address"),
+            cors_origins: Vec::new(),
             data_dir: default_data_dir(),
             database_url: String::new(),
             auth: AuthConfig::default(),
@@ -758,6 +774,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    pub cors_origins: Option<Vec<String>>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub tokens: Option<Vec<String>>,
@@ -805,6 +822,9 @@ impl Config {
         if let Some(v) = o.http_listen {
             self.http_listen = v;
         }
+        if let Some(v) = &o.cors_origins {
+            self.cors_origins = v.clone();
+        }
         if let Some(v) = &o.data_dir {
             self.data_dir = v.clone();
         }
@@ -838,6 +858,13 @@ impl Config {
                          CLAUDOMATOR_TOKENS), or listen on 127.0.0.1"
                     );
                 }
+            }
+        }
+        for origin in &self.cors_origins {
+            let read = crate::grpc::cors::parse_origin(origin)
+                .map_err(|e| anyhow::anyhow!("cors_origins: {e}"))?;
+            if &read != origin {
+                bail!("cors_origins: write `{origin}` as a browser sends it: `{read}`");
             }
         }
         use crate::core::validate::{MAX_INSTRUCTIONS_LIMIT, MAX_TIMEOUT_LIMIT, MIN_TIMEOUT};
@@ -1170,6 +1197,11 @@ pub fn commented_default(cwd: &Path) -> String {
 listen = "{listen}"
 # HTTP address for webhooks and health checks (CLAUDOMATOR_HTTP_LISTEN, --http-listen).
 http_listen = "{http}"
+# Browser pages allowed to call the API over gRPC-Web on `listen` (CORS), by
+# origin: ["http://localhost:5173", "https://board.example.com"]
+# (CLAUDOMATOR_CORS_ORIGINS, --cors-origins, comma-separated). Empty: none,
+# and no CORS headers are sent.
+cors_origins = []
 # Database, logs and sandboxes (CLAUDOMATOR_DATA_DIR, --data-dir).
 data_dir = "{data_dir}"
 # Empty: embedded SQLite in data_dir. Or "postgres://user@host:5432/db"
@@ -1400,6 +1432,45 @@ mod tests {
             );
             assert!(err.contains(line) && err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn cors_origins_are_off_by_default_and_a_wrong_one_is_named_with_its_line() {
+        assert!(Config::default().cors_origins.is_empty());
+        let config = Config::from_toml(
+            "cors_origins = [\"http://localhost:5173\", \"HTTPS://Board.Example.com:443\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["http://localhost:5173", "https://board.example.com"]
+        );
+        config.validate().unwrap();
+        let err = format!(
+            "{:#}",
+            Config::from_toml(
+                "listen = \"127.0.0.1:7070\"\ncors_origins = [\"http://localhost:5173/\"]\n"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("line 2")
+                && err.contains("`http://localhost:5173/`")
+                && err.contains("without `/`"),
+            "{err}"
+        );
+        let mut config = Config {
+            cors_origins: vec!["*".into()],
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("cors_origins: `*` is not accepted"),
+            "{err}"
+        );
+        config.cors_origins = vec!["http://Localhost:80".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`http://localhost`"), "{err}");
     }
 
     #[test]

@@ -191,6 +191,9 @@ pub struct ServeArgs {
     /// HTTP listen address.
     #[arg(long, env = "CLAUDOMATOR_HTTP_LISTEN")]
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Origins of browser pages allowed to call over gRPC-Web (CORS), comma-separated.
+    #[arg(long, env = "CLAUDOMATOR_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Option<Vec<String>>,
     /// Database URL (postgres://… or sqlite://…); default: SQLite in the data directory.
     #[arg(long, env = "CLAUDOMATOR_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -222,6 +225,7 @@ impl ServeArgs {
             config_file: self.config.clone(),
             listen: self.listen,
             http_listen: self.http_listen,
+            cors_origins: self.cors_origins.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             tokens: self.tokens.clone(),
@@ -229,6 +233,11 @@ impl ServeArgs {
             github_webhook_secret: self.github_webhook_secret.clone(),
         }
     }
+}
+
+/// One `--cors-origins` entry, as `cors_origins` in the file reads it.
+fn parse_origin(text: &str) -> Result<String, String> {
+    crate::grpc::cors::parse_origin(text)
 }
 
 /// Exit codes, as documented above.

@@ -1,5 +1,8 @@
 //! The gRPC edge: the only module (with the CLI client) that names generated
-//! proto types. `serve` mounts the API, health and reflection on one listener.
+//! proto types. `serve` mounts the API, health and reflection on one listener,
+//! which speaks gRPC over HTTP/2 and gRPC-Web over HTTP/1.1 (browsers,
+//! `tonic_web`), behind the CORS check of [`cors`] and the same bearer-token
+//! interceptor for both.
 //!
 //! A request message may be up to [`MAX_MESSAGE_BYTES`], more than any field's
 //! own limit, so an oversize field is refused by that limit, naming it. A
@@ -8,6 +11,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod cors;
 mod service;
 
 use std::future::Future;
@@ -28,13 +32,16 @@ pub use service::Api;
 /// `limits.max_instructions_bytes` the config takes.
 pub const MAX_MESSAGE_BYTES: usize = 2 * crate::core::validate::MAX_INSTRUCTIONS_LIMIT;
 
-/// Serves the API until `shutdown` resolves.
+/// Serves the API until `shutdown` resolves. `cors_origins` are the origins
+/// of the browser pages that may call it over gRPC-Web (as
+/// [`cors::parse_origin`] returns them; empty: none).
 pub async fn serve(
     listener: TcpListener,
     tasks: TaskService,
     status: StatusService,
     elaborator: Elaborator,
     tokens: Vec<String>,
+    cors_origins: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let auth = auth::BearerAuth::new(tokens);
@@ -54,9 +61,19 @@ pub async fn serve(
     let api = ClaudomatorServiceServer::new(Api::new(tasks, status, elaborator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
+        // HTTP/1.1 beside HTTP/2, for gRPC-Web: browsers cannot speak gRPC's
+        // HTTP/2 with trailers. A plain HTTP/1.1 request that is not
+        // gRPC-Web is answered 400 by tonic_web.
+        .accept_http1(true)
+        // Outermost first: CORS decides before anything else runs; the
+        // status fix sees every answer; gRPC-Web is translated to gRPC next
+        // to the services, so the interceptor and the handlers see one
+        // protocol.
+        .layer(cors::CorsLayer::new(cors_origins))
         .layer(tower::util::MapResponseLayer::new(
             malformed_messages_are_invalid_arguments,
         ))
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(InterceptedService::new(api, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))

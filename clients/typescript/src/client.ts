@@ -1,217 +1,39 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import {
-  Code,
-  createClient,
-  type CallOptions,
-  type Client as ConnectClient,
-  type Interceptor,
-} from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
-import { ClaudomatorError } from "./errors.js";
-import {
-  ClaudomatorService,
-  ListTasksRequestSchema,
-  type ListExecutionsResponse,
-  type ListTasksResponse,
-} from "./gen/claudomator/v1/service_pb.js";
-import { TaskSpecSchema, type Execution, type LogEvent, type Task } from "./gen/claudomator/v1/task_pb.js";
+import { baseUrl, ClientBase, interceptorsFor, type ClientOptions } from "./core.js";
 
-/** A task spec as a plain object: `{ instructions: "...", tags: ["ci"], priority: Priority.HIGH }`. */
-export type TaskSpecInit = MessageInitShape<typeof TaskSpecSchema>;
-/** A ListTasks filter: `{ states: [TaskState.QUEUED], tag: "ci", pageSize: 50 }`. */
-export type ListTasksInit = Omit<MessageInitShape<typeof ListTasksRequestSchema>, "$typeName">;
-
-export interface ClientOptions {
-  /** Sent as `authorization: Bearer <token>` on every call. */
-  token?: string;
-  /** Deadline of every unary call in milliseconds (default 30 000; 0: none). Streams are not bounded. */
-  timeoutMs?: number;
-  /** Extra Connect interceptors, run after the token is set. */
-  interceptors?: Interceptor[];
-}
-
-export interface SubmitOptions extends CallOptions {
-  /** A second submit with the same key returns the first task (`created: false`). */
-  idempotencyKey?: string;
-  /** A client-chosen id (a ULID); empty lets the server assign one. */
-  taskId?: string;
-}
-
-/** What SubmitTask answered: the task, and whether this call created it. */
-export interface Submitted {
-  task: Task;
-  /** False when the idempotency key matched an existing task (which is `task`). */
-  created: boolean;
-}
-
-export interface StreamLogsRequestInit {
-  /** The execution to read; or give `taskId` for the task's latest execution. */
-  executionId?: string;
-  taskId?: string;
-  /** The first event wanted (0 = from the start); pass the last `offset + 1` to resume. */
-  fromOffset?: number | bigint;
-  /** Keep the stream open for live events until the execution ends. */
-  follow?: boolean;
-}
-
-/** `127.0.0.1:7070` or a URL (`http://` plain, `https://` TLS), like the CLI's --server. */
-function baseUrl(address: string): string {
-  const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`;
-  return url.replace(/\/+$/, "");
-}
+export type {
+  ClientOptions,
+  ListTasksInit,
+  StreamLogsRequestInit,
+  SubmitOptions,
+  Submitted,
+  TaskSpecInit,
+  WatchTasksInit,
+} from "./core.js";
 
 /**
- * A connection to a claudomator server over gRPC (HTTP/2).
- *
- * Every method returns the generated message types (`Task`, `Execution`,
- * `LogEvent`, ...). A call whose response only wraps one message resolves to
- * that message (`getTask` -> `Task`); one that says more resolves to the
- * response (`submitTask` -> `{ task, created }`, `listTasks` ->
- * `{ tasks, nextPageToken }`). Failures reject with a `ClaudomatorError`
- * carrying the gRPC code and the server's message. `close()` ends the
- * connection (an idle one would keep Node running).
+ * A connection to a claudomator server over gRPC (HTTP/2), for Node.js.
+ * The calls are `ClientBase`'s (core.ts), the same as the browser client's;
+ * `close()` ends the connection (an idle one would keep Node running).
  */
-export class Client {
-  /** The generated Connect client, for anything this class does not wrap. */
-  readonly raw: ConnectClient<typeof ClaudomatorService>;
-  readonly baseUrl: string;
+export class Client extends ClientBase {
   private readonly sessions: Http2SessionManager;
-  private readonly timeoutMs: number | undefined;
 
   constructor(address: string, options: ClientOptions = {}) {
-    this.baseUrl = baseUrl(address);
-    this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs || undefined;
-    this.sessions = new Http2SessionManager(this.baseUrl);
-    const interceptors: Interceptor[] = [];
-    const token = options.token;
-    if (token) {
-      interceptors.push((next) => (req) => {
-        req.header.set("authorization", `Bearer ${token}`);
-        return next(req);
-      });
-    }
-    interceptors.push(...(options.interceptors ?? []));
+    const url = baseUrl(address);
+    const sessions = new Http2SessionManager(url);
     const transport = createGrpcTransport({
-      baseUrl: this.baseUrl,
-      sessionManager: this.sessions,
-      interceptors,
+      baseUrl: url,
+      sessionManager: sessions,
+      interceptors: interceptorsFor(options),
     });
-    this.raw = createClient(ClaudomatorService, transport);
+    super(url, transport, options);
+    this.sessions = sessions;
   }
 
   /** Closes the connection; calls still running fail. */
   close(): void {
     this.sessions.abort();
   }
-
-  private opts(options?: CallOptions): CallOptions {
-    return { timeoutMs: this.timeoutMs, ...options };
-  }
-
-  private async call<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      throw ClaudomatorError.from(err);
-    }
-  }
-
-  /**
-   * Submits a task: a spec object, or just its instructions. `timeout` in the
-   * spec is the task's limit per attempt ("45m"), not a deadline for this call.
-   */
-  async submitTask(spec: TaskSpecInit | string, options: SubmitOptions = {}): Promise<Submitted> {
-    const { idempotencyKey = "", taskId = "", ...callOptions } = options;
-    const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : spec;
-    const response = await this.call(() =>
-      this.raw.submitTask(
-        { spec: create(TaskSpecSchema, init), idempotencyKey, taskId },
-        this.opts(callOptions),
-      ),
-    );
-    return { task: required(response.task, "SubmitTask"), created: response.created };
-  }
-
-  async getTask(id: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.getTask({ id }, this.opts(options)));
-    return required(response.task, "GetTask");
-  }
-
-  /** One page of tasks, newest first; `nextPageToken` is empty on the last page. */
-  listTasks(filter: ListTasksInit = {}, options?: CallOptions): Promise<ListTasksResponse> {
-    return this.call(() => this.raw.listTasks(filter, this.opts(options)));
-  }
-
-  /** Every matching task, newest first, fetching page after page. */
-  async *iterTasks(filter: Omit<ListTasksInit, "pageToken"> = {}, options?: CallOptions): AsyncGenerator<Task> {
-    let pageToken = "";
-    do {
-      const page = await this.listTasks({ ...filter, pageToken }, options);
-      yield* page.tasks;
-      pageToken = page.nextPageToken;
-    } while (pageToken);
-  }
-
-  /** Cancels a task in any non-final state (FAILED_PRECONDITION otherwise). */
-  async cancelTask(id: string, reason = "", options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.cancelTask({ id, reason }, this.opts(options)));
-    return required(response.task, "CancelTask");
-  }
-
-  async getExecution(id: string, options?: CallOptions): Promise<Execution> {
-    const response = await this.call(() => this.raw.getExecution({ id }, this.opts(options)));
-    return required(response.execution, "GetExecution");
-  }
-
-  /** A task's executions (attempts), oldest first. */
-  listExecutions(
-    taskId: string,
-    page: { pageSize?: number; pageToken?: string } = {},
-    options?: CallOptions,
-  ): Promise<ListExecutionsResponse> {
-    return this.call(() => this.raw.listExecutions({ taskId, ...page }, this.opts(options)));
-  }
-
-  /**
-   * An execution's log events, as an async iterator: history from
-   * `fromOffset`, then (with `follow`) live events until the execution ends.
-   * Leaving the loop early (`break`) cancels the stream; so does aborting
-   * `options.signal` (which rejects with code CANCELLED).
-   */
-  async *streamLogs(request: StreamLogsRequestInit, options?: CallOptions): AsyncGenerator<LogEvent> {
-    if (!request.executionId && !request.taskId) {
-      throw new TypeError("streamLogs needs an executionId or a taskId");
-    }
-    const stream = this.raw.streamLogs(
-      {
-        executionId: request.executionId ?? "",
-        taskId: request.taskId ?? "",
-        fromOffset: BigInt(request.fromOffset ?? 0),
-        follow: request.follow ?? false,
-      },
-      options,
-    );
-    try {
-      for await (const response of stream) {
-        const event = response.event;
-        if (event) {
-          // The agent's line is sent once, as the payload: fill `raw` back in.
-          if (event.rawIsPayload && !event.raw) {
-            event.raw = event.payloadJson;
-          }
-          yield event;
-        }
-      }
-    } catch (err) {
-      throw ClaudomatorError.from(err);
-    }
-  }
-}
-
-function required<T>(value: T | undefined, rpc: string): T {
-  if (value === undefined) {
-    throw new ClaudomatorError(Code.Unknown, `${rpc}: the server's response carries no message`);
-  }
-  return value;
 }

@@ -7,19 +7,8 @@
  *
  * Every generated message, enum and schema is re-exported (`Task`,
  * `TaskState`, `TaskSpecSchema`, ...); `ClaudomatorService` is the service
- * descriptor for `createClient` users.
+ * descriptor for `createClient` users. In a browser, import
+ * `claudomator-client/browser` instead (gRPC-Web, no Node modules).
  */
 export { Client } from "./client.js";
-export type {
-  ClientOptions,
-  ListTasksInit,
-  StreamLogsRequestInit,
-  SubmitOptions,
-  Submitted,
-  TaskSpecInit,
-} from "./client.js";
-export { ClaudomatorError, grpcCodeName } from "./errors.js";
-export { Code } from "@connectrpc/connect";
-export { timestampDate } from "@bufbuild/protobuf/wkt";
-export * from "./gen/claudomator/v1/task_pb.js";
-export * from "./gen/claudomator/v1/service_pb.js";
+export * from "./api.js";

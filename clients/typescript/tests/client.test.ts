@@ -97,6 +97,50 @@ describe("a queue-only server", () => {
     assert.deepEqual(all, ids.slice().reverse());
   });
 
+  test("watchTasks: the snapshot, then each change as it commits", async () => {
+    const tag = uniqueTag();
+    const { task: first } = await client.submitTask({ instructions: "watched", tags: [tag] });
+    const watch = client.watchTasks({ tag });
+    const next = async () => {
+      for (;;) {
+        const item = await watch.next();
+        assert.ok(!item.done, "the watch ended");
+        if (item.value.event.case !== "heartbeat") {
+          return item.value;
+        }
+      }
+    };
+    const snapshot = await next();
+    assert.equal(snapshot.event.case, "snapshot");
+    assert.equal(snapshot.event.value?.id, first.id);
+    assert.equal((await next()).event.case, "snapshotEnd");
+    await client.cancelTask(first.id);
+    const change = await next();
+    assert.equal(change.event.case, "change");
+    if (change.event.case === "change") {
+      assert.equal(change.event.value.task?.id, first.id);
+      assert.equal(change.event.value.fromState, TaskState.QUEUED);
+      assert.equal(change.event.value.toState, TaskState.CANCELLED);
+    }
+    assert.notEqual(change.cursor, "");
+    await watch.return(undefined);
+
+    // Resuming after the cursor: no snapshot, the next change only.
+    const resumed = client.watchTasks({ tag, cursor: change.cursor });
+    const { task: second } = await client.submitTask({ instructions: "watched too", tags: [tag] });
+    for await (const event of resumed) {
+      if (event.event.case === "heartbeat") {
+        continue;
+      }
+      assert.equal(event.event.case, "change");
+      assert.equal(event.event.value?.task?.id, second.id);
+      break;
+    }
+    const bad = await refused(client.watchTasks({ cursor: "not-a-cursor" }).next());
+    assert.equal(bad.code, Code.InvalidArgument);
+    assert.match(bad.message, /^cursor/);
+  });
+
   test("an idempotency key returns the first task", async () => {
     const idempotencyKey = `key-${randomBytes(8).toString("hex")}`;
     const spec = { name: "docs", instructions: "Write the docs", tags: [uniqueTag()] };

@@ -1,0 +1,18 @@
+// What both entry points (index.ts for Node, browser.ts) export besides
+// their Client: errors, codes, and every generated message, enum and schema.
+// Nothing here may import a Node module.
+export type {
+  ClientOptions,
+  ListTasksInit,
+  StreamLogsRequestInit,
+  SubmitOptions,
+  Submitted,
+  TaskSpecInit,
+  WatchTasksInit,
+} from "./core.js";
+export { ClientBase } from "./core.js";
+export { ClaudomatorError, grpcCodeName } from "./errors.js";
+export { Code } from "@connectrpc/connect";
+export { timestampDate } from "@bufbuild/protobuf/wkt";
+export * from "./gen/claudomator/v1/task_pb.js";
+export * from "./gen/claudomator/v1/service_pb.js";
