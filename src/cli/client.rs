@@ -309,6 +309,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Logs(args) => logs::logs(args).await,
         Command::Watch(args) => super::watch::watch(args).await,
+        Command::Diff(args) => super::diff::diff(args).await,
         Command::Run(args) => super::batch::run(args).await,
         Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),

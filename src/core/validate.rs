@@ -197,6 +197,18 @@ pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32)
     check_page_size(page_size)
 }
 
+/// Lines of context a diff may ask for.
+pub fn check_context_lines(lines: u32) -> CoreResult<()> {
+    let max = crate::sandbox::MAX_CONTEXT_LINES;
+    if lines > max {
+        return Err(CoreError::invalid(
+            "context_lines",
+            format!("{lines}; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration that does not parse: the text as written, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot parse `{text}` as a duration ({source}); write e.g. `30m` or `1h 30m`")]

@@ -476,6 +476,35 @@ pub fn watch_event_to_pb(event: &WatchEvent) -> pb::WatchTasksResponse {
     }
 }
 
+pub fn branch_diff_to_pb(diff: crate::sandbox::BranchDiff) -> pb::GetTaskDiffResponse {
+    use crate::sandbox::FileStatus;
+    pb::GetTaskDiffResponse {
+        branch: diff.branch,
+        base_commit: diff.base_commit,
+        head_commit: diff.head_commit,
+        truncated: diff.truncated,
+        files: diff
+            .files
+            .into_iter()
+            .map(|f| pb::FileDiff {
+                path: f.change.path,
+                old_path: f.change.renamed_from.unwrap_or_default(),
+                status: match f.status {
+                    FileStatus::Added => pb::FileDiffStatus::Added,
+                    FileStatus::Modified => pb::FileDiffStatus::Modified,
+                    FileStatus::Deleted => pb::FileDiffStatus::Deleted,
+                    FileStatus::Renamed => pb::FileDiffStatus::Renamed,
+                } as i32,
+                added: f.change.added,
+                removed: f.change.removed,
+                binary: f.change.binary,
+                patch: f.patch,
+                patch_truncated: f.patch_truncated,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,11 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb, state_from_pb,
-    submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
+    branch_diff_to_pb, elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb,
+    state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
+use crate::core::review::Reviews;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
 use crate::core::watch::WatchQuery;
@@ -19,14 +20,21 @@ pub struct Api {
     tasks: TaskService,
     status: StatusService,
     elaborator: Elaborator,
+    reviews: Reviews,
 }
 
 impl Api {
-    pub fn new(tasks: TaskService, status: StatusService, elaborator: Elaborator) -> Self {
+    pub fn new(
+        tasks: TaskService,
+        status: StatusService,
+        elaborator: Elaborator,
+        reviews: Reviews,
+    ) -> Self {
         Api {
             tasks,
             status,
             elaborator,
+            reviews,
         }
     }
 }
@@ -144,6 +152,16 @@ impl ClaudomatorService for Api {
         Ok(Response::new(pb::RejectTaskResponse {
             task: Some(task_to_pb(&task)),
         }))
+    }
+
+    async fn get_task_diff(
+        &self,
+        request: Request<pb::GetTaskDiffRequest>,
+    ) -> Reply<pb::GetTaskDiffResponse> {
+        let req = request.into_inner();
+        check::check_context_lines(req.context_lines)?;
+        let diff = self.reviews.diff(&req.task_id, req.context_lines).await?;
+        Ok(Response::new(branch_diff_to_pb(diff)))
     }
 
     async fn get_system_status(

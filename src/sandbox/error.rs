@@ -117,6 +117,13 @@ pub enum SandboxError {
     )]
     CopyBlocked { path: PathBuf },
 
+    #[error(
+        "there is no branch {branch} in {}: the task has not finished an attempt that \
+         changed something (or its branch was deleted)",
+        project.display()
+    )]
+    NoBranch { project: PathBuf, branch: String },
+
     #[error("cannot run git: {source}: install git and put it on PATH")]
     GitUnavailable { source: std::io::Error },
 

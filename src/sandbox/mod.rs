@@ -12,6 +12,7 @@
 //! - `prepare.rs`: the project checks, the clone, reusing a sandbox.
 //! - `publish.rs`: `default_branch`, `rebase_and_push`.
 //! - `copy.rs`: the project's untracked files (`copy` globs) copied in.
+//! - `diff.rs`: a task branch's diff in the project, for review.
 //! - `reclaim.rs`: the repository taken back from the agent (its config
 //!   restored, its shape checked) before the server's git runs in it.
 //! - `shared.rs`: the project's object store the clone shares (read-only
@@ -19,6 +20,7 @@
 //! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
 
 mod copy;
+mod diff;
 mod error;
 mod git;
 mod prepare;
@@ -32,6 +34,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+pub use diff::{
+    BranchDiff, FileDiff, FileStatus, MAX_CONTEXT_LINES, MAX_FILE_PATCH_BYTES, MAX_PATCH_BYTES,
+    branch_diff,
+};
 pub use error::SandboxError;
 use git::git;
 use prepare::{build, check_clean, check_project, resolve_ref, reuse};

@@ -762,3 +762,57 @@ async fn alternates_the_agent_rewrites_are_put_back() {
     assert!(err.to_string().contains(".git/objects/info"), "{err}");
     assert!(!other.join(".git/objects/info/alternates").exists());
 }
+
+#[tokio::test]
+async fn a_branch_diff_lists_every_file_and_cuts_text_past_the_limits() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    let big: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+    write(&sandbox.path, "big.txt", &big);
+    write(&sandbox.path, "README.md", "# demo\nnew line\n");
+    fs::remove_file(sandbox.path.join("old.txt")).unwrap();
+    let changes = sandbox.commit_all(&cfg, "work").await.unwrap();
+    deliver(&sandbox).await.unwrap();
+
+    let diff = branch_diff(
+        &project,
+        TASK,
+        changes.commits.first().map(String::as_str),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.base_commit, sandbox.base_commit);
+    assert_eq!(diff.branch, sandbox.branch);
+    let by_path = |p: &str| diff.files.iter().find(|f| f.change.path == p).unwrap();
+    assert_eq!(by_path("big.txt").status, FileStatus::Added);
+    assert_eq!(by_path("big.txt").change.added, 300_000);
+    assert!(by_path("big.txt").patch_truncated);
+    assert!(by_path("big.txt").patch.len() <= MAX_FILE_PATCH_BYTES);
+    assert_eq!(by_path("old.txt").status, FileStatus::Deleted);
+    let readme = by_path("README.md");
+    assert_eq!(readme.status, FileStatus::Modified);
+    assert!(
+        readme
+            .patch
+            .starts_with("diff --git a/README.md b/README.md\n")
+    );
+    assert!(
+        readme.patch.contains("-old line\n+new line\n"),
+        "{}",
+        readme.patch
+    );
+    assert!(diff.truncated);
+
+    // Without the first commit: the merge base with the project's HEAD.
+    let again = branch_diff(&project, TASK, None, 0).await.unwrap();
+    assert_eq!(again.base_commit, sandbox.base_commit);
+    assert!(matches!(
+        branch_diff(&project, "01ARZ3NDEKTSV4RRFFQ69G5FAV", None, 3).await,
+        Err(SandboxError::NoBranch { .. })
+    ));
+}
