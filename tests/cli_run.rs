@@ -800,3 +800,75 @@ fn diff_shows_a_tasks_work_and_applies_with_git() {
         stderr(&gone)
     );
 }
+
+/// A chain reads naturally: a task that depends on another of its project
+/// starts from that task's work (its diff is its own work only), and a
+/// dirty project no longer fails a task: it starts from HEAD and its log
+/// names what was left out, or from the working tree when asked.
+#[test]
+fn a_dependent_task_starts_from_its_dependencys_work() {
+    if claude_or_skip("a_dependent_task_starts_from_its_dependencys_work").is_none() {
+        return;
+    }
+    // Each run appends the directory's listing to one file.
+    let mock = AnthropicMock::start(Script::Bash("ls >> listing.txt".into()));
+    let served = serve(Some(&mock));
+    std::fs::write(served.path("shop").join("README.md"), "# shop, edited\n").unwrap();
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "List the files",
+            "--agent",
+            "claude",
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(&served, &args);
+        assert_code(&out, 0, &served);
+        json(&out)["id"].as_str().unwrap().to_string()
+    };
+    let first = submit(&[]);
+    let second = submit(&["--depends-on", &first]);
+
+    let files = |id: &str| -> Vec<(String, String)> {
+        let out = cli(&served, &["diff", id, "--json"]);
+        assert_code(&out, 0, &served);
+        json(&out)["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().into(),
+                    f["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let listing = |status: &str| vec![("listing.txt".to_string(), status.to_string())];
+    assert_eq!(files(&first), listing("added"));
+    // The second run found the first one's file (its diff is its own work).
+    assert_eq!(files(&second), listing("modified"));
+
+    let log = stdout(&cli(&served, &["logs", &second]));
+    assert!(
+        log.contains(&format!("the sandbox starts from the work of task {first}")),
+        "{log}"
+    );
+    let log = stdout(&cli(&served, &["logs", &first]));
+    assert!(
+        log.contains("the project's uncommitted changes in README.md are not in it"),
+        "{log}"
+    );
+
+    // From the working tree: the edit is in the sandbox.
+    let third = submit(&["--start-from", "working_tree"]);
+    let log = stdout(&cli(&served, &["logs", &third]));
+    assert!(log.contains("the project's working tree"), "{log}");
+    assert_code(
+        &cli(&served, &["submit", "x", "--start-from", "sideways"]),
+        2,
+        &served,
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::error::{CoreError, CoreResult};
 use super::model::{
-    AgentSettings, AgentType, Id, Priority, SubmitRequest, Task, TaskState, now_millis,
+    AgentSettings, AgentType, Id, Priority, StartFrom, SubmitRequest, Task, TaskState, now_millis,
 };
 
 /// The limits and defaults a submitted task is checked against, from config.
@@ -355,6 +355,19 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
     };
 
     let base_ref = validate_base_ref(&spec.base_ref)?;
+    let start_from = if spec.start_from.trim().is_empty() {
+        StartFrom::default()
+    } else {
+        spec.start_from
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.start_from", e))?
+    };
+    if !base_ref.is_empty() && !spec.start_from.trim().is_empty() {
+        return Err(CoreError::invalid(
+            "spec.start_from",
+            "set base_ref or start_from, not both",
+        ));
+    }
 
     let idempotency_key = req.idempotency_key.trim();
     check_line("idempotency_key", idempotency_key, MAX_SHORT_TEXT)?;
@@ -380,6 +393,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         max_attempts,
         review_required: spec.review_required,
         base_ref,
+        start_from,
         idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
         state: TaskState::Pending,
         state_reason: String::new(),
