@@ -307,6 +307,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .iter()
             .map(|p| (p.name.clone(), p.path.clone()))
             .collect(),
+        config.executor_config().sandbox,
     );
     let server = tokio::spawn(crate::grpc::serve(
         listener,

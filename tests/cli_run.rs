@@ -872,3 +872,88 @@ fn a_dependent_task_starts_from_its_dependencys_work() {
         &served,
     );
 }
+
+/// After review: `merge` takes a task's work into the project's checked-out
+/// branch only when the checkout is clean, and `prune` removes what ended
+/// tasks left while a task under review keeps its branch and sandbox.
+#[test]
+fn merge_and_prune_clean_up_after_review() {
+    if claude_or_skip("merge_and_prune_clean_up_after_review").is_none() {
+        return;
+    }
+    let mock = AnthropicMock::start(Script::write_file("hello.txt", "hi"));
+    let served = serve(Some(&mock));
+    let shop = served.path("shop");
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "Create hello.txt",
+            "--agent",
+            "claude",
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(&served, &args);
+        json(&out)["id"].as_str().unwrap().to_string()
+    };
+    let done = submit(&[]);
+    let review = submit(&["--review"]);
+
+    // A dirty checkout of the target branch is refused, naming the file.
+    std::fs::write(shop.join("README.md"), "# shop, edited\n").unwrap();
+    let refused = cli(&served, &["merge", &done]);
+    assert_code(&refused, 4, &served);
+    assert!(
+        stderr(&refused).contains("uncommitted changes in README.md"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!shop.join("hello.txt").exists());
+    std::fs::write(shop.join("README.md"), "# shop\n").unwrap();
+
+    let merged = cli(&served, &["merge", &done]);
+    assert_code(&merged, 0, &served);
+    assert!(
+        stdout(&merged).starts_with(&format!("merged claudomator/{done} into trunk: ")),
+        "{}",
+        stdout(&merged)
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("hello.txt")).unwrap(),
+        "hi"
+    );
+    let dry = json(&cli(&served, &["prune", "--dry-run", "--json"]));
+    let items = dry["items"].as_array().unwrap();
+    let item = |task: &str, kind: &str| {
+        items
+            .iter()
+            .find(|i| i["task_id"] == task && i["kind"] == kind)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(item(&done, "branch")["removed"], false);
+    assert_eq!(item(&done, "branch")["kept_because"], "");
+    assert_eq!(item(&review, "branch")["kept_because"], "the task is ready");
+    assert_eq!(
+        item(&review, "sandbox")["kept_because"],
+        "the task is ready"
+    );
+
+    let pruned = cli(&served, &["prune"]);
+    assert_code(&pruned, 0, &served);
+    assert!(
+        stdout(&pruned).contains(&format!("removed       branch claudomator/{done} in shop")),
+        "{}",
+        stdout(&pruned)
+    );
+    let branches = Command::new("git")
+        .arg("-C")
+        .arg(&shop)
+        .args(["branch", "--list", "claudomator/*"])
+        .output()
+        .unwrap();
+    let branches = String::from_utf8_lossy(&branches.stdout);
+    assert!(!branches.contains(&done), "{branches}");
+    assert!(branches.contains(&review), "{branches}");
+}

@@ -315,7 +315,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Logs(args) => logs::logs(args).await,
         Command::Watch(args) => super::watch::watch(args).await,
-        Command::Diff(args) => super::diff::diff(args).await,
+        Command::Diff(args) => super::review::diff(args).await,
+        Command::Merge(args) => super::review::merge(args).await,
+        Command::Prune(args) => super::review::prune(args).await,
         Command::Run(args) => super::batch::run(args).await,
         Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),

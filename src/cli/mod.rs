@@ -15,10 +15,10 @@
 
 mod batch;
 mod client;
-mod diff;
 mod elaborate;
 mod logs;
 mod output;
+mod review;
 mod watch;
 
 use std::path::PathBuf;
@@ -128,7 +128,18 @@ pub enum Command {
     /// is git's own text (`claudomator diff ID | git apply`). --json prints
     /// {branch, base_commit, head_commit, truncated, files: [{path,
     /// old_path, status, added, removed, binary, patch, patch_truncated}]}.
-    Diff(diff::DiffArgs),
+    Diff(review::DiffArgs),
+    /// Take a done task's work (READY or COMPLETED) into a branch of its
+    /// project: merged (--rebase: rebased and fast-forwarded). The project's
+    /// checkout is touched only when it is on that branch, and then must be
+    /// clean; a conflict changes nothing and names the files. --json prints
+    /// {branch, into, old_commit, new_commit, checked_out}.
+    Merge(review::MergeArgs),
+    /// Remove what ended tasks left: kept sandboxes and task branches (a
+    /// completed task's only once merged, unless --force). --dry-run lists
+    /// without removing. --json prints {items: [{task_id, project, kind,
+    /// name, removed, kept_because}]}.
+    Prune(review::PruneArgs),
     /// Accept a task's work that waits for review (READY): it is COMPLETED.
     Accept {
         task_id: String,

@@ -502,6 +502,21 @@ pub fn watch_event_to_pb(event: &WatchEvent) -> pb::WatchTasksResponse {
     }
 }
 
+pub fn pruned_to_pb(item: crate::core::review::Pruned) -> pb::PrunedItem {
+    use crate::core::review::PrunedKind;
+    pb::PrunedItem {
+        task_id: item.task_id,
+        project: item.project,
+        kind: match item.kind {
+            PrunedKind::Branch => pb::PrunedKind::Branch,
+            PrunedKind::Sandbox => pb::PrunedKind::Sandbox,
+        } as i32,
+        name: item.name,
+        removed: item.removed,
+        kept_because: item.kept_because,
+    }
+}
+
 pub fn branch_diff_to_pb(diff: crate::sandbox::BranchDiff) -> pb::GetTaskDiffResponse {
     use crate::sandbox::FileStatus;
     pb::GetTaskDiffResponse {

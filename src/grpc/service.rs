@@ -5,7 +5,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     branch_diff_to_pb, elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb,
-    state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
+    pruned_to_pb, state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb,
+    watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
 use crate::core::review::Reviews;
@@ -162,6 +163,36 @@ impl ClaudomatorService for Api {
         check::check_context_lines(req.context_lines)?;
         let diff = self.reviews.diff(&req.task_id, req.context_lines).await?;
         Ok(Response::new(branch_diff_to_pb(diff)))
+    }
+
+    async fn merge_task(
+        &self,
+        request: Request<pb::MergeTaskRequest>,
+    ) -> Reply<pb::MergeTaskResponse> {
+        let req = request.into_inner();
+        check::check_branch_name("into", &req.into)?;
+        let merged = self
+            .reviews
+            .merge(&req.task_id, req.into.trim(), req.rebase)
+            .await?;
+        Ok(Response::new(pb::MergeTaskResponse {
+            branch: format!("{}{}", crate::sandbox::BRANCH_PREFIX, req.task_id),
+            into: merged.into,
+            old_commit: merged.old_commit,
+            new_commit: merged.new_commit,
+            checked_out: merged.checked_out,
+        }))
+    }
+
+    async fn prune_tasks(
+        &self,
+        request: Request<pb::PruneTasksRequest>,
+    ) -> Reply<pb::PruneTasksResponse> {
+        let req = request.into_inner();
+        let items = self.reviews.prune(req.dry_run, req.force).await?;
+        Ok(Response::new(pb::PruneTasksResponse {
+            items: items.into_iter().map(pruned_to_pb).collect(),
+        }))
     }
 
     async fn get_system_status(

@@ -153,23 +153,29 @@ pub(super) async fn snapshot(
 
 /// The commits of the task branches `task_ids` in the project, those that
 /// exist (a task that changed nothing has none), in order.
-pub(super) async fn task_branches(
+pub(super) async fn task_tips(
     repo: &Path,
     task_ids: &[String],
 ) -> Result<Vec<(String, String)>, SandboxError> {
     let mut found = Vec::new();
     for id in task_ids {
-        let reference = format!("refs/heads/{}{id}", super::BRANCH_PREFIX);
-        let out = git(repo, ["rev-parse", "--verify", "--quiet", &reference])
-            .user_config()
-            .output()
-            .await?;
-        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !commit.is_empty() {
+        let branch = format!("{}{id}", super::BRANCH_PREFIX);
+        if let Some(commit) = branch_tip(repo, &branch).await? {
             found.push((id.clone(), commit));
         }
     }
     Ok(found)
+}
+
+/// A local branch's commit, if it exists.
+pub(super) async fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, SandboxError> {
+    let reference = format!("refs/heads/{branch}");
+    let out = git(repo, ["rev-parse", "--verify", "--quiet", &reference])
+        .user_config()
+        .output()
+        .await?;
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((out.status.success() && !commit.is_empty()).then_some(commit))
 }
 
 /// Merges `commits` (other tasks' work) into the new sandbox's branch;

@@ -923,3 +923,67 @@ async fn a_branch_diff_lists_every_file_and_cuts_text_past_the_limits() {
         Err(SandboxError::NoBranch { .. })
     ));
 }
+
+#[tokio::test]
+async fn merge_takes_a_task_branch_into_a_project_branch_or_changes_nothing() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    let finished = |id: &'static str, file: &'static str, text: &'static str| {
+        let (cfg, project) = (cfg.clone(), project.clone());
+        async move {
+            let sandbox = Sandbox::prepare(&cfg, "demo", &project, id).await.unwrap();
+            write(&sandbox.path, file, text);
+            sandbox.commit_all(&cfg, id).await.unwrap();
+            deliver(&sandbox).await.unwrap();
+            sandbox.finish(&cfg, true).await.unwrap();
+        }
+    };
+    finished("ONE", "one.txt", "one\n").await;
+    finished("TWO", "README.md", "# two\n").await;
+    finished("CLASH", "README.md", "# clash\n").await;
+
+    // Into a branch that is not checked out: the checkout is untouched.
+    world.git(&project, &["branch", "release"]);
+    let merged = merge_task(&cfg, &project, "ONE", "release", MergeMode::Merge, "m")
+        .await
+        .unwrap();
+    assert!(!merged.checked_out);
+    assert_eq!(
+        world.git(&project, &["rev-parse", "release"]),
+        merged.new_commit
+    );
+    assert!(!project.join("one.txt").exists());
+
+    // Rebased into the checked-out default branch: a fast-forward there.
+    write(&project, "later.txt", "later\n");
+    world.commit(&project, "moved on");
+    let rebased = merge_task(&cfg, &project, "TWO", "", MergeMode::Rebase, "m")
+        .await
+        .unwrap();
+    assert!(rebased.checked_out);
+    assert_eq!(rebased.into, "trunk");
+    assert_eq!(
+        fs::read_to_string(project.join("README.md")).unwrap(),
+        "# two\n"
+    );
+    assert_eq!(
+        world.git(&project, &["rev-parse", "claudomator/TWO"]),
+        rebased.new_commit
+    );
+    assert_eq!(world.git(&project, &["status", "--porcelain"]), "");
+
+    // A conflict changes nothing and names the file.
+    let head = world.git(&project, &["rev-parse", "HEAD"]);
+    let err = merge_task(&cfg, &project, "CLASH", "", MergeMode::Merge, "m")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::MergeConflict { .. }), "{err}");
+    assert!(err.to_string().contains("conflicts in README.md"), "{err}");
+    assert_eq!(world.git(&project, &["rev-parse", "HEAD"]), head);
+    assert_eq!(world.git(&project, &["status", "--porcelain"]), "");
+    assert_eq!(
+        world.git(&project, &["worktree", "list"]).lines().count(),
+        1
+    );
+}
