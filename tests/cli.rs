@@ -514,3 +514,104 @@ fn watch_prints_each_change_and_resumes_from_a_cursor() {
     }
     assert_eq!(again["task"]["id"], second["task"]["id"]);
 }
+
+/// `init` writes into the user's config dir, never into the repository
+/// (a file named inside one is excluded from git), `serve` finds it there,
+/// secrets can stay in the environment, and one repository is one project.
+#[test]
+fn init_keeps_the_config_out_of_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q", "-b", "trunk"]);
+    let claudomator = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", tmp.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env("XDG_DATA_HOME", tmp.path().join("data"))
+            .env_remove("CLAUDOMATOR_TOKENS")
+            .output()
+            .unwrap()
+    };
+
+    let init = claudomator(&["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let written = tmp.path().join(".config/claudomator/claudomator.toml");
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains(&format!("wrote {}", written.display())),
+        "{}",
+        String::from_utf8_lossy(&init.stdout)
+    );
+    assert!(!repo.join("claudomator.toml").exists());
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    // `serve` in the repository reads it: rename the project to see it.
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        text.contains("tokens_env"),
+        "secrets can live in the environment: {text}"
+    );
+    std::fs::write(&written, text.replace("name = \"app\"", "name = \"shop\"")).unwrap();
+    let served = serve(&repo, tmp.path(), &[]);
+    let submitted = cli(&served, &["submit", "x", "--project", "shop", "--json"]);
+    assert_eq!(json(&submitted)["task"]["project"], "shop");
+    drop(served);
+
+    // Named inside the repository: excluded from git.
+    let local = claudomator(&["init", "claudomator.toml"]);
+    assert!(local.status.success());
+    assert!(String::from_utf8_lossy(&local.stdout).contains(".git/info/exclude"));
+    assert_eq!(git(&["status", "--porcelain"]), "");
+
+    // Two projects on one repository: refused, naming the first.
+    let path = repo.display().to_string();
+    std::fs::write(
+        repo.join("claudomator.toml"),
+        format!(
+            "[[projects]]\nname = \"a\"\npath = \"{path}\"\n\n[[projects]]\nname = \"b\"\npath = \"{path}/.\"\n"
+        ),
+    )
+    .unwrap();
+    let twice = claudomator(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(twice.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        err.contains("projects[1].path") && err.contains("is already project `a`"),
+        "{err}"
+    );
+
+    // A token variable that is not set is named.
+    std::fs::write(
+        repo.join("claudomator.toml"),
+        "[auth]\ntokens_env = \"APP_TOKENS\"\n",
+    )
+    .unwrap();
+    let unset = claudomator(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(unset.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&unset.stderr);
+    assert!(
+        err.contains("auth.tokens_env: the environment variable `APP_TOKENS` is not set"),
+        "{err}"
+    );
+}

@@ -60,9 +60,11 @@ pub struct Connection {
 pub enum Command {
     /// Write a commented default config file.
     Init {
-        /// Where to write it.
-        #[arg(default_value = config::DEFAULT_CONFIG_FILE)]
-        path: PathBuf,
+        /// Where to write it (default: your config dir,
+        /// ~/.config/claudomator/claudomator.toml, which `serve` reads when
+        /// the working directory has no claudomator.toml). A file written
+        /// inside a git repository is added to its .git/info/exclude.
+        path: Option<PathBuf>,
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
@@ -309,13 +311,17 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Init { path, force } => init(&path, force),
+        Command::Init { path, force } => init(path, force),
         Command::Serve(args) => serve(args).await,
         other => client::run(other).await,
     }
 }
 
-fn init(path: &std::path::Path, force: bool) -> ExitCode {
+fn init(path: Option<PathBuf>, force: bool) -> ExitCode {
+    let Some(path) = path.or_else(config::user_config_file) else {
+        eprintln!("error: no HOME or XDG_CONFIG_HOME to put the config in; name a file");
+        return ExitCode::from(exit::USAGE);
+    };
     if path.exists() && !force {
         eprintln!(
             "error: {} already exists; pass --force to overwrite it",
@@ -324,16 +330,65 @@ fn init(path: &std::path::Path, force: bool) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    match write_private(path, &config::commented_default(&cwd)) {
-        Ok(()) => {
-            println!("wrote {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            ExitCode::from(exit::FAILURE)
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::from(exit::FAILURE);
     }
+    if let Err(e) = write_private(&path, &config::commented_default(&cwd)) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(exit::FAILURE);
+    }
+    println!("wrote {}", path.display());
+    match exclude_from_git(&path) {
+        Ok(Some(exclude)) => println!(
+            "added it to {} (it may hold secrets: it is never committed)",
+            exclude.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: {} is inside a git repository and could not be excluded from it ({e}): \
+             do not commit it",
+            path.display()
+        ),
+    }
+    println!(
+        "next: edit it, then `claudomator serve` and `claudomator doctor` (see the README's quick start)"
+    );
+    ExitCode::SUCCESS
+}
+
+/// Adds `file` to the `.git/info/exclude` of the work tree it is in, if any
+/// (and not there yet); returns the exclude file it wrote.
+fn exclude_from_git(file: &std::path::Path) -> std::io::Result<Option<PathBuf>> {
+    let absolute = std::path::absolute(file)?;
+    let Some(root) = absolute
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join(".git").is_dir())
+    else {
+        return Ok(None);
+    };
+    let Ok(relative) = absolute.strip_prefix(root) else {
+        return Ok(None);
+    };
+    let entry = format!("/{}", relative.to_string_lossy());
+    let exclude = root.join(".git/info/exclude");
+    let current = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if current.lines().any(|line| line.trim() == entry) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(root.join(".git/info"))?;
+    let mut text = current;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# claudomator's config (it may hold secrets)\n{entry}\n"
+    ));
+    std::fs::write(&exclude, text)?;
+    Ok(Some(exclude))
 }
 
 /// Writes `text` to `path` readable by its owner only (0600): a config may
