@@ -174,12 +174,19 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
         &served,
         &["cancel", &id, "--reason", "changed my mind", "--json"],
     ));
-    assert_eq!(cancelled["state"], "cancelled");
-    assert_eq!(cancelled["state_reason"], "changed my mind");
+    // One envelope per kind: a changed task is {task}; `get` carries what
+    // its table shows; lists are named.
+    assert_eq!(cancelled["task"]["state"], "cancelled");
+    assert_eq!(cancelled["task"]["state_reason"], "changed my mind");
     let got = json(&cli(&served, &["get", &id, "--json"]));
-    assert_eq!(got["state"], "cancelled");
+    assert_eq!(got["task"]["state"], "cancelled");
+    assert_eq!(got["executions"], serde_json::json!([]));
+    assert_eq!(got["cost_usd"], 0.0);
+    assert_eq!(got["branch"], serde_json::Value::Null);
     let executions = json(&cli(&served, &["executions", &id, "--json"]));
-    assert_eq!(executions, serde_json::json!([]));
+    assert_eq!(executions, serde_json::json!({ "executions": [] }));
+    let questions = json(&cli(&served, &["questions", "--json"]));
+    assert_eq!(questions, serde_json::json!({ "tasks": [] }));
 
     // Exit codes scripts can trust.
     let code = |args: &[&str]| cli(&served, args).status.code().unwrap();

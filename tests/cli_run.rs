@@ -417,9 +417,17 @@ fn submit_wait_follows_the_log_then_logs_replays_it() {
         ],
     );
     assert_code(&machine, 0, &served);
-    let task = json(&machine);
+    let shown = json(&machine);
+    let task = &shown["task"];
     assert_eq!(task["state"], "completed");
     assert_ne!(task["id"], id.as_str());
+    // What `get` shows: the attempts, the cost, where the work is.
+    assert_eq!(shown["executions"].as_array().unwrap().len(), 1, "{shown}");
+    assert!(shown["cost_usd"].as_f64().unwrap() > 0.0, "{shown}");
+    assert_eq!(
+        shown["branch"],
+        format!("claudomator/{}", task["id"].as_str().unwrap())
+    );
     let logged = stderr(&machine);
     assert_eq!(event_lines(&logged, "tool", "Write").len(), 1, "{logged}");
     eprintln!(
@@ -490,7 +498,7 @@ fn submit_wait_follows_a_retry_after_a_rate_limit() {
         ],
     );
     assert_code(&waited, 0, &served);
-    let task = json(&waited);
+    let task = json(&waited)["task"].clone();
     assert_eq!(task["state"], "completed");
     assert_eq!(task["attempts"], 2);
     let logged = stderr(&waited);
@@ -573,7 +581,7 @@ fn run_submits_a_batch_in_dependency_order_once() {
     let execution = |name: &str| {
         let out = cli(&served, &["executions", &id(name), "--json"]);
         assert_code(&out, 0, &served);
-        let runs = json(&out);
+        let runs = json(&out)["executions"].clone();
         assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
         runs[0].clone()
     };
@@ -732,7 +740,7 @@ fn diff_shows_a_tasks_work_and_applies_with_git() {
         ],
     );
     assert_code(&waited, 0, &served);
-    let id = json(&waited)["id"].as_str().unwrap().to_string();
+    let id = json(&waited)["task"]["id"].as_str().unwrap().to_string();
 
     let diff = cli(&served, &["diff", &id]);
     assert_code(&diff, 0, &served);
@@ -826,7 +834,7 @@ fn a_dependent_task_starts_from_its_dependencys_work() {
         args.extend_from_slice(extra);
         let out = cli(&served, &args);
         assert_code(&out, 0, &served);
-        json(&out)["id"].as_str().unwrap().to_string()
+        json(&out)["task"]["id"].as_str().unwrap().to_string()
     };
     let first = submit(&[]);
     let second = submit(&["--depends-on", &first]);
@@ -895,7 +903,7 @@ fn merge_and_prune_clean_up_after_review() {
         ];
         args.extend_from_slice(extra);
         let out = cli(&served, &args);
-        json(&out)["id"].as_str().unwrap().to_string()
+        json(&out)["task"]["id"].as_str().unwrap().to_string()
     };
     let done = submit(&[]);
     let review = submit(&["--review"]);

@@ -193,10 +193,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await?
                 .into_inner();
             let task = decode_task(response.task)?;
+            let runs = all_executions(&mut client, &task.id.to_string()).await?;
             if connection.json {
-                output::json(&task);
+                output::json(&output::task_json(&task, &runs));
             } else {
-                let runs = all_executions(&mut client, &task.id.to_string()).await?;
                 output::task_details(&task, &runs);
             }
             Ok(())
@@ -270,7 +270,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map(|t| decode_task(Some(t)))
                 .collect::<Result<Vec<_>, _>>()?;
             if connection.json {
-                output::json(&blocked);
+                output::json(&serde_json::json!({ "tasks": blocked }));
             } else {
                 output::questions(&blocked);
             }
@@ -307,7 +307,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     )
                 })?;
             if connection.json {
-                output::json(&execution);
+                output::json(&serde_json::json!({ "execution": execution }));
             } else {
                 output::execution_details(&execution);
             }
@@ -342,7 +342,7 @@ fn text_or_stdin(text: String) -> Result<String, Failure> {
 fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Failure> {
     let task = decode_task(task)?;
     if connection.json {
-        output::json(&task);
+        output::json(&serde_json::json!({ "task": task }));
     } else {
         output::task_details(&task, &[]);
     }
@@ -527,13 +527,13 @@ async fn submit_and_wait(
         ));
     };
     let last = decode_task(Some(followed?))?;
+    // The outcome decides the exit code: a failed listing only leaves the
+    // attempts out of the printout.
+    let runs = all_executions(&mut client, &id).await.unwrap_or_default();
     if connection.json {
-        output::json(&last);
+        output::json(&output::task_json(&last, &runs));
     } else {
         println!();
-        // The outcome decides the exit code: a failed listing only leaves
-        // the attempts out of the printout.
-        let runs = all_executions(&mut client, &id).await.unwrap_or_default();
         output::task_details(&last, &runs);
     }
     match logs::outcome_code(last.state) {
@@ -604,7 +604,7 @@ async fn executions(task_id: String, connection: &Connection) -> Result<(), Fail
     let mut client = connect(connection).await?;
     let executions = all_executions(&mut client, &task_id).await?;
     if connection.json {
-        output::json(&executions);
+        output::json(&serde_json::json!({ "executions": executions }));
     } else {
         output::execution_table(&executions);
     }

@@ -51,7 +51,12 @@ pub struct Connection {
     /// Bearer token, when the server requires one.
     #[arg(long, env = "CLAUDOMATOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables: one object per command. One task:
+    /// {task, executions, cost_usd, cost_estimated, branch} (`get`,
+    /// `submit --wait`); a command that changes a task: {task} (`submit`
+    /// adds `created`); one execution: {execution}; lists: {tasks,
+    /// next_page_token}, {executions}; `logs` and `watch`: an object per
+    /// line.
     #[arg(long)]
     pub json: bool,
 }

@@ -253,6 +253,23 @@ pub fn task_details(t: &Task, runs: &[Execution]) {
     println!("instructions:\n{}", t.instructions);
 }
 
+/// A task for `--json`, with what `get` prints about it: `{task,
+/// executions, cost_usd, cost_estimated, branch}` (`branch`: where its
+/// delivered work is, else null). Every command that shows one task prints
+/// this shape (commands that change a task print `{task}` alone).
+pub fn task_json(t: &Task, runs: &[Execution]) -> serde_json::Value {
+    let delivered = runs.last().is_some_and(|last| {
+        !last.commits.is_empty() && last.state == crate::core::model::ExecutionState::Succeeded
+    });
+    serde_json::json!({
+        "task": t,
+        "executions": runs,
+        "cost_usd": runs.iter().map(|e| e.cost_usd).sum::<f64>(),
+        "cost_estimated": runs.iter().any(|e| e.cost_estimated),
+        "branch": delivered.then(|| format!("claudomator/{}", t.id)),
+    })
+}
+
 /// What the attempts cost in all and what the latest one did: its state,
 /// agent, cost, tokens, the files it changed, its commits and, when its work
 /// was delivered, the branch to look at in the project.
