@@ -81,6 +81,9 @@ pub struct SubmitArgs {
     /// stderr and the final task to stdout).
     #[arg(long)]
     pub wait: bool,
+    /// Print only the task's id (for `ID=$(claudomator submit … -q)`).
+    #[arg(long, short = 'q', conflicts_with_all = ["wait", "json"])]
+    pub quiet: bool,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -448,7 +451,25 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
 async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let (spec, idempotency_key) = build_spec(&args)?;
     let client = connect(&args.connection).await?;
-    submit_spec(client, &spec, idempotency_key, args.wait, &args.connection).await
+    let shown = if args.quiet {
+        Shown::Id
+    } else if args.wait {
+        Shown::Wait
+    } else {
+        Shown::Task
+    };
+    submit_spec(client, &spec, idempotency_key, shown, &args.connection).await
+}
+
+/// What `submit` prints of the task it submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// A line (or `--json`).
+    Task,
+    /// Its id alone.
+    Id,
+    /// Its log until it stops, then the task (`--wait`).
+    Wait,
 }
 
 /// Submits a spec and prints what became of it (`submit`, `elaborate
@@ -457,7 +478,7 @@ pub(super) async fn submit_spec(
     mut client: Client,
     spec: &TaskSpec,
     idempotency_key: String,
-    wait: bool,
+    shown: Shown,
     connection: &Connection,
 ) -> Result<(), Failure> {
     let response = client
@@ -469,10 +490,12 @@ pub(super) async fn submit_spec(
         .await?
         .into_inner();
     let task = decode_task(response.task)?;
-    if wait {
+    if shown == Shown::Wait {
         return submit_and_wait(client, task, response.created, connection).await;
     }
-    if connection.json {
+    if shown == Shown::Id {
+        println!("{}", task.id);
+    } else if connection.json {
         output::json(&serde_json::json!({ "task": task, "created": response.created }));
     } else if response.created {
         println!("submitted {} ({})", task.id, task.state);
