@@ -168,11 +168,16 @@ async fn limits_map_to_states() {
     ];
     let turns = wait_for(&mut client, &turns.id, &finals).await;
     assert_eq!(turns.state, pb::TaskState::Failed as i32);
+    // `max_turns` 1 is one model turn taken (the real CLI reports the
+    // refused second one in `num_turns`; the record does not).
     assert!(
-        turns.state_reason.contains("turn limit"),
+        turns
+            .state_reason
+            .contains("turn limit: 1 model turn(s) taken"),
         "{}",
         turns.state_reason
     );
+    assert_eq!(executions(&mut client, &turns.id).await[0].turns, 1);
     let budget = wait_for(&mut client, &budget.id, &finals).await;
     assert_eq!(
         budget.state,

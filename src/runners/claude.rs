@@ -350,7 +350,15 @@ impl ClaudeStream {
         let api_status = result["api_error_status"].as_u64();
         outcome.verdict = match (subtype, is_error, api_status) {
             ("error_max_turns", _, _) => {
-                Verdict::Failed(format!("reached the turn limit ({} turns)", outcome.turns))
+                // Claude Code counts the turn it refused to start: a run
+                // stopped by `--max-turns=1` reports `num_turns: 2`. The
+                // turns taken are one fewer.
+                outcome.turns = outcome.turns.saturating_sub(1);
+                Verdict::Failed(format!(
+                    "reached the turn limit: {} model turn(s) taken, and the agent had more to do \
+                     (a turn is one model reply; acting on a tool's result takes another)",
+                    outcome.turns
+                ))
             }
             ("error_max_budget_usd", _, _) => Verdict::BudgetExceeded(format!(
                 "reached the budget (spent ${:.4})",
@@ -485,8 +493,14 @@ mod tests {
         assert_eq!(ok.verdict, Verdict::Succeeded);
         assert!(ok.cost_usd > 0.0 && ok.turns >= 2 && !ok.session_id.is_empty());
         assert!(extract_summary(&ok.final_text).is_some());
+        // `--max-turns=1`: the CLI reports `num_turns: 2`, counting the
+        // turn it refused; one was taken.
+        let turns = outcome(dir("turns"), 1);
+        assert_eq!(turns.turns, 1);
         assert!(
-            matches!(outcome(dir("turns"), 1).verdict, Verdict::Failed(m) if m.contains("turn limit"))
+            matches!(&turns.verdict, Verdict::Failed(m) if m.contains("turn limit: 1 model turn(s) taken")),
+            "{:?}",
+            turns.verdict
         );
         assert!(matches!(
             outcome(dir("budget"), 1).verdict,
