@@ -704,3 +704,78 @@ async fn an_unanswered_question_times_out_when_configured() {
         timed_out.state_reason
     );
 }
+
+/// The events of an execution's log as StreamLogs sends them.
+async fn streamed(
+    client: &mut Client,
+    execution_id: &str,
+    include_debug: bool,
+) -> Vec<pb::LogEvent> {
+    let mut stream = client
+        .stream_logs(pb::StreamLogsRequest {
+            execution_id: execution_id.into(),
+            include_debug,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(item) = tokio_stream::StreamExt::next(&mut stream).await {
+        events.extend(item.unwrap().event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn agent_chatter_stays_in_the_log_file_but_out_of_the_streamed_log() {
+    if !all_installed("agent_chatter_stays_in_the_log_file_but_out_of_the_streamed_log") {
+        return;
+    }
+    let gemini = GeminiMock::start(gemini_mock::Script::write_file("g.txt", "g"));
+    let codex = OpenAiMock::start(openai_mock::Script::write_file("x.txt", "x"));
+    let server = server(|c| {
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+    // What each CLI prints on stderr at every run (seen with the pinned
+    // versions), and what a person must see instead: nothing on stderr.
+    for (agent, chatter) in [
+        (pb::AgentType::Gemini, "YOLO mode is enabled"),
+        (pb::AgentType::Codex, "Reading additional input from stdin"),
+    ] {
+        let task = submit(&mut client, agent_spec(agent, "create the file")).await;
+        wait_completed(&mut client, &task.id).await;
+        let run = executions(&mut client, &task.id).await.remove(0);
+        let read = streamed(&mut client, &run.id, false).await;
+        let noisy: Vec<&pb::LogEvent> = read
+            .iter()
+            .filter(|e| {
+                e.kind == pb::LogEventKind::Stderr as i32
+                    || e.kind == pb::LogEventKind::Debug as i32
+            })
+            .collect();
+        assert!(noisy.is_empty(), "{agent:?}: {noisy:?}");
+        assert!(
+            read.iter()
+                .any(|e| e.kind == pb::LogEventKind::Result as i32)
+        );
+        // Asked for, the chatter comes back as debug events, at its place.
+        let all = streamed(&mut client, &run.id, true).await;
+        assert!(
+            all.iter()
+                .any(|e| e.kind == pb::LogEventKind::Debug as i32 && e.text.contains(chatter)),
+            "{agent:?}: {all:?}"
+        );
+        assert!(all.len() > read.len());
+        // And the log file keeps every line the CLI wrote.
+        let file = std::fs::read_to_string(&run.log_path).unwrap();
+        assert!(
+            file.lines()
+                .any(|l| l.contains(r#""kind":"debug""#) && l.contains(chatter)),
+            "{agent:?}: {file}"
+        );
+    }
+}

@@ -149,7 +149,7 @@ async fn rebuild_from_log(
         .unwrap_or_default();
     let agent_lines: Vec<String> = events
         .iter()
-        .filter(|e| e.kind != LogKind::Stderr && !e.raw.is_empty())
+        .filter(|e| !matches!(e.kind, LogKind::Stderr | LogKind::Debug) && !e.raw.is_empty())
         .map(|e| e.raw.clone())
         .collect();
     if let Some(runner) = runners.get(&execution.agent) {

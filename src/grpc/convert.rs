@@ -134,6 +134,7 @@ pub fn log_kind_to_pb(kind: LogKind) -> pb::LogEventKind {
         LogKind::Result => pb::LogEventKind::Result,
         LogKind::Stderr => pb::LogEventKind::Stderr,
         LogKind::Question => pb::LogEventKind::Question,
+        LogKind::Debug => pb::LogEventKind::Debug,
     }
 }
 

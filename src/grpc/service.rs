@@ -8,6 +8,7 @@ use super::convert::{
     submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
+use crate::core::logs::LogKind;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
 use crate::core::watch::WatchQuery;
@@ -209,11 +210,13 @@ impl ClaudomatorService for Api {
             .stream_logs(&req.execution_id, &req.task_id, req.from_offset, req.follow)
             .await?;
         let events = tokio_stream::wrappers::ReceiverStream::new(events);
-        let responses = tokio_stream::StreamExt::map(events, |item| match item {
-            Ok(item) => Ok(pb::StreamLogsResponse {
+        let include_debug = req.include_debug;
+        let responses = tokio_stream::StreamExt::filter_map(events, move |item| match item {
+            Ok(item) if item.event.kind == LogKind::Debug && !include_debug => None,
+            Ok(item) => Some(Ok(pb::StreamLogsResponse {
                 event: Some(log_event_to_pb(&item.execution_id.to_string(), &item.event)),
-            }),
-            Err(e) => Err(e.into()),
+            })),
+            Err(e) => Some(Err(e.into())),
         });
         Ok(Response::new(Box::pin(responses)))
     }

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::confine::Launch;
 use super::{
     AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, write_config_file,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, starts_with_any,
+    write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -19,6 +20,11 @@ use crate::core::model::AgentType;
 const PROVIDER: &str = "claudomator";
 const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
 const INSTALL_HINT: &str = "npm install -g @openai/codex, or set [agents.codex] command";
+
+/// What Codex prints on stderr at every run (0.169.0: it looks for more
+/// input on a stdin that is not a terminal, even `/dev/null`): not about
+/// the task.
+const CHATTER: &[&str] = &["Reading additional input from stdin..."];
 
 pub struct CodexRunner {
     command: CommandSpec,
@@ -223,6 +229,10 @@ pub struct CodexStream {
 }
 
 impl StreamParser for CodexStream {
+    fn is_chatter(&self, stderr_line: &str) -> bool {
+        starts_with_any(stderr_line, CHATTER)
+    }
+
     fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return (LogKind::Text, line.to_string(), Value::Null);

@@ -13,7 +13,7 @@ use super::confine::Launch;
 use super::{
     AgentProbe, AskError, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner,
     StreamParser, Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli,
-    replay, run_cli, write_config_file,
+    replay, run_cli, starts_with_any, write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -33,6 +33,16 @@ const EXIT_TURN_LIMIT: i32 = 53;
 const EXIT_API_RETRIES: i32 = 173;
 
 const INSTALL_HINT: &str = "npm install -g @google/gemini-cli, or set [agents.gemini] command";
+
+/// What Gemini CLI prints on stderr at every run (0.61.0, headless, as
+/// the runner starts it): not about the task.
+const CHATTER: &[&str] = &[
+    "Warning: 256-color support not detected.",
+    "YOLO mode is enabled. All tool calls will be automatically approved.",
+    "Ripgrep is not available. Falling back to GrepTool.",
+    // Its start-up profiler: "[STARTUP] Phase '…' was started but never ended."
+    "[STARTUP] ",
+];
 
 impl GeminiRunner {
     pub fn new(command: CommandSpec, prices: Arc<PriceTable>) -> Self {
@@ -221,6 +231,10 @@ pub struct GeminiStream {
 }
 
 impl StreamParser for GeminiStream {
+    fn is_chatter(&self, stderr_line: &str) -> bool {
+        starts_with_any(stderr_line, CHATTER)
+    }
+
     fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return (LogKind::Text, line.to_string(), Value::Null);
@@ -496,6 +510,24 @@ mod tests {
     }
 
     /// The recorded streams of the real CLI, and what each must give.
+    /// The stderr lines of every run (recorded from 0.61.0) are chatter;
+    /// anything else stays a stderr event.
+    #[test]
+    fn known_stderr_lines_are_chatter() {
+        let parser = GeminiStream::default();
+        for line in [
+            "Warning: 256-color support not detected. Using a terminal with at least 256-color support is recommended for a better visual experience.",
+            "YOLO mode is enabled. All tool calls will be automatically approved.",
+            "Ripgrep is not available. Falling back to GrepTool.",
+            "[STARTUP] Phase 'load_settings' was started but never ended. Skipping metrics.",
+        ] {
+            assert!(parser.is_chatter(line), "{line}");
+        }
+        for line in ["Error: invalid API key", "YOLO", "Warning: disk full"] {
+            assert!(!parser.is_chatter(line), "{line}");
+        }
+    }
+
     #[test]
     fn recorded_streams() {
         let stream = include_str!("../../tests/fixtures/agent-cli/gemini-stream.jsonl");
