@@ -127,7 +127,7 @@ async fn three_agents_run_side_by_side_with_the_same_record() {
             run.input_tokens > 0 && run.output_tokens > 0,
             "{agent:?} tokens"
         );
-        assert!(run.cost_usd > 0.0, "{agent:?} cost");
+        assert!(run.cost_usd > 0.0 && !run.cost_unknown, "{agent:?} cost");
         assert_eq!(
             run.cost_estimated,
             *agent != pb::AgentType::Claude,
@@ -778,4 +778,73 @@ async fn agent_chatter_stays_in_the_log_file_but_out_of_the_streamed_log() {
             "{agent:?}: {file}"
         );
     }
+}
+
+/// Codex on a model the price table lacks: the cost is unknown (not
+/// `$0.0000 (estimated)`) through the API and the CLI, and `doctor` names
+/// the model with the `[prices]` line to add.
+#[tokio::test]
+async fn an_unpriced_model_has_an_unknown_cost_and_doctor_names_its_price_line() {
+    if codex_or_skip("an_unpriced_model_has_an_unknown_cost_and_doctor_names_its_price_line")
+        .is_none()
+    {
+        return;
+    }
+    let codex = OpenAiMock::start(openai_mock::Script::write_file("x.txt", "x"));
+    let server = server(|c| {
+        configure_codex(c, &codex);
+        c.prices.remove(CODEX_MODEL);
+    })
+    .await;
+    let mut client = server.client().await;
+    let task = submit(
+        &mut client,
+        agent_spec(pb::AgentType::Codex, "create x.txt"),
+    )
+    .await;
+    wait_completed(&mut client, &task.id).await;
+    let run = executions(&mut client, &task.id).await.remove(0);
+    assert!(run.cost_unknown, "{run:?}");
+    assert!(run.input_tokens > 0 && run.output_tokens > 0, "{run:?}");
+
+    let status = client
+        .get_system_status(pb::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let prices = status.prices.unwrap();
+    let line = format!(r#""{CODEX_MODEL}" = {{ input_per_mtok = IN, output_per_mtok = OUT }}"#);
+    assert!(
+        !prices.ok && prices.detail.contains(&line),
+        "{}",
+        prices.detail
+    );
+    assert!(prices.detail.contains("[prices]"), "{}", prices.detail);
+
+    // The real binary (async: the server runs on this test's runtime).
+    let url = server.url();
+    let cli = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudomator"))
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["execution", &run.id]).await;
+    assert!(shown.contains("cost:          unknown"), "{shown}");
+    assert!(!shown.contains("$0.0000"), "{shown}");
+    let got = cli(&["get", &task.id]).await;
+    assert!(
+        got.contains("cost:          unknown over 1 attempt"),
+        "{got}"
+    );
+    let doctor = cli(&["doctor"]).await;
+    assert!(
+        doctor
+            .lines()
+            .any(|l| l.starts_with("prices") && l.contains(&line)),
+        "{doctor}"
+    );
 }

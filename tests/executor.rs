@@ -304,6 +304,67 @@ async fn cancel_and_timeout_end_the_agent_and_leave_no_process() {
     );
 }
 
+/// A run that ends without the agent's result (cancelled, timed out)
+/// keeps the tokens and turns its log carries, priced from the table:
+/// never the 0 tokens and $0 of a run that did nothing.
+#[tokio::test]
+async fn cancelled_and_timed_out_runs_keep_the_usage_their_logs_carry() {
+    if claude_or_skip("cancelled_and_timed_out_runs_keep_the_usage_their_logs_carry").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // A tool call every turn, forever: usage in the log from the first one.
+    let mock = AnthropicMock::start(Script::ManyTurns);
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.prices.insert(
+            "claude-sonnet-4-5".into(),
+            claudomator::runners::Price {
+                input_per_mtok: 3.0,
+                output_per_mtok: 15.0,
+            },
+        );
+    })
+    .await;
+    let mut client = server.client().await;
+    let cancelled = submit(&mut client, claude_spec("keep going")).await;
+    let mut timed = claude_spec("keep going until stopped");
+    timed.timeout = "3s".into();
+    let timed = submit(&mut client, timed).await;
+    wait_for(&mut client, &cancelled.id, &[pb::TaskState::Running]).await;
+    assert!(
+        eventually(|| mock.messages_calls() >= 4).await,
+        "turns went by"
+    );
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            id: cancelled.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    for (task, state) in [
+        (&cancelled, pb::ExecutionState::Cancelled),
+        (&timed, pb::ExecutionState::TimedOut),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run = loop {
+            let run = executions(&mut client, &task.id).await.remove(0);
+            if run.ended_at.is_some() {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "the execution did not end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(run.state, state as i32, "{}", run.error);
+        assert!(run.input_tokens > 0 && run.output_tokens > 0, "{run:?}");
+        assert!(run.turns >= 1, "{run:?}");
+        assert!(
+            run.cost_usd > 0.0 && run.cost_estimated && !run.cost_unknown,
+            "{run:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn two_subscribers_follow_one_execution_live() {
     if claude_or_skip("two_subscribers_follow_one_execution_live").is_none() {

@@ -161,6 +161,7 @@ async fn rebuild_from_log(
         execution.output_tokens = seen.output_tokens;
         execution.cost_usd = seen.cost_usd;
         execution.cost_estimated = seen.cost_estimated;
+        execution.cost_unknown = seen.cost_unknown;
         execution.turns = seen.turns;
     }
     if let Ok(mut log) = tasks.logs().writer(execution.id) {

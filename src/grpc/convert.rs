@@ -322,6 +322,7 @@ pub fn execution_to_pb(e: &Execution) -> pb::Execution {
         session_id: e.session_id.clone(),
         cost_usd: e.cost_usd,
         cost_estimated: e.cost_estimated,
+        cost_unknown: e.cost_unknown,
         input_tokens: e.input_tokens,
         output_tokens: e.output_tokens,
         turns: e.turns,
@@ -362,6 +363,7 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
         session_id: e.session_id,
         cost_usd: e.cost_usd,
         cost_estimated: e.cost_estimated,
+        cost_unknown: e.cost_unknown,
         input_tokens: e.input_tokens,
         output_tokens: e.output_tokens,
         turns: e.turns,
@@ -420,6 +422,7 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         local_model: Some(check(&s.local_model)),
         notifications: Some(check(&s.notifications)),
         isolation: Some(check(&s.isolation)),
+        prices: Some(check(&s.prices)),
         cluster: Some(check(&s.cluster)),
     }
 }

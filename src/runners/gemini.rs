@@ -226,6 +226,8 @@ pub struct GeminiStream {
     /// The last complete assistant message.
     last_text: String,
     tool_calls: u32,
+    /// The model answered (a message or a tool call).
+    answered: bool,
     result: Option<Value>,
     last_error: String,
 }
@@ -250,6 +252,7 @@ impl StreamParser for GeminiStream {
                 )
             }
             "message" if event["role"] == "assistant" => {
+                self.answered = true;
                 let chunk = str_of(&event["content"]);
                 if event["delta"].as_bool() == Some(true) {
                     self.text.push_str(&chunk);
@@ -267,6 +270,7 @@ impl StreamParser for GeminiStream {
             }
             "tool_use" => {
                 self.close_message();
+                self.answered = true;
                 self.tool_calls += 1;
                 let params = &event["parameters"];
                 let target = ["file_path", "command", "path", "pattern", "url"]
@@ -325,8 +329,11 @@ impl StreamParser for GeminiStream {
         outcome.final_text = self.last_text.clone();
         outcome.turns = self.tool_calls + 1;
         outcome.cost_estimated = true;
-        if let Some(result) = &self.result {
-            self.read_stats(&result["stats"], &mut outcome);
+        match &self.result {
+            Some(result) => self.read_stats(&result["stats"], &mut outcome),
+            // Usage comes only with the result: a run cut short after the
+            // model answered used tokens nobody counted.
+            None => outcome.cost_unknown = self.answered,
         }
         if stopped {
             outcome.verdict = Verdict::Stopped;
@@ -403,16 +410,25 @@ impl GeminiStream {
         outcome.input_tokens = tokens(stats, "input_tokens");
         outcome.output_tokens = tokens(stats, "output_tokens");
         let mut cost = 0.0;
+        // A model with tokens and no price: the cost is not known.
+        let mut unknown = false;
+        let mut price = |model: &str, input: u64, output: u64| match estimate_cost(
+            &self.prices,
+            model,
+            input,
+            output,
+        ) {
+            Some(c) => cost += c,
+            None => unknown |= input + output > 0,
+        };
         match stats["models"].as_object() {
             Some(models) if !models.is_empty() => {
                 for (model, usage) in models {
-                    cost += estimate_cost(
-                        &self.prices,
+                    price(
                         model,
                         tokens(usage, "input_tokens"),
                         tokens(usage, "output_tokens"),
-                    )
-                    .unwrap_or_default();
+                    );
                 }
                 if outcome.model.is_empty() || outcome.model == "auto" {
                     // The router answers too; the main model wrote the most.
@@ -423,17 +439,10 @@ impl GeminiStream {
                         .unwrap_or_default();
                 }
             }
-            _ => {
-                cost = estimate_cost(
-                    &self.prices,
-                    &outcome.model,
-                    outcome.input_tokens,
-                    outcome.output_tokens,
-                )
-                .unwrap_or_default();
-            }
+            _ => price(&outcome.model, outcome.input_tokens, outcome.output_tokens),
         }
         outcome.cost_usd = cost;
+        outcome.cost_unknown = unknown;
     }
 }
 
@@ -509,7 +518,6 @@ mod tests {
         (parser.finish(exit, false), kinds)
     }
 
-    /// The recorded streams of the real CLI, and what each must give.
     /// The stderr lines of every run (recorded from 0.61.0) are chatter;
     /// anything else stays a stderr event.
     #[test]
@@ -528,6 +536,39 @@ mod tests {
         }
     }
 
+    /// A model missing from the price table, or a run cut short after the
+    /// model answered (usage comes only with the result): the cost is
+    /// unknown, not $0.
+    #[test]
+    fn an_unpriced_model_or_a_cut_run_has_an_unknown_cost() {
+        let stream = include_str!("../../tests/fixtures/agent-cli/gemini-stream.jsonl");
+        let mut parser = GeminiStream::default();
+        for line in stream.lines() {
+            parser.read_line(line);
+        }
+        let unpriced = parser.finish(Some(0), false);
+        assert_eq!(unpriced.verdict, Verdict::Succeeded);
+        assert!(unpriced.cost_unknown && unpriced.input_tokens == 2468);
+
+        let (priced, _) = read(stream, Some(0));
+        assert!(!priced.cost_unknown);
+
+        let cut: Vec<String> = stream
+            .lines()
+            .filter(|l| !l.contains(r#""type":"result""#))
+            .map(String::from)
+            .collect();
+        let runner = GeminiRunner::new(CommandSpec::default(), prices());
+        let stopped = runner.recover(GEMINI_FLASH, &cut);
+        assert_eq!(stopped.verdict, Verdict::Stopped);
+        assert!(stopped.cost_unknown);
+        // Stopped before the model answered: nothing was used.
+        assert!(!runner.recover(GEMINI_FLASH, &cut[..2]).cost_unknown);
+    }
+
+    const GEMINI_FLASH: &str = "gemini-2.5-flash";
+
+    /// The recorded streams of the real CLI, and what each must give.
     #[test]
     fn recorded_streams() {
         let stream = include_str!("../../tests/fixtures/agent-cli/gemini-stream.jsonl");

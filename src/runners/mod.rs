@@ -74,6 +74,15 @@ pub fn estimate_cost(prices: &PriceTable, model: &str, input: u64, output: u64) 
     Some(input as f64 / 1e6 * price.input_per_mtok + output as f64 / 1e6 * price.output_per_mtok)
 }
 
+/// The `[prices]` line for a model, its prices to fill in:
+/// `"gpt-5.5" = { input_per_mtok = IN, output_per_mtok = OUT }`.
+pub fn price_line(model: &str) -> String {
+    format!(
+        "{} = {{ input_per_mtok = IN, output_per_mtok = OUT }}",
+        toml::Value::String(model.to_string())
+    )
+}
+
 /// Reads one agent's stdout, line by line, into log events and an outcome.
 pub trait StreamParser: Send {
     /// One stdout line: its log kind, a one-line human reading, the payload.

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007TaskBaseRef),
             Box::new(M0008Servers),
             Box::new(M0009TaskChanges),
+            Box::new(M0010CostUnknown),
         ]
     }
 }
@@ -637,6 +638,42 @@ impl MigrationTrait for M0009TaskChanges {
                     .col(ColumnDef::new(TaskChange::Reason).text().not_null())
                     .col(ColumnDef::new(TaskChange::At).big_integer().not_null())
                     .col(ColumnDef::new(TaskChange::Origin).text().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// An execution whose cost is not known (no price for its model, or the
+/// agent stopped before it reported usage), rather than $0.
+struct M0010CostUnknown;
+
+impl MigrationName for M0010CostUnknown {
+    fn name(&self) -> &str {
+        "m0010_cost_unknown"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV10 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    CostUnknown,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0010CostUnknown {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ExecutionV10::Table)
+                    .add_column(
+                        ColumnDef::new(ExecutionV10::CostUnknown)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .to_owned(),
             )
             .await
