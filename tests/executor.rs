@@ -811,3 +811,79 @@ async fn a_backlog_of_claude_at_its_limit_does_not_hold_back_a_local_task() {
     );
     assert_eq!(mock.max_in_flight(), 1, "claude stayed at its limit");
 }
+
+/// `SubmitTask` says when no live server can run the task's agent (still
+/// accepting it), refuses it with `require_agent`, and counts an agent
+/// another live server sharing the database announced.
+#[tokio::test]
+async fn submit_says_when_no_live_server_runs_the_agent_and_require_agent_refuses() {
+    if claude_or_skip("submit_says_when_no_live_server_runs_the_agent_and_require_agent_refuses")
+        .is_none()
+    {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::write_file("x.txt", "x"));
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.agents.gemini.command = "/nonexistent/gemini".into();
+    })
+    .await;
+    let mut client = server.client().await;
+    let request = |agent: pb::AgentType, require_agent: bool| pb::SubmitTaskRequest {
+        spec: Some(agent_spec(agent, "work")),
+        require_agent,
+        ..Default::default()
+    };
+    let refused = client
+        .submit_task(request(pb::AgentType::Gemini, true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let message = refused.message();
+    assert!(
+        message.starts_with("spec.agent.type: no live server can run agent gemini now")
+            && message.contains("not installed"),
+        "{message}"
+    );
+    assert!(
+        common::all_tasks(&mut client).await.is_empty(),
+        "nothing stored"
+    );
+
+    let accepted = client
+        .submit_task(request(pb::AgentType::Gemini, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.created);
+    assert!(
+        accepted
+            .agent_unavailable
+            .contains("no live server can run agent gemini now"),
+        "{}",
+        accepted.agent_unavailable
+    );
+    let claude = client
+        .submit_task(request(pb::AgentType::Claude, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claude.agent_unavailable, "");
+
+    // Another live server that runs gemini: the agent is available.
+    let store = server.open_store().await;
+    store
+        .announce_server(
+            "elsewhere",
+            Some(&[claudomator::core::model::AgentType::Gemini]),
+            claudomator::core::model::now_millis(),
+        )
+        .await
+        .unwrap();
+    let elsewhere = client
+        .submit_task(request(pb::AgentType::Gemini, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(elsewhere.agent_unavailable, "");
+}

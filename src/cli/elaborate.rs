@@ -89,7 +89,15 @@ pub async fn elaborate(args: ElaborateArgs) -> Result<(), Failure> {
     if !args.submit {
         return Ok(());
     }
-    submit_spec(client, &spec, String::new(), args.wait, &args.connection).await
+    submit_spec(
+        client,
+        &spec,
+        String::new(),
+        args.wait,
+        false,
+        &args.connection,
+    )
+    .await
 }
 
 /// The spec as a TOML task file, as `submit --file` reads it.

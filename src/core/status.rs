@@ -216,6 +216,68 @@ impl StatusService {
         }
     }
 
+    /// Why no live server can run `agent` now, if none can: not this one
+    /// (its CLI missing, or no executor here) and no other seen within a
+    /// lease announced it. For `auto`: no agent at all.
+    pub async fn agent_unavailable(&self, agent: AgentType) -> CoreResult<Option<String>> {
+        let here: Vec<(AgentType, Option<String>)> = self
+            .runners
+            .iter()
+            .filter(|r| agent == AgentType::Auto || r.agent() == agent)
+            .map(|r| (r.agent(), r.unavailable()))
+            .collect();
+        if self.config.executor_enabled && here.iter().any(|(_, why)| why.is_none()) {
+            return Ok(None);
+        }
+        let since = super::model::now_millis() - self.config.lease.as_millis() as i64;
+        let others: Vec<(String, Vec<AgentType>)> = self
+            .tasks
+            .store()
+            .servers_seen_since(since)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != self.config.server_id)
+            .collect();
+        let runs_it = |agents: &[AgentType]| {
+            agents
+                .iter()
+                .any(|a| agent == AgentType::Auto || *a == agent)
+        };
+        if others.iter().any(|(_, agents)| runs_it(agents)) {
+            return Ok(None);
+        }
+        let local = if !self.config.executor_enabled {
+            "this server runs no tasks (its executor is off)".to_string()
+        } else if here.is_empty() {
+            format!("this server has no {agent} agent configured")
+        } else {
+            let reasons: Vec<String> = here
+                .into_iter()
+                .filter_map(|(a, why)| why.map(|why| format!("{a}: {why}")))
+                .collect();
+            format!("here {}", reasons.join("; "))
+        };
+        let elsewhere = if others.is_empty() {
+            "no other live server shares the database".to_string()
+        } else {
+            let listed: Vec<String> = others
+                .iter()
+                .map(|(id, agents)| {
+                    let names: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
+                    format!("{id} ({})", names.join(", "))
+                })
+                .collect();
+            format!("the other live servers run none: {}", listed.join(", "))
+        };
+        let what = match agent {
+            AgentType::Auto => "any agent".to_string(),
+            _ => format!("agent {agent}"),
+        };
+        Ok(Some(format!(
+            "no live server can run {what} now: {local}; {elsewhere}"
+        )))
+    }
+
     /// "this server a; 2 servers …: a (claude, local), b (gemini)".
     async fn cluster_check(&self) -> Check {
         let lease = self.config.lease;

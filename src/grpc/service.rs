@@ -9,6 +9,7 @@ use super::convert::{
 };
 use crate::core::elaborate::Elaborator;
 use crate::core::logs::LogKind;
+use crate::core::model::AgentType;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
 use crate::core::watch::WatchQuery;
@@ -48,12 +49,30 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Reply<pb::SubmitTaskResponse> {
-        let request = submit_from_pb(request.into_inner());
+        let request = request.into_inner();
+        let require_agent = request.require_agent;
+        let request = submit_from_pb(request);
         check::check_client_submit(&request)?;
+        // The agent as validation reads it (empty: auto); a name it refuses
+        // is left to validation's error.
+        let agent = match request.spec.agent.agent_type.trim() {
+            "" => Some(AgentType::Auto),
+            name => name.parse::<AgentType>().ok(),
+        };
+        let agent_unavailable = match agent {
+            Some(agent) => self.status.agent_unavailable(agent).await?,
+            None => None,
+        };
+        if require_agent && let Some(why) = &agent_unavailable {
+            return Err(Status::failed_precondition(format!(
+                "spec.agent.type: {why}; refused (require_agent), nothing was stored"
+            )));
+        }
         let (task, created) = self.tasks.submit(request).await?;
         Ok(Response::new(pb::SubmitTaskResponse {
             task: Some(task_to_pb(&task)),
             created,
+            agent_unavailable: agent_unavailable.unwrap_or_default(),
         }))
     }
 
