@@ -18,7 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007TaskBaseRef),
             Box::new(M0008Servers),
             Box::new(M0009TaskChanges),
-            Box::new(M0010CostUnknown),
+            Box::new(M0011CostUnknown),
         ]
     }
 }
@@ -645,31 +645,32 @@ impl MigrationTrait for M0009TaskChanges {
 }
 
 /// An execution whose cost is not known (no price for its model, or the
-/// agent stopped before it reported usage), rather than $0.
-struct M0010CostUnknown;
+/// agent stopped before it reported usage), rather than $0. Numbered 11:
+/// main's 10 (`m0010_task_start_from`) comes before it once merged.
+struct M0011CostUnknown;
 
-impl MigrationName for M0010CostUnknown {
+impl MigrationName for M0011CostUnknown {
     fn name(&self) -> &str {
-        "m0010_cost_unknown"
+        "m0011_cost_unknown"
     }
 }
 
 #[derive(DeriveIden)]
-enum ExecutionV10 {
+enum ExecutionV11 {
     #[sea_orm(iden = "execution")]
     Table,
     CostUnknown,
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0010CostUnknown {
+impl MigrationTrait for M0011CostUnknown {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(
                 Table::alter()
-                    .table(ExecutionV10::Table)
+                    .table(ExecutionV11::Table)
                     .add_column(
-                        ColumnDef::new(ExecutionV10::CostUnknown)
+                        ColumnDef::new(ExecutionV11::CostUnknown)
                             .boolean()
                             .not_null()
                             .default(false),
