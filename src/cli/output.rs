@@ -320,10 +320,10 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
 /// (estimated)`, or `unknown` (never a $0 that is not one).
 fn cost(e: &Execution) -> String {
     match (e.cost_unknown, e.cost_estimated) {
-        (true, _) if e.model.is_empty() => "unknown".to_string(),
         (true, _) => format!(
-            "unknown (model {}; `claudomator doctor` says more)",
-            e.model
+            "unknown (no price for model {}, or no usage reported before the run ended; \
+             `claudomator doctor` names models to price)",
+            if e.model.is_empty() { "?" } else { &e.model }
         ),
         (false, true) => format!("${:.4} (estimated)", e.cost_usd),
         (false, false) => format!("${:.4}", e.cost_usd),
