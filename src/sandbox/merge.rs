@@ -187,16 +187,8 @@ async fn combine(
         .output()
         .await?;
     if !out.status.success() {
-        let conflicts = git(scratch, ["diff", "--name-only", "-z", "--diff-filter=U"])
-            .run()
-            .await
-            .unwrap_or_default();
+        let files = git::conflicted(scratch).await.unwrap_or_default();
         let _ = git(scratch, [verb, "--abort"]).output().await;
-        let files: Vec<String> = conflicts
-            .split('\0')
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect();
         if files.is_empty() {
             return Err(git::failed(verb, scratch, &out));
         }

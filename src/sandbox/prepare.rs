@@ -108,15 +108,10 @@ pub(super) async fn resolve_ref(
 /// The tracked files with uncommitted changes (staged or not): a sandbox
 /// from HEAD does not have them.
 pub(super) async fn uncommitted(repo: &Path) -> Result<Vec<String>, SandboxError> {
-    let changed = git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
+    git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
         .user_config()
-        .run()
-        .await?;
-    Ok(changed
-        .split('\0')
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect())
+        .names()
+        .await
 }
 
 /// `files` for a message: the first few, and how many more.
@@ -192,14 +187,7 @@ pub(super) async fn merge_in(
             .output()
             .await?;
         if !merged.status.success() {
-            let conflicts = git(dir, ["diff", "--name-only", "-z", "--diff-filter=U"])
-                .run()
-                .await?;
-            let files: Vec<String> = conflicts
-                .split('\0')
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect();
+            let files = git::conflicted(dir).await?;
             if files.is_empty() {
                 return Err(git::failed("merge", dir, &merged));
             }

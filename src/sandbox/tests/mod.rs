@@ -98,6 +98,16 @@ impl World {
     }
 }
 
+/// Task `id` of `project` done: `file` written with `text`, committed,
+/// delivered to the project as its branch, its sandbox removed.
+async fn finished_task(cfg: &SandboxConfig, project: &Path, id: &str, file: &str, text: &str) {
+    let sandbox = Sandbox::prepare(cfg, "demo", project, id).await.unwrap();
+    write(&sandbox.path, file, text);
+    sandbox.commit_all(cfg, id).await.unwrap();
+    deliver(&sandbox).await.unwrap();
+    sandbox.finish(cfg, true).await.unwrap();
+}
+
 fn write(dir: &Path, file: &str, content: &str) {
     fs::write(dir.join(file), content).unwrap();
 }
@@ -324,19 +334,8 @@ async fn a_task_starts_from_the_work_of_the_tasks_it_depends_on() {
     let project = world.project("demo");
     let cfg = world.cfg(false);
     // Two finished tasks, each with its branch in the project.
-    let work = |id: &'static str, file: &'static str, text: &'static str| {
-        let cfg = cfg.clone();
-        let project = project.clone();
-        async move {
-            let sandbox = Sandbox::prepare(&cfg, "demo", &project, id).await.unwrap();
-            write(&sandbox.path, file, text);
-            sandbox.commit_all(&cfg, id).await.unwrap();
-            deliver(&sandbox).await.unwrap();
-            sandbox.finish(&cfg, true).await.unwrap();
-        }
-    };
-    work("SCHEMA", "schema.sql", "create table t;\n").await;
-    work("API", "api.rs", "fn api() {}\n").await;
+    finished_task(&cfg, &project, "SCHEMA", "schema.sql", "create table t;\n").await;
+    finished_task(&cfg, &project, "API", "api.rs", "fn api() {}\n").await;
 
     let one = Sandbox::prepare_from(
         &cfg,
@@ -375,7 +374,14 @@ async fn a_task_starts_from_the_work_of_the_tasks_it_depends_on() {
     assert_eq!(changes.files, vec![change("docs.md", 1, 0)]);
 
     // Work that conflicts: refused, naming the file, nothing left behind.
-    work("OTHER", "schema.sql", "create table other;\n").await;
+    finished_task(
+        &cfg,
+        &project,
+        "OTHER",
+        "schema.sql",
+        "create table other;\n",
+    )
+    .await;
     let clash = Base::Tasks(vec!["SCHEMA".into(), "OTHER".into()]);
     let err = Sandbox::prepare_from(&cfg, "demo", &project, "CLASH", &clash)
         .await

@@ -62,19 +62,9 @@ async fn merge_takes_a_task_branch_into_a_project_branch_or_changes_nothing() {
     let world = World::new();
     let project = world.project("demo");
     let cfg = world.cfg(false);
-    let finished = |id: &'static str, file: &'static str, text: &'static str| {
-        let (cfg, project) = (cfg.clone(), project.clone());
-        async move {
-            let sandbox = Sandbox::prepare(&cfg, "demo", &project, id).await.unwrap();
-            write(&sandbox.path, file, text);
-            sandbox.commit_all(&cfg, id).await.unwrap();
-            deliver(&sandbox).await.unwrap();
-            sandbox.finish(&cfg, true).await.unwrap();
-        }
-    };
-    finished("ONE", "one.txt", "one\n").await;
-    finished("TWO", "README.md", "# two\n").await;
-    finished("CLASH", "README.md", "# clash\n").await;
+    finished_task(&cfg, &project, "ONE", "one.txt", "one\n").await;
+    finished_task(&cfg, &project, "TWO", "README.md", "# two\n").await;
+    finished_task(&cfg, &project, "CLASH", "README.md", "# clash\n").await;
 
     // Into a branch that is not checked out: the checkout is untouched.
     world.git(&project, &["branch", "release"]);
