@@ -319,6 +319,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http = %http_addr,
         "claudomator listening on {grpc_addr}"
     );
+    info!(
+        "web board at {} (open it in a browser)",
+        board_url(grpc_addr)
+    );
     if config.projects.is_empty() {
         warn!(
             "no project: serve did not start inside a git repository and the config names no \
@@ -339,6 +343,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         local_model,
         _data_dir_lock: data_dir_lock,
     })
+}
+
+/// Where a browser on this machine opens the board: the gRPC address, with
+/// a wildcard listen address read as loopback.
+pub fn board_url(grpc_addr: SocketAddr) -> String {
+    let ip = match grpc_addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, grpc_addr.port()))
 }
 
 /// Runs until Ctrl-C or SIGTERM, then shuts down cleanly.

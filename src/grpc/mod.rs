@@ -2,7 +2,7 @@
 //! proto types. `serve` mounts the API, health and reflection on one listener,
 //! which speaks gRPC over HTTP/2 and gRPC-Web over HTTP/1.1 (browsers,
 //! `tonic_web`), behind the CORS check of [`cors`] and the same bearer-token
-//! interceptor for both.
+//! interceptor for both; the web board's files ([`board`]) on `GET`.
 //!
 //! A request message may be up to [`MAX_MESSAGE_BYTES`], more than any field's
 //! own limit, so an oversize field is refused by that limit, naming it. A
@@ -10,6 +10,7 @@
 //! INTERNAL), like every other bad input.
 
 pub mod auth;
+pub mod board;
 pub mod convert;
 pub mod cors;
 mod service;
@@ -65,10 +66,13 @@ pub async fn serve(
         // HTTP/2 with trailers. A plain HTTP/1.1 request that is not
         // gRPC-Web is answered 400 by tonic_web.
         .accept_http1(true)
-        // Outermost first: CORS decides before anything else runs; the
+        // Outermost first: the board answers every GET and HEAD (its files
+        // are public; calls are POSTs); CORS decides before anything else
+        // runs; the
         // status fix sees every answer; gRPC-Web is translated to gRPC next
         // to the services, so the interceptor and the handlers see one
         // protocol.
+        .layer(board::BoardLayer)
         .layer(cors::CorsLayer::new(cors_origins))
         .layer(tower::util::MapResponseLayer::new(
             malformed_messages_are_invalid_arguments,

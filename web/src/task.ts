@@ -1,0 +1,392 @@
+// One task, opened from the board (#/task/ID): what a person decides (the
+// question and its answer, accept, reject with feedback, cancel, retry), the
+// summary, the attempts, the spec and the live log.
+import {
+  describe,
+  ExecutionState,
+  Priority,
+  TaskState,
+  type Client,
+  type Execution,
+  type Task,
+} from "./api.js";
+import { agentName, stateName } from "./board.js";
+import { byId, count, date, duration, h, replace, usd } from "./dom.js";
+import { LogView } from "./log.js";
+
+export interface TaskApp {
+  client(): Client;
+  /** The task as the board's watch knows it (without instructions). */
+  known(id: string): Task | undefined;
+  toast(text: string): void;
+}
+
+const FINAL = [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.BUDGET_EXCEEDED, TaskState.FAILED, TaskState.TIMED_OUT];
+const RETRYABLE = [TaskState.FAILED, TaskState.TIMED_OUT, TaskState.BUDGET_EXCEEDED, TaskState.CANCELLED];
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+
+export class TaskView {
+  private panel = byId("task");
+  private id = "";
+  private task: Task | undefined;
+  private abort: AbortController | undefined;
+  private log = new LogView();
+  private actions = h("div", { class: "actions" });
+  private header = h("header", { class: "task-header" });
+  private summary = h("section", { class: "summary" });
+  private attempts = h("section", { class: "attempts" });
+  private spec = h("section", { class: "spec" });
+  private error = h("p", { class: "error", role: "alert" });
+  /** Bumped on each change of the open task; `changed` resolves then. */
+  private version = 0;
+  private wake: (() => void) | undefined;
+
+  constructor(private app: TaskApp) {}
+
+  get openId(): string {
+    return this.id;
+  }
+
+  open(id: string): void {
+    if (this.id === id) {
+      return;
+    }
+    this.close();
+    this.id = id;
+    this.task = this.app.known(id);
+    this.log = new LogView();
+    replace(
+      this.panel,
+      this.header,
+      this.error,
+      this.actions,
+      this.summary,
+      h("h3", {}, "Attempts"),
+      this.attempts,
+      h("details", { class: "spec-details" }, h("summary", {}, "Spec"), this.spec),
+      h("h3", {}, "Log"),
+      this.log.element,
+    );
+    this.panel.hidden = false;
+    document.body.classList.add("task-open");
+    this.error.textContent = "";
+    replace(this.attempts, h("p", { class: "empty" }, "loading"));
+    this.draw();
+    const abort = new AbortController();
+    this.abort = abort;
+    void this.load(id, abort.signal);
+    void this.follow(id, abort.signal);
+    this.panel.focus();
+  }
+
+  close(): void {
+    this.abort?.abort();
+    this.abort = undefined;
+    this.id = "";
+    this.task = undefined;
+    this.panel.hidden = true;
+    document.body.classList.remove("task-open");
+  }
+
+  /** The board's watch saw this task change. */
+  changed(task: Task): void {
+    if (task.id !== this.id) {
+      return;
+    }
+    const instructions = this.task?.spec?.instructions;
+    this.task = task;
+    if (task.spec && !task.spec.instructions && instructions) {
+      task.spec.instructions = instructions;
+    }
+    this.version++;
+    this.wake?.();
+    this.draw();
+  }
+
+  private async load(id: string, signal: AbortSignal): Promise<void> {
+    try {
+      const task = await this.app.client().getTask(id, { signal });
+      if (this.id === id) {
+        this.task = task;
+        this.draw();
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        this.error.textContent = `Cannot read task ${id}: ${describe(err)}`;
+      }
+    }
+  }
+
+  private draw(): void {
+    const task = this.task;
+    if (!task) {
+      replace(this.header, h("h2", {}, this.id), this.closeButton());
+      return;
+    }
+    const spec = task.spec;
+    replace(
+      this.header,
+      h("h2", { id: "task-title" }, spec?.name || task.id),
+      this.closeButton(),
+      h(
+        "p",
+        { class: "task-state" },
+        h("span", { class: `badge state-${TaskState[task.state]?.toLowerCase()}` }, stateName(task.state)),
+        " ",
+        h("code", {}, task.id),
+        task.stateReason ? h("span", { class: "reason" }, ` ${task.stateReason}`) : null,
+      ),
+    );
+    this.drawActions(task);
+    replace(this.summary, task.summary ? h("div", {}, h("h3", {}, "Summary"), h("p", { class: "summary-text" }, task.summary)) : null);
+    const dl = h("dl", {});
+    const row = (name: string, value: string | undefined) => {
+      if (value) {
+        dl.append(h("dt", {}, name), h("dd", {}, value));
+      }
+    };
+    row("project", spec?.project);
+    row("agent", agentName(spec?.agent?.type) + (spec?.agent?.model ? ` (${spec.agent.model})` : ""));
+    row("budget", spec?.agent?.maxBudgetUsd ? usd(spec.agent.maxBudgetUsd) : "no cap");
+    row("timeout", task.timeoutSeconds ? duration(Number(task.timeoutSeconds)) : spec?.timeout);
+    row("priority", Priority[spec?.priority || Priority.NORMAL]?.toLowerCase());
+    row("tags", spec?.tags.join(", "));
+    row("depends on", spec?.dependsOn.join(", "));
+    row("review", spec?.reviewRequired ? "required" : "no");
+    row("base", spec?.baseRef);
+    row("created", date(task.createdAt)?.toLocaleString());
+    replace(this.spec, h("pre", { class: "instructions" }, spec?.instructions || "(loading the instructions)"), dl);
+  }
+
+  private closeButton(): HTMLElement {
+    return h("a", { class: "close", href: "#/", "aria-label": "close the task", title: "close (Esc)" }, "×");
+  }
+
+  private drawActions(task: Task): void {
+    const parts: HTMLElement[] = [];
+    if (task.state === TaskState.BLOCKED && task.question) {
+      const q = task.question;
+      const answer = h("textarea", { id: "answer", rows: 3, placeholder: "Your answer", "aria-label": "your answer" });
+      const send = (text: string) =>
+        this.act("answered", () => this.app.client().raw.answerQuestion({ taskId: task.id, answer: text }));
+      parts.push(
+        h(
+          "form",
+          {
+            class: "question",
+            onsubmit: (event: Event) => {
+              event.preventDefault();
+              if (answer.value.trim()) {
+                void send(answer.value);
+              }
+            },
+          },
+          h("h3", {}, "The agent asks"),
+          h("p", { class: "question-text" }, q.text),
+          q.context ? h("p", { class: "question-context" }, q.context) : null,
+          q.choices.length
+            ? h("div", { class: "choices" }, ...q.choices.map((c) => h("button", { type: "button", class: "choice", onclick: () => void send(c) }, c)))
+            : null,
+          answer,
+          h("button", { type: "submit", class: "primary" }, "Send answer"),
+        ),
+      );
+    }
+    if (task.state === TaskState.READY) {
+      const feedback = h("textarea", { id: "feedback", rows: 3, placeholder: "What to change", "aria-label": "feedback" });
+      parts.push(
+        h(
+          "div",
+          { class: "review" },
+          h("h3", {}, "Review"),
+          h(
+            "button",
+            { type: "button", class: "primary", id: "accept", onclick: () => void this.act("accepted", () => this.app.client().raw.acceptTask({ taskId: task.id })) },
+            "Accept",
+          ),
+          feedback,
+          h(
+            "button",
+            {
+              type: "button",
+              id: "reject",
+              onclick: () => {
+                if (!feedback.value.trim()) {
+                  this.error.textContent = "Say what to change before sending it back.";
+                  feedback.focus();
+                  return;
+                }
+                void this.act("sent back", () => this.app.client().raw.rejectTask({ taskId: task.id, feedback: feedback.value }));
+              },
+            },
+            "Reject with feedback",
+          ),
+        ),
+      );
+    }
+    const buttons = h("div", { class: "buttons" });
+    if (!FINAL.includes(task.state)) {
+      buttons.append(
+        h(
+          "button",
+          {
+            type: "button",
+            id: "cancel",
+            class: "danger",
+            onclick: () => {
+              if (confirm(`Cancel "${task.spec?.name || task.id}"?`)) {
+                void this.act("cancelled", () => this.app.client().cancelTask(task.id, "cancelled from the board"));
+              }
+            },
+          },
+          "Cancel task",
+        ),
+      );
+    }
+    if (RETRYABLE.includes(task.state)) {
+      buttons.append(h("button", { type: "button", id: "retry", onclick: () => void this.retry(task.id) }, "Retry as a new task"));
+    }
+    replace(this.actions, ...parts, buttons.childElementCount ? buttons : null);
+  }
+
+  private async act(done: string, call: () => Promise<unknown>): Promise<void> {
+    this.error.textContent = "";
+    for (const b of this.actions.querySelectorAll("button")) {
+      b.disabled = true;
+    }
+    try {
+      await call();
+      this.app.toast(`Task ${done}.`);
+    } catch (err) {
+      this.error.textContent = describe(err);
+      for (const b of this.actions.querySelectorAll("button")) {
+        b.disabled = false;
+      }
+    }
+  }
+
+  /** Submits the same spec again (there is no retry of a final task). */
+  private async retry(id: string): Promise<void> {
+    await this.act("submitted again", async () => {
+      const old = await this.app.client().getTask(id);
+      const { task } = await this.app.client().submitTask({ ...old.spec!, dependsOn: [] });
+      location.hash = `#/task/${task.id}`;
+    });
+  }
+
+  private drawAttempts(executions: Execution[]): void {
+    if (!executions.length) {
+      replace(this.attempts, h("p", { class: "empty" }, "no attempt yet"));
+      return;
+    }
+    const rows = executions.map((e) => {
+      const started = date(e.startedAt)?.getTime();
+      const ended = date(e.endedAt)?.getTime() ?? Date.now();
+      const exit = e.error || (e.exitCode !== undefined ? `exit ${e.exitCode}` : "");
+      const files = e.fileChanges.map((f) => `${f.path} +${f.added} −${f.removed}`).join("\n");
+      return h(
+        "tr",
+        {},
+        h("td", {}, String(e.attempt)),
+        h("td", {}, (ExecutionState[e.state] ?? "").toLowerCase().replace(/_/g, " ")),
+        h("td", {}, agentName(e.agent), e.model ? h("small", {}, ` ${e.model}`) : null),
+        h("td", {}, usd(e.costUsd) + (e.costEstimated ? " (est.)" : "")),
+        h("td", {}, `${count(e.inputTokens)} / ${count(e.outputTokens)}`),
+        h("td", {}, String(e.turns)),
+        h("td", {}, started ? duration((ended - started) / 1000) : ""),
+        h("td", { class: e.error ? "error" : "" }, exit),
+        h("td", { class: "files", title: files }, e.fileChanges.length ? `${e.fileChanges.length} files` : ""),
+      );
+    });
+    replace(
+      this.attempts,
+      h(
+        "div",
+        { class: "table-scroll" },
+        h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ...["#", "state", "agent", "cost", "tokens in / out", "turns", "time", "exit", "changes"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+
+  /** Reads every attempt's log in order and follows the running one, until the view closes. */
+  private async follow(id: string, signal: AbortSignal): Promise<void> {
+    const next = new Map<string, bigint>();
+    const ended = new Set<string>();
+    while (!signal.aborted) {
+      const version = this.version;
+      let executions: Execution[];
+      try {
+        executions = (await this.app.client().listExecutions(id, { pageSize: 500 }, { signal })).executions;
+      } catch (err) {
+        if (signal.aborted) {
+          return;
+        }
+        this.log.setStatus(`cannot read the attempts (${describe(err)}); trying again`);
+        await sleep(2000, signal);
+        continue;
+      }
+      this.drawAttempts(executions);
+      let failed = false;
+      for (const execution of executions) {
+        if (ended.has(execution.id) || signal.aborted) {
+          continue;
+        }
+        if (!next.has(execution.id)) {
+          next.set(execution.id, 0n);
+          this.log.attempt(`attempt ${execution.attempt}: ${agentName(execution.agent)}${execution.model ? ` ${execution.model}` : ""}`);
+        }
+        const running = execution.state === ExecutionState.RUNNING;
+        this.log.setStatus(running ? "following the running attempt" : "reading");
+        try {
+          const stream = this.app.client().streamLogs({ executionId: execution.id, fromOffset: next.get(execution.id), follow: running }, { signal });
+          for await (const event of stream) {
+            this.log.add(event);
+            next.set(execution.id, event.offset + 1n);
+          }
+          if (!running) {
+            ended.add(execution.id);
+          }
+        } catch (err) {
+          if (signal.aborted) {
+            return;
+          }
+          this.log.setStatus(`the log stream stopped (${describe(err)}); resuming`);
+          failed = true;
+          break;
+        }
+      }
+      if (failed) {
+        await sleep(1000, signal);
+        continue;
+      }
+      const task = this.task;
+      this.log.setStatus(`${count(this.log.events)} events${task && FINAL.includes(task.state) ? "" : "; waiting for the next attempt"}`);
+      if (this.version !== version) {
+        continue;
+      }
+      const running = task?.state === TaskState.RUNNING;
+      if (running && !executions.some((e) => e.state === ExecutionState.RUNNING)) {
+        await sleep(300, signal); // the attempt's row lands just after the task moves
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        signal.addEventListener("abort", () => resolve());
+      });
+      this.wake = undefined;
+    }
+  }
+}
