@@ -307,7 +307,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         elaborator,
         config.auth.tokens.clone(),
         config.cors_origins.clone(),
-        async move { stop.cancelled().await },
+        stop,
     ));
 
     info!(

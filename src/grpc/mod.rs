@@ -15,9 +15,8 @@ pub mod convert;
 pub mod cors;
 mod service;
 
-use std::future::Future;
-
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -33,7 +32,8 @@ pub use service::Api;
 /// `limits.max_instructions_bytes` the config takes.
 pub const MAX_MESSAGE_BYTES: usize = 2 * crate::core::validate::MAX_INSTRUCTIONS_LIMIT;
 
-/// Serves the API until `shutdown` resolves. `cors_origins` are the origins
+/// Serves the API until `shutdown` is cancelled, which also ends every open
+/// stream (`WatchTasks`, `StreamLogs`). `cors_origins` are the origins
 /// of the browser pages that may call it over gRPC-Web (as
 /// [`cors::parse_origin`] returns them; empty: none).
 pub async fn serve(
@@ -43,7 +43,7 @@ pub async fn serve(
     elaborator: Elaborator,
     tokens: Vec<String>,
     cors_origins: Vec<String>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth = auth::BearerAuth::new(tokens);
 
@@ -59,7 +59,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let api = ClaudomatorServiceServer::new(Api::new(tasks, status, elaborator))
+    let api = ClaudomatorServiceServer::new(Api::new(tasks, status, elaborator, shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
         // HTTP/1.1 beside HTTP/2, for gRPC-Web: browsers cannot speak gRPC's
@@ -86,7 +86,7 @@ pub async fn serve(
             // No Nagle: a reply written after an await (headers, then data)
             // must not sit waiting for the client's delayed ACK.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            shutdown.cancelled_owned(),
         )
         .await?;
     Ok(())
