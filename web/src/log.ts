@@ -52,6 +52,21 @@ function pretty(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
 
+/** A tool's input for a person: `key: value` lines, long text as it is. */
+function describeInput(value: unknown): string {
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    return pretty(value);
+  }
+  return Object.entries(value as Json)
+    .map(([key, v]) => {
+      if (typeof v === "string") {
+        return v.includes("\n") ? `${key}:\n${v}` : `${key}: ${v}`;
+      }
+      return `${key}: ${JSON.stringify(v, null, 2)}`;
+    })
+    .join("\n");
+}
+
 export class LogView {
   readonly element: HTMLElement;
   private list: HTMLElement;
@@ -92,7 +107,7 @@ export class LogView {
         return;
       case LogEventKind.TOOL_CALL: {
         const input = block?.input ?? payload;
-        const entry: Entry = { kind: "tool", title: event.text, body: input === undefined ? undefined : pretty(input) };
+        const entry: Entry = { kind: "tool", title: event.text, body: input === undefined ? undefined : describeInput(input) };
         const id = block?.id;
         if (typeof id === "string") {
           this.calls.set(id, entry);

@@ -51,8 +51,16 @@ const form = new SubmitForm(currentClient, (id) => {
   toast(`Submitted ${id}.`);
 });
 
+const LIVE_TEXT: Record<Connection["state"], string> = {
+  connecting: "connecting",
+  live: "live",
+  unreachable: "offline",
+  unauthorized: "no access",
+};
+
 function showConnection(connection: Connection): void {
   document.body.dataset.connection = connection.state;
+  byId("live-text").textContent = LIVE_TEXT[connection.state];
   switch (connection.state) {
     case "live":
       replace(banner);

@@ -22,6 +22,7 @@ export interface TaskApp {
 }
 
 const FINAL = [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.BUDGET_EXCEEDED, TaskState.FAILED, TaskState.TIMED_OUT];
+const FAILED_ATTEMPTS = [ExecutionState.FAILED, ExecutionState.TIMED_OUT, ExecutionState.BUDGET_EXCEEDED, ExecutionState.INTERRUPTED];
 const RETRYABLE = [TaskState.FAILED, TaskState.TIMED_OUT, TaskState.BUDGET_EXCEEDED, TaskState.CANCELLED];
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -44,7 +45,7 @@ export class TaskView {
   private summary = h("section", { class: "summary" });
   private attempts = h("section", { class: "attempts" });
   private spec = h("section", { class: "spec" });
-  private error = h("p", { class: "error", role: "alert" });
+  private error = h("p", { class: "error", id: "task-error", role: "alert" });
   /** Bumped on each change of the open task; `changed` resolves then. */
   private version = 0;
   private wake: (() => void) | undefined;
@@ -302,7 +303,7 @@ export class TaskView {
         h("td", {}, `${count(e.inputTokens)} / ${count(e.outputTokens)}`),
         h("td", {}, String(e.turns)),
         h("td", {}, started ? duration((ended - started) / 1000) : ""),
-        h("td", { class: e.error ? "error" : "" }, exit),
+        h("td", { class: FAILED_ATTEMPTS.includes(e.state) ? "error" : "" }, exit),
         h("td", { class: "files", title: files }, e.fileChanges.length ? `${e.fileChanges.length} files` : ""),
       );
     });
