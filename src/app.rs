@@ -300,11 +300,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     ));
 
+    let reviews = crate::core::review::Reviews::new(
+        tasks.clone(),
+        config
+            .projects
+            .iter()
+            .map(|p| (p.name.clone(), p.path.clone()))
+            .collect(),
+    );
     let server = tokio::spawn(crate::grpc::serve(
         listener,
-        tasks.clone(),
-        status,
-        elaborator,
+        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone()),
         config.auth.tokens.clone(),
         config.cors_origins.clone(),
         stop,

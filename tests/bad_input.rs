@@ -226,6 +226,47 @@ async fn an_unknown_state_filter_is_rejected() {
     assert!(err.message().starts_with("states: "), "{}", err.message());
 }
 
+#[tokio::test]
+async fn a_diff_of_a_bad_task_or_too_much_context_is_refused() {
+    let server = start_server_with(|_| {}).await;
+    let mut client = server.client().await;
+    let existing = client
+        .submit_task(submit_request(spec("not run")))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let diff = |task_id: &str, context_lines| pb::GetTaskDiffRequest {
+        task_id: task_id.into(),
+        context_lines,
+    };
+    let cases = [
+        (diff("nonsense", 3), Code::InvalidArgument, "task_id: "),
+        (
+            diff(&existing.id, 1001),
+            Code::InvalidArgument,
+            "context_lines: 1001",
+        ),
+        (
+            diff("01ARZ3NDEKTSV4RRFFQ69G5FAV", 3),
+            Code::NotFound,
+            "task 01ARZ3NDEKTSV4RRFFQ69G5FAV not found",
+        ),
+        // Never run: no branch yet.
+        (
+            diff(&existing.id, 0),
+            Code::FailedPrecondition,
+            "there is no branch claudomator/",
+        ),
+    ];
+    for (request, code, message) in cases {
+        let err = client.get_task_diff(request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(err.message().contains(message), "{}", err.message());
+    }
+}
+
 /// One row of the README's "Limits" table per case: each over-limit or
 /// hostile value is INVALID_ARGUMENT naming its field, the message quotes at
 /// most a short prefix of the value, and nothing is written.

@@ -708,3 +708,167 @@ fn bad_batch_files_submit_nothing() {
     assert!(stderr(&out).contains("keeps running"), "{}", stderr(&out));
     eprintln!("bad_batch_files_submit_nothing: {:?}", started.elapsed());
 }
+
+/// `claudomator diff ID`: the task's work against where it started, as git
+/// prints it (so it applies with `git apply`), `--stat` a line per file,
+/// `--json` the files with their text; a task with no branch (it changed
+/// nothing, or the branch was deleted) says so.
+#[test]
+fn diff_shows_a_tasks_work_and_applies_with_git() {
+    if claude_or_skip("diff_shows_a_tasks_work_and_applies_with_git").is_none() {
+        return;
+    }
+    let mock = AnthropicMock::start(Script::write_file("hello.txt", "hi"));
+    let served = serve(Some(&mock));
+    let waited = cli(
+        &served,
+        &[
+            "submit",
+            "Create hello.txt",
+            "--agent",
+            "claude",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_code(&waited, 0, &served);
+    let id = json(&waited)["id"].as_str().unwrap().to_string();
+
+    let diff = cli(&served, &["diff", &id]);
+    assert_code(&diff, 0, &served);
+    let text = stdout(&diff);
+    assert!(
+        text.starts_with("diff --git a/hello.txt b/hello.txt\nnew file mode"),
+        "{text}"
+    );
+    assert!(text.contains("\n+hi"), "{text}");
+    // Into a pipe it is git's own text: it applies to the project.
+    let patch = served.path("task.patch");
+    std::fs::write(&patch, &diff.stdout).unwrap();
+    let apply = Command::new("git")
+        .arg("-C")
+        .arg(served.path("shop"))
+        .args(["apply", "--check"])
+        .arg(&patch)
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "git apply: {}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+
+    let stat = cli(&served, &["diff", &id, "--stat"]);
+    assert_code(&stat, 0, &served);
+    let stat = stdout(&stat);
+    assert!(
+        stat.contains("added") && stat.contains("+1 -0  hello.txt"),
+        "{stat}"
+    );
+    assert!(
+        stat.contains(&format!(
+            "1 file(s) changed, +1 -0 (claudomator/{id} against "
+        )),
+        "{stat}"
+    );
+
+    let as_json = json(&cli(&served, &["diff", &id, "--json"]));
+    assert_eq!(as_json["branch"], format!("claudomator/{id}"));
+    assert_eq!(as_json["files"][0]["path"], "hello.txt");
+    assert_eq!(as_json["files"][0]["status"], "added");
+    assert_eq!(as_json["files"][0]["added"], 1);
+    assert_eq!(as_json["truncated"], false);
+
+    // Not a task (3); a task with no branch: refused (4), saying why.
+    assert_code(
+        &cli(&served, &["diff", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]),
+        3,
+        &served,
+    );
+    let deleted = Command::new("git")
+        .arg("-C")
+        .arg(served.path("shop"))
+        .args(["branch", "-q", "-D", &format!("claudomator/{id}")])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let gone = cli(&served, &["diff", &id]);
+    assert_code(&gone, 4, &served);
+    assert!(
+        stderr(&gone).contains(&format!("there is no branch claudomator/{id}")),
+        "{}",
+        stderr(&gone)
+    );
+}
+
+/// A chain reads naturally: a task that depends on another of its project
+/// starts from that task's work (its diff is its own work only), and a
+/// dirty project no longer fails a task: it starts from HEAD and its log
+/// names what was left out, or from the working tree when asked.
+#[test]
+fn a_dependent_task_starts_from_its_dependencys_work() {
+    if claude_or_skip("a_dependent_task_starts_from_its_dependencys_work").is_none() {
+        return;
+    }
+    // Each run appends the directory's listing to one file.
+    let mock = AnthropicMock::start(Script::Bash("ls >> listing.txt".into()));
+    let served = serve(Some(&mock));
+    std::fs::write(served.path("shop").join("README.md"), "# shop, edited\n").unwrap();
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "List the files",
+            "--agent",
+            "claude",
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(&served, &args);
+        assert_code(&out, 0, &served);
+        json(&out)["id"].as_str().unwrap().to_string()
+    };
+    let first = submit(&[]);
+    let second = submit(&["--depends-on", &first]);
+
+    let files = |id: &str| -> Vec<(String, String)> {
+        let out = cli(&served, &["diff", id, "--json"]);
+        assert_code(&out, 0, &served);
+        json(&out)["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().into(),
+                    f["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let listing = |status: &str| vec![("listing.txt".to_string(), status.to_string())];
+    assert_eq!(files(&first), listing("added"));
+    // The second run found the first one's file (its diff is its own work).
+    assert_eq!(files(&second), listing("modified"));
+
+    let log = stdout(&cli(&served, &["logs", &second]));
+    assert!(
+        log.contains(&format!("the sandbox starts from the work of task {first}")),
+        "{log}"
+    );
+    let log = stdout(&cli(&served, &["logs", &first]));
+    assert!(
+        log.contains("the project's uncommitted changes in README.md are not in it"),
+        "{log}"
+    );
+
+    // From the working tree: the edit is in the sandbox.
+    let third = submit(&["--start-from", "working_tree"]);
+    let log = stdout(&cli(&served, &["logs", &third]));
+    assert!(log.contains("the project's working tree"), "{log}");
+    assert_code(
+        &cli(&served, &["submit", "x", "--start-from", "sideways"]),
+        2,
+        &served,
+    );
+}

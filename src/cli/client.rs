@@ -61,6 +61,12 @@ pub struct SubmitArgs {
     /// instead of its HEAD.
     #[arg(long)]
     pub base_ref: Option<String>,
+    /// Where the sandbox starts when there is no --base-ref: `dependencies`
+    /// (the default: the branches of the tasks it depends on in its
+    /// project, merged; else HEAD), `head`, or `working_tree` (HEAD plus the
+    /// project's uncommitted changes).
+    #[arg(long)]
+    pub start_from: Option<String>,
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Wait in READY for a person to accept or reject the result.
@@ -309,6 +315,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Logs(args) => logs::logs(args).await,
         Command::Watch(args) => super::watch::watch(args).await,
+        Command::Diff(args) => super::diff::diff(args).await,
         Command::Run(args) => super::batch::run(args).await,
         Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),
@@ -400,6 +407,7 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
     set(&mut spec.priority, &args.priority);
     set(&mut spec.parent_task_id, &args.parent);
     set(&mut spec.base_ref, &args.base_ref);
+    set(&mut spec.start_from, &args.start_from);
     set(&mut key, &args.idempotency_key);
     spec.agent.allowed_tools.extend(args.tools.iter().cloned());
     spec.tags.extend(args.tags.iter().cloned());
@@ -426,6 +434,11 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
         spec.priority
             .parse::<Priority>()
             .map_err(|e| usage(format!("--priority: {e}")))?;
+    }
+    if !spec.start_from.is_empty() {
+        spec.start_from
+            .parse::<crate::core::model::StartFrom>()
+            .map_err(|e| usage(format!("--start-from: {e}")))?;
     }
     Ok((spec, key))
 }

@@ -15,6 +15,7 @@
 
 mod batch;
 mod client;
+mod diff;
 mod elaborate;
 mod logs;
 mod output;
@@ -122,6 +123,12 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Show a task's work: its branch against the commit it started from,
+    /// as a unified diff (`--stat`: a line per file). Into a pipe the diff
+    /// is git's own text (`claudomator diff ID | git apply`). --json prints
+    /// {branch, base_commit, head_commit, truncated, files: [{path,
+    /// old_path, status, added, removed, binary, patch, patch_truncated}]}.
+    Diff(diff::DiffArgs),
     /// Accept a task's work that waits for review (READY): it is COMPLETED.
     Accept {
         task_id: String,

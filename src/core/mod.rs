@@ -16,6 +16,7 @@ pub mod llm;
 pub mod logs;
 pub mod model;
 pub mod recovery;
+pub mod review;
 pub mod runner;
 pub mod shared_logs;
 pub mod state;

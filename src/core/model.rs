@@ -151,6 +151,27 @@ named_enum!(
 );
 
 named_enum!(
+    /// Where a task's sandbox starts when it names no `base_ref`:
+    /// `dependencies` (the default), its dependencies' work in its project
+    /// (their branches, merged), else the project's HEAD; `head`, the
+    /// project's HEAD, uncommitted changes left behind; `working_tree`, HEAD
+    /// with the project's uncommitted changes committed on top.
+    StartFrom {
+        Dependencies => "dependencies",
+        Head => "head",
+        WorkingTree => "working_tree",
+    }
+);
+
+// The macro's enums take no per-variant attributes, so no `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for StartFrom {
+    fn default() -> Self {
+        StartFrom::Dependencies
+    }
+}
+
+named_enum!(
     /// Scheduling priority: high before normal before low, then oldest first.
     Priority {
         Low => "low",
@@ -300,6 +321,9 @@ pub struct TaskSpec {
     pub review_required: bool,
     /// A branch, tag or commit of the project to start from; empty: HEAD.
     pub base_ref: String,
+    /// `dependencies`, `head` or `working_tree` (see [`StartFrom`]); empty:
+    /// `dependencies`.
+    pub start_from: String,
 }
 
 /// A `SubmitTask` call: the spec plus the optional idempotency key and id.
@@ -340,6 +364,9 @@ pub struct Task {
     /// Where the sandbox starts (a branch, tag or commit); empty: HEAD.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base_ref: String,
+    /// Where the sandbox starts when `base_ref` is empty.
+    #[serde(default)]
+    pub start_from: StartFrom,
     pub idempotency_key: Option<String>,
     pub state: TaskState,
     /// Why the task is in its state (a cancel reason, a failure), or empty.
@@ -387,6 +414,7 @@ impl Task {
             max_attempts: self.max_attempts,
             review_required: self.review_required,
             base_ref: self.base_ref.clone(),
+            start_from: self.start_from.as_str().to_string(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::error::{CoreError, CoreResult};
 use super::model::{
-    AgentSettings, AgentType, Id, Priority, SubmitRequest, Task, TaskState, now_millis,
+    AgentSettings, AgentType, Id, Priority, StartFrom, SubmitRequest, Task, TaskState, now_millis,
 };
 
 /// The limits and defaults a submitted task is checked against, from config.
@@ -197,6 +197,18 @@ pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32)
     check_page_size(page_size)
 }
 
+/// Lines of context a diff may ask for.
+pub fn check_context_lines(lines: u32) -> CoreResult<()> {
+    let max = crate::sandbox::MAX_CONTEXT_LINES;
+    if lines > max {
+        return Err(CoreError::invalid(
+            "context_lines",
+            format!("{lines}; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration that does not parse: the text as written, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot parse `{text}` as a duration ({source}); write e.g. `30m` or `1h 30m`")]
@@ -343,6 +355,19 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
     };
 
     let base_ref = validate_base_ref(&spec.base_ref)?;
+    let start_from = if spec.start_from.trim().is_empty() {
+        StartFrom::default()
+    } else {
+        spec.start_from
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.start_from", e))?
+    };
+    if !base_ref.is_empty() && !spec.start_from.trim().is_empty() {
+        return Err(CoreError::invalid(
+            "spec.start_from",
+            "set base_ref or start_from, not both",
+        ));
+    }
 
     let idempotency_key = req.idempotency_key.trim();
     check_line("idempotency_key", idempotency_key, MAX_SHORT_TEXT)?;
@@ -368,6 +393,7 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         max_attempts,
         review_required: spec.review_required,
         base_ref,
+        start_from,
         idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
         state: TaskState::Pending,
         state_reason: String::new(),

@@ -173,6 +173,26 @@ pub fn spec_from_pb(spec: pb::TaskSpec) -> TaskSpec {
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
         base_ref: spec.base_ref,
+        start_from: start_from_name(spec.start_from),
+    }
+}
+
+fn start_from_name(value: i32) -> String {
+    match pb::StartFrom::try_from(value) {
+        Ok(pb::StartFrom::Unspecified) => String::new(),
+        Ok(pb::StartFrom::Dependencies) => "dependencies".into(),
+        Ok(pb::StartFrom::Head) => "head".into(),
+        Ok(pb::StartFrom::WorkingTree) => "working_tree".into(),
+        // Refused by validation, naming the number.
+        Err(_) => value.to_string(),
+    }
+}
+
+fn start_from_to_pb(start: m::StartFrom) -> pb::StartFrom {
+    match start {
+        m::StartFrom::Dependencies => pb::StartFrom::Dependencies,
+        m::StartFrom::Head => pb::StartFrom::Head,
+        m::StartFrom::WorkingTree => pb::StartFrom::WorkingTree,
     }
 }
 
@@ -209,6 +229,11 @@ pub fn spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
         base_ref: spec.base_ref.clone(),
+        start_from: spec
+            .start_from
+            .parse()
+            .map(start_from_to_pb)
+            .unwrap_or(pb::StartFrom::Unspecified) as i32,
     }
 }
 
@@ -272,6 +297,7 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         max_attempts: spec.max_attempts,
         review_required: spec.review_required,
         base_ref: spec.base_ref,
+        start_from: spec.start_from.parse().unwrap_or_default(),
         idempotency_key: (!t.idempotency_key.is_empty()).then_some(t.idempotency_key),
         state: state_from_pb(t.state).map_err(|e| e.to_string())?,
         state_reason: t.state_reason,
@@ -473,6 +499,35 @@ pub fn watch_event_to_pb(event: &WatchEvent) -> pb::WatchTasksResponse {
     pb::WatchTasksResponse {
         event: Some(event),
         cursor,
+    }
+}
+
+pub fn branch_diff_to_pb(diff: crate::sandbox::BranchDiff) -> pb::GetTaskDiffResponse {
+    use crate::sandbox::FileStatus;
+    pb::GetTaskDiffResponse {
+        branch: diff.branch,
+        base_commit: diff.base_commit,
+        head_commit: diff.head_commit,
+        truncated: diff.truncated,
+        files: diff
+            .files
+            .into_iter()
+            .map(|f| pb::FileDiff {
+                path: f.change.path,
+                old_path: f.change.renamed_from.unwrap_or_default(),
+                status: match f.status {
+                    FileStatus::Added => pb::FileDiffStatus::Added,
+                    FileStatus::Modified => pb::FileDiffStatus::Modified,
+                    FileStatus::Deleted => pb::FileDiffStatus::Deleted,
+                    FileStatus::Renamed => pb::FileDiffStatus::Renamed,
+                } as i32,
+                added: f.change.added,
+                removed: f.change.removed,
+                binary: f.change.binary,
+                patch: f.patch,
+                patch_truncated: f.patch_truncated,
+            })
+            .collect(),
     }
 }
 

@@ -22,9 +22,6 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::core::TaskService;
-use crate::core::elaborate::Elaborator;
-use crate::core::status::StatusService;
 use crate::proto::claudomator_service_server::ClaudomatorServiceServer;
 pub use service::Api;
 
@@ -38,9 +35,7 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * crate::core::validate::MAX_INSTRUCTIONS
 /// [`cors::parse_origin`] returns them; empty: none).
 pub async fn serve(
     listener: TcpListener,
-    tasks: TaskService,
-    status: StatusService,
-    elaborator: Elaborator,
+    api: Api,
     tokens: Vec<String>,
     cors_origins: Vec<String>,
     shutdown: CancellationToken,
@@ -59,8 +54,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let api = ClaudomatorServiceServer::new(Api::new(tasks, status, elaborator, shutdown.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let api = ClaudomatorServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
         // HTTP/1.1 beside HTTP/2, for gRPC-Web: browsers cannot speak gRPC's
         // HTTP/2 with trailers. A plain HTTP/1.1 request that is not

@@ -7,10 +7,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb, state_from_pb,
-    submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
+    branch_diff_to_pb, elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb,
+    state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
+use crate::core::review::Reviews;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
 use crate::core::watch::WatchQuery;
@@ -22,6 +23,7 @@ pub struct Api {
     tasks: TaskService,
     status: StatusService,
     elaborator: Elaborator,
+    reviews: Reviews,
     /// Cancelled when the server stops: open streams end then.
     shutdown: CancellationToken,
 }
@@ -31,12 +33,14 @@ impl Api {
         tasks: TaskService,
         status: StatusService,
         elaborator: Elaborator,
+        reviews: Reviews,
         shutdown: CancellationToken,
     ) -> Self {
         Api {
             tasks,
             status,
             elaborator,
+            reviews,
             shutdown,
         }
     }
@@ -155,6 +159,16 @@ impl ClaudomatorService for Api {
         Ok(Response::new(pb::RejectTaskResponse {
             task: Some(task_to_pb(&task)),
         }))
+    }
+
+    async fn get_task_diff(
+        &self,
+        request: Request<pb::GetTaskDiffRequest>,
+    ) -> Reply<pb::GetTaskDiffResponse> {
+        let req = request.into_inner();
+        check::check_context_lines(req.context_lines)?;
+        let diff = self.reviews.diff(&req.task_id, req.context_lines).await?;
+        Ok(Response::new(branch_diff_to_pb(diff)))
     }
 
     async fn get_system_status(

@@ -39,15 +39,10 @@ pub enum SandboxError {
     },
 
     #[error(
-        "project `{project}` has uncommitted changes in {}: commit or stash them first ({files})",
-        path.display()
+        "the work this task starts from does not merge: task {task_id}'s branch conflicts \
+         in {files} (start it from one of them with base_ref, or from HEAD)"
     )]
-    DirtyProject {
-        project: String,
-        path: PathBuf,
-        /// The first few changed files, for the message.
-        files: String,
-    },
+    StartConflict { task_id: String, files: String },
 
     #[error(
         "{} already exists but is not the sandbox of task {task_id} ({reason}): remove it to start over",
@@ -116,6 +111,13 @@ pub enum SandboxError {
         path.display()
     )]
     CopyBlocked { path: PathBuf },
+
+    #[error(
+        "there is no branch {branch} in {}: the task has not finished an attempt that \
+         changed something (or its branch was deleted)",
+        project.display()
+    )]
+    NoBranch { project: PathBuf, branch: String },
 
     #[error("cannot run git: {source}: install git and put it on PATH")]
     GitUnavailable { source: std::io::Error },

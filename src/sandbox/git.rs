@@ -168,3 +168,37 @@ pub(super) fn failed(subcommand: &str, dir: &Path, output: &Output) -> SandboxEr
         stderr,
     }
 }
+
+impl Git {
+    /// Runs git for at most `max` bytes of stdout: the rest is not read
+    /// (git is killed) and the flag says so. Requires success when all was
+    /// read.
+    pub(super) async fn run_capped(mut self, max: usize) -> Result<(Vec<u8>, bool), SandboxError> {
+        use tokio::io::AsyncReadExt;
+        let mut child = self
+            .command
+            .spawn()
+            .map_err(|source| SandboxError::GitUnavailable { source })?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut out = Vec::new();
+        (&mut stdout)
+            .take(max as u64 + 1)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| SandboxError::io("read git's output in", &self.dir, e))?;
+        if out.len() > max {
+            out.truncate(max);
+            let _ = child.kill().await;
+            return Ok((out, true));
+        }
+        drop(stdout);
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|source| SandboxError::GitUnavailable { source })?;
+        if !output.status.success() {
+            return Err(failed(&self.subcommand, &self.dir, &output));
+        }
+        Ok((out, false))
+    }
+}

@@ -12,6 +12,7 @@
 //! - `prepare.rs`: the project checks, the clone, reusing a sandbox.
 //! - `publish.rs`: `default_branch`, `rebase_and_push`.
 //! - `copy.rs`: the project's untracked files (`copy` globs) copied in.
+//! - `diff.rs`: a task branch's diff in the project, for review.
 //! - `reclaim.rs`: the repository taken back from the agent (its config
 //!   restored, its shape checked) before the server's git runs in it.
 //! - `shared.rs`: the project's object store the clone shares (read-only
@@ -19,6 +20,7 @@
 //! - `git.rs`: the one way `git` is run. `error.rs`: `SandboxError`.
 
 mod copy;
+mod diff;
 mod error;
 mod git;
 mod prepare;
@@ -32,9 +34,16 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+pub use diff::{
+    BranchDiff, FileDiff, FileStatus, MAX_CONTEXT_LINES, MAX_FILE_PATCH_BYTES, MAX_PATCH_BYTES,
+    branch_diff,
+};
 pub use error::SandboxError;
 use git::git;
-use prepare::{build, check_clean, check_project, resolve_ref, reuse};
+use prepare::{
+    build, check_project, merge_in, name_files, resolve_ref, reuse, snapshot, task_branches,
+    uncommitted,
+};
 pub use publish::{default_branch, deliver, rebase_and_push};
 pub use shared::shared_paths;
 
@@ -65,6 +74,29 @@ pub struct Sandbox {
     pub base_commit: String,
     /// Made by this `prepare` (false: an earlier attempt's, reused).
     pub fresh: bool,
+    /// What a new sandbox started from, for the attempt's log; empty when
+    /// reused.
+    pub start: String,
+    /// Tracked files with uncommitted changes in the project that are not
+    /// in this new sandbox.
+    pub left_out: Vec<String>,
+}
+
+/// Where a new sandbox starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Base {
+    /// The project's HEAD; its uncommitted changes stay behind (named in
+    /// `Sandbox::left_out`).
+    #[default]
+    Head,
+    /// A branch, tag or commit of the project.
+    Ref(String),
+    /// HEAD with the project's uncommitted changes to tracked files
+    /// committed on top (untracked files are not in it: see `copy`).
+    WorkingTree,
+    /// The work of these tasks: the first one's branch with the others'
+    /// merged in (those with no branch skipped; none: HEAD).
+    Tasks(Vec<String>),
 }
 
 /// One file changed since the base commit (`git diff --numstat`).
@@ -102,18 +134,17 @@ impl Sandbox {
         project_path: &Path,
         task_id: &str,
     ) -> Result<Sandbox, SandboxError> {
-        Sandbox::prepare_at(cfg, project_name, project_path, task_id, "").await
+        Sandbox::prepare_from(cfg, project_name, project_path, task_id, &Base::Head).await
     }
 
-    /// [`Sandbox::prepare`], starting from `base_ref` (a branch, tag or
-    /// commit of the project repository) instead of the project's HEAD when
-    /// it is not empty; the project's uncommitted changes do not matter then.
-    pub async fn prepare_at(
+    /// [`Sandbox::prepare`], starting from `base` instead of the project's
+    /// HEAD.
+    pub async fn prepare_from(
         cfg: &SandboxConfig,
         project_name: &str,
         project_path: &Path,
         task_id: &str,
-        base_ref: &str,
+        base: &Base,
     ) -> Result<Sandbox, SandboxError> {
         check_task_id(task_id)?;
         let path = cfg.root.join(task_id);
@@ -126,11 +157,57 @@ impl Sandbox {
         }
 
         let (project, head) = check_project(project_name, project_path).await?;
-        let base_commit = if base_ref.is_empty() {
-            check_clean(project_name, &project).await?;
-            head
-        } else {
-            resolve_ref(project_name, &project, base_ref).await?
+        let mut left_out = match base {
+            Base::Ref(_) => Vec::new(),
+            _ => uncommitted(&project).await?,
+        };
+        let short = |commit: &str| commit[..commit.len().min(12)].to_string();
+        let mut merges = Vec::new();
+        let (base_commit, mut start) = match base {
+            Base::Head => (
+                head.clone(),
+                format!("the project's HEAD ({})", short(&head)),
+            ),
+            Base::Ref(reference) => {
+                let commit = resolve_ref(project_name, &project, reference).await?;
+                let start = format!("{reference} ({})", short(&commit));
+                (commit, start)
+            }
+            Base::WorkingTree => match snapshot(cfg, &project, &head, task_id).await? {
+                Some(commit) => {
+                    let start = format!(
+                        "the project's working tree: HEAD ({}) with the uncommitted changes in {} \
+                         committed on top ({})",
+                        short(&head),
+                        name_files(&left_out),
+                        short(&commit)
+                    );
+                    left_out.clear();
+                    (commit, start)
+                }
+                None => (
+                    head.clone(),
+                    format!("the project's HEAD ({})", short(&head)),
+                ),
+            },
+            Base::Tasks(ids) => {
+                let mut found = task_branches(&project, ids).await?;
+                if found.is_empty() {
+                    let start = format!(
+                        "the project's HEAD ({}): the tasks it depends on left no branch",
+                        short(&head)
+                    );
+                    (head.clone(), start)
+                } else {
+                    let (first, commit) = found.remove(0);
+                    let mut start = format!("the work of task {first} ({})", short(&commit));
+                    for (other, _) in &found {
+                        start.push_str(&format!(", task {other}'s merged in"));
+                    }
+                    merges = found;
+                    (commit, start)
+                }
+            }
         };
 
         tokio::fs::create_dir_all(&cfg.root)
@@ -141,11 +218,25 @@ impl Sandbox {
         // dots, so this name never collides with a sandbox.
         let staging = cfg.root.join(format!(".{task_id}.partial"));
         remove_dir_if_exists(&staging).await?;
-        if let Err(err) = build(cfg, &project, &staging, &branch, &base_commit).await {
-            if let Err(cleanup) = remove_dir_if_exists(&staging).await {
-                warn!(task_id, error = %cleanup, "cannot remove a partial sandbox");
+        let built = match build(cfg, &project, &staging, &branch, &base_commit).await {
+            Ok(()) if merges.is_empty() => Ok(base_commit),
+            Ok(()) => merge_in(cfg, &staging, &merges).await,
+            Err(err) => Err(err),
+        };
+        let base_commit = match built {
+            Ok(commit) => commit,
+            Err(err) => {
+                if let Err(cleanup) = remove_dir_if_exists(&staging).await {
+                    warn!(task_id, error = %cleanup, "cannot remove a partial sandbox");
+                }
+                return Err(err);
             }
-            return Err(err);
+        };
+        if !left_out.is_empty() {
+            start.push_str(&format!(
+                "; the project's uncommitted changes in {} are not in it",
+                name_files(&left_out)
+            ));
         }
         tokio::fs::rename(&staging, &path)
             .await
@@ -158,6 +249,8 @@ impl Sandbox {
             branch,
             base_commit,
             fresh: true,
+            start,
+            left_out,
         })
     }
 

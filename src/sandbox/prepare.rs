@@ -105,26 +105,107 @@ pub(super) async fn resolve_ref(
     Ok(commit)
 }
 
-/// Uncommitted changes to tracked files (staged or not) would silently stay
-/// behind, so they are an error.
-pub(super) async fn check_clean(project: &str, repo: &Path) -> Result<(), SandboxError> {
+/// The tracked files with uncommitted changes (staged or not): a sandbox
+/// from HEAD does not have them.
+pub(super) async fn uncommitted(repo: &Path) -> Result<Vec<String>, SandboxError> {
     let changed = git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
         .user_config()
         .run()
         .await?;
-    let files: Vec<&str> = changed.split('\0').filter(|f| !f.is_empty()).collect();
-    if files.is_empty() {
-        return Ok(());
-    }
+    Ok(changed
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `files` for a message: the first few, and how many more.
+pub(super) fn name_files(files: &[String]) -> String {
     let mut named = files[..files.len().min(FILES_IN_MESSAGE)].join(", ");
     if files.len() > FILES_IN_MESSAGE {
         named.push_str(&format!(" and {} more", files.len() - FILES_IN_MESSAGE));
     }
-    Err(SandboxError::DirtyProject {
-        project: project.to_string(),
-        path: repo.to_path_buf(),
-        files: named,
-    })
+    named
+}
+
+/// The project's working tree as a commit on top of `head` (its tracked
+/// files as they are now; untracked ones are not in it), made without
+/// touching the working tree or the index; None when nothing is changed.
+pub(super) async fn snapshot(
+    cfg: &SandboxConfig,
+    repo: &Path,
+    head: &str,
+    task_id: &str,
+) -> Result<Option<String>, SandboxError> {
+    let stash = git(repo, ["stash", "create"]).user_config().run().await?;
+    if stash.is_empty() {
+        return Ok(None);
+    }
+    let message = format!("claudomator: the working tree when task {task_id} started");
+    let tree = format!("{stash}^{{tree}}");
+    let commit = git(repo, ["commit-tree", &tree, "-p", head, "-m", &message])
+        .user_config()
+        .identity(&cfg.author_name, &cfg.author_email, true)
+        .run()
+        .await?;
+    Ok(Some(commit))
+}
+
+/// The commits of the task branches `task_ids` in the project, those that
+/// exist (a task that changed nothing has none), in order.
+pub(super) async fn task_branches(
+    repo: &Path,
+    task_ids: &[String],
+) -> Result<Vec<(String, String)>, SandboxError> {
+    let mut found = Vec::new();
+    for id in task_ids {
+        let reference = format!("refs/heads/{}{id}", super::BRANCH_PREFIX);
+        let out = git(repo, ["rev-parse", "--verify", "--quiet", &reference])
+            .user_config()
+            .output()
+            .await?;
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !commit.is_empty() {
+            found.push((id.clone(), commit));
+        }
+    }
+    Ok(found)
+}
+
+/// Merges `commits` (other tasks' work) into the new sandbox's branch;
+/// returns the new HEAD. A conflict names its files and leaves nothing.
+pub(super) async fn merge_in(
+    cfg: &SandboxConfig,
+    dir: &Path,
+    commits: &[(String, String)],
+) -> Result<String, SandboxError> {
+    for (task_id, commit) in commits {
+        let message = format!("claudomator: start from the work of task {task_id}");
+        let merged = git(dir, ["merge", "--quiet", "--no-ff", "-m", &message, commit])
+            .identity(&cfg.author_name, &cfg.author_email, true)
+            .output()
+            .await?;
+        if !merged.status.success() {
+            let conflicts = git(dir, ["diff", "--name-only", "-z", "--diff-filter=U"])
+                .run()
+                .await?;
+            let files: Vec<String> = conflicts
+                .split('\0')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect();
+            if files.is_empty() {
+                return Err(git::failed("merge", dir, &merged));
+            }
+            return Err(SandboxError::StartConflict {
+                task_id: task_id.clone(),
+                files: name_files(&files),
+            });
+        }
+    }
+    let head = git(dir, ["rev-parse", "HEAD"]).run().await?;
+    git(dir, ["config", BASE_COMMIT_KEY, &head]).run().await?;
+    Ok(head)
 }
 
 /// Clones `project` into `dir` and sets up the task branch and local config.
@@ -212,5 +293,7 @@ pub(super) async fn reuse(
         branch,
         base_commit,
         fresh: false,
+        start: String::new(),
+        left_out: Vec::new(),
     })
 }

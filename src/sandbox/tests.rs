@@ -246,6 +246,7 @@ async fn prepare_twice_reuses_the_sandbox() {
         second,
         Sandbox {
             fresh: false,
+            start: String::new(),
             ..first.clone()
         }
     );
@@ -262,27 +263,131 @@ async fn prepare_twice_reuses_the_sandbox() {
 }
 
 #[tokio::test]
-async fn a_dirty_project_is_an_error() {
+async fn a_dirty_project_starts_from_head_or_its_working_tree() {
     let world = World::new();
     let project = world.project("demo");
     let cfg = world.cfg(false);
     // Untracked files do not count.
     write(&project, "scratch.txt", "notes\n");
-    Sandbox::prepare(&cfg, "demo", &project, "untracked")
+    let clean = Sandbox::prepare(&cfg, "demo", &project, "untracked")
         .await
         .unwrap();
+    assert!(clean.left_out.is_empty());
 
+    // From HEAD: the edit is not there, and the sandbox says so.
     write(&project, "README.md", "edited\n");
-    let err = Sandbox::prepare(&cfg, "demo", &project, TASK)
+    let head = world.git(&project, &["rev-parse", "HEAD"]);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    assert_eq!(sandbox.base_commit, head);
+    assert_eq!(sandbox.left_out, vec!["README.md".to_string()]);
+    assert!(
+        sandbox
+            .start
+            .contains("the project's uncommitted changes in README.md are not in it"),
+        "{}",
+        sandbox.start
+    );
+    assert_eq!(
+        fs::read_to_string(sandbox.path.join("README.md")).unwrap(),
+        "# demo\nold line\n"
+    );
+
+    // From the working tree: the edit is the base, committed on HEAD; the
+    // project itself is untouched.
+    let from_tree = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let snap = Sandbox::prepare_from(&cfg, "demo", &project, from_tree, &Base::WorkingTree)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(snap.path.join("README.md")).unwrap(),
+        "edited\n"
+    );
+    assert!(!snap.path.join("scratch.txt").exists());
+    assert!(snap.left_out.is_empty());
+    assert_eq!(world.git(&snap.path, &["rev-parse", "HEAD^"]), head);
+    assert_eq!(world.git(&project, &["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        world.git(&project, &["status", "--porcelain"]),
+        "M README.md\n?? scratch.txt"
+    );
+    // The agent's changes are counted from the snapshot.
+    write(&snap.path, "work.txt", "done\n");
+    let changes = snap.commit_all(&cfg, "work").await.unwrap();
+    assert_eq!(changes.files, vec![change("work.txt", 1, 0)]);
+}
+
+#[tokio::test]
+async fn a_task_starts_from_the_work_of_the_tasks_it_depends_on() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    // Two finished tasks, each with its branch in the project.
+    let work = |id: &'static str, file: &'static str, text: &'static str| {
+        let cfg = cfg.clone();
+        let project = project.clone();
+        async move {
+            let sandbox = Sandbox::prepare(&cfg, "demo", &project, id).await.unwrap();
+            write(&sandbox.path, file, text);
+            sandbox.commit_all(&cfg, id).await.unwrap();
+            deliver(&sandbox).await.unwrap();
+            sandbox.finish(&cfg, true).await.unwrap();
+        }
+    };
+    work("SCHEMA", "schema.sql", "create table t;\n").await;
+    work("API", "api.rs", "fn api() {}\n").await;
+
+    let one = Sandbox::prepare_from(
+        &cfg,
+        "demo",
+        &project,
+        "DOCS",
+        &Base::Tasks(vec!["SCHEMA".into()]),
+    )
+    .await
+    .unwrap();
+    assert!(one.path.join("schema.sql").exists());
+    assert!(
+        one.start.starts_with("the work of task SCHEMA"),
+        "{}",
+        one.start
+    );
+    assert_eq!(
+        one.base_commit,
+        world.git(&project, &["rev-parse", "claudomator/SCHEMA"])
+    );
+
+    // Several: merged, and the new task's changes count from the merge. A
+    // task with no branch is skipped.
+    let both = Base::Tasks(vec!["SCHEMA".into(), "NOBRANCH".into(), "API".into()]);
+    let merged = Sandbox::prepare_from(&cfg, "demo", &project, "BOTH", &both)
+        .await
+        .unwrap();
+    assert!(merged.path.join("schema.sql").exists() && merged.path.join("api.rs").exists());
+    assert!(
+        merged.start.contains("task API's merged in"),
+        "{}",
+        merged.start
+    );
+    write(&merged.path, "docs.md", "# docs\n");
+    let changes = merged.commit_all(&cfg, "docs").await.unwrap();
+    assert_eq!(changes.files, vec![change("docs.md", 1, 0)]);
+
+    // Work that conflicts: refused, naming the file, nothing left behind.
+    work("OTHER", "schema.sql", "create table other;\n").await;
+    let clash = Base::Tasks(vec!["SCHEMA".into(), "OTHER".into()]);
+    let err = Sandbox::prepare_from(&cfg, "demo", &project, "CLASH", &clash)
         .await
         .unwrap_err();
-    assert!(matches!(err, SandboxError::DirtyProject { .. }), "{err}");
-    let expected = format!(
-        "project `demo` has uncommitted changes in {}: commit or stash them first (README.md)",
-        project.display()
+    assert!(matches!(err, SandboxError::StartConflict { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("task OTHER's branch conflicts in schema.sql"),
+        "{err}"
     );
-    assert_eq!(err.to_string(), expected);
-    assert!(!cfg.root.join(TASK).exists());
+    assert!(!cfg.root.join("CLASH").exists());
+    assert!(!cfg.root.join(".CLASH.partial").exists());
 }
 
 #[tokio::test]
@@ -365,6 +470,8 @@ async fn finish_removes_on_success_and_keeps_on_failure() {
         branch: "x".to_string(),
         base_commit: "x".to_string(),
         fresh: false,
+        start: String::new(),
+        left_out: Vec::new(),
     };
     let err = forged.finish(&discard, true).await.unwrap_err();
     assert!(matches!(err, SandboxError::OutsideRoot { .. }), "{err}");
@@ -761,4 +868,58 @@ async fn alternates_the_agent_rewrites_are_put_back() {
     let err = sandbox.commit_all(&cfg, "agent work").await.unwrap_err();
     assert!(err.to_string().contains(".git/objects/info"), "{err}");
     assert!(!other.join(".git/objects/info/alternates").exists());
+}
+
+#[tokio::test]
+async fn a_branch_diff_lists_every_file_and_cuts_text_past_the_limits() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(false);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    let big: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+    write(&sandbox.path, "big.txt", &big);
+    write(&sandbox.path, "README.md", "# demo\nnew line\n");
+    fs::remove_file(sandbox.path.join("old.txt")).unwrap();
+    let changes = sandbox.commit_all(&cfg, "work").await.unwrap();
+    deliver(&sandbox).await.unwrap();
+
+    let diff = branch_diff(
+        &project,
+        TASK,
+        changes.commits.first().map(String::as_str),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.base_commit, sandbox.base_commit);
+    assert_eq!(diff.branch, sandbox.branch);
+    let by_path = |p: &str| diff.files.iter().find(|f| f.change.path == p).unwrap();
+    assert_eq!(by_path("big.txt").status, FileStatus::Added);
+    assert_eq!(by_path("big.txt").change.added, 300_000);
+    assert!(by_path("big.txt").patch_truncated);
+    assert!(by_path("big.txt").patch.len() <= MAX_FILE_PATCH_BYTES);
+    assert_eq!(by_path("old.txt").status, FileStatus::Deleted);
+    let readme = by_path("README.md");
+    assert_eq!(readme.status, FileStatus::Modified);
+    assert!(
+        readme
+            .patch
+            .starts_with("diff --git a/README.md b/README.md\n")
+    );
+    assert!(
+        readme.patch.contains("-old line\n+new line\n"),
+        "{}",
+        readme.patch
+    );
+    assert!(diff.truncated);
+
+    // Without the first commit: the merge base with the project's HEAD.
+    let again = branch_diff(&project, TASK, None, 0).await.unwrap();
+    assert_eq!(again.base_commit, sandbox.base_commit);
+    assert!(matches!(
+        branch_diff(&project, "01ARZ3NDEKTSV4RRFFQ69G5FAV", None, 3).await,
+        Err(SandboxError::NoBranch { .. })
+    ));
 }

@@ -29,6 +29,8 @@ pub mod task {
         pub review_required: bool,
         /// Where the sandbox starts; empty: the project's HEAD.
         pub base_ref: String,
+        /// `dependencies`, `head` or `working_tree`.
+        pub start_from: String,
         #[sea_orm(unique)]
         pub idempotency_key: Option<String>,
         pub state: String,

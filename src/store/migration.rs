@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007TaskBaseRef),
             Box::new(M0008Servers),
             Box::new(M0009TaskChanges),
+            Box::new(M0010TaskStartFrom),
         ]
     }
 }
@@ -637,6 +638,41 @@ impl MigrationTrait for M0009TaskChanges {
                     .col(ColumnDef::new(TaskChange::Reason).text().not_null())
                     .col(ColumnDef::new(TaskChange::At).big_integer().not_null())
                     .col(ColumnDef::new(TaskChange::Origin).text().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Where a task's sandbox starts when it names no base ref.
+struct M0010TaskStartFrom;
+
+impl MigrationName for M0010TaskStartFrom {
+    fn name(&self) -> &str {
+        "m0010_task_start_from"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV10 {
+    #[sea_orm(iden = "task")]
+    Table,
+    StartFrom,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0010TaskStartFrom {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV10::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV10::StartFrom)
+                            .text()
+                            .not_null()
+                            .default("dependencies"),
+                    )
                     .to_owned(),
             )
             .await

@@ -18,13 +18,13 @@ use super::{Executor, ProjectTarget};
 use crate::core::CoreError;
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::{
-    AgentType, Execution, ExecutionState, FileChange, Task, TaskState, now_millis,
+    AgentType, Execution, ExecutionState, FileChange, StartFrom, Task, TaskState, now_millis,
 };
 use crate::core::runner::{RunOutcome, RunRequest};
 use crate::core::state;
 use crate::runners::extract_summary;
 use crate::sandbox::{
-    Sandbox, SandboxConfig, SandboxError, default_branch, deliver, rebase_and_push,
+    Base, Sandbox, SandboxConfig, SandboxError, default_branch, deliver, rebase_and_push,
 };
 use crate::store::{Lease, TaskUpdate};
 
@@ -109,6 +109,36 @@ impl Executor {
         }
     }
 
+    /// Where a new sandbox for `task` starts: its `base_ref`, else as its
+    /// `start_from` says (its dependencies' work: those in its project).
+    async fn base(&self, task: &Task) -> Result<Base, CoreError> {
+        if !task.base_ref.is_empty() {
+            return Ok(Base::Ref(task.base_ref.clone()));
+        }
+        Ok(match task.start_from {
+            StartFrom::Head => Base::Head,
+            StartFrom::WorkingTree => Base::WorkingTree,
+            StartFrom::Dependencies if task.depends_on.is_empty() => Base::Head,
+            StartFrom::Dependencies => {
+                let deps = self.tasks.store().get_tasks(&task.depends_on).await?;
+                let same_project: Vec<String> = task
+                    .depends_on
+                    .iter()
+                    .filter(|id| {
+                        deps.iter()
+                            .any(|d| d.id == **id && d.project == task.project)
+                    })
+                    .map(|id| id.to_string())
+                    .collect();
+                if same_project.is_empty() {
+                    Base::Head
+                } else {
+                    Base::Tasks(same_project)
+                }
+            }
+        })
+    }
+
     async fn attempt(
         &self,
         task: &Task,
@@ -130,12 +160,13 @@ impl Executor {
             log.note(why.to_string());
             return self.record(task, execution, Err(why)).await;
         };
-        let sandbox = match Sandbox::prepare_at(
+        let base = self.base(task).await?;
+        let sandbox = match Sandbox::prepare_from(
             &self.config.sandbox,
             &task.project,
             &project.path,
             &task.id.to_string(),
-            &task.base_ref,
+            &base,
         )
         .await
         {
@@ -152,6 +183,9 @@ impl Executor {
             sandbox.path.display(),
             sandbox.branch
         ));
+        if !sandbox.start.is_empty() {
+            log.note(format!("the sandbox starts from {}", sandbox.start));
+        }
         if sandbox.fresh
             && let Err(reason) = self.ready_sandbox(project, &sandbox, log, &token).await
         {
