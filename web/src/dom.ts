@@ -92,3 +92,8 @@ export function usd(value: number): string {
 export function count(n: number | bigint): string {
   return Number(n).toLocaleString("en");
 }
+
+/** 1 -> "1 file", 3 -> "3 files". */
+export function plural(n: number, noun: string): string {
+  return `${count(n)} ${noun}${n === 1 ? "" : "s"}`;
+}

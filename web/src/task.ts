@@ -11,7 +11,8 @@ import {
   type Task,
 } from "./api.js";
 import { agentName, stateName } from "./board.js";
-import { byId, count, date, duration, h, replace, usd } from "./dom.js";
+import { byId, count, date, duration, h, plural, replace, usd } from "./dom.js";
+import { DiffView } from "./diff.js";
 import { LogView } from "./log.js";
 
 export interface TaskApp {
@@ -22,6 +23,8 @@ export interface TaskApp {
 }
 
 const FINAL = [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.BUDGET_EXCEEDED, TaskState.FAILED, TaskState.TIMED_OUT];
+/** States in which the work is not settled yet. */
+const RUNS = [TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING];
 const FAILED_ATTEMPTS = [ExecutionState.FAILED, ExecutionState.TIMED_OUT, ExecutionState.BUDGET_EXCEEDED, ExecutionState.INTERRUPTED];
 const RETRYABLE = [TaskState.FAILED, TaskState.TIMED_OUT, TaskState.BUDGET_EXCEEDED, TaskState.CANCELLED];
 
@@ -40,6 +43,7 @@ export class TaskView {
   private task: Task | undefined;
   private abort: AbortController | undefined;
   private log = new LogView();
+  private diff = new DiffView();
   private actions = h("div", { class: "actions" });
   private header = h("header", { class: "task-header" });
   private summary = h("section", { class: "summary" });
@@ -64,6 +68,7 @@ export class TaskView {
     this.id = id;
     this.task = this.app.known(id);
     this.log = new LogView();
+    this.diff = new DiffView();
     replace(
       this.panel,
       this.header,
@@ -72,6 +77,8 @@ export class TaskView {
       this.summary,
       h("h3", {}, "Attempts"),
       this.attempts,
+      h("h3", {}, "Changes"),
+      this.diff.element,
       h("details", { class: "spec-details" }, h("summary", {}, "Spec"), this.spec),
       h("h3", {}, "Log"),
       this.log.element,
@@ -84,6 +91,7 @@ export class TaskView {
     const abort = new AbortController();
     this.abort = abort;
     void this.load(id, abort.signal);
+    void this.diff.load(this.app.client(), id, abort.signal);
     void this.follow(id, abort.signal);
     this.panel.focus();
   }
@@ -103,7 +111,12 @@ export class TaskView {
       return;
     }
     const instructions = this.task?.spec?.instructions;
+    const before = this.task?.state;
     this.task = task;
+    // An attempt ended: its work may have changed the branch.
+    if (before !== task.state && !RUNS.includes(task.state) && this.abort) {
+      void this.diff.load(this.app.client(), task.id, this.abort.signal);
+    }
     if (task.spec && !task.spec.instructions && instructions) {
       task.spec.instructions = instructions;
     }
@@ -304,7 +317,7 @@ export class TaskView {
         h("td", {}, String(e.turns)),
         h("td", {}, started ? duration((ended - started) / 1000) : ""),
         h("td", { class: FAILED_ATTEMPTS.includes(e.state) ? "error" : "" }, exit),
-        h("td", { class: "files", title: files }, e.fileChanges.length ? `${e.fileChanges.length} files` : ""),
+        h("td", { class: "files", title: files }, e.fileChanges.length ? plural(e.fileChanges.length, "file") : ""),
       );
     });
     replace(

@@ -1,7 +1,7 @@
 // The web board (web/, served by the server itself at /) in a real headless
 // Chromium against real servers: one running the real `claude` CLI against
 // the scripted Anthropic API (clients/testing/anthropic_mock.py), for the
-// whole life of a task from the form to Done; queue-only ones for the token,
+// whole life of a task from the form to Done, its diff included; queue-only ones for the token,
 // cancel and retry, filters, and a restart under the page. Screenshots of the
 // main views go to dist/board-shots/ (not committed).
 import { expect, test, type Page } from "@playwright/test";
@@ -127,6 +127,15 @@ test.describe("the board with the real claude CLI", () => {
     await expect(view.locator(".entry-text", { hasText: "I'll create the file." }).first()).toBeVisible();
     await expect(view.locator(".summary-text")).toContainText("Created hello.txt");
     await page.screenshot({ path: join(SHOTS, "task-review.png") });
+
+    // The diff of its branch: hello.txt added, one line, shown unified.
+    const changed = view.locator('.diff-file[data-path="hello.txt"]');
+    await expect(changed).toContainText("added");
+    await expect(changed.locator("summary")).toContainText("+1 −0");
+    await expect(changed.locator(".diff-add").last()).toHaveText("+hi");
+    await expect(view.locator(".diff-summary")).toContainText(`1 file, +1 −0 on claudomator/${id}`);
+    await view.locator(".changes").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(SHOTS, "task-diff.png") });
 
     // Reject with feedback: back to work, again in the same session, then review again.
     await view.locator("#reject").click();
