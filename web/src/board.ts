@@ -2,7 +2,7 @@
 // counts, and the agents' status line. Columns are redrawn only when a task
 // in them (or the filter) changed, at most once a frame.
 import { AgentType, Priority, TaskState, type GetSystemStatusResponse, type Task } from "./api.js";
-import { ago, byId, count, date, h, replace } from "./dom.js";
+import { ago, byId, count, date, h, replace, shortTime } from "./dom.js";
 
 export interface Column {
   key: string;
@@ -70,19 +70,81 @@ export function matches(task: Task, filter: Filter): boolean {
   return true;
 }
 
-const millis = (task: Task, field: "createdAt" | "updatedAt") => date(task[field])?.getTime() ?? 0;
+/** A timestamp in milliseconds, without making a Date (sorting compares thousands). */
+const millis = (task: Task, field: "createdAt" | "updatedAt") => {
+  const ts = task[field];
+  return ts ? Number(ts.seconds) * 1000 + ts.nanos / 1e6 : 0;
+};
 
-/** Queued: as the scheduler takes them (priority, then oldest); the rest: latest change first. */
-function order(column: Column): (a: Task, b: Task) => number {
+/**
+ * A task's place in its column, smaller first. Queued: as the scheduler
+ * takes them (priority, then oldest); the rest: latest change first.
+ */
+function sortKey(column: Column, task: Task): number {
   if (column.key === "queued") {
-    return (a, b) =>
-      (b.spec?.priority || Priority.NORMAL) - (a.spec?.priority || Priority.NORMAL) ||
-      millis(a, "createdAt") - millis(b, "createdAt");
+    return -(task.spec?.priority || Priority.NORMAL) * 1e13 + millis(task, "createdAt");
   }
-  return (a, b) => millis(b, "updatedAt") - millis(a, "updatedAt");
+  return -millis(task, "updatedAt");
 }
 
+/** A column's tasks in order, kept sorted as tasks come and go (no re-sort per change). */
+class SortedTasks {
+  private keys: number[] = [];
+  /** Read only outside. */
+  tasks: Task[] = [];
+
+  /** The first index whose key is above `key`. */
+  private after(key: number): number {
+    let lo = 0;
+    let hi = this.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.keys[mid]! <= key) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  insert(task: Task, key: number): void {
+    const at = this.after(key);
+    this.keys.splice(at, 0, key);
+    this.tasks.splice(at, 0, task);
+  }
+
+  remove(id: string, key: number): void {
+    for (let i = this.after(key) - 1; i >= 0 && this.keys[i] === key; i--) {
+      if (this.tasks[i]!.id === id) {
+        this.keys.splice(i, 1);
+        this.tasks.splice(i, 1);
+        return;
+      }
+    }
+  }
+
+  /** All at once (a snapshot): one sort. */
+  reset(entries: [Task, number][]): void {
+    entries.sort((a, b) => a[1] - b[1]);
+    this.keys = entries.map((e) => e[1]);
+    this.tasks = entries.map((e) => e[0]);
+  }
+}
+
+/** Each task's card, drawn once per version of the task (a change brings a new object). */
+const cards = new WeakMap<Task, HTMLElement>();
+
 function card(task: Task): HTMLElement {
+  let element = cards.get(task);
+  if (!element) {
+    element = drawCard(task);
+    cards.set(task, element);
+  }
+  return element;
+}
+
+function drawCard(task: Task): HTMLElement {
   const spec = task.spec;
   const priority = spec?.priority === Priority.HIGH ? "high" : spec?.priority === Priority.LOW ? "low" : "";
   return h(
@@ -98,7 +160,7 @@ function card(task: Task): HTMLElement {
       h("span", {}, agentName(spec?.agent?.type)),
       spec?.project ? h("span", {}, spec.project) : null,
       task.attempts > 1 ? h("span", {}, `${task.attempts} attempts`) : null,
-      h("time", { datetime: date(task.updatedAt)?.toISOString() ?? "" }, ago(task.updatedAt)),
+      h("time", { datetime: date(task.updatedAt)?.toISOString() ?? "", title: ago(task.updatedAt) }, shortTime(task.updatedAt)),
     ),
     spec?.tags.length ? h("span", { class: "card-tags" }, ...spec.tags.map((t) => h("span", { class: "tag" }, t))) : null,
     task.stateReason && task.state !== TaskState.BLOCKED ? h("span", { class: "card-reason" }, task.stateReason) : null,
@@ -109,6 +171,12 @@ export class BoardView {
   private bodies = new Map<string, HTMLElement>();
   private counts = new Map<string, HTMLElement>();
   filter: Filter = { project: "", tag: "", agent: "", text: "" };
+  private projects = new Set<string>();
+  private tags = new Set<string>();
+  /** Each column's tasks, sorted. */
+  private lists = new Map<string, SortedTasks>(COLUMNS.map((c) => [c.key, new SortedTasks()]));
+  /** Where each task is: its column and sort key. */
+  private placed = new Map<string, { column: string; key: number }>();
 
   constructor(private tasks: Map<string, Task>) {
     const board = byId("board");
@@ -129,65 +197,93 @@ export class BoardView {
   }
 
   /** Redraws the columns `ids` are in now or were in before (all when undefined). */
-  render(ids?: string[], previous?: Map<string, TaskState>): void {
-    let dirty: Set<string>;
+  render(ids?: string[]): void {
     if (ids === undefined) {
-      dirty = new Set(COLUMNS.map((c) => c.key));
-    } else {
-      dirty = new Set();
-      for (const id of ids) {
-        const now = this.tasks.get(id);
-        const before = previous?.get(id);
-        for (const state of [now?.state, before]) {
-          const column = state === undefined ? undefined : columnOf(state);
-          if (column) {
-            dirty.add(column.key);
-          }
+      this.placed.clear();
+      const entries = new Map<string, [Task, number][]>(COLUMNS.map((c) => [c.key, []]));
+      for (const task of this.tasks.values()) {
+        const column = columnOf(task.state);
+        if (column) {
+          const key = sortKey(column, task);
+          entries.get(column.key)!.push([task, key]);
+          this.placed.set(task.id, { column: column.key, key });
         }
       }
-    }
-    if (dirty.size === 0) {
+      for (const [key, list] of this.lists) {
+        list.reset(entries.get(key)!);
+      }
+      this.redraw();
       return;
     }
-    const byColumn = new Map<string, Task[]>(COLUMNS.filter((c) => dirty.has(c.key)).map((c) => [c.key, []]));
-    for (const task of this.tasks.values()) {
-      const column = columnOf(task.state);
-      const list = column && byColumn.get(column.key);
-      if (list && matches(task, this.filter)) {
-        list.push(task);
+    const dirty = new Set<string>();
+    for (const id of ids) {
+      const was = this.placed.get(id);
+      if (was) {
+        this.lists.get(was.column)!.remove(id, was.key);
+        this.placed.delete(id);
+        dirty.add(was.column);
+      }
+      const task = this.tasks.get(id);
+      const column = task && columnOf(task.state);
+      if (task && column) {
+        const key = sortKey(column, task);
+        this.lists.get(column.key)!.insert(task, key);
+        this.placed.set(id, { column: column.key, key });
+        dirty.add(column.key);
       }
     }
-    for (const column of COLUMNS) {
-      const list = byColumn.get(column.key);
-      if (!list) {
-        continue;
-      }
-      list.sort(order(column));
-      const shown = list.slice(0, CARDS_PER_COLUMN).map(card);
-      const more = list.length - shown.length;
-      replace(
-        this.bodies.get(column.key)!,
-        ...shown,
-        more > 0 ? h("p", { class: "more" }, `and ${count(more)} more: narrow the filter`) : null,
-        list.length === 0 ? h("p", { class: "empty" }, "nothing here") : null,
-      );
-      this.counts.get(column.key)!.textContent = count(list.length);
+    for (const key of dirty) {
+      this.draw(key);
     }
   }
 
-  /** The filter choices from the tasks known (projects, tags). */
-  choices(): { projects: string[]; tags: string[] } {
-    const projects = new Set<string>();
-    const tags = new Set<string>();
-    for (const task of this.tasks.values()) {
-      if (task.spec?.project) {
-        projects.add(task.spec.project);
-      }
-      for (const tag of task.spec?.tags ?? []) {
-        tags.add(tag);
+  /** Redraws every column (the filter changed). */
+  redraw(): void {
+    COLUMNS.forEach((c) => this.draw(c.key));
+  }
+
+  private draw(key: string): void {
+    const all = this.lists.get(key)!.tasks;
+    const unfiltered = !this.filter.project && !this.filter.tag && !this.filter.agent && !this.filter.text;
+    const shown: HTMLElement[] = [];
+    let matching = 0;
+    for (const task of all) {
+      if (unfiltered || matches(task, this.filter)) {
+        matching++;
+        if (shown.length < CARDS_PER_COLUMN) {
+          shown.push(card(task));
+        } else if (unfiltered) {
+          matching = all.length;
+          break;
+        }
       }
     }
-    return { projects: [...projects].sort(), tags: [...tags].sort() };
+    const more = matching - shown.length;
+    replace(
+      this.bodies.get(key)!,
+      ...shown,
+      more > 0 ? h("p", { class: "more" }, `and ${count(more)} more: narrow the filter`) : null,
+      matching === 0 ? h("p", { class: "empty" }, "nothing here") : null,
+    );
+    this.counts.get(key)!.textContent = count(matching);
+  }
+
+  /** The filter choices from the tasks known (projects, tags); `ids` changed (all when undefined). */
+  choices(ids?: string[]): { projects: string[]; tags: string[] } {
+    if (ids === undefined) {
+      this.projects.clear();
+      this.tags.clear();
+    }
+    const tasks = ids === undefined ? this.tasks.values() : ids.map((id) => this.tasks.get(id));
+    for (const task of tasks) {
+      if (task?.spec?.project) {
+        this.projects.add(task.spec.project);
+      }
+      for (const tag of task?.spec?.tags ?? []) {
+        this.tags.add(tag);
+      }
+    }
+    return { projects: [...this.projects].sort(), tags: [...this.tags].sort() };
   }
 }
 

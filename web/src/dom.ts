@@ -73,6 +73,16 @@ export function ago(ts: Timestamp | undefined, now = Date.now()): string {
   return d.toLocaleDateString();
 }
 
+/** "14:05" today, else the date: a card's time, which stays right as it ages. */
+export function shortTime(ts: Timestamp | undefined): string {
+  const d = date(ts);
+  if (!d) {
+    return "";
+  }
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleDateString();
+}
+
 /** 75 -> "1 min 15 s". */
 export function duration(seconds: number): string {
   const s = Math.round(seconds);

@@ -9,6 +9,7 @@ import { h, replace } from "./dom.js";
 
 const WINDOW = 400;
 const MORE = 1000;
+const FLUSH_MS = 100;
 
 interface Entry {
   kind: "text" | "tool" | "system" | "error" | "result" | "question" | "attempt";
@@ -78,6 +79,7 @@ export class LogView {
   /** Entries added since the last frame. */
   private added: Entry[] = [];
   private frame = 0;
+  private lastFlush = 0;
   private status: HTMLElement;
   private follow = true;
   events = 0;
@@ -99,12 +101,13 @@ export class LogView {
 
   add(event: LogEvent): void {
     this.events++;
+    if (event.kind === LogEventKind.TEXT) {
+      this.push({ kind: "text", title: event.text });
+      return; // the text is all it needs: no payload to read
+    }
     const payload = parse(event.payloadJson);
     const block = firstBlock(payload);
     switch (event.kind) {
-      case LogEventKind.TEXT:
-        this.push({ kind: "text", title: event.text });
-        return;
       case LogEventKind.TOOL_CALL: {
         const input = block?.input ?? payload;
         const entry: Entry = { kind: "tool", title: event.text, body: input === undefined ? undefined : describeInput(input) };
@@ -157,12 +160,16 @@ export class LogView {
     this.entries.push(entry);
     this.added.push(entry);
     if (!this.frame) {
-      this.frame = requestAnimationFrame(() => this.flush());
+      // At most one drawing every FLUSH_MS: a burst (a long log opening) is
+      // drawn a few times, not on every frame.
+      const wait = Math.max(0, this.lastFlush + FLUSH_MS - performance.now());
+      this.frame = window.setTimeout(() => requestAnimationFrame(() => this.flush()), wait);
     }
   }
 
   private flush(): void {
     this.frame = 0;
+    this.lastFlush = performance.now();
     const added = this.added;
     this.added = [];
     const fragment = document.createDocumentFragment();

@@ -1,7 +1,7 @@
 // The board's entry: wires the live task store, the board, the task view,
 // the submit form and the token prompt; routes #/ and #/task/ID; keyboard
 // shortcuts (n: new task, /: search, Esc: close).
-import { connect, describe, forgetToken, isAuthError, saveToken, savedToken, type Client, type TaskState } from "./api.js";
+import { connect, describe, forgetToken, isAuthError, saveToken, savedToken, type Client } from "./api.js";
 import { BoardView, renderAgents } from "./board.js";
 import { byId, h, replace } from "./dom.js";
 import { SubmitForm } from "./submit.js";
@@ -20,27 +20,16 @@ function toast(text: string): void {
   setTimeout(() => item.remove(), 4000);
 }
 
-// What each task's state was before the latest change, for the board to
-// know which column it left.
-const previous = new Map<string, TaskState>();
-
 const store = new TaskStore(currentClient, {
   changed(ids) {
-    board.render(ids, previous);
-    for (const id of ids ?? []) {
-      previous.delete(id);
-    }
-    refreshFilters();
+    board.render(ids);
+    refreshFilters(ids);
     scheduleStatus();
   },
   connection: showConnection,
   change(change) {
-    const task = change.task;
-    if (task) {
-      if (!previous.has(task.id)) {
-        previous.set(task.id, change.fromState);
-      }
-      view.changed(task);
+    if (change.task) {
+      view.changed(change.task);
     }
   },
 });
@@ -158,14 +147,14 @@ function applyFilter(): void {
     agent: filters.agent.value,
     text: filters.text.value.trim(),
   };
-  board.render();
+  board.redraw();
 }
 for (const input of Object.values(filters)) {
   input.addEventListener("input", applyFilter);
 }
 let known = "";
-function refreshFilters(): void {
-  const { projects, tags } = board.choices();
+function refreshFilters(ids?: string[]): void {
+  const { projects, tags } = board.choices(ids);
   const key = JSON.stringify([projects, tags]);
   if (key === known) {
     return;
