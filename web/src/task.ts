@@ -43,12 +43,15 @@ export class TaskView {
   private task: Task | undefined;
   private abort: AbortController | undefined;
   private log = new LogView();
-  private diff = new DiffView();
+  private diff = new DiffView(() => this.commented());
   private actions = h("div", { class: "actions" });
   private header = h("header", { class: "task-header" });
   private summary = h("section", { class: "summary" });
   private attempts = h("section", { class: "attempts" });
   private spec = h("section", { class: "spec" });
+  /** Kept while the task is open, so a redraw (a change, a line comment) keeps what was typed. */
+  private answerBox = h("textarea");
+  private feedbackBox = h("textarea");
   private error = h("p", { class: "error", id: "task-error", role: "alert" });
   /** Bumped on each change of the open task; `changed` resolves then. */
   private version = 0;
@@ -68,7 +71,9 @@ export class TaskView {
     this.id = id;
     this.task = this.app.known(id);
     this.log = new LogView();
-    this.diff = new DiffView();
+    this.diff = new DiffView(() => this.commented());
+    this.answerBox = h("textarea", { id: "answer", rows: 3, placeholder: "Your answer", "aria-label": "your answer" });
+    this.feedbackBox = h("textarea", { id: "feedback", rows: 3, placeholder: "What to change", "aria-label": "feedback" });
     replace(
       this.panel,
       this.header,
@@ -188,7 +193,7 @@ export class TaskView {
     const parts: HTMLElement[] = [];
     if (task.state === TaskState.BLOCKED && task.question) {
       const q = task.question;
-      const answer = h("textarea", { id: "answer", rows: 3, placeholder: "Your answer", "aria-label": "your answer" });
+      const answer = this.answerBox;
       const send = (text: string) =>
         this.act("answered", () => this.app.client().raw.answerQuestion({ taskId: task.id, answer: text }));
       parts.push(
@@ -215,7 +220,7 @@ export class TaskView {
       );
     }
     if (task.state === TaskState.READY) {
-      const feedback = h("textarea", { id: "feedback", rows: 3, placeholder: "What to change", "aria-label": "feedback" });
+      const feedback = this.feedbackBox;
       parts.push(
         h(
           "div",
@@ -227,18 +232,30 @@ export class TaskView {
             "Accept",
           ),
           feedback,
+          this.diff.comments.length
+            ? h(
+                "div",
+                { class: "line-comments" },
+                h("p", {}, `With ${plural(this.diff.comments.length, "line comment")}:`),
+                h("ul", {}, ...this.diff.comments.map((c) => h("li", {}, h("code", {}, c.where), ` ${c.text}`))),
+              )
+            : null,
           h(
             "button",
             {
               type: "button",
               id: "reject",
               onclick: () => {
-                if (!feedback.value.trim()) {
-                  this.error.textContent = "Say what to change before sending it back.";
+                const text = this.feedback(feedback.value);
+                if (!text) {
+                  this.error.textContent = "Say what to change (or comment on lines of the diff) before sending it back.";
                   feedback.focus();
                   return;
                 }
-                void this.act("sent back", () => this.app.client().raw.rejectTask({ taskId: task.id, feedback: feedback.value }));
+                void this.act("sent back", async () => {
+                  await this.app.client().raw.rejectTask({ taskId: task.id, feedback: text });
+                  this.diff.comments.length = 0;
+                });
               },
             },
             "Reject with feedback",
@@ -269,6 +286,21 @@ export class TaskView {
       buttons.append(h("button", { type: "button", id: "retry", onclick: () => void this.retry(task.id) }, "Retry as a new task"));
     }
     replace(this.actions, ...parts, buttons.childElementCount ? buttons : null);
+  }
+
+  /** A line comment was added: the review lists it. */
+  private commented(): void {
+    this.error.textContent = "";
+    if (this.task) {
+      this.drawActions(this.task);
+    }
+  }
+
+  /** The feedback: what the reviewer wrote, then the diff's line comments. */
+  private feedback(written: string): string {
+    const lines = this.diff.comments.map((c) => `- ${c.where}: ${c.text}`);
+    const parts = [written.trim(), lines.length ? `On the diff:\n${lines.join("\n")}` : ""];
+    return parts.filter(Boolean).join("\n\n");
   }
 
   private async act(done: string, call: () => Promise<unknown>): Promise<void> {

@@ -139,9 +139,20 @@ test.describe("the board with the real claude CLI", () => {
 
     // Reject with feedback: back to work, again in the same session, then review again.
     await view.locator("#reject").click();
-    await expect(view.locator("#task-error")).toHaveText("Say what to change before sending it back.");
+    await expect(view.locator("#task-error")).toHaveText(/^Say what to change/);
+    // A comment on a line of the diff goes with the feedback.
     await view.locator("#feedback").fill("Add a newline at the end.");
+    await changed.locator(".diff-add", { hasText: "+hi" }).click();
+    await page.keyboard.type("Say hello instead");
+    await page.keyboard.press("Enter");
+    await expect(view.locator(".line-comments li")).toHaveText(["hello.txt:1 Say hello instead"]);
+    await expect(view.locator("#feedback")).toHaveValue("Add a newline at the end.");
+    await page.screenshot({ path: join(SHOTS, "task-line-comment.png") });
+
+    const sent = page.waitForRequest((r) => r.url().endsWith("/claudomator.v1.ClaudomatorService/RejectTask"));
     await view.locator("#reject").click();
+    const body = (await sent).postDataBuffer()?.toString("utf8") ?? "";
+    expect(body).toContain("Add a newline at the end.\n\nOn the diff:\n- hello.txt:1: Say hello instead");
     await expect(view.locator(".attempts tbody tr")).toHaveCount(3, { timeout: 90_000 });
     await expect(view.locator(".task-state .badge")).toHaveText("ready", { timeout: 90_000 });
     const node = new Client(server!.address);
