@@ -202,6 +202,42 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
 }
 
 #[test]
+fn serve_prints_the_board_url_and_serves_the_board_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let served = serve(tmp.path(), &home, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match served.later.recv_timeout(left) {
+            Ok(line) if line.contains("web board at") => break line,
+            Ok(_) => continue,
+            Err(_) => panic!("serve did not print the board's URL"),
+        }
+    };
+    let url = format!("http://{}/", served.addr);
+    assert!(line.contains(&url), "{line}");
+
+    // What a browser gets there: the board's page.
+    let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        served.addr
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-type: text/html"), "{answer}");
+    assert!(answer.contains("<title>claudomator</title>"), "{answer}");
+}
+
+#[test]
 fn serve_outside_a_git_repository_warns_and_tasks_are_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
