@@ -323,7 +323,7 @@ export class TaskView {
   private async retry(id: string): Promise<void> {
     await this.act("submitted again", async () => {
       const old = await this.app.client().getTask(id);
-      const { task } = await this.app.client().submitTask({ ...old.spec!, dependsOn: [] });
+      const { task } = await this.app.client().submitTask({ ...old.spec! });
       location.hash = `#/task/${task.id}`;
     });
   }
