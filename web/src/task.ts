@@ -106,6 +106,10 @@ export class TaskView {
     this.abort = undefined;
     this.id = "";
     this.task = undefined;
+    // A long log is tens of thousands of entries: let it go with the view.
+    this.log = new LogView();
+    this.diff = new DiffView();
+    this.panel.replaceChildren();
     this.panel.hidden = true;
     document.body.classList.remove("task-open");
   }
