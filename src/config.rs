@@ -16,6 +16,18 @@ use crate::core::validate::{TaskRules, parse_duration};
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "claudomator.toml";
 
+/// The user's config file, which `init` writes by default and `serve` reads
+/// when the working directory has no `claudomator.toml`:
+/// `$XDG_CONFIG_HOME/claudomator/claudomator.toml`, else under
+/// `~/.config`. Outside any repository, so it is never committed.
+pub fn user_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("claudomator").join(DEFAULT_CONFIG_FILE))
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -463,6 +475,10 @@ pub struct GithubConfig {
     /// The webhook's secret (`CLAUDOMATOR_GITHUB_WEBHOOK_SECRET` wins).
     /// Without one every delivery is refused (403), unless `allow_unsigned`.
     pub webhook_secret: String,
+    /// The environment variable holding the webhook's secret instead, so
+    /// the file holds no secret.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub webhook_secret_env: String,
     /// Take unsigned deliveries when no secret is set: for local use only.
     pub allow_unsigned: bool,
     /// Larger bodies are refused (413).
@@ -487,6 +503,7 @@ impl Default for GithubConfig {
     fn default() -> Self {
         GithubConfig {
             webhook_secret: String::new(),
+            webhook_secret_env: String::new(),
             allow_unsigned: false,
             max_body_bytes: 2 * 1024 * 1024,
             max_triage: 3,
@@ -623,6 +640,10 @@ impl HttpConfig {
 pub struct AuthConfig {
     /// Bearer tokens; when any is set, every RPC but health needs one.
     pub tokens: Vec<String>,
+    /// The environment variable holding more tokens (comma-separated), so
+    /// the file holds no secret.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tokens_env: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -789,13 +810,15 @@ impl Config {
         let implicit = cwd.join(DEFAULT_CONFIG_FILE);
         let file = match &overrides.config_file {
             Some(path) => Some(path.clone()),
-            None => implicit.is_file().then_some(implicit),
+            None if implicit.is_file() => Some(implicit),
+            None => user_config_file().filter(|f| f.is_file()),
         };
         let mut config = match &file {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
         config.apply(overrides);
+        config.read_secret_env()?;
         if config.projects.is_empty()
             && let Some(project) = project_from_cwd(cwd)
         {
@@ -805,6 +828,36 @@ impl Config {
         Ok(config)
     }
 
+    /// The secrets named by `*_env` settings, read from the environment
+    /// (an unset variable is an error naming it).
+    fn read_secret_env(&mut self) -> anyhow::Result<()> {
+        let read = |key: &str, name: &str| -> anyhow::Result<String> {
+            std::env::var(name.trim()).map_err(|_| {
+                anyhow::anyhow!(
+                    "{key}: the environment variable `{}` is not set",
+                    name.trim()
+                )
+            })
+        };
+        if !self.auth.tokens_env.trim().is_empty() {
+            let tokens = read("auth.tokens_env", &self.auth.tokens_env)?;
+            self.auth.tokens.extend(
+                tokens
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if !self.github.webhook_secret_env.trim().is_empty()
+            && self.github.webhook_secret.is_empty()
+        {
+            self.github.webhook_secret =
+                read("github.webhook_secret_env", &self.github.webhook_secret_env)?;
+        }
+        Ok(())
+    }
+
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -812,7 +865,13 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        let mut config: Config = toml::from_str(text)?;
+        // `[prices]` adds to the built-in prices (and overrides theirs); it
+        // does not replace the table.
+        for (model, price) in default_prices() {
+            config.prices.entry(model).or_insert(price);
+        }
+        Ok(config)
     }
 
     fn apply(&mut self, o: &Overrides) {
@@ -944,6 +1003,23 @@ impl Config {
                 bail!(
                     "projects[{i}].path: {} is not a directory",
                     project.path.display()
+                );
+            }
+            // Two names for one repository: a plain submit could not tell
+            // which is meant, and their sandboxes would share branches.
+            let same = |p: &ProjectConfig| {
+                p.path == project.path
+                    || matches!(
+                        (p.path.canonicalize(), project.path.canonicalize()),
+                        (Ok(a), Ok(b)) if a == b
+                    )
+            };
+            if let Some(other) = self.projects[..i].iter().find(|p| same(p)) {
+                bail!(
+                    "projects[{i}].path: {} is already project `{}`; one repository is one \
+                     project (remove one of the two entries)",
+                    project.path.display(),
+                    other.name
                 );
             }
             if project
@@ -1209,9 +1285,11 @@ data_dir = "{data_dir}"
 database_url = ""
 
 [auth]
-# Bearer tokens (CLAUDOMATOR_TOKENS, comma-separated). When any is set, every
-# RPC but health needs `authorization: Bearer <token>`. Required to listen on
-# anything but loopback.
+# Bearer tokens. When any is set, every RPC but health needs
+# `authorization: Bearer <token>`. Required to listen on anything but
+# loopback. Keep them out of this file: set CLAUDOMATOR_TOKENS
+# (comma-separated) in the server's environment, or name another variable:
+# tokens_env = "MY_CLAUDOMATOR_TOKENS"
 tokens = []
 
 [limits]
@@ -1344,8 +1422,10 @@ queue = 1024
 # The webhook shim: POST /webhooks/github on http_listen (GET /healthz too).
 # Failed workflow runs, check suites and check runs become triage tasks
 # tagged "ci". The secret set on the GitHub webhook
-# (CLAUDOMATOR_GITHUB_WEBHOOK_SECRET); without one every delivery is refused
+# (CLAUDOMATOR_GITHUB_WEBHOOK_SECRET, or the variable webhook_secret_env
+# names: keep it out of this file); without one every delivery is refused
 # (403) unless allow_unsigned = true (local use only).
+# webhook_secret_env = "MY_WEBHOOK_SECRET"
 webhook_secret = ""
 allow_unsigned = false
 max_body_bytes = 2097152
@@ -1406,6 +1486,20 @@ mod tests {
         assert!(err.contains("listn"), "{err}");
         let err = format!("{:#}", Config::from_toml("[auth]\ntoken = []").unwrap_err());
         assert!(err.contains("token"), "{err}");
+    }
+
+    /// The line `doctor` says to add, under `[prices]`, prices its model
+    /// and keeps the built-in prices.
+    #[test]
+    fn a_prices_line_adds_to_the_built_in_prices() {
+        let line = crate::runners::price_line("gpt-5.5")
+            .replace("IN", "1.25")
+            .replace("OUT", "10");
+        let config = Config::from_toml(&format!("[prices]\n{line}\n")).unwrap();
+        assert_eq!(config.prices["gpt-5.5"].output_per_mtok, 10.0);
+        for (model, price) in default_prices() {
+            assert_eq!(config.prices[&model], price, "{model}");
+        }
     }
 
     #[test]

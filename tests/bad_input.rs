@@ -227,7 +227,7 @@ async fn an_unknown_state_filter_is_rejected() {
 }
 
 #[tokio::test]
-async fn a_diff_of_a_bad_task_or_too_much_context_is_refused() {
+async fn a_diff_or_merge_of_a_bad_task_or_branch_is_refused() {
     let server = start_server_with(|_| {}).await;
     let mut client = server.client().await;
     let existing = client
@@ -265,6 +265,30 @@ async fn a_diff_of_a_bad_task_or_too_much_context_is_refused() {
         assert_eq!(err.code(), code, "{}", err.message());
         assert!(err.message().contains(message), "{}", err.message());
     }
+    // Merging: a branch name that is an option or a revision expression,
+    // and work that is not done.
+    let merge = |into: &str| pb::MergeTaskRequest {
+        task_id: existing.id.clone(),
+        into: into.into(),
+        rebase: false,
+    };
+    for into in ["--upload-pack=x", "main..evil", "a b", "x@{1}", "HEAD~1"] {
+        let err = client.merge_task(merge(into)).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{into}: {}",
+            err.message()
+        );
+        assert!(err.message().starts_with("into: "), "{}", err.message());
+    }
+    let err = client.merge_task(merge("")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("only work that is done"),
+        "{}",
+        err.message()
+    );
 }
 
 /// One row of the README's "Limits" table per case: each over-limit or

@@ -174,12 +174,19 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
         &served,
         &["cancel", &id, "--reason", "changed my mind", "--json"],
     ));
-    assert_eq!(cancelled["state"], "cancelled");
-    assert_eq!(cancelled["state_reason"], "changed my mind");
+    // One envelope per kind: a changed task is {task}; `get` carries what
+    // its table shows; lists are named.
+    assert_eq!(cancelled["task"]["state"], "cancelled");
+    assert_eq!(cancelled["task"]["state_reason"], "changed my mind");
     let got = json(&cli(&served, &["get", &id, "--json"]));
-    assert_eq!(got["state"], "cancelled");
+    assert_eq!(got["task"]["state"], "cancelled");
+    assert_eq!(got["executions"], serde_json::json!([]));
+    assert_eq!(got["cost_usd"], 0.0);
+    assert_eq!(got["branch"], serde_json::Value::Null);
     let executions = json(&cli(&served, &["executions", &id, "--json"]));
-    assert_eq!(executions, serde_json::json!([]));
+    assert_eq!(executions, serde_json::json!({ "executions": [] }));
+    let questions = json(&cli(&served, &["questions", "--json"]));
+    assert_eq!(questions, serde_json::json!({ "tasks": [] }));
 
     // Exit codes scripts can trust.
     let code = |args: &[&str]| cli(&served, args).status.code().unwrap();
@@ -605,4 +612,105 @@ fn watch_prints_each_change_and_resumes_from_a_cursor() {
         );
     }
     assert_eq!(again["task"]["id"], second["task"]["id"]);
+}
+
+/// `init` writes into the user's config dir, never into the repository
+/// (a file named inside one is excluded from git), `serve` finds it there,
+/// secrets can stay in the environment, and one repository is one project.
+#[test]
+fn init_keeps_the_config_out_of_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q", "-b", "trunk"]);
+    let claudomator = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", tmp.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env("XDG_DATA_HOME", tmp.path().join("data"))
+            .env_remove("CLAUDOMATOR_TOKENS")
+            .output()
+            .unwrap()
+    };
+
+    let init = claudomator(&["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let written = tmp.path().join(".config/claudomator/claudomator.toml");
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains(&format!("wrote {}", written.display())),
+        "{}",
+        String::from_utf8_lossy(&init.stdout)
+    );
+    assert!(!repo.join("claudomator.toml").exists());
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    // `serve` in the repository reads it: rename the project to see it.
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        text.contains("tokens_env"),
+        "secrets can live in the environment: {text}"
+    );
+    std::fs::write(&written, text.replace("name = \"app\"", "name = \"shop\"")).unwrap();
+    let served = serve(&repo, tmp.path(), &[]);
+    let submitted = cli(&served, &["submit", "x", "--project", "shop", "--json"]);
+    assert_eq!(json(&submitted)["task"]["project"], "shop");
+    drop(served);
+
+    // Named inside the repository: excluded from git.
+    let local = claudomator(&["init", "claudomator.toml"]);
+    assert!(local.status.success());
+    assert!(String::from_utf8_lossy(&local.stdout).contains(".git/info/exclude"));
+    assert_eq!(git(&["status", "--porcelain"]), "");
+
+    // Two projects on one repository: refused, naming the first.
+    let path = repo.display().to_string();
+    std::fs::write(
+        repo.join("claudomator.toml"),
+        format!(
+            "[[projects]]\nname = \"a\"\npath = \"{path}\"\n\n[[projects]]\nname = \"b\"\npath = \"{path}/.\"\n"
+        ),
+    )
+    .unwrap();
+    let twice = claudomator(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(twice.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        err.contains("projects[1].path") && err.contains("is already project `a`"),
+        "{err}"
+    );
+
+    // A token variable that is not set is named.
+    std::fs::write(
+        repo.join("claudomator.toml"),
+        "[auth]\ntokens_env = \"APP_TOKENS\"\n",
+    )
+    .unwrap();
+    let unset = claudomator(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(unset.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&unset.stderr);
+    assert!(
+        err.contains("auth.tokens_env: the environment variable `APP_TOKENS` is not set"),
+        "{err}"
+    );
 }

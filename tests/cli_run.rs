@@ -96,6 +96,11 @@ fn quoted(text: impl AsRef<str>) -> String {
 /// one project). With a mock, the executor runs the `.agents` claude against
 /// it; without one, the executor is off and tasks stay as submitted.
 fn serve(mock: Option<&AnthropicMock>) -> Served {
+    serve_with(mock, "")
+}
+
+/// [`serve`] with `extra` TOML appended to the config file.
+fn serve_with(mock: Option<&AnthropicMock>, extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("shop");
     git_repo(&repo);
@@ -118,6 +123,7 @@ fn serve(mock: Option<&AnthropicMock>) -> Served {
             config.push_str(&format!("{key} = {}\n", quoted(value.to_string_lossy())));
         }
     }
+    config.push_str(extra);
     let config_path = dir.path().join("claudomator.toml");
     std::fs::write(&config_path, config).unwrap();
 
@@ -149,11 +155,17 @@ fn serve(mock: Option<&AnthropicMock>) -> Served {
         let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.to_string());
-                }
+                // Logged first, so the log holds every line up to the address.
+                let addr = line.split("listening on ").nth(1).map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                });
                 log.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
     }
@@ -417,9 +429,17 @@ fn submit_wait_follows_the_log_then_logs_replays_it() {
         ],
     );
     assert_code(&machine, 0, &served);
-    let task = json(&machine);
+    let shown = json(&machine);
+    let task = &shown["task"];
     assert_eq!(task["state"], "completed");
     assert_ne!(task["id"], id.as_str());
+    // What `get` shows: the attempts, the cost, where the work is.
+    assert_eq!(shown["executions"].as_array().unwrap().len(), 1, "{shown}");
+    assert!(shown["cost_usd"].as_f64().unwrap() > 0.0, "{shown}");
+    assert_eq!(
+        shown["branch"],
+        format!("claudomator/{}", task["id"].as_str().unwrap())
+    );
     let logged = stderr(&machine);
     assert_eq!(event_lines(&logged, "tool", "Write").len(), 1, "{logged}");
     eprintln!(
@@ -490,7 +510,7 @@ fn submit_wait_follows_a_retry_after_a_rate_limit() {
         ],
     );
     assert_code(&waited, 0, &served);
-    let task = json(&waited);
+    let task = json(&waited)["task"].clone();
     assert_eq!(task["state"], "completed");
     assert_eq!(task["attempts"], 2);
     let logged = stderr(&waited);
@@ -573,7 +593,7 @@ fn run_submits_a_batch_in_dependency_order_once() {
     let execution = |name: &str| {
         let out = cli(&served, &["executions", &id(name), "--json"]);
         assert_code(&out, 0, &served);
-        let runs = json(&out);
+        let runs = json(&out)["executions"].clone();
         assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
         runs[0].clone()
     };
@@ -732,7 +752,7 @@ fn diff_shows_a_tasks_work_and_applies_with_git() {
         ],
     );
     assert_code(&waited, 0, &served);
-    let id = json(&waited)["id"].as_str().unwrap().to_string();
+    let id = json(&waited)["task"]["id"].as_str().unwrap().to_string();
 
     let diff = cli(&served, &["diff", &id]);
     assert_code(&diff, 0, &served);
@@ -826,7 +846,7 @@ fn a_dependent_task_starts_from_its_dependencys_work() {
         args.extend_from_slice(extra);
         let out = cli(&served, &args);
         assert_code(&out, 0, &served);
-        json(&out)["id"].as_str().unwrap().to_string()
+        json(&out)["task"]["id"].as_str().unwrap().to_string()
     };
     let first = submit(&[]);
     let second = submit(&["--depends-on", &first]);
@@ -871,4 +891,154 @@ fn a_dependent_task_starts_from_its_dependencys_work() {
         2,
         &served,
     );
+}
+
+/// After review: `merge` takes a task's work into the project's checked-out
+/// branch only when the checkout is clean, and `prune` removes what ended
+/// tasks left while a task under review keeps its branch and sandbox.
+#[test]
+fn merge_and_prune_clean_up_after_review() {
+    if claude_or_skip("merge_and_prune_clean_up_after_review").is_none() {
+        return;
+    }
+    let mock = AnthropicMock::start(Script::write_file("hello.txt", "hi"));
+    let served = serve(Some(&mock));
+    let shop = served.path("shop");
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "Create hello.txt",
+            "--agent",
+            "claude",
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(&served, &args);
+        json(&out)["task"]["id"].as_str().unwrap().to_string()
+    };
+    let done = submit(&[]);
+    let review = submit(&["--review"]);
+
+    // A dirty checkout of the target branch is refused, naming the file.
+    std::fs::write(shop.join("README.md"), "# shop, edited\n").unwrap();
+    let refused = cli(&served, &["merge", &done]);
+    assert_code(&refused, 4, &served);
+    assert!(
+        stderr(&refused).contains("uncommitted changes in README.md"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!shop.join("hello.txt").exists());
+    std::fs::write(shop.join("README.md"), "# shop\n").unwrap();
+
+    let merged = cli(&served, &["merge", &done]);
+    assert_code(&merged, 0, &served);
+    assert!(
+        stdout(&merged).starts_with(&format!("merged claudomator/{done} into trunk: ")),
+        "{}",
+        stdout(&merged)
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("hello.txt")).unwrap(),
+        "hi"
+    );
+    let dry = json(&cli(&served, &["prune", "--dry-run", "--json"]));
+    let items = dry["items"].as_array().unwrap();
+    let item = |task: &str, kind: &str| {
+        items
+            .iter()
+            .find(|i| i["task_id"] == task && i["kind"] == kind)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(item(&done, "branch")["removed"], false);
+    assert_eq!(item(&done, "branch")["kept_because"], "");
+    assert_eq!(item(&review, "branch")["kept_because"], "the task is ready");
+    assert_eq!(
+        item(&review, "sandbox")["kept_because"],
+        "the task is ready"
+    );
+
+    let pruned = cli(&served, &["prune"]);
+    assert_code(&pruned, 0, &served);
+    assert!(
+        stdout(&pruned).contains(&format!("removed       branch claudomator/{done} in shop")),
+        "{}",
+        stdout(&pruned)
+    );
+    let branches = Command::new("git")
+        .arg("-C")
+        .arg(&shop)
+        .args(["branch", "--list", "claudomator/*"])
+        .output()
+        .unwrap();
+    let branches = String::from_utf8_lossy(&branches.stdout);
+    assert!(!branches.contains(&done), "{branches}");
+    assert!(branches.contains(&review), "{branches}");
+}
+
+/// An agent no server can run: `serve` warns at start (before it says where
+/// it listens), `submit` accepts the task saying so, and `submit
+/// --require-agent` refuses it (exit 4, nothing stored).
+#[test]
+fn an_unavailable_agent_is_warned_at_start_on_submit_and_refused_on_request() {
+    if claude_or_skip("an_unavailable_agent_is_warned_at_start_on_submit_and_refused_on_request")
+        .is_none()
+    {
+        return;
+    }
+    let mock = AnthropicMock::start(Script::write_file("x.txt", "x"));
+    let served = serve_with(
+        Some(&mock),
+        "\n[agents.gemini]\ncommand = \"/nonexistent/gemini\"\n",
+    );
+    let log = served.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let warned = lines
+        .iter()
+        .position(|l| l.contains("WARN") && l.contains("agents unavailable here: gemini"))
+        .unwrap_or_else(|| panic!("no start-up warning:\n{log}"));
+    let listening = lines
+        .iter()
+        .position(|l| l.contains("listening on"))
+        .unwrap();
+    assert!(warned < listening, "{log}");
+    assert!(lines[warned].contains("not installed"), "{log}");
+
+    let refused = cli(
+        &served,
+        &[
+            "submit",
+            "needs gemini",
+            "--agent",
+            "gemini",
+            "--require-agent",
+        ],
+    );
+    assert_code(&refused, 4, &served);
+    assert!(
+        stderr(&refused).contains("no live server can run agent gemini now"),
+        "{}",
+        stderr(&refused)
+    );
+    let listed = cli(&served, &["list"]);
+    assert!(stdout(&listed).contains("no tasks"), "{}", stdout(&listed));
+
+    let accepted = cli(&served, &["submit", "needs gemini", "--agent", "gemini"]);
+    assert_code(&accepted, 0, &served);
+    assert!(
+        stdout(&accepted).starts_with("submitted "),
+        "{}",
+        stdout(&accepted)
+    );
+    let warning = stderr(&accepted);
+    assert!(
+        warning.starts_with("warning: no live server can run agent gemini now")
+            && warning.contains("--require-agent"),
+        "{warning}"
+    );
+    let for_claude = cli(&served, &["submit", "fine", "--agent", "claude"]);
+    assert_code(&for_claude, 0, &served);
+    assert_eq!(stderr(&for_claude), "");
 }

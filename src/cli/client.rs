@@ -75,12 +75,19 @@ pub struct SubmitArgs {
     /// Resubmitting with the same key returns the first task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Refuse the task (exit 4, nothing stored) when no live server can run
+    /// its agent now, instead of accepting it with a warning.
+    #[arg(long)]
+    pub require_agent: bool,
     /// Follow the task's log until it stops, print it, and exit with its
     /// outcome: 0 completed or ready, 10 failed, 11 timed out, 12 budget
     /// exceeded, 13 cancelled, 14 blocked (with --json the log goes to
     /// stderr and the final task to stdout).
     #[arg(long)]
     pub wait: bool,
+    /// Print only the task's id (for `ID=$(claudomator submit … -q)`).
+    #[arg(long, short = 'q', conflicts_with_all = ["wait", "json"])]
+    pub quiet: bool,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -193,10 +200,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await?
                 .into_inner();
             let task = decode_task(response.task)?;
+            let runs = all_executions(&mut client, &task.id.to_string()).await?;
             if connection.json {
-                output::json(&task);
+                output::json(&output::task_json(&task, &runs));
             } else {
-                let runs = all_executions(&mut client, &task.id.to_string()).await?;
                 output::task_details(&task, &runs);
             }
             Ok(())
@@ -270,7 +277,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map(|t| decode_task(Some(t)))
                 .collect::<Result<Vec<_>, _>>()?;
             if connection.json {
-                output::json(&blocked);
+                output::json(&serde_json::json!({ "tasks": blocked }));
             } else {
                 output::questions(&blocked);
             }
@@ -307,7 +314,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     )
                 })?;
             if connection.json {
-                output::json(&execution);
+                output::json(&serde_json::json!({ "execution": execution }));
             } else {
                 output::execution_details(&execution);
             }
@@ -315,7 +322,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Logs(args) => logs::logs(args).await,
         Command::Watch(args) => super::watch::watch(args).await,
-        Command::Diff(args) => super::diff::diff(args).await,
+        Command::Diff(args) => super::review::diff(args).await,
+        Command::Merge(args) => super::review::merge(args).await,
+        Command::Prune(args) => super::review::prune(args).await,
         Command::Run(args) => super::batch::run(args).await,
         Command::Elaborate(args) => super::elaborate::elaborate(args).await,
         Command::Init { .. } | Command::Serve(_) => Err(usage("init and serve run locally")),
@@ -340,7 +349,7 @@ fn text_or_stdin(text: String) -> Result<String, Failure> {
 fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Failure> {
     let task = decode_task(task)?;
     if connection.json {
-        output::json(&task);
+        output::json(&serde_json::json!({ "task": task }));
     } else {
         output::task_details(&task, &[]);
     }
@@ -446,7 +455,47 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
 async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let (spec, idempotency_key) = build_spec(&args)?;
     let client = connect(&args.connection).await?;
-    submit_spec(client, &spec, idempotency_key, args.wait, &args.connection).await
+    let shown = if args.quiet {
+        Shown::Id
+    } else if args.wait {
+        Shown::Wait
+    } else {
+        Shown::Task
+    };
+    submit_spec(
+        client,
+        &spec,
+        idempotency_key,
+        shown,
+        args.require_agent,
+        &args.connection,
+    )
+    .await
+}
+
+/// What `submit` prints of the task it submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// A line (or `--json`).
+    Task,
+    /// Its id alone.
+    Id,
+    /// Its log until it stops, then the task (`--wait`).
+    Wait,
+}
+
+/// Says on stderr that no live server can run the task's agent now (the
+/// server's reason), when it said so.
+pub(super) fn warn_unavailable(task: &crate::core::model::Task, why: &str) {
+    if why.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: {why}. Task {} is accepted and fails when its turn comes unless a server \
+         that runs its agent is back by then (`submit --require-agent` refuses instead; \
+         `claudomator doctor` says more)",
+        task.id
+    );
 }
 
 /// Submits a spec and prints what became of it (`submit`, `elaborate
@@ -455,7 +504,8 @@ pub(super) async fn submit_spec(
     mut client: Client,
     spec: &TaskSpec,
     idempotency_key: String,
-    wait: bool,
+    shown: Shown,
+    require_agent: bool,
     connection: &Connection,
 ) -> Result<(), Failure> {
     let response = client
@@ -463,14 +513,18 @@ pub(super) async fn submit_spec(
             spec: Some(spec_to_pb(spec)),
             idempotency_key,
             task_id: String::new(),
+            require_agent,
         })
         .await?
         .into_inner();
     let task = decode_task(response.task)?;
-    if wait {
+    warn_unavailable(&task, &response.agent_unavailable);
+    if shown == Shown::Wait {
         return submit_and_wait(client, task, response.created, connection).await;
     }
-    if connection.json {
+    if shown == Shown::Id {
+        println!("{}", task.id);
+    } else if connection.json {
         output::json(&serde_json::json!({ "task": task, "created": response.created }));
     } else if response.created {
         println!("submitted {} ({})", task.id, task.state);
@@ -525,13 +579,13 @@ async fn submit_and_wait(
         ));
     };
     let last = decode_task(Some(followed?))?;
+    // The outcome decides the exit code: a failed listing only leaves the
+    // attempts out of the printout.
+    let runs = all_executions(&mut client, &id).await.unwrap_or_default();
     if connection.json {
-        output::json(&last);
+        output::json(&output::task_json(&last, &runs));
     } else {
         println!();
-        // The outcome decides the exit code: a failed listing only leaves
-        // the attempts out of the printout.
-        let runs = all_executions(&mut client, &id).await.unwrap_or_default();
         output::task_details(&last, &runs);
     }
     match logs::outcome_code(last.state) {
@@ -602,7 +656,7 @@ async fn executions(task_id: String, connection: &Connection) -> Result<(), Fail
     let mut client = connect(connection).await?;
     let executions = all_executions(&mut client, &task_id).await?;
     if connection.json {
-        output::json(&executions);
+        output::json(&serde_json::json!({ "executions": executions }));
     } else {
         output::execution_table(&executions);
     }

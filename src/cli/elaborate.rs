@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use super::client::{Failure, connect, submit_spec, usage};
+use super::client::{Failure, Shown, connect, submit_spec, usage};
 use super::{Connection, exit, output};
 use crate::core::model::{AgentType, TaskSpec};
 use crate::grpc::convert::{agent_to_pb, spec_from_pb};
@@ -89,7 +89,8 @@ pub async fn elaborate(args: ElaborateArgs) -> Result<(), Failure> {
     if !args.submit {
         return Ok(());
     }
-    submit_spec(client, &spec, String::new(), args.wait, &args.connection).await
+    let shown = if args.wait { Shown::Wait } else { Shown::Task };
+    submit_spec(client, &spec, String::new(), shown, false, &args.connection).await
 }
 
 /// The spec as a TOML task file, as `submit --file` reads it.

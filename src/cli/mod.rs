@@ -15,10 +15,10 @@
 
 mod batch;
 mod client;
-mod diff;
 mod elaborate;
 mod logs;
 mod output;
+mod review;
 mod watch;
 
 use std::path::PathBuf;
@@ -51,7 +51,12 @@ pub struct Connection {
     /// Bearer token, when the server requires one.
     #[arg(long, env = "CLAUDOMATOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables: one object per command. One task:
+    /// {task, executions, cost_usd, cost_estimated, branch} (`get`,
+    /// `submit --wait`); a command that changes a task: {task} (`submit`
+    /// adds `created`); one execution: {execution}; lists: {tasks,
+    /// next_page_token}, {executions}; `logs` and `watch`: an object per
+    /// line.
     #[arg(long)]
     pub json: bool,
 }
@@ -60,9 +65,11 @@ pub struct Connection {
 pub enum Command {
     /// Write a commented default config file.
     Init {
-        /// Where to write it.
-        #[arg(default_value = config::DEFAULT_CONFIG_FILE)]
-        path: PathBuf,
+        /// Where to write it (default: your config dir,
+        /// ~/.config/claudomator/claudomator.toml, which `serve` reads when
+        /// the working directory has no claudomator.toml). A file written
+        /// inside a git repository is added to its .git/info/exclude.
+        path: Option<PathBuf>,
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
@@ -128,7 +135,18 @@ pub enum Command {
     /// is git's own text (`claudomator diff ID | git apply`). --json prints
     /// {branch, base_commit, head_commit, truncated, files: [{path,
     /// old_path, status, added, removed, binary, patch, patch_truncated}]}.
-    Diff(diff::DiffArgs),
+    Diff(review::DiffArgs),
+    /// Take a done task's work (READY or COMPLETED) into a branch of its
+    /// project: merged (--rebase: rebased and fast-forwarded). The project's
+    /// checkout is touched only when it is on that branch, and then must be
+    /// clean; a conflict changes nothing and names the files. --json prints
+    /// {branch, into, old_commit, new_commit, checked_out}.
+    Merge(review::MergeArgs),
+    /// Remove what ended tasks left: kept sandboxes and task branches (a
+    /// completed task's only once merged, unless --force). --dry-run lists
+    /// without removing. --json prints {items: [{task_id, project, kind,
+    /// name, removed, kept_because}]}.
+    Prune(review::PruneArgs),
     /// Accept a task's work that waits for review (READY): it is COMPLETED.
     Accept {
         task_id: String,
@@ -298,13 +316,17 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Init { path, force } => init(&path, force),
+        Command::Init { path, force } => init(path, force),
         Command::Serve(args) => serve(args).await,
         other => client::run(other).await,
     }
 }
 
-fn init(path: &std::path::Path, force: bool) -> ExitCode {
+fn init(path: Option<PathBuf>, force: bool) -> ExitCode {
+    let Some(path) = path.or_else(config::user_config_file) else {
+        eprintln!("error: no HOME or XDG_CONFIG_HOME to put the config in; name a file");
+        return ExitCode::from(exit::USAGE);
+    };
     if path.exists() && !force {
         eprintln!(
             "error: {} already exists; pass --force to overwrite it",
@@ -313,16 +335,65 @@ fn init(path: &std::path::Path, force: bool) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    match write_private(path, &config::commented_default(&cwd)) {
-        Ok(()) => {
-            println!("wrote {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            ExitCode::from(exit::FAILURE)
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::from(exit::FAILURE);
     }
+    if let Err(e) = write_private(&path, &config::commented_default(&cwd)) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(exit::FAILURE);
+    }
+    println!("wrote {}", path.display());
+    match exclude_from_git(&path) {
+        Ok(Some(exclude)) => println!(
+            "added it to {} (it may hold secrets: it is never committed)",
+            exclude.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: {} is inside a git repository and could not be excluded from it ({e}): \
+             do not commit it",
+            path.display()
+        ),
+    }
+    println!(
+        "next: edit it, then `claudomator serve` and `claudomator doctor` (see the README's quick start)"
+    );
+    ExitCode::SUCCESS
+}
+
+/// Adds `file` to the `.git/info/exclude` of the work tree it is in, if any
+/// (and not there yet); returns the exclude file it wrote.
+fn exclude_from_git(file: &std::path::Path) -> std::io::Result<Option<PathBuf>> {
+    let absolute = std::path::absolute(file)?;
+    let Some(root) = absolute
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join(".git").is_dir())
+    else {
+        return Ok(None);
+    };
+    let Ok(relative) = absolute.strip_prefix(root) else {
+        return Ok(None);
+    };
+    let entry = format!("/{}", relative.to_string_lossy());
+    let exclude = root.join(".git/info/exclude");
+    let current = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if current.lines().any(|line| line.trim() == entry) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(root.join(".git/info"))?;
+    let mut text = current;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# claudomator's config (it may hold secrets)\n{entry}\n"
+    ));
+    std::fs::write(&exclude, text)?;
+    Ok(Some(exclude))
 }
 
 /// Writes `text` to `path` readable by its owner only (0600): a config may

@@ -253,6 +253,23 @@ pub fn task_details(t: &Task, runs: &[Execution]) {
     println!("instructions:\n{}", t.instructions);
 }
 
+/// A task for `--json`, with what `get` prints about it: `{task,
+/// executions, cost_usd, cost_estimated, branch}` (`branch`: where its
+/// delivered work is, else null). Every command that shows one task prints
+/// this shape (commands that change a task print `{task}` alone).
+pub fn task_json(t: &Task, runs: &[Execution]) -> serde_json::Value {
+    let delivered = runs.last().is_some_and(|last| {
+        !last.commits.is_empty() && last.state == crate::core::model::ExecutionState::Succeeded
+    });
+    serde_json::json!({
+        "task": t,
+        "executions": runs,
+        "cost_usd": runs.iter().map(|e| e.cost_usd).sum::<f64>(),
+        "cost_estimated": runs.iter().any(|e| e.cost_estimated),
+        "branch": delivered.then(|| format!("claudomator/{}", t.id)),
+    })
+}
+
 /// What the attempts cost in all and what the latest one did: its state,
 /// agent, cost, tokens, the files it changed, its commits and, when its work
 /// was delivered, the branch to look at in the project.
@@ -262,14 +279,20 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
     };
     let total: f64 = runs.iter().map(|e| e.cost_usd).sum();
     let estimated = runs.iter().any(|e| e.cost_estimated);
+    let unknown = runs.iter().filter(|e| e.cost_unknown).count();
+    let total = match unknown {
+        0 if estimated => format!("${total:.4} (estimated)"),
+        0 => format!("${total:.4}"),
+        n if n == runs.len() => "unknown".to_string(),
+        n => format!("${total:.4} + unknown ({n} attempt(s) of unknown cost)"),
+    };
     println!(
-        "cost:          ${total:.4}{} over {} attempt{}",
-        if estimated { " (estimated)" } else { "" },
+        "cost:          {total} over {} attempt{}",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
     );
     println!(
-        "latest:        attempt {} {} on {}{}: ${:.4}, {} in / {} out tokens, {} turns ({})",
+        "latest:        attempt {} {} on {}{}: {}, {} in / {} out tokens, {} turns ({})",
         last.attempt,
         last.state,
         last.agent,
@@ -278,7 +301,7 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
         } else {
             format!(" ({})", last.model)
         },
-        last.cost_usd,
+        cost(last),
         last.input_tokens,
         last.output_tokens,
         last.turns,
@@ -310,6 +333,20 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
     }
 }
 
+/// An execution's cost as a person reads it: `$0.0123`, `$0.0123
+/// (estimated)`, or `unknown` (never a $0 that is not one).
+fn cost(e: &Execution) -> String {
+    match (e.cost_unknown, e.cost_estimated) {
+        (true, _) => format!(
+            "unknown (no price for model {}, or no usage reported before the run ended; \
+             `claudomator doctor` names models to price)",
+            if e.model.is_empty() { "?" } else { &e.model }
+        ),
+        (false, true) => format!("${:.4} (estimated)", e.cost_usd),
+        (false, false) => format!("${:.4}", e.cost_usd),
+    }
+}
+
 pub fn execution_table(executions: &[Execution]) {
     if executions.is_empty() {
         println!("no executions");
@@ -325,11 +362,15 @@ pub fn execution_table(executions: &[Execution]) {
                 e.state.to_string(),
                 e.agent.to_string(),
                 e.model.clone(),
-                format!(
-                    "${:.4}{}",
-                    e.cost_usd,
-                    if e.cost_estimated { "~" } else { "" }
-                ),
+                if e.cost_unknown {
+                    "unknown".to_string()
+                } else {
+                    format!(
+                        "${:.4}{}",
+                        e.cost_usd,
+                        if e.cost_estimated { "~" } else { "" }
+                    )
+                },
                 format!("{}/{}", e.input_tokens, e.output_tokens),
                 age(e.started_at),
             ]
@@ -369,11 +410,7 @@ pub fn execution_details(e: &Execution) {
     if !e.error.is_empty() {
         println!("error:         {}", e.error);
     }
-    println!(
-        "cost:          ${:.4}{}",
-        e.cost_usd,
-        if e.cost_estimated { " (estimated)" } else { "" }
-    );
+    println!("cost:          {}", cost(e));
     println!(
         "tokens:        {} in, {} out, {} turns",
         e.input_tokens, e.output_tokens, e.turns
@@ -459,6 +496,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "notifications": check(&status.notifications),
             "cluster": check(&status.cluster),
             "isolation": check(&status.isolation),
+            "prices": check(&status.prices),
             "usable": usable,
         }));
         return usable;
@@ -518,6 +556,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         ("notify", &status.notifications),
         ("cluster", &status.cluster),
         ("isolation", &status.isolation),
+        ("prices", &status.prices),
     ] {
         let check = check.clone().unwrap_or_default();
         println!(

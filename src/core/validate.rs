@@ -197,6 +197,30 @@ pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32)
     check_page_size(page_size)
 }
 
+/// A project branch a client names (empty: the default branch): a plain
+/// branch name, never an option or a revision expression.
+pub fn check_branch_name(field: &str, name: &str) -> CoreResult<()> {
+    let name = name.trim();
+    check_line(field, name, MAX_SHORT_TEXT)?;
+    let bad = name.starts_with('-')
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("@{")
+        || name.contains("//")
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(CoreError::invalid(
+            field,
+            format!("`{name}` is not a branch name"),
+        ));
+    }
+    Ok(())
+}
+
 /// Lines of context a diff may ask for.
 pub fn check_context_lines(lines: u32) -> CoreResult<()> {
     let max = crate::sandbox::MAX_CONTEXT_LINES;

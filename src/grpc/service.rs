@@ -8,9 +8,12 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     branch_diff_to_pb, elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb,
-    state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb, watch_event_to_pb,
+    pruned_to_pb, state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb,
+    watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
+use crate::core::logs::LogKind;
+use crate::core::model::AgentType;
 use crate::core::review::Reviews;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
@@ -62,12 +65,30 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Reply<pb::SubmitTaskResponse> {
-        let request = submit_from_pb(request.into_inner());
+        let request = request.into_inner();
+        let require_agent = request.require_agent;
+        let request = submit_from_pb(request);
         check::check_client_submit(&request)?;
+        // The agent as validation reads it (empty: auto); a name it refuses
+        // is left to validation's error.
+        let agent = match request.spec.agent.agent_type.trim() {
+            "" => Some(AgentType::Auto),
+            name => name.parse::<AgentType>().ok(),
+        };
+        let agent_unavailable = match agent {
+            Some(agent) => self.status.agent_unavailable(agent).await?,
+            None => None,
+        };
+        if require_agent && let Some(why) = &agent_unavailable {
+            return Err(Status::failed_precondition(format!(
+                "spec.agent.type: {why}; refused (require_agent), nothing was stored"
+            )));
+        }
         let (task, created) = self.tasks.submit(request).await?;
         Ok(Response::new(pb::SubmitTaskResponse {
             task: Some(task_to_pb(&task)),
             created,
+            agent_unavailable: agent_unavailable.unwrap_or_default(),
         }))
     }
 
@@ -171,6 +192,36 @@ impl ClaudomatorService for Api {
         Ok(Response::new(branch_diff_to_pb(diff)))
     }
 
+    async fn merge_task(
+        &self,
+        request: Request<pb::MergeTaskRequest>,
+    ) -> Reply<pb::MergeTaskResponse> {
+        let req = request.into_inner();
+        check::check_branch_name("into", &req.into)?;
+        let merged = self
+            .reviews
+            .merge(&req.task_id, req.into.trim(), req.rebase)
+            .await?;
+        Ok(Response::new(pb::MergeTaskResponse {
+            branch: format!("{}{}", crate::sandbox::BRANCH_PREFIX, req.task_id),
+            into: merged.into,
+            old_commit: merged.old_commit,
+            new_commit: merged.new_commit,
+            checked_out: merged.checked_out,
+        }))
+    }
+
+    async fn prune_tasks(
+        &self,
+        request: Request<pb::PruneTasksRequest>,
+    ) -> Reply<pb::PruneTasksResponse> {
+        let req = request.into_inner();
+        let items = self.reviews.prune(req.dry_run, req.force).await?;
+        Ok(Response::new(pb::PruneTasksResponse {
+            items: items.into_iter().map(pruned_to_pb).collect(),
+        }))
+    }
+
     async fn get_system_status(
         &self,
         _request: Request<pb::GetSystemStatusRequest>,
@@ -237,11 +288,13 @@ impl ClaudomatorService for Api {
             .stream_logs(&req.execution_id, &req.task_id, req.from_offset, req.follow)
             .await?;
         let events = tokio_stream::wrappers::ReceiverStream::new(events);
-        let responses = tokio_stream::StreamExt::map(events, |item| match item {
-            Ok(item) => Ok(pb::StreamLogsResponse {
+        let include_debug = req.include_debug;
+        let responses = tokio_stream::StreamExt::filter_map(events, move |item| match item {
+            Ok(item) if item.event.kind == LogKind::Debug && !include_debug => None,
+            Ok(item) => Some(Ok(pb::StreamLogsResponse {
                 event: Some(log_event_to_pb(&item.execution_id.to_string(), &item.event)),
-            }),
-            Err(e) => Err(e.into()),
+            })),
+            Err(e) => Some(Err(e.into())),
         });
         Ok(Response::new(Box::pin(UntilShutdown::new(
             responses,

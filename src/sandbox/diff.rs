@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::error::SandboxError;
 use super::git::git;
+use super::prepare::branch_tip;
 use super::{BRANCH_PREFIX, FileChange, check_task_id, parse_numstat};
 
 /// Unified diff text kept for one file; the rest is cut.
@@ -58,18 +59,12 @@ pub async fn branch_diff(
 ) -> Result<BranchDiff, SandboxError> {
     check_task_id(task_id)?;
     let branch = format!("{BRANCH_PREFIX}{task_id}");
-    let reference = format!("refs/heads/{branch}");
-    let head = git(project, ["rev-parse", "--verify", "--quiet", &reference])
-        .user_config()
-        .output()
-        .await?;
-    let head_commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    if !head.status.success() || head_commit.is_empty() {
+    let Some(head_commit) = branch_tip(project, &branch).await? else {
         return Err(SandboxError::NoBranch {
             project: project.to_path_buf(),
             branch,
         });
-    }
+    };
     let base_commit = match first_commit {
         Some(first) => {
             git(project, ["rev-parse", "--verify", &format!("{first}^")])

@@ -119,6 +119,27 @@ pub enum SandboxError {
     )]
     NoBranch { project: PathBuf, branch: String },
 
+    #[error(
+        "{} is on {branch} with uncommitted changes in {files}: commit or stash them, or \
+         merge into another branch",
+        path.display()
+    )]
+    DirtyTarget {
+        path: PathBuf,
+        branch: String,
+        files: String,
+    },
+
+    #[error(
+        "{branch} does not merge into {into}: conflicts in {files}; nothing was changed \
+         (merge it by hand, or send the task back to resolve them)"
+    )]
+    MergeConflict {
+        branch: String,
+        into: String,
+        files: String,
+    },
+
     #[error("cannot run git: {source}: install git and put it on PATH")]
     GitUnavailable { source: std::io::Error },
 

@@ -147,6 +147,18 @@ impl Git {
         Ok(stdout)
     }
 
+    /// Runs git (a `-z` listing of paths), requires success and returns
+    /// the paths.
+    pub(super) async fn names(self) -> Result<Vec<String>, SandboxError> {
+        Ok(self
+            .run()
+            .await?
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Runs git and reports whether it succeeded; for commands whose exit
     /// status is the answer (`diff --quiet`, `rev-parse --verify`).
     pub(super) async fn succeeds(self) -> Result<bool, SandboxError> {
@@ -201,4 +213,11 @@ impl Git {
         }
         Ok((out, false))
     }
+}
+
+/// The files a stopped merge or rebase in `dir` left in conflict.
+pub(super) async fn conflicted(dir: &Path) -> Result<Vec<String>, SandboxError> {
+    git(dir, ["diff", "--name-only", "-z", "--diff-filter=U"])
+        .names()
+        .await
 }

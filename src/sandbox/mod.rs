@@ -13,6 +13,8 @@
 //! - `publish.rs`: `default_branch`, `rebase_and_push`.
 //! - `copy.rs`: the project's untracked files (`copy` globs) copied in.
 //! - `diff.rs`: a task branch's diff in the project, for review.
+//! - `merge.rs`: a task branch merged or rebased into a project branch.
+//! - `prune.rs`: task branches and kept sandboxes, listed and removed.
 //! - `reclaim.rs`: the repository taken back from the agent (its config
 //!   restored, its shape checked) before the server's git runs in it.
 //! - `shared.rs`: the project's object store the clone shares (read-only
@@ -23,7 +25,9 @@ mod copy;
 mod diff;
 mod error;
 mod git;
+mod merge;
 mod prepare;
+mod prune;
 mod publish;
 mod reclaim;
 mod shared;
@@ -40,10 +44,12 @@ pub use diff::{
 };
 pub use error::SandboxError;
 use git::git;
+pub use merge::{MergeMode, Merged, merge_task};
 use prepare::{
-    build, check_project, merge_in, name_files, resolve_ref, reuse, snapshot, task_branches,
+    build, check_project, merge_in, name_files, resolve_ref, reuse, snapshot, task_tips,
     uncommitted,
 };
+pub use prune::{TaskBranch, delete_branch, sandboxes, task_branches};
 pub use publish::{default_branch, deliver, rebase_and_push};
 pub use shared::shared_paths;
 
@@ -191,7 +197,7 @@ impl Sandbox {
                 ),
             },
             Base::Tasks(ids) => {
-                let mut found = task_branches(&project, ids).await?;
+                let mut found = task_tips(&project, ids).await?;
                 if found.is_empty() {
                     let start = format!(
                         "the project's HEAD ({}): the tasks it depends on left no branch",

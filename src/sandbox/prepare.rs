@@ -108,15 +108,10 @@ pub(super) async fn resolve_ref(
 /// The tracked files with uncommitted changes (staged or not): a sandbox
 /// from HEAD does not have them.
 pub(super) async fn uncommitted(repo: &Path) -> Result<Vec<String>, SandboxError> {
-    let changed = git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
+    git(repo, ["diff", "--name-only", "-z", "HEAD", "--"])
         .user_config()
-        .run()
-        .await?;
-    Ok(changed
-        .split('\0')
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect())
+        .names()
+        .await
 }
 
 /// `files` for a message: the first few, and how many more.
@@ -153,23 +148,29 @@ pub(super) async fn snapshot(
 
 /// The commits of the task branches `task_ids` in the project, those that
 /// exist (a task that changed nothing has none), in order.
-pub(super) async fn task_branches(
+pub(super) async fn task_tips(
     repo: &Path,
     task_ids: &[String],
 ) -> Result<Vec<(String, String)>, SandboxError> {
     let mut found = Vec::new();
     for id in task_ids {
-        let reference = format!("refs/heads/{}{id}", super::BRANCH_PREFIX);
-        let out = git(repo, ["rev-parse", "--verify", "--quiet", &reference])
-            .user_config()
-            .output()
-            .await?;
-        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !commit.is_empty() {
+        let branch = format!("{}{id}", super::BRANCH_PREFIX);
+        if let Some(commit) = branch_tip(repo, &branch).await? {
             found.push((id.clone(), commit));
         }
     }
     Ok(found)
+}
+
+/// A local branch's commit, if it exists.
+pub(super) async fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, SandboxError> {
+    let reference = format!("refs/heads/{branch}");
+    let out = git(repo, ["rev-parse", "--verify", "--quiet", &reference])
+        .user_config()
+        .output()
+        .await?;
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((out.status.success() && !commit.is_empty()).then_some(commit))
 }
 
 /// Merges `commits` (other tasks' work) into the new sandbox's branch;
@@ -186,14 +187,7 @@ pub(super) async fn merge_in(
             .output()
             .await?;
         if !merged.status.success() {
-            let conflicts = git(dir, ["diff", "--name-only", "-z", "--diff-filter=U"])
-                .run()
-                .await?;
-            let files: Vec<String> = conflicts
-                .split('\0')
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect();
+            let files = git::conflicted(dir).await?;
             if files.is_empty() {
                 return Err(git::failed("merge", dir, &merged));
             }

@@ -103,13 +103,10 @@ pub async fn rebase_and_push(
         .output()
         .await?;
     if !rebase.status.success() {
-        let conflicts = git(dir, ["diff", "--name-only", "-z", "--diff-filter=U"])
-            .run()
-            .await?;
+        let files = git::conflicted(dir).await?;
         // Undo whatever the rebase left; this fails harmlessly if none is
         // in progress.
         git(dir, ["rebase", "--abort"]).output().await?;
-        let files: Vec<&str> = conflicts.split('\0').filter(|f| !f.is_empty()).collect();
         if files.is_empty() {
             return Err(git::failed("rebase", dir, &rebase));
         }
