@@ -319,10 +319,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let server = tokio::spawn(crate::grpc::serve(
         listener,
-        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews),
+        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone()),
         config.auth.tokens.clone(),
         config.cors_origins.clone(),
-        async move { stop.cancelled().await },
+        stop,
     ));
 
     info!(
@@ -333,6 +333,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cors = %if config.cors_origins.is_empty() { "off".to_string() } else { config.cors_origins.join(",") },
         http = %http_addr,
         "claudomator listening on {grpc_addr}"
+    );
+    info!(
+        "web board at {} (open it in a browser)",
+        board_url(grpc_addr)
     );
     if config.projects.is_empty() {
         warn!(
@@ -354,6 +358,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         local_model,
         _data_dir_lock: data_dir_lock,
     })
+}
+
+/// Where a browser on this machine opens the board: the gRPC address, with
+/// a wildcard listen address read as loopback.
+pub fn board_url(grpc_addr: SocketAddr) -> String {
+    let ip = match grpc_addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, grpc_addr.port()))
 }
 
 /// Runs until Ctrl-C or SIGTERM, then shuts down cleanly.

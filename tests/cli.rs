@@ -209,6 +209,98 @@ fn serve_with_no_config_then_drive_it_from_the_cli() {
 }
 
 #[test]
+fn serve_prints_the_board_url_and_serves_the_board_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let served = serve(tmp.path(), &home, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match served.later.recv_timeout(left) {
+            Ok(line) if line.contains("web board at") => break line,
+            Ok(_) => continue,
+            Err(_) => panic!("serve did not print the board's URL"),
+        }
+    };
+    let url = format!("http://{}/", served.addr);
+    assert!(line.contains(&url), "{line}");
+
+    // What a browser gets there: the board's page.
+    let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        served.addr
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-type: text/html"), "{answer}");
+    assert!(answer.contains("<title>claudomator</title>"), "{answer}");
+}
+
+#[test]
+fn serve_keeps_serving_and_stops_on_sigterm_when_its_stderr_goes_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(tmp.path())
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("CLAUDOMATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
+    }
+    let addr = line.split("listening on ").nth(1).unwrap();
+    let addr = addr.split_whitespace().next().unwrap().to_string();
+    drop(stderr); // whoever read the log went away: later lines have nowhere to go
+    let mut served = Served {
+        child,
+        addr,
+        later: std::sync::mpsc::channel().1,
+    };
+    std::thread::sleep(Duration::from_millis(300)); // the lines after `listening on` are written
+
+    let listed = cli(&served, &["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(served.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn serve_outside_a_git_repository_warns_and_tasks_are_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");

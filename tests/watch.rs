@@ -1,7 +1,8 @@
 //! WatchTasks over real gRPC: the snapshot, every transition of a real run
 //! in commit order, resuming by cursor without loss or repeats, filters,
 //! the retention edge, a watcher on one server seeing a task run on another
-//! (PostgreSQL), and ids that list in creation order under bursts.
+//! (PostgreSQL), ids that list in creation order under bursts, and watches
+//! that end when the server stops.
 
 #[path = "support/chat_mock.rs"]
 mod chat_mock;
@@ -431,4 +432,25 @@ async fn a_burst_of_submits_lists_in_creation_order() {
         watched.push(next_change(&mut stream).await.0.task.unwrap().id);
     }
     assert_eq!(watched, created);
+}
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_watches_so_it_stops_at_once() {
+    let mut server = start_server().await;
+    let mut client = server.client().await;
+    let mut watch = watch(&mut client, pb::WatchTasksRequest::default()).await;
+    let (tasks, _) = snapshot(&mut watch).await;
+    assert!(tasks.is_empty());
+
+    // A watcher (a board left open) never holds up the shutdown.
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the server stops within 10 s with a watch open");
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends");
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "no event after the server stopped: {end:?}"
+    );
 }

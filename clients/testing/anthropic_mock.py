@@ -16,7 +16,11 @@ message_delta with usage, message_stop), with one script:
 - turn 2 (the request carries the tool_result): a text ending with a
   `## Summary` section, stop_reason end_turn;
 - a request offering no tools (the CLI's side requests: titles, topics):
-  a short text.
+  a short text;
+- when the newest user message holds `[ask]` (a task's instructions), turn
+  1 writes claudomator's question file instead (`.claudomator/question.json`:
+  QUESTION with CHOICES), so the task blocks; the answer, a later message of
+  the same session, gets the usual script.
 
 Also: any HEAD -> 200 (the CLI preconnects), POST .../count_tokens ->
 {"input_tokens": 42}, anything else -> a 404 Anthropic-style error.
@@ -40,6 +44,9 @@ FINAL_TEXT = (
     "I created hello.txt.\n\n## Summary\n"
     "Created hello.txt containing 'hi' in the working directory."
 )
+QUESTION = "Which greeting should hello.txt hold?"
+CHOICES = ["hi", "hello"]
+ASK = "[ask]"
 _CWD = re.compile(r"(?:Primary working directory|Working directory|cwd):\s*(\S+)")
 
 
@@ -77,6 +84,17 @@ def has_tool_result(body: dict) -> bool:
     )
 
 
+def asks(body: dict) -> bool:
+    """The newest user message holds the ASK marker."""
+    messages = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    if not messages:
+        return False
+    content = messages[-1].get("content")
+    if isinstance(content, str):
+        return ASK in content
+    return any(isinstance(b, dict) and ASK in str(b.get("text", "")) for b in content or [])
+
+
 def answer(body: dict) -> tuple[list[dict], str]:
     """The content blocks and stop reason for one /v1/messages request."""
     tools = [t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
@@ -85,6 +103,18 @@ def answer(body: dict) -> tuple[list[dict], str]:
     if has_tool_result(body):
         return [{"type": "text", "text": FINAL_TEXT}], "end_turn"
     tool = "Write" if "Write" in tools else tools[0]
+    if asks(body):
+        path = os.path.join(working_directory(body), ".claudomator", "question.json")
+        question = json.dumps({"question": QUESTION, "choices": CHOICES, "context": "Both are one line."})
+        return [
+            {"type": "text", "text": "I need to ask which greeting you want."},
+            {
+                "type": "tool_use",
+                "id": "toolu_mock_" + uuid.uuid4().hex[:12],
+                "name": tool,
+                "input": {"file_path": path, "content": question},
+            },
+        ], "tool_use"
     path = os.path.join(working_directory(body), "hello.txt")
     return [
         {"type": "text", "text": FIRST_TEXT},

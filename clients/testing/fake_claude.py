@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A stand-in for the `claude` CLI that prints a long stream-json run fast.
 
-Only for clients/bench-streamlogs: configured as `[agents.claude] command`,
-it ignores its arguments and prints, in Claude Code's `--output-format
-stream-json --verbose` shapes, a `system/init` event, FAKE_CLAUDE_EVENTS
-(default 20000) assistant text events and a successful `result`, then exits
-0. It makes an execution with a big log without a model or a network.
+Only for the benchmarks (clients/bench-streamlogs, clients/bench-board):
+configured as `[agents.claude] command`, it ignores its arguments and
+prints, in Claude Code's `--output-format stream-json --verbose` shapes, a
+`system/init` event, FAKE_CLAUDE_EVENTS (default 20000) assistant text
+events and a successful `result`, then exits 0. With FAKE_CLAUDE_TOOL_EVERY=N
+every Nth pair of those events is a tool call (`Read`) and its result
+instead. It makes an execution with a big log without a model or a network.
 """
 
 import json
@@ -24,7 +26,27 @@ def main() -> None:
         "permissionMode": "acceptEdits", "apiKeySource": "none",
         "claude_code_version": "fake", "analytics_disabled": True,
     }) + "\n")
+    tool_every = int(os.environ.get("FAKE_CLAUDE_TOOL_EVERY", "0"))
     for i in range(events):
+        if tool_every and (i // 2) % tool_every == 0 and (i - i % 2) + 1 < events:
+            tool_id = f"toolu_fake_{i // 2:08d}"
+            if i % 2 == 0:
+                out.write(json.dumps({
+                    "type": "assistant",
+                    "message": {"id": f"msg_fake_tool_{i}", "type": "message", "role": "assistant",
+                                "model": "claude-sonnet-4-5",
+                                "content": [{"type": "tool_use", "id": tool_id, "name": "Read",
+                                             "input": {"file_path": f"src/module_{i % 97}.rs"}}]},
+                    "parent_tool_use_id": None, "session_id": session,
+                }) + "\n")
+            else:
+                out.write(json.dumps({
+                    "type": "user",
+                    "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id,
+                                                             "content": f"fn module_{i % 97}() {{}}\n"}]},
+                    "parent_tool_use_id": None, "session_id": session,
+                }) + "\n")
+            continue
         out.write(json.dumps({
             "type": "assistant",
             "message": {

@@ -421,6 +421,12 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        // Whoever read stderr may go away (`serve 2>&1 | head`, a
+        // supervisor restarting): the server keeps running and logging
+        // nowhere. By default a failed write is reported with `eprintln!`,
+        // which panics on the same closed stderr, in whichever task logged
+        // (the SIGTERM handler's, say: the server then never stops).
+        .log_internal_errors(false)
         .try_init();
 }
 

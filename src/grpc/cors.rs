@@ -15,6 +15,12 @@
 //!   whose name was rebound to this address) cannot call the API even where
 //!   no token is set.
 //!
+//! The server's own origin is allowed with no listing, when the request
+//! names the server by an IP address or `localhost` (`Origin` equal to
+//! `http://` + `Host`): the board this server serves calling back. A DNS name
+//! must be listed, since another site can rebind its own name to this
+//! address and so look same-origin.
+//!
 //! Requests without `Origin` (native gRPC clients, the CLI, curl) pass
 //! untouched and get no CORS headers.
 
@@ -116,6 +122,42 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
     })
 }
 
+/// Whether `origin` is the server's own as the request reached it: a page
+/// this server served (the board) calling back. Only for an IP address or
+/// `localhost`: a name in DNS could be rebound to this address by another
+/// site, whose pages would then look same-origin (list such names in
+/// `cors_origins`).
+fn is_own_origin(origin: &str, request: &Request<Body>) -> bool {
+    // HTTP/1.1 names the host in `Host`, HTTP/2 in `:authority`.
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return false;
+    };
+    // The server speaks plain HTTP: its own pages are `http://`.
+    let Ok(own) = parse_origin(&format!("http://{host}")) else {
+        return false;
+    };
+    let Ok(origin) = parse_origin(origin) else {
+        return false;
+    };
+    if origin != own {
+        return false;
+    }
+    let name = own.trim_start_matches("http://");
+    let name = match name.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => name,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// The CORS check in front of every service; `origins` as [`parse_origin`]
 /// returns them (empty: no browser page may call).
 #[derive(Clone)]
@@ -172,6 +214,7 @@ where
             self.origins
                 .iter()
                 .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+                || is_own_origin(origin, &request)
         });
         let preflight = request.method() == Method::OPTIONS
             && request
@@ -243,7 +286,31 @@ fn preflight_answer(origin: HeaderValue) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_origin;
+    use super::{is_own_origin, parse_origin};
+    use tonic::body::Body;
+    use tonic::codegen::http::Request;
+
+    #[test]
+    fn the_own_origin_is_an_ip_address_or_localhost_the_request_names() {
+        let own = |origin: &str, host: &str| {
+            let request = Request::builder()
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap();
+            is_own_origin(origin, &request)
+        };
+        assert!(own("http://127.0.0.1:7070", "127.0.0.1:7070"));
+        assert!(own("http://[::1]:7070", "[::1]:7070"));
+        assert!(own("http://localhost:7070", "LOCALHOST:7070"));
+        assert!(own("http://10.0.0.5", "10.0.0.5:80"));
+        // Another port, scheme or host is another origin.
+        assert!(!own("http://127.0.0.1:7071", "127.0.0.1:7070"));
+        assert!(!own("https://127.0.0.1:7070", "127.0.0.1:7070"));
+        assert!(!own("http://localhost:7070", "127.0.0.1:7070"));
+        // A DNS name may have been rebound to this address by its owner.
+        assert!(!own("http://evil.example:7070", "evil.example:7070"));
+        assert!(!own("null", "127.0.0.1:7070"));
+    }
 
     #[test]
     fn origins_are_read_as_a_browser_sends_them() {

@@ -2,7 +2,7 @@
 //! proto types. `serve` mounts the API, health and reflection on one listener,
 //! which speaks gRPC over HTTP/2 and gRPC-Web over HTTP/1.1 (browsers,
 //! `tonic_web`), behind the CORS check of [`cors`] and the same bearer-token
-//! interceptor for both.
+//! interceptor for both; the web board's files ([`board`]) on `GET`.
 //!
 //! A request message may be up to [`MAX_MESSAGE_BYTES`], more than any field's
 //! own limit, so an oversize field is refused by that limit, naming it. A
@@ -10,13 +10,13 @@
 //! INTERNAL), like every other bad input.
 
 pub mod auth;
+pub mod board;
 pub mod convert;
 pub mod cors;
 mod service;
 
-use std::future::Future;
-
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -29,7 +29,8 @@ pub use service::Api;
 /// `limits.max_instructions_bytes` the config takes.
 pub const MAX_MESSAGE_BYTES: usize = 2 * crate::core::validate::MAX_INSTRUCTIONS_LIMIT;
 
-/// Serves the API until `shutdown` resolves. `cors_origins` are the origins
+/// Serves the API until `shutdown` is cancelled, which also ends every open
+/// stream (`WatchTasks`, `StreamLogs`). `cors_origins` are the origins
 /// of the browser pages that may call it over gRPC-Web (as
 /// [`cors::parse_origin`] returns them; empty: none).
 pub async fn serve(
@@ -37,7 +38,7 @@ pub async fn serve(
     api: Api,
     tokens: Vec<String>,
     cors_origins: Vec<String>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth = auth::BearerAuth::new(tokens);
 
@@ -59,10 +60,13 @@ pub async fn serve(
         // HTTP/2 with trailers. A plain HTTP/1.1 request that is not
         // gRPC-Web is answered 400 by tonic_web.
         .accept_http1(true)
-        // Outermost first: CORS decides before anything else runs; the
+        // Outermost first: the board answers every GET and HEAD (its files
+        // are public; calls are POSTs); CORS decides before anything else
+        // runs; the
         // status fix sees every answer; gRPC-Web is translated to gRPC next
         // to the services, so the interceptor and the handlers see one
         // protocol.
+        .layer(board::BoardLayer)
         .layer(cors::CorsLayer::new(cors_origins))
         .layer(tower::util::MapResponseLayer::new(
             malformed_messages_are_invalid_arguments,
@@ -76,7 +80,7 @@ pub async fn serve(
             // No Nagle: a reply written after an await (headers, then data)
             // must not sit waiting for the client's delayed ACK.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            shutdown.cancelled_owned(),
         )
         .await?;
     Ok(())

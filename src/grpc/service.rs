@@ -1,6 +1,9 @@
 //! The tonic adapter for `claudomator.v1.ClaudomatorService`: each handler
 //! decodes the request, makes one call into the core and encodes the answer.
 
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
@@ -24,6 +27,8 @@ pub struct Api {
     status: StatusService,
     elaborator: Elaborator,
     reviews: Reviews,
+    /// Cancelled when the server stops: open streams end then.
+    shutdown: CancellationToken,
 }
 
 impl Api {
@@ -32,12 +37,14 @@ impl Api {
         status: StatusService,
         elaborator: Elaborator,
         reviews: Reviews,
+        shutdown: CancellationToken,
     ) -> Self {
         Api {
             tasks,
             status,
             elaborator,
             reviews,
+            shutdown,
         }
     }
 }
@@ -265,7 +272,10 @@ impl ClaudomatorService for Api {
             Ok(event) => Ok(watch_event_to_pb(&event)),
             Err(e) => Err(e.into()),
         });
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(Box::pin(UntilShutdown::new(
+            responses,
+            &self.shutdown,
+        ))))
     }
 
     async fn stream_logs(
@@ -286,7 +296,10 @@ impl ClaudomatorService for Api {
             })),
             Err(e) => Some(Err(e.into())),
         });
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(Box::pin(UntilShutdown::new(
+            responses,
+            &self.shutdown,
+        ))))
     }
 
     async fn list_executions(
@@ -303,5 +316,36 @@ impl ClaudomatorService for Api {
             executions: page.items.iter().map(execution_to_pb).collect(),
             next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
         }))
+    }
+}
+
+/// A server stream that ends (cleanly, status OK) when the server stops, so
+/// a client following it (a board left open, `logs -f`) never holds up the
+/// shutdown; the client reconnects and resumes from its cursor or offset.
+struct UntilShutdown<S> {
+    inner: S,
+    stopped: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl<S> UntilShutdown<S> {
+    fn new(inner: S, shutdown: &CancellationToken) -> Self {
+        UntilShutdown {
+            inner,
+            stopped: Box::pin(shutdown.clone().cancelled_owned()),
+        }
+    }
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for UntilShutdown<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.stopped.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
     }
 }

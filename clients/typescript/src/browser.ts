@@ -7,8 +7,9 @@
  *   const client = new Client("http://127.0.0.1:7070", { token });
  *   const { task } = await client.submitTask({ instructions: "Fix the flaky test", tags: ["ci"] });
  *
- * The server must list the page's origin in `cors_origins`, even when it is
- * the server's own (browsers send `Origin` on every POST); otherwise the
+ * The server must list the page's origin in `cors_origins` (browsers send
+ * `Origin` on every POST), unless the page is the server's own reached by an
+ * IP address or `localhost` (its board); otherwise the
  * server refuses the call (403), which a page on another origin sees as
  * UNKNOWN ("Failed to fetch").
  */

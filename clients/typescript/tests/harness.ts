@@ -88,6 +88,8 @@ export interface Server {
   workdir: string;
   log: string;
   stop(): Promise<void>;
+  /** Stops the server (SIGTERM) and starts it again on the same address and data dir. */
+  restart(options?: { down?: () => Promise<void> }): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -112,8 +114,8 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     env.CLAUDOMATOR_TOKENS = options.token;
   }
   const log = join(workdir, "server.log");
-  const args = ["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
-  const child = spawnLogged(serverBinary(), args, log, { cwd: project, env });
+  const args = (listen: string) => ["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
+  let child = spawnLogged(serverBinary(), args("127.0.0.1:0"), log, { cwd: project, env });
   const children = options.children ?? [];
   const stop = async () => {
     await stopProcess(child);
@@ -124,7 +126,13 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   };
   try {
     const address = await waitForLine(log, child, "claudomator serve");
-    return { address, workdir, log, stop };
+    const restart = async (restartOptions: { down?: () => Promise<void> } = {}) => {
+      await stopProcess(child);
+      await restartOptions.down?.();
+      child = spawnLogged(serverBinary(), args(address), log, { cwd: project, env });
+      await waitForLine(log, child, "claudomator serve (restarted)");
+    };
+    return { address, workdir, log, stop, restart };
   } catch (err) {
     await stop();
     throw err;
@@ -141,7 +149,7 @@ function tomlString(value: string): string {
  * `undefined` (after a loud SKIPPED line) when the CLI is not installed. With
  * CI set a missing CLI throws.
  */
-export async function startAgentServer(): Promise<Server | undefined> {
+export async function startAgentServer(options: { token?: string } = {}): Promise<Server | undefined> {
   if (!existsSync(CLAUDE)) {
     const message = `claude CLI not installed at ${CLAUDE}; run scripts/install-agents`;
     if (process.env.CI) {
@@ -187,7 +195,7 @@ export async function startAgentServer(): Promise<Server | undefined> {
   const config =
     `[executor]\nenabled = true\npoll_interval = "200ms"\n\n` +
     `[agents.claude]\ncommand = ${tomlString(CLAUDE)}\nenv = { ${envToml} }\n`;
-  const server = await startServer({ config, children: [mock] });
+  const server = await startServer({ config, children: [mock], token: options.token });
   return {
     ...server,
     stop: async () => {
