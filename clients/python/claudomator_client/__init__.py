@@ -9,7 +9,7 @@ enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
 raw stub); the common names are re-exported here.
 """
 
-from .client import Client, LogStream, enum_name, enum_value
+from .client import Client, LogStream, WatchStream, enum_name, enum_value
 from .errors import (
     AlreadyExistsError,
     ClaudomatorError,
@@ -22,9 +22,19 @@ from .errors import (
     UnavailableError,
 )
 from .v1.service_pb2 import (
+    ElaborateResponse,
+    ElaborateSource,
+    FileDiffStatus,
+    GetSystemStatusResponse,
+    GetTaskDiffResponse,
     ListExecutionsResponse,
     ListTasksResponse,
+    MergeTaskResponse,
+    PrunedKind,
+    PruneTasksResponse,
     SubmitTaskResponse,
+    TaskChange,
+    WatchTasksResponse,
 )
 from .v1.task_pb2 import (
     AgentSettings,
@@ -41,6 +51,17 @@ from .v1.task_pb2 import (
 )
 
 __all__ = [
+    "WatchStream",
+    "WatchTasksResponse",
+    "TaskChange",
+    "PruneTasksResponse",
+    "PrunedKind",
+    "MergeTaskResponse",
+    "GetTaskDiffResponse",
+    "GetSystemStatusResponse",
+    "FileDiffStatus",
+    "ElaborateSource",
+    "ElaborateResponse",
     "AgentSettings",
     "AgentType",
     "AlreadyExistsError",

@@ -131,9 +131,10 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, *, unbounded: bool = False) -> Any:
         try:
-            return method(request, metadata=self.metadata, timeout=self.call_timeout)
+            timeout = None if unbounded else self.call_timeout
+            return method(request, metadata=self.metadata, timeout=timeout)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -184,10 +185,10 @@ class Client:
             s.priority = _priority(priority)
         if tags:
             s.ClearField("tags")
-            s.tags.extend(tags)
+            s.tags.extend(_strings(tags))
         if depends_on:
             s.ClearField("depends_on")
-            s.depends_on.extend(depends_on)
+            s.depends_on.extend(_strings(depends_on))
         if parent_task_id:
             s.parent_task_id = parent_task_id
         if max_attempts:
@@ -289,35 +290,146 @@ class Client:
             raise from_rpc_error(e) from None
         return LogStream(call)
 
+    # -- review ------------------------------------------------------------
 
-class LogStream(Iterator[task_pb.LogEvent]):
-    """The events of one StreamLogs call. Iterate it; errors raise
+    def answer_question(self, task_id: str, answer: str) -> task_pb.Task:
+        """Answers a BLOCKED task's question: the task is queued again and its
+        next run resumes the agent's session with the answer."""
+        request = pb.AnswerQuestionRequest(task_id=task_id, answer=answer)
+        return cast(pb.AnswerQuestionResponse, self._call(self.stub.AnswerQuestion, request)).task
+
+    def accept_task(self, task_id: str) -> task_pb.Task:
+        """Accepts a READY task's work: the task is COMPLETED."""
+        request = pb.AcceptTaskRequest(task_id=task_id)
+        return cast(pb.AcceptTaskResponse, self._call(self.stub.AcceptTask, request)).task
+
+    def reject_task(self, task_id: str, feedback: str) -> task_pb.Task:
+        """Sends a READY task's work back with `feedback`: the task is queued
+        again and its next run resumes the agent's session."""
+        request = pb.RejectTaskRequest(task_id=task_id, feedback=feedback)
+        return cast(pb.RejectTaskResponse, self._call(self.stub.RejectTask, request)).task
+
+    def get_task_diff(self, task_id: str, *, context_lines: int = 0) -> pb.GetTaskDiffResponse:
+        """A task's work for review: `.branch`, `.base_commit`,
+        `.head_commit`, `.files` (path, status, line counts, patch),
+        `.truncated`. FailedPreconditionError while the task has no branch."""
+        request = pb.GetTaskDiffRequest(task_id=task_id, context_lines=context_lines)
+        return cast(pb.GetTaskDiffResponse, self._call(self.stub.GetTaskDiff, request))
+
+    def merge_task(self, task_id: str, *, into: str = "", rebase: bool = False) -> pb.MergeTaskResponse:
+        """Takes a READY or COMPLETED task's work into a branch of its project
+        (`into`; empty: its default branch), merged or with `rebase` rebased.
+        A conflict changes nothing (FailedPreconditionError naming the files)."""
+        request = pb.MergeTaskRequest(task_id=task_id, into=into, rebase=rebase)
+        return cast(pb.MergeTaskResponse, self._call(self.stub.MergeTask, request))
+
+    def prune_tasks(self, *, dry_run: bool = False, force: bool = False) -> pb.PruneTasksResponse:
+        """Removes the sandboxes and branches ended tasks left (`force`: also
+        COMPLETED tasks' unmerged branches); `.items` says what was done or
+        why it was kept. `dry_run` removes nothing."""
+        request = pb.PruneTasksRequest(dry_run=dry_run, force=force)
+        return cast(pb.PruneTasksResponse, self._call(self.stub.PruneTasks, request))
+
+    # -- the server --------------------------------------------------------
+
+    def get_system_status(self) -> pb.GetSystemStatusResponse:
+        """What will work before you submit: each agent, counts, git, the
+        data dir, the database, the local model..."""
+        return cast(
+            pb.GetSystemStatusResponse,
+            self._call(self.stub.GetSystemStatus, pb.GetSystemStatusRequest()),
+        )
+
+    def elaborate(
+        self, text: str, *, project: str = "", agent: Optional[AgentTypeLike] = None
+    ) -> pb.ElaborateResponse:
+        """Turns a one-line request into a full `TaskSpec` (`.spec`) that
+        `submit_task(spec=...)` accepts, with `.source`, `.model` and `.notes`.
+        Can take minutes when the models are slow: this call is not bounded by
+        the client's `call_timeout`."""
+        request = pb.ElaborateRequest(
+            text=text, project=project, agent=_agent_type(agent) if agent is not None else 0
+        )
+        return cast(pb.ElaborateResponse, self._call(self.stub.Elaborate, request, unbounded=True))
+
+    def watch_tasks(
+        self,
+        *,
+        project: str = "",
+        tag: str = "",
+        states: Iterable[TaskStateLike] = (),
+        task_ids: Iterable[str] = (),
+        changes_only: bool = False,
+        cursor: str = "",
+    ) -> "WatchStream":
+        """Matching tasks and their changes, as an iterator that runs until
+        `.cancel()`: first (unless `changes_only` or `cursor`) a snapshot
+        (`WatchTasksResponse`s whose `WhichOneof("event") == "snapshot"`,
+        newest first) and `"snapshot_end"`, then every `"change"` as it is
+        committed, and `"heartbeat"` while nothing matches. Each event's
+        `.cursor` resumes after it (`cursor=`)."""
+        request = pb.WatchTasksRequest(
+            project=project,
+            tag=tag,
+            states=[_task_state(s) for s in states],
+            task_ids=list(_strings(task_ids)),
+            changes_only=changes_only,
+            cursor=cursor,
+        )
+        return WatchStream(self.stub.WatchTasks(request, metadata=self.metadata))
+
+
+class _Stream:
+    """One server-streaming call: iterate it; errors raise
     `ClaudomatorError`; `cancel()` ends it early (iteration then stops)."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
         self._cancelled = False
 
-    def __iter__(self) -> "LogStream":
-        return self
-
-    def __next__(self) -> task_pb.LogEvent:
+    def _next(self) -> Any:
         if self._cancelled:
             raise StopIteration
         try:
-            event = cast(pb.StreamLogsResponse, next(self._call)).event
+            return next(self._call)
         except grpc.RpcError as e:
             if self._cancelled:
                 raise StopIteration from None
             raise from_rpc_error(e) from None
-        # The agent's line is sent once, as the payload: fill `raw` back in.
-        if event.raw_is_payload and not event.raw:
-            event.raw = event.payload_json
-        return event
 
     def cancel(self) -> None:
         self._cancelled = True
         self._call.cancel()
+
+
+class WatchStream(_Stream, Iterator[pb.WatchTasksResponse]):
+    """The events of one WatchTasks call (`WatchTasksResponse`s)."""
+
+    def __iter__(self) -> "WatchStream":
+        return self
+
+    def __next__(self) -> pb.WatchTasksResponse:
+        return cast(pb.WatchTasksResponse, self._next())
+
+    def __enter__(self) -> "WatchStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class LogStream(_Stream, Iterator[task_pb.LogEvent]):
+    """The events of one StreamLogs call (`LogEvent`s)."""
+
+    def __iter__(self) -> "LogStream":
+        return self
+
+    def __next__(self) -> task_pb.LogEvent:
+        event = cast(pb.StreamLogsResponse, self._next()).event
+        # The agent's line is sent once, as the payload: fill `raw` back in.
+        if event.raw_is_payload and not event.raw:
+            event.raw = event.payload_json
+        return event
 
     def __enter__(self) -> "LogStream":
         return self
@@ -335,6 +447,13 @@ def _agent_settings(agent: AgentLike) -> task_pb.AgentSettings:
             fields["type"] = _agent_type(fields["type"])
         return task_pb.AgentSettings(**fields)
     return task_pb.AgentSettings(type=_agent_type(agent))
+
+
+def _strings(values: Iterable[str]) -> Iterable[str]:
+    """A list of strings; a bare string is one element, not its characters."""
+    if isinstance(values, str):
+        return [values]
+    return values
 
 
 def _duration(timeout: TimeoutLike) -> str:

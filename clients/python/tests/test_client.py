@@ -170,3 +170,12 @@ def test_unreachable_server_is_unavailable(tmp_path) -> None:
         with pytest.raises(UnavailableError) as caught:
             c.list_tasks()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_following_a_task_that_ended_without_an_execution(client: Client) -> None:
+    task = client.submit_task("cancelled while queued").task
+    client.cancel_task(task.id)
+    with pytest.raises(NotFoundError):
+        list(client.stream_logs(task_id=task.id))
+    # Following it ends at once, with no events.
+    assert list(client.stream_logs(task_id=task.id, follow=True)) == []

@@ -17,11 +17,22 @@ import {
   ClaudomatorService,
   ListTasksRequestSchema,
   WatchTasksRequestSchema,
+  type ElaborateResponse,
+  type GetSystemStatusResponse,
+  type GetTaskDiffResponse,
   type ListExecutionsResponse,
   type ListTasksResponse,
+  type MergeTaskResponse,
+  type PruneTasksResponse,
   type WatchTasksResponse,
 } from "./gen/claudomator/v1/service_pb.js";
-import { TaskSpecSchema, type Execution, type LogEvent, type Task } from "./gen/claudomator/v1/task_pb.js";
+import {
+  TaskSpecSchema,
+  type AgentType,
+  type Execution,
+  type LogEvent,
+  type Task,
+} from "./gen/claudomator/v1/task_pb.js";
 
 /** A task spec as a plain object: `{ instructions: "...", tags: ["ci"], priority: Priority.HIGH }`. */
 export type TaskSpecInit = MessageInitShape<typeof TaskSpecSchema>;
@@ -124,7 +135,7 @@ export class ClientBase {
    */
   async submitTask(spec: TaskSpecInit | string, options: SubmitOptions = {}): Promise<Submitted> {
     const { idempotencyKey = "", taskId = "", ...callOptions } = options;
-    const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : spec;
+    const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : oneTagPerString(spec);
     const response = await this.call(() =>
       this.raw.submitTask(
         { spec: create(TaskSpecSchema, init), idempotencyKey, taskId },
@@ -224,6 +235,84 @@ export class ClientBase {
       throw ClaudomatorError.from(err);
     }
   }
+  /** Answers a BLOCKED task's question: it is queued again and resumes its session with the answer. */
+  async answerQuestion(taskId: string, answer: string, options?: CallOptions): Promise<Task> {
+    const response = await this.call(() => this.raw.answerQuestion({ taskId, answer }, this.opts(options)));
+    return required(response.task, "AnswerQuestion");
+  }
+
+  /** Accepts a READY task's work: the task is COMPLETED. */
+  async acceptTask(taskId: string, options?: CallOptions): Promise<Task> {
+    const response = await this.call(() => this.raw.acceptTask({ taskId }, this.opts(options)));
+    return required(response.task, "AcceptTask");
+  }
+
+  /** Sends a READY task's work back with `feedback`: it is queued again and resumes its session. */
+  async rejectTask(taskId: string, feedback: string, options?: CallOptions): Promise<Task> {
+    const response = await this.call(() => this.raw.rejectTask({ taskId, feedback }, this.opts(options)));
+    return required(response.task, "RejectTask");
+  }
+
+  /**
+   * A task's work for review: `branch`, `baseCommit`, `headCommit`, `files`
+   * (path, status, line counts, patch), `truncated`. FAILED_PRECONDITION
+   * while the task has no branch.
+   */
+  getTaskDiff(taskId: string, diff: { contextLines?: number } = {}, options?: CallOptions): Promise<GetTaskDiffResponse> {
+    return this.call(() => this.raw.getTaskDiff({ taskId, ...diff }, this.opts(options)));
+  }
+
+  /**
+   * Takes a READY or COMPLETED task's work into a branch of its project
+   * (`into`; empty: its default branch), merged or with `rebase` rebased. A
+   * conflict changes nothing (FAILED_PRECONDITION naming the files).
+   */
+  mergeTask(taskId: string, merge: { into?: string; rebase?: boolean } = {}, options?: CallOptions): Promise<MergeTaskResponse> {
+    return this.call(() => this.raw.mergeTask({ taskId, ...merge }, this.opts(options)));
+  }
+
+  /**
+   * Removes the sandboxes and branches ended tasks left (`force`: also
+   * COMPLETED tasks' unmerged branches); `items` says what was done or why it
+   * was kept. `dryRun` removes nothing.
+   */
+  pruneTasks(prune: { dryRun?: boolean; force?: boolean } = {}, options?: CallOptions): Promise<PruneTasksResponse> {
+    return this.call(() => this.raw.pruneTasks(prune, this.opts(options)));
+  }
+
+  /** What will work before you submit: each agent, counts, git, the data dir, the database... */
+  getSystemStatus(options?: CallOptions): Promise<GetSystemStatusResponse> {
+    return this.call(() => this.raw.getSystemStatus({}, this.opts(options)));
+  }
+
+  /**
+   * Turns a one-line request into a full task spec (`spec`) that
+   * `submitTask` accepts, with `source`, `model` and `notes`. Can take
+   * minutes when the models are slow: not bounded by the client's default
+   * deadline (pass `{ timeoutMs }` to bound it).
+   */
+  elaborate(
+    text: string,
+    request: { project?: string; agent?: AgentType } = {},
+    options?: CallOptions,
+  ): Promise<ElaborateResponse> {
+    return this.call(() => this.raw.elaborate({ text, ...request }, options));
+  }
+}
+
+/** A bare string for `tags` or `dependsOn` (from JavaScript) is one element, not its characters. */
+function oneTagPerString(spec: TaskSpecInit): TaskSpecInit {
+  const loose = spec as { tags?: unknown; dependsOn?: unknown };
+  if (typeof loose.tags !== "string" && typeof loose.dependsOn !== "string") {
+    return spec;
+  }
+  const fixed: Record<string, unknown> = { ...spec };
+  for (const key of ["tags", "dependsOn"] as const) {
+    if (typeof loose[key] === "string") {
+      fixed[key] = [loose[key]];
+    }
+  }
+  return fixed as TaskSpecInit;
 }
 
 function required<T>(value: T | undefined, rpc: string): T {
