@@ -101,7 +101,7 @@ fn build_runners(config: &Config, local_model: Option<Arc<dyn ChatModel>>) -> Ve
         .filter_map(|&agent| -> Option<Arc<dyn Runner>> {
             Some(match agent {
                 AgentType::Auto => return None,
-                AgentType::Claude => Arc::new(ClaudeRunner::new(spec(agent))),
+                AgentType::Claude => Arc::new(ClaudeRunner::new(spec(agent), prices.clone())),
                 AgentType::Gemini => Arc::new(GeminiRunner::new(spec(agent), prices.clone())),
                 AgentType::Codex => Arc::new(CodexRunner::new(spec(agent), prices.clone())),
                 AgentType::Local => Arc::new(LocalRunner::new(
@@ -232,6 +232,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             agent_limits: executor_config.agent_limits.clone(),
             server_id: server_id.clone(),
             lease: executor_config.lease,
+            prices: Arc::new(config.prices.clone()),
+            estimated_models: config
+                .agents
+                .sections()
+                .into_iter()
+                .filter(|(agent, _)| matches!(agent, AgentType::Gemini | AgentType::Codex))
+                .map(|(agent, section)| (agent, section.model.clone()))
+                .collect(),
         },
     );
     let executor = Executor::new(

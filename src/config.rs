@@ -865,7 +865,13 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        let mut config: Config = toml::from_str(text)?;
+        // `[prices]` adds to the built-in prices (and overrides theirs); it
+        // does not replace the table.
+        for (model, price) in default_prices() {
+            config.prices.entry(model).or_insert(price);
+        }
+        Ok(config)
     }
 
     fn apply(&mut self, o: &Overrides) {
@@ -1480,6 +1486,20 @@ mod tests {
         assert!(err.contains("listn"), "{err}");
         let err = format!("{:#}", Config::from_toml("[auth]\ntoken = []").unwrap_err());
         assert!(err.contains("token"), "{err}");
+    }
+
+    /// The line `doctor` says to add, under `[prices]`, prices its model
+    /// and keeps the built-in prices.
+    #[test]
+    fn a_prices_line_adds_to_the_built_in_prices() {
+        let line = crate::runners::price_line("gpt-5.5")
+            .replace("IN", "1.25")
+            .replace("OUT", "10");
+        let config = Config::from_toml(&format!("[prices]\n{line}\n")).unwrap();
+        assert_eq!(config.prices["gpt-5.5"].output_per_mtok, 10.0);
+        for (model, price) in default_prices() {
+            assert_eq!(config.prices[&model], price, "{model}");
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ async fn three_agents_run_side_by_side_with_the_same_record() {
             run.input_tokens > 0 && run.output_tokens > 0,
             "{agent:?} tokens"
         );
-        assert!(run.cost_usd > 0.0, "{agent:?} cost");
+        assert!(run.cost_usd > 0.0 && !run.cost_unknown, "{agent:?} cost");
         assert_eq!(
             run.cost_estimated,
             *agent != pb::AgentType::Claude,
@@ -702,5 +702,149 @@ async fn an_unanswered_question_times_out_when_configured() {
         timed_out.state_reason.contains("nobody answered"),
         "{}",
         timed_out.state_reason
+    );
+}
+
+/// The events of an execution's log as StreamLogs sends them.
+async fn streamed(
+    client: &mut Client,
+    execution_id: &str,
+    include_debug: bool,
+) -> Vec<pb::LogEvent> {
+    let mut stream = client
+        .stream_logs(pb::StreamLogsRequest {
+            execution_id: execution_id.into(),
+            include_debug,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(item) = tokio_stream::StreamExt::next(&mut stream).await {
+        events.extend(item.unwrap().event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn agent_chatter_stays_in_the_log_file_but_out_of_the_streamed_log() {
+    if !all_installed("agent_chatter_stays_in_the_log_file_but_out_of_the_streamed_log") {
+        return;
+    }
+    let gemini = GeminiMock::start(gemini_mock::Script::write_file("g.txt", "g"));
+    let codex = OpenAiMock::start(openai_mock::Script::write_file("x.txt", "x"));
+    let server = server(|c| {
+        configure_gemini(c, &gemini);
+        configure_codex(c, &codex);
+    })
+    .await;
+    let mut client = server.client().await;
+    // What each CLI prints on stderr at every run (seen with the pinned
+    // versions), and what a person must see instead: nothing on stderr.
+    for (agent, chatter) in [
+        (pb::AgentType::Gemini, "YOLO mode is enabled"),
+        (pb::AgentType::Codex, "Reading additional input from stdin"),
+    ] {
+        let task = submit(&mut client, agent_spec(agent, "create the file")).await;
+        wait_completed(&mut client, &task.id).await;
+        let run = executions(&mut client, &task.id).await.remove(0);
+        let read = streamed(&mut client, &run.id, false).await;
+        let noisy: Vec<&pb::LogEvent> = read
+            .iter()
+            .filter(|e| {
+                e.kind == pb::LogEventKind::Stderr as i32
+                    || e.kind == pb::LogEventKind::Debug as i32
+            })
+            .collect();
+        assert!(noisy.is_empty(), "{agent:?}: {noisy:?}");
+        assert!(
+            read.iter()
+                .any(|e| e.kind == pb::LogEventKind::Result as i32)
+        );
+        // Asked for, the chatter comes back as debug events, at its place.
+        let all = streamed(&mut client, &run.id, true).await;
+        assert!(
+            all.iter()
+                .any(|e| e.kind == pb::LogEventKind::Debug as i32 && e.text.contains(chatter)),
+            "{agent:?}: {all:?}"
+        );
+        assert!(all.len() > read.len());
+        // And the log file keeps every line the CLI wrote.
+        let file = std::fs::read_to_string(&run.log_path).unwrap();
+        assert!(
+            file.lines()
+                .any(|l| l.contains(r#""kind":"debug""#) && l.contains(chatter)),
+            "{agent:?}: {file}"
+        );
+    }
+}
+
+/// Codex on a model the price table lacks: the cost is unknown (not
+/// `$0.0000 (estimated)`) through the API and the CLI, and `doctor` names
+/// the model with the `[prices]` line to add.
+#[tokio::test]
+async fn an_unpriced_model_has_an_unknown_cost_and_doctor_names_its_price_line() {
+    if codex_or_skip("an_unpriced_model_has_an_unknown_cost_and_doctor_names_its_price_line")
+        .is_none()
+    {
+        return;
+    }
+    let codex = OpenAiMock::start(openai_mock::Script::write_file("x.txt", "x"));
+    let server = server(|c| {
+        configure_codex(c, &codex);
+        c.prices.remove(CODEX_MODEL);
+    })
+    .await;
+    let mut client = server.client().await;
+    let task = submit(
+        &mut client,
+        agent_spec(pb::AgentType::Codex, "create x.txt"),
+    )
+    .await;
+    wait_completed(&mut client, &task.id).await;
+    let run = executions(&mut client, &task.id).await.remove(0);
+    assert!(run.cost_unknown, "{run:?}");
+    assert!(run.input_tokens > 0 && run.output_tokens > 0, "{run:?}");
+
+    let status = client
+        .get_system_status(pb::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let prices = status.prices.unwrap();
+    let line = format!(r#""{CODEX_MODEL}" = {{ input_per_mtok = IN, output_per_mtok = OUT }}"#);
+    assert!(
+        !prices.ok && prices.detail.contains(&line),
+        "{}",
+        prices.detail
+    );
+    assert!(prices.detail.contains("[prices]"), "{}", prices.detail);
+
+    // The real binary (async: the server runs on this test's runtime).
+    let url = server.url();
+    let cli = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudomator"))
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["execution", &run.id]).await;
+    assert!(shown.contains("cost:          unknown"), "{shown}");
+    assert!(!shown.contains("$0.0000"), "{shown}");
+    let got = cli(&["get", &task.id]).await;
+    assert!(
+        got.contains("cost:          unknown over 1 attempt"),
+        "{got}"
+    );
+    let doctor = cli(&["doctor"]).await;
+    assert!(
+        doctor
+            .lines()
+            .any(|l| l.starts_with("prices") && l.contains(&line)),
+        "{doctor}"
     );
 }

@@ -96,6 +96,11 @@ fn quoted(text: impl AsRef<str>) -> String {
 /// one project). With a mock, the executor runs the `.agents` claude against
 /// it; without one, the executor is off and tasks stay as submitted.
 fn serve(mock: Option<&AnthropicMock>) -> Served {
+    serve_with(mock, "")
+}
+
+/// [`serve`] with `extra` TOML appended to the config file.
+fn serve_with(mock: Option<&AnthropicMock>, extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("shop");
     git_repo(&repo);
@@ -118,6 +123,7 @@ fn serve(mock: Option<&AnthropicMock>) -> Served {
             config.push_str(&format!("{key} = {}\n", quoted(value.to_string_lossy())));
         }
     }
+    config.push_str(extra);
     let config_path = dir.path().join("claudomator.toml");
     std::fs::write(&config_path, config).unwrap();
 
@@ -149,11 +155,17 @@ fn serve(mock: Option<&AnthropicMock>) -> Served {
         let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.to_string());
-                }
+                // Logged first, so the log holds every line up to the address.
+                let addr = line.split("listening on ").nth(1).map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                });
                 log.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
     }
@@ -964,4 +976,69 @@ fn merge_and_prune_clean_up_after_review() {
     let branches = String::from_utf8_lossy(&branches.stdout);
     assert!(!branches.contains(&done), "{branches}");
     assert!(branches.contains(&review), "{branches}");
+}
+
+/// An agent no server can run: `serve` warns at start (before it says where
+/// it listens), `submit` accepts the task saying so, and `submit
+/// --require-agent` refuses it (exit 4, nothing stored).
+#[test]
+fn an_unavailable_agent_is_warned_at_start_on_submit_and_refused_on_request() {
+    if claude_or_skip("an_unavailable_agent_is_warned_at_start_on_submit_and_refused_on_request")
+        .is_none()
+    {
+        return;
+    }
+    let mock = AnthropicMock::start(Script::write_file("x.txt", "x"));
+    let served = serve_with(
+        Some(&mock),
+        "\n[agents.gemini]\ncommand = \"/nonexistent/gemini\"\n",
+    );
+    let log = served.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let warned = lines
+        .iter()
+        .position(|l| l.contains("WARN") && l.contains("agents unavailable here: gemini"))
+        .unwrap_or_else(|| panic!("no start-up warning:\n{log}"));
+    let listening = lines
+        .iter()
+        .position(|l| l.contains("listening on"))
+        .unwrap();
+    assert!(warned < listening, "{log}");
+    assert!(lines[warned].contains("not installed"), "{log}");
+
+    let refused = cli(
+        &served,
+        &[
+            "submit",
+            "needs gemini",
+            "--agent",
+            "gemini",
+            "--require-agent",
+        ],
+    );
+    assert_code(&refused, 4, &served);
+    assert!(
+        stderr(&refused).contains("no live server can run agent gemini now"),
+        "{}",
+        stderr(&refused)
+    );
+    let listed = cli(&served, &["list"]);
+    assert!(stdout(&listed).contains("no tasks"), "{}", stdout(&listed));
+
+    let accepted = cli(&served, &["submit", "needs gemini", "--agent", "gemini"]);
+    assert_code(&accepted, 0, &served);
+    assert!(
+        stdout(&accepted).starts_with("submitted "),
+        "{}",
+        stdout(&accepted)
+    );
+    let warning = stderr(&accepted);
+    assert!(
+        warning.starts_with("warning: no live server can run agent gemini now")
+            && warning.contains("--require-agent"),
+        "{warning}"
+    );
+    let for_claude = cli(&served, &["submit", "fine", "--agent", "claude"]);
+    assert_code(&for_claude, 0, &served);
+    assert_eq!(stderr(&for_claude), "");
 }

@@ -168,11 +168,16 @@ async fn limits_map_to_states() {
     ];
     let turns = wait_for(&mut client, &turns.id, &finals).await;
     assert_eq!(turns.state, pb::TaskState::Failed as i32);
+    // `max_turns` 1 is one model turn taken (the real CLI reports the
+    // refused second one in `num_turns`; the record does not).
     assert!(
-        turns.state_reason.contains("turn limit"),
+        turns
+            .state_reason
+            .contains("turn limit: 1 model turn(s) taken"),
         "{}",
         turns.state_reason
     );
+    assert_eq!(executions(&mut client, &turns.id).await[0].turns, 1);
     let budget = wait_for(&mut client, &budget.id, &finals).await;
     assert_eq!(
         budget.state,
@@ -297,6 +302,67 @@ async fn cancel_and_timeout_end_the_agent_and_leave_no_process() {
         get(&mut client, &cancelled.id).await.state_reason,
         "changed my mind"
     );
+}
+
+/// A run that ends without the agent's result (cancelled, timed out)
+/// keeps the tokens and turns its log carries, priced from the table:
+/// never the 0 tokens and $0 of a run that did nothing.
+#[tokio::test]
+async fn cancelled_and_timed_out_runs_keep_the_usage_their_logs_carry() {
+    if claude_or_skip("cancelled_and_timed_out_runs_keep_the_usage_their_logs_carry").is_none() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // A tool call every turn, forever: usage in the log from the first one.
+    let mock = AnthropicMock::start(Script::ManyTurns);
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.prices.insert(
+            "claude-sonnet-4-5".into(),
+            claudomator::runners::Price {
+                input_per_mtok: 3.0,
+                output_per_mtok: 15.0,
+            },
+        );
+    })
+    .await;
+    let mut client = server.client().await;
+    let cancelled = submit(&mut client, claude_spec("keep going")).await;
+    let mut timed = claude_spec("keep going until stopped");
+    timed.timeout = "3s".into();
+    let timed = submit(&mut client, timed).await;
+    wait_for(&mut client, &cancelled.id, &[pb::TaskState::Running]).await;
+    assert!(
+        eventually(|| mock.messages_calls() >= 4).await,
+        "turns went by"
+    );
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            id: cancelled.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    for (task, state) in [
+        (&cancelled, pb::ExecutionState::Cancelled),
+        (&timed, pb::ExecutionState::TimedOut),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run = loop {
+            let run = executions(&mut client, &task.id).await.remove(0);
+            if run.ended_at.is_some() {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "the execution did not end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(run.state, state as i32, "{}", run.error);
+        assert!(run.input_tokens > 0 && run.output_tokens > 0, "{run:?}");
+        assert!(run.turns >= 1, "{run:?}");
+        assert!(
+            run.cost_usd > 0.0 && run.cost_estimated && !run.cost_unknown,
+            "{run:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -744,4 +810,80 @@ async fn a_backlog_of_claude_at_its_limit_does_not_hold_back_a_local_task() {
         pb::TaskState::Running as i32
     );
     assert_eq!(mock.max_in_flight(), 1, "claude stayed at its limit");
+}
+
+/// `SubmitTask` says when no live server can run the task's agent (still
+/// accepting it), refuses it with `require_agent`, and counts an agent
+/// another live server sharing the database announced.
+#[tokio::test]
+async fn submit_says_when_no_live_server_runs_the_agent_and_require_agent_refuses() {
+    if claude_or_skip("submit_says_when_no_live_server_runs_the_agent_and_require_agent_refuses")
+        .is_none()
+    {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::write_file("x.txt", "x"));
+    let server = server_with_claude(&mock, home.path(), |c| {
+        c.agents.gemini.command = "/nonexistent/gemini".into();
+    })
+    .await;
+    let mut client = server.client().await;
+    let request = |agent: pb::AgentType, require_agent: bool| pb::SubmitTaskRequest {
+        spec: Some(agent_spec(agent, "work")),
+        require_agent,
+        ..Default::default()
+    };
+    let refused = client
+        .submit_task(request(pb::AgentType::Gemini, true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let message = refused.message();
+    assert!(
+        message.starts_with("spec.agent.type: no live server can run agent gemini now")
+            && message.contains("not installed"),
+        "{message}"
+    );
+    assert!(
+        common::all_tasks(&mut client).await.is_empty(),
+        "nothing stored"
+    );
+
+    let accepted = client
+        .submit_task(request(pb::AgentType::Gemini, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.created);
+    assert!(
+        accepted
+            .agent_unavailable
+            .contains("no live server can run agent gemini now"),
+        "{}",
+        accepted.agent_unavailable
+    );
+    let claude = client
+        .submit_task(request(pb::AgentType::Claude, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claude.agent_unavailable, "");
+
+    // Another live server that runs gemini: the agent is available.
+    let store = server.open_store().await;
+    store
+        .announce_server(
+            "elsewhere",
+            Some(&[claudomator::core::model::AgentType::Gemini]),
+            claudomator::core::model::now_millis(),
+        )
+        .await
+        .unwrap();
+    let elsewhere = client
+        .submit_task(request(pb::AgentType::Gemini, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(elsewhere.agent_unavailable, "");
 }

@@ -381,6 +381,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             spec: Some(spec_to_pb(&spec_with_ids(entry, &actual))),
             idempotency_key: entry.key.clone(),
             task_id: ids[*i].to_string(),
+            require_agent: false,
         };
         let response = match client.submit_task(request).await {
             Ok(response) => response.into_inner(),
@@ -393,6 +394,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             }
         };
         let task = decode_task(response.task)?;
+        super::client::warn_unavailable(&task, &response.agent_unavailable);
         actual[*i] = task.id;
         submitted[*i] = Some(Submitted {
             name: entry.name.clone(),

@@ -75,6 +75,10 @@ pub struct SubmitArgs {
     /// Resubmitting with the same key returns the first task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Refuse the task (exit 4, nothing stored) when no live server can run
+    /// its agent now, instead of accepting it with a warning.
+    #[arg(long)]
+    pub require_agent: bool,
     /// Follow the task's log until it stops, print it, and exit with its
     /// outcome: 0 completed or ready, 10 failed, 11 timed out, 12 budget
     /// exceeded, 13 cancelled, 14 blocked (with --json the log goes to
@@ -458,7 +462,15 @@ async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     } else {
         Shown::Task
     };
-    submit_spec(client, &spec, idempotency_key, shown, &args.connection).await
+    submit_spec(
+        client,
+        &spec,
+        idempotency_key,
+        shown,
+        args.require_agent,
+        &args.connection,
+    )
+    .await
 }
 
 /// What `submit` prints of the task it submitted.
@@ -472,6 +484,20 @@ pub(super) enum Shown {
     Wait,
 }
 
+/// Says on stderr that no live server can run the task's agent now (the
+/// server's reason), when it said so.
+pub(super) fn warn_unavailable(task: &crate::core::model::Task, why: &str) {
+    if why.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: {why}. Task {} is accepted and fails when its turn comes unless a server \
+         that runs its agent is back by then (`submit --require-agent` refuses instead; \
+         `claudomator doctor` says more)",
+        task.id
+    );
+}
+
 /// Submits a spec and prints what became of it (`submit`, `elaborate
 /// --submit`); with `wait`, follows the task and exits with its outcome.
 pub(super) async fn submit_spec(
@@ -479,6 +505,7 @@ pub(super) async fn submit_spec(
     spec: &TaskSpec,
     idempotency_key: String,
     shown: Shown,
+    require_agent: bool,
     connection: &Connection,
 ) -> Result<(), Failure> {
     let response = client
@@ -486,10 +513,12 @@ pub(super) async fn submit_spec(
             spec: Some(spec_to_pb(spec)),
             idempotency_key,
             task_id: String::new(),
+            require_agent,
         })
         .await?
         .into_inner();
     let task = decode_task(response.task)?;
+    warn_unavailable(&task, &response.agent_unavailable);
     if shown == Shown::Wait {
         return submit_and_wait(client, task, response.created, connection).await;
     }

@@ -90,7 +90,7 @@ pub async fn elaborate(args: ElaborateArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let shown = if args.wait { Shown::Wait } else { Shown::Task };
-    submit_spec(client, &spec, String::new(), shown, &args.connection).await
+    submit_spec(client, &spec, String::new(), shown, false, &args.connection).await
 }
 
 /// The spec as a TOML task file, as `submit --file` reads it.

@@ -35,6 +35,10 @@ pub struct LogsArgs {
     /// server wrote have none and are left out).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+    /// Also print the agent CLI's routine stderr chatter ("YOLO mode is
+    /// enabled", colour warnings…), left out by default.
+    #[arg(long)]
+    pub debug: bool,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -142,6 +146,7 @@ fn kind_name(kind: pb::LogEventKind) -> &'static str {
         pb::LogEventKind::Result => "result",
         pb::LogEventKind::Stderr => "stderr",
         pb::LogEventKind::Question => "question",
+        pb::LogEventKind::Debug => "debug",
         pb::LogEventKind::Unspecified => "unknown",
     }
 }
@@ -189,6 +194,7 @@ fn human_line(event: &pb::LogEvent, color: bool) -> String {
         pb::LogEventKind::Result => ("result", Some(GREEN)),
         pb::LogEventKind::Stderr => ("stderr", Some(RED)),
         pb::LogEventKind::Question => ("ask", Some(YELLOW)),
+        pb::LogEventKind::Debug => ("debug", Some(DIM)),
         pb::LogEventKind::Unspecified => ("event", None),
     };
     let time = output::clock(event_millis(event));
@@ -337,6 +343,8 @@ pub struct FollowOptions {
     /// A task that stopped without ever running is "not found" (`logs -f`),
     /// rather than simply returned (`submit --wait`).
     pub require_execution: bool,
+    /// Also the agent CLI's routine stderr chatter (`logs --debug`).
+    pub include_debug: bool,
 }
 
 /// Prints a task's log live, through every execution it starts (a
@@ -400,6 +408,7 @@ pub async fn follow_task(
                 task_id: String::new(),
                 from_offset: start,
                 follow: true,
+                include_debug: options.include_debug,
             };
             let next = stream(client, request, printer).await?;
             printed |= next > start;
@@ -452,6 +461,7 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
                     task_id: String::new(),
                     from_offset: args.from,
                     follow: args.follow,
+                    include_debug: args.debug,
                 };
                 stream(&mut client, request, &mut printer).await.map(drop)
             }
@@ -460,6 +470,7 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
                     from: args.from,
                     newest_only: true,
                     require_execution: true,
+                    include_debug: args.debug,
                 };
                 match get_task(&mut client, &args.id).await {
                     Err(Failure(_, code)) if code == exit::NOT_FOUND => {
@@ -477,6 +488,7 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
                     task_id: args.id.clone(),
                     from_offset: args.from,
                     follow: false,
+                    include_debug: args.debug,
                 };
                 stream(&mut client, request, &mut printer).await.map(drop)
             }

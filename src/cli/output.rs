@@ -279,14 +279,20 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
     };
     let total: f64 = runs.iter().map(|e| e.cost_usd).sum();
     let estimated = runs.iter().any(|e| e.cost_estimated);
+    let unknown = runs.iter().filter(|e| e.cost_unknown).count();
+    let total = match unknown {
+        0 if estimated => format!("${total:.4} (estimated)"),
+        0 => format!("${total:.4}"),
+        n if n == runs.len() => "unknown".to_string(),
+        n => format!("${total:.4} + unknown ({n} attempt(s) of unknown cost)"),
+    };
     println!(
-        "cost:          ${total:.4}{} over {} attempt{}",
-        if estimated { " (estimated)" } else { "" },
+        "cost:          {total} over {} attempt{}",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
     );
     println!(
-        "latest:        attempt {} {} on {}{}: ${:.4}, {} in / {} out tokens, {} turns ({})",
+        "latest:        attempt {} {} on {}{}: {}, {} in / {} out tokens, {} turns ({})",
         last.attempt,
         last.state,
         last.agent,
@@ -295,7 +301,7 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
         } else {
             format!(" ({})", last.model)
         },
-        last.cost_usd,
+        cost(last),
         last.input_tokens,
         last.output_tokens,
         last.turns,
@@ -327,6 +333,20 @@ fn task_outcome(t: &Task, runs: &[Execution]) {
     }
 }
 
+/// An execution's cost as a person reads it: `$0.0123`, `$0.0123
+/// (estimated)`, or `unknown` (never a $0 that is not one).
+fn cost(e: &Execution) -> String {
+    match (e.cost_unknown, e.cost_estimated) {
+        (true, _) => format!(
+            "unknown (no price for model {}, or no usage reported before the run ended; \
+             `claudomator doctor` names models to price)",
+            if e.model.is_empty() { "?" } else { &e.model }
+        ),
+        (false, true) => format!("${:.4} (estimated)", e.cost_usd),
+        (false, false) => format!("${:.4}", e.cost_usd),
+    }
+}
+
 pub fn execution_table(executions: &[Execution]) {
     if executions.is_empty() {
         println!("no executions");
@@ -342,11 +362,15 @@ pub fn execution_table(executions: &[Execution]) {
                 e.state.to_string(),
                 e.agent.to_string(),
                 e.model.clone(),
-                format!(
-                    "${:.4}{}",
-                    e.cost_usd,
-                    if e.cost_estimated { "~" } else { "" }
-                ),
+                if e.cost_unknown {
+                    "unknown".to_string()
+                } else {
+                    format!(
+                        "${:.4}{}",
+                        e.cost_usd,
+                        if e.cost_estimated { "~" } else { "" }
+                    )
+                },
                 format!("{}/{}", e.input_tokens, e.output_tokens),
                 age(e.started_at),
             ]
@@ -386,11 +410,7 @@ pub fn execution_details(e: &Execution) {
     if !e.error.is_empty() {
         println!("error:         {}", e.error);
     }
-    println!(
-        "cost:          ${:.4}{}",
-        e.cost_usd,
-        if e.cost_estimated { " (estimated)" } else { "" }
-    );
+    println!("cost:          {}", cost(e));
     println!(
         "tokens:        {} in, {} out, {} turns",
         e.input_tokens, e.output_tokens, e.turns
@@ -476,6 +496,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "notifications": check(&status.notifications),
             "cluster": check(&status.cluster),
             "isolation": check(&status.isolation),
+            "prices": check(&status.prices),
             "usable": usable,
         }));
         return usable;
@@ -535,6 +556,7 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
         ("notify", &status.notifications),
         ("cluster", &status.cluster),
         ("isolation", &status.isolation),
+        ("prices", &status.prices),
     ] {
         let check = check.clone().unwrap_or_default();
         println!(

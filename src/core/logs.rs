@@ -53,6 +53,10 @@ pub enum LogKind {
     Stderr,
     /// The agent asked a question; the task waits for an answer.
     Question,
+    /// A stderr line the agent CLI prints on every run (a colour warning,
+    /// "YOLO mode is enabled", "Reading additional input from stdin"):
+    /// kept in the log file, left out of `StreamLogs` unless asked for.
+    Debug,
 }
 
 /// One structured log event, whole: what [`LogHub::read_all`] returns.

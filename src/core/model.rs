@@ -449,6 +449,11 @@ pub struct Execution {
     pub session_id: String,
     pub cost_usd: f64,
     pub cost_estimated: bool,
+    /// The cost is not known: no price for the model (agents that report
+    /// no cost), or the agent stopped before it said what it used.
+    /// `cost_usd` is then only what could be counted, not the cost.
+    #[serde(default)]
+    pub cost_unknown: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub turns: u32,
@@ -498,6 +503,7 @@ impl Execution {
             session_id: String::new(),
             cost_usd: 0.0,
             cost_estimated: false,
+            cost_unknown: false,
             input_tokens: 0,
             output_tokens: 0,
             turns: 0,

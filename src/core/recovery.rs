@@ -83,6 +83,10 @@ pub async fn reclaim(
         {
             if ours {
                 rebuild_from_log(tasks, runners, &mut execution).await;
+            } else {
+                // Its log is on the server that died: what it used is not
+                // known here, which is not $0.
+                execution.cost_unknown = true;
             }
             execution.state = ExecutionState::Interrupted;
             execution.error = if ours {
@@ -149,7 +153,7 @@ async fn rebuild_from_log(
         .unwrap_or_default();
     let agent_lines: Vec<String> = events
         .iter()
-        .filter(|e| e.kind != LogKind::Stderr && !e.raw.is_empty())
+        .filter(|e| !matches!(e.kind, LogKind::Stderr | LogKind::Debug) && !e.raw.is_empty())
         .map(|e| e.raw.clone())
         .collect();
     if let Some(runner) = runners.get(&execution.agent) {
@@ -161,6 +165,7 @@ async fn rebuild_from_log(
         execution.output_tokens = seen.output_tokens;
         execution.cost_usd = seen.cost_usd;
         execution.cost_estimated = seen.cost_estimated;
+        execution.cost_unknown = seen.cost_unknown;
         execution.turns = seen.turns;
     }
     if let Ok(mut log) = tasks.logs().writer(execution.id) {
@@ -170,5 +175,69 @@ async fn rebuild_from_log(
             serde_json::Value::Null,
             "",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Activity;
+    use crate::core::logs::LogHub;
+    use crate::core::model::{AgentSpec, SubmitRequest, TaskSpec};
+    use crate::core::validate::TaskRules;
+    use crate::store::Store;
+
+    /// A task left RUNNING by a server whose lease ran out: its execution
+    /// is interrupted, and since its log is on that server, its cost is
+    /// unknown here, not $0.
+    #[tokio::test]
+    async fn another_servers_interrupted_attempt_has_an_unknown_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let logs = LogHub::new(dir.path().join("logs")).unwrap();
+        let rules = TaskRules {
+            projects: vec!["p".into()],
+            ..TaskRules::default()
+        };
+        let tasks = TaskService::new(store, rules, logs, Arc::new(Activity::default()));
+        let request = SubmitRequest {
+            spec: TaskSpec {
+                instructions: "work".into(),
+                project: "p".into(),
+                agent: AgentSpec {
+                    agent_type: "claude".into(),
+                    ..AgentSpec::default()
+                },
+                ..TaskSpec::default()
+            },
+            ..SubmitRequest::default()
+        };
+        let (task, _) = tasks.submit(request).await.unwrap();
+        let mut claim = TaskUpdate::new(task.id, TaskState::Queued, TaskState::Running, "");
+        claim.attempts = Some(1);
+        claim.lease = Some(Lease {
+            owner: "gone".into(),
+            until: 1,
+        });
+        assert!(tasks.apply(claim).await.unwrap());
+        let execution = Execution::start(&task, 1, AgentType::Claude, "claude-sonnet-4-5");
+        tasks
+            .store()
+            .save_execution(execution.clone())
+            .await
+            .unwrap();
+
+        let report = reclaim(&tasks, &HashMap::new(), "here", true, false)
+            .await
+            .unwrap();
+        assert_eq!(report.interrupted_executions, 1);
+        let after = tasks
+            .store()
+            .latest_execution(task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.state, ExecutionState::Interrupted);
+        assert!(after.cost_unknown, "{after:?}");
     }
 }

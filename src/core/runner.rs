@@ -151,6 +151,8 @@ pub struct RunOutcome {
     pub model: String,
     pub cost_usd: f64,
     pub cost_estimated: bool,
+    /// The cost is not known (see `Execution::cost_unknown`).
+    pub cost_unknown: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub turns: u32,
@@ -169,6 +171,7 @@ impl RunOutcome {
             model: String::new(),
             cost_usd: 0.0,
             cost_estimated: false,
+            cost_unknown: false,
             input_tokens: 0,
             output_tokens: 0,
             turns: 0,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::CoreResult;
 use super::model::{AgentType, TaskState, UnixMillis};
 use super::tasks::TaskService;
-use crate::runners::{AgentProbe, Runner};
+use crate::runners::{AgentProbe, PriceTable, Runner};
 
 /// One check: whether it is fine, and the detail a person needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub struct SystemStatus {
     pub cluster: Check,
     /// Whether agents get an OS sandbox on this machine.
     pub isolation: Check,
+    /// Whether every model whose cost is estimated has a price; if not,
+    /// which, and the `[prices]` line to add.
+    pub prices: Check,
 }
 
 /// The settings the report names.
@@ -65,6 +68,11 @@ pub struct StatusConfig {
     /// itself to count as alive (the lease).
     pub server_id: String,
     pub lease: std::time::Duration,
+    /// USD per million tokens by model (`[prices]`).
+    pub prices: Arc<PriceTable>,
+    /// The models configured for agents that report no cost (their cost is
+    /// estimated from `prices`).
+    pub estimated_models: Vec<(AgentType, String)>,
 }
 
 #[derive(Clone)]
@@ -161,7 +169,113 @@ impl StatusService {
             notifications: notifications_check(self.tasks.event_sink()),
             cluster: self.cluster_check().await,
             isolation: isolation_check().await,
+            prices: self.prices_check().await,
         })
+    }
+
+    /// The models configured for agents that report no cost and those of
+    /// executions whose cost was unknown, that the price table still lacks,
+    /// each with the line to add.
+    async fn prices_check(&self) -> Check {
+        let mut wanted = self.config.estimated_models.clone();
+        match self.tasks.store().unknown_cost_models().await {
+            Ok(seen) => wanted.extend(seen),
+            Err(e) => {
+                return Check {
+                    ok: false,
+                    detail: e.to_string(),
+                };
+            }
+        }
+        wanted.retain(|(_, model)| !model.is_empty() && !self.config.prices.contains_key(model));
+        wanted.sort_by(|a, b| (a.1.as_str(), a.0.as_str()).cmp(&(b.1.as_str(), b.0.as_str())));
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Check {
+                ok: true,
+                detail: format!(
+                    "every model in use has a price ({} priced)",
+                    self.config.prices.len()
+                ),
+            };
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .map(|(agent, model)| {
+                format!(
+                    "no price for model {model} ({agent}), so its cost shows as unknown: add \
+                     under [prices] in the config the line {} with its USD per million input \
+                     and output tokens",
+                    crate::runners::price_line(model)
+                )
+            })
+            .collect();
+        Check {
+            ok: false,
+            detail: missing.join("; "),
+        }
+    }
+
+    /// Why no live server can run `agent` now, if none can: not this one
+    /// (its CLI missing, or no executor here) and no other seen within a
+    /// lease announced it. For `auto`: no agent at all.
+    pub async fn agent_unavailable(&self, agent: AgentType) -> CoreResult<Option<String>> {
+        let here: Vec<(AgentType, Option<String>)> = self
+            .runners
+            .iter()
+            .filter(|r| agent == AgentType::Auto || r.agent() == agent)
+            .map(|r| (r.agent(), r.unavailable()))
+            .collect();
+        if self.config.executor_enabled && here.iter().any(|(_, why)| why.is_none()) {
+            return Ok(None);
+        }
+        let since = super::model::now_millis() - self.config.lease.as_millis() as i64;
+        let others: Vec<(String, Vec<AgentType>)> = self
+            .tasks
+            .store()
+            .servers_seen_since(since)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != self.config.server_id)
+            .collect();
+        let runs_it = |agents: &[AgentType]| {
+            agents
+                .iter()
+                .any(|a| agent == AgentType::Auto || *a == agent)
+        };
+        if others.iter().any(|(_, agents)| runs_it(agents)) {
+            return Ok(None);
+        }
+        let local = if !self.config.executor_enabled {
+            "this server runs no tasks (its executor is off)".to_string()
+        } else if here.is_empty() {
+            format!("this server has no {agent} agent configured")
+        } else {
+            let reasons: Vec<String> = here
+                .into_iter()
+                .filter_map(|(a, why)| why.map(|why| format!("{a}: {why}")))
+                .collect();
+            format!("here {}", reasons.join("; "))
+        };
+        let elsewhere = if others.is_empty() {
+            "no other live server shares the database".to_string()
+        } else {
+            let listed: Vec<String> = others
+                .iter()
+                .map(|(id, agents)| {
+                    let names: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
+                    format!("{id} ({})", names.join(", "))
+                })
+                .collect();
+            format!("the other live servers run none: {}", listed.join(", "))
+        };
+        let what = match agent {
+            AgentType::Auto => "any agent".to_string(),
+            _ => format!("agent {agent}"),
+        };
+        Ok(Some(format!(
+            "no live server can run {what} now: {local}; {elsewhere}"
+        )))
     }
 
     /// "this server a; 2 servers …: a (claude, local), b (gemini)".

@@ -134,6 +134,7 @@ pub fn log_kind_to_pb(kind: LogKind) -> pb::LogEventKind {
         LogKind::Result => pb::LogEventKind::Result,
         LogKind::Stderr => pb::LogEventKind::Stderr,
         LogKind::Question => pb::LogEventKind::Question,
+        LogKind::Debug => pb::LogEventKind::Debug,
     }
 }
 
@@ -347,6 +348,7 @@ pub fn execution_to_pb(e: &Execution) -> pb::Execution {
         session_id: e.session_id.clone(),
         cost_usd: e.cost_usd,
         cost_estimated: e.cost_estimated,
+        cost_unknown: e.cost_unknown,
         input_tokens: e.input_tokens,
         output_tokens: e.output_tokens,
         turns: e.turns,
@@ -387,6 +389,7 @@ pub fn execution_from_pb(e: pb::Execution) -> Result<Execution, String> {
         session_id: e.session_id,
         cost_usd: e.cost_usd,
         cost_estimated: e.cost_estimated,
+        cost_unknown: e.cost_unknown,
         input_tokens: e.input_tokens,
         output_tokens: e.output_tokens,
         turns: e.turns,
@@ -445,6 +448,7 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         local_model: Some(check(&s.local_model)),
         notifications: Some(check(&s.notifications)),
         isolation: Some(check(&s.isolation)),
+        prices: Some(check(&s.prices)),
         cluster: Some(check(&s.cluster)),
     }
 }

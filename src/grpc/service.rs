@@ -9,6 +9,8 @@ use super::convert::{
     watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
+use crate::core::logs::LogKind;
+use crate::core::model::AgentType;
 use crate::core::review::Reviews;
 use crate::core::status::StatusService;
 use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
@@ -56,12 +58,30 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Reply<pb::SubmitTaskResponse> {
-        let request = submit_from_pb(request.into_inner());
+        let request = request.into_inner();
+        let require_agent = request.require_agent;
+        let request = submit_from_pb(request);
         check::check_client_submit(&request)?;
+        // The agent as validation reads it (empty: auto); a name it refuses
+        // is left to validation's error.
+        let agent = match request.spec.agent.agent_type.trim() {
+            "" => Some(AgentType::Auto),
+            name => name.parse::<AgentType>().ok(),
+        };
+        let agent_unavailable = match agent {
+            Some(agent) => self.status.agent_unavailable(agent).await?,
+            None => None,
+        };
+        if require_agent && let Some(why) = &agent_unavailable {
+            return Err(Status::failed_precondition(format!(
+                "spec.agent.type: {why}; refused (require_agent), nothing was stored"
+            )));
+        }
         let (task, created) = self.tasks.submit(request).await?;
         Ok(Response::new(pb::SubmitTaskResponse {
             task: Some(task_to_pb(&task)),
             created,
+            agent_unavailable: agent_unavailable.unwrap_or_default(),
         }))
     }
 
@@ -258,11 +278,13 @@ impl ClaudomatorService for Api {
             .stream_logs(&req.execution_id, &req.task_id, req.from_offset, req.follow)
             .await?;
         let events = tokio_stream::wrappers::ReceiverStream::new(events);
-        let responses = tokio_stream::StreamExt::map(events, |item| match item {
-            Ok(item) => Ok(pb::StreamLogsResponse {
+        let include_debug = req.include_debug;
+        let responses = tokio_stream::StreamExt::filter_map(events, move |item| match item {
+            Ok(item) if item.event.kind == LogKind::Debug && !include_debug => None,
+            Ok(item) => Some(Ok(pb::StreamLogsResponse {
                 event: Some(log_event_to_pb(&item.execution_id.to_string(), &item.event)),
-            }),
-            Err(e) => Err(e.into()),
+            })),
+            Err(e) => Some(Err(e.into())),
         });
         Ok(Response::new(Box::pin(responses)))
     }

@@ -58,6 +58,9 @@ pub struct ExecutionPart {
     pub error: String,
     pub cost_usd: f64,
     pub cost_estimated: bool,
+    /// The cost is not known (no price for the model, or no usage reported
+    /// before the agent stopped): `cost_usd` is not the cost.
+    pub cost_unknown: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub turns: u32,
@@ -119,6 +122,7 @@ impl From<&Execution> for ExecutionPart {
             error: e.error.clone(),
             cost_usd: e.cost_usd,
             cost_estimated: e.cost_estimated,
+            cost_unknown: e.cost_unknown,
             input_tokens: e.input_tokens,
             output_tokens: e.output_tokens,
             turns: e.turns,

@@ -2,6 +2,8 @@
 //! Every stream-json line becomes a structured log event; the final `result`
 //! event gives the session, cost, tokens, turns and how the run ended.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::confine::Launch;
 use super::{
-    AgentProbe, AskError, AskRequest, CommandSpec, RunOutcome, RunRequest, Runner, StreamParser,
-    Verdict, ask_cli, env_value, missing_cli, one_line, probe_cli, replay, run_cli,
+    AgentProbe, AskError, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner,
+    StreamParser, Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli,
+    replay, run_cli,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -25,11 +28,20 @@ const INSTALL_HINT: &str =
 
 pub struct ClaudeRunner {
     command: CommandSpec,
+    /// For the cost of a run stopped before Claude Code reported one.
+    prices: Arc<PriceTable>,
 }
 
 impl ClaudeRunner {
-    pub fn new(command: CommandSpec) -> Self {
-        ClaudeRunner { command }
+    pub fn new(command: CommandSpec, prices: Arc<PriceTable>) -> Self {
+        ClaudeRunner { command, prices }
+    }
+
+    fn parser(&self) -> ClaudeStream {
+        ClaudeStream {
+            prices: self.prices.clone(),
+            ..ClaudeStream::default()
+        }
     }
 
     /// The agent process for a request: argv (`extra` options before the
@@ -111,7 +123,7 @@ impl Runner for ClaudeRunner {
     }
 
     fn recover(&self, _model: &str, stdout_lines: &[String]) -> RunOutcome {
-        replay(ClaudeStream::default(), stdout_lines)
+        replay(self.parser(), stdout_lines)
     }
 
     async fn probe(&self) -> AgentProbe {
@@ -158,7 +170,7 @@ impl Runner for ClaudeRunner {
         run_cli(
             self.command(&req, &[]),
             self.launch(&req),
-            ClaudeStream::default(),
+            self.parser(),
             log,
             &cancel,
         )
@@ -180,18 +192,23 @@ impl Runner for ClaudeRunner {
             &["--tools=", "--no-session-persistence"],
         );
         let launch = self.launch(&request.as_run_request());
-        ask_cli(command, launch, ClaudeStream::default(), &cancel).await
+        ask_cli(command, launch, self.parser(), &cancel).await
     }
 }
 
 /// What has been read of one run's stream-json output.
 #[derive(Default)]
 pub struct ClaudeStream {
+    prices: Arc<PriceTable>,
     session_id: String,
     model: String,
     result: Option<Value>,
     last_text: String,
     last_retry_delay: Option<Duration>,
+    /// Each model reply's usage (tokens in, out) by message id, as its
+    /// `assistant` events said: what a run that ends without a `result`
+    /// (cancelled, timed out, killed) is recorded with.
+    replies: BTreeMap<String, (u64, u64)>,
 }
 
 impl StreamParser for ClaudeStream {
@@ -276,7 +293,16 @@ impl StreamParser for ClaudeStream {
 
 impl ClaudeStream {
     fn read_assistant(&mut self, event: &Value) -> (LogKind, String) {
-        let block = &event["message"]["content"][0];
+        let message = &event["message"];
+        if let Some(id) = message["id"].as_str()
+            && message["model"] != "<synthetic>"
+        {
+            let (input, output) = usage_of(&message["usage"]);
+            let seen = self.replies.entry(id.to_string()).or_default();
+            // Each content block repeats its reply's usage; keep the most.
+            *seen = (seen.0.max(input), seen.1.max(output));
+        }
+        let block = &message["content"][0];
         match block["type"].as_str() {
             Some("tool_use") => {
                 let input = &block["input"];
@@ -322,14 +348,29 @@ impl ClaudeStream {
                     exit_code.map_or("a signal".to_string(), |c| format!("code {c}"))
                 ));
             }
+            // No result, so no cost: what the replies said they used,
+            // priced from the table (their output counts are those at each
+            // reply's start, so a floor).
+            outcome.turns = self.replies.len() as u32;
+            for (input, output) in self.replies.values() {
+                outcome.input_tokens += input;
+                outcome.output_tokens += output;
+            }
+            if outcome.input_tokens + outcome.output_tokens > 0 {
+                outcome.cost_estimated = true;
+                match estimate_cost(
+                    &self.prices,
+                    &outcome.model,
+                    outcome.input_tokens,
+                    outcome.output_tokens,
+                ) {
+                    Some(cost) => outcome.cost_usd = cost,
+                    None => outcome.cost_unknown = true,
+                }
+            }
             return outcome;
         };
-        let usage = &result["usage"];
-        let tokens = |k: &str| usage[k].as_u64().unwrap_or_default();
-        outcome.input_tokens = tokens("input_tokens")
-            + tokens("cache_creation_input_tokens")
-            + tokens("cache_read_input_tokens");
-        outcome.output_tokens = tokens("output_tokens");
+        (outcome.input_tokens, outcome.output_tokens) = usage_of(&result["usage"]);
         outcome.cost_usd = result["total_cost_usd"].as_f64().unwrap_or_default();
         outcome.turns = result["num_turns"].as_u64().unwrap_or_default() as u32;
         if let Some(text) = result["result"].as_str() {
@@ -350,7 +391,15 @@ impl ClaudeStream {
         let api_status = result["api_error_status"].as_u64();
         outcome.verdict = match (subtype, is_error, api_status) {
             ("error_max_turns", _, _) => {
-                Verdict::Failed(format!("reached the turn limit ({} turns)", outcome.turns))
+                // Claude Code counts the turn it refused to start: a run
+                // stopped by `--max-turns=1` reports `num_turns: 2`. The
+                // turns taken are one fewer.
+                outcome.turns = outcome.turns.saturating_sub(1);
+                Verdict::Failed(format!(
+                    "reached the turn limit: {} model turn(s) taken, and the agent had more to do \
+                     (a turn is one model reply; acting on a tool's result takes another)",
+                    outcome.turns
+                ))
             }
             ("error_max_budget_usd", _, _) => Verdict::BudgetExceeded(format!(
                 "reached the budget (spent ${:.4})",
@@ -374,6 +423,17 @@ impl ClaudeStream {
         };
         outcome
     }
+}
+
+/// Tokens (in with the cache's, out) of a `usage` object.
+fn usage_of(usage: &Value) -> (u64, u64) {
+    let tokens = |k: &str| usage[k].as_u64().unwrap_or_default();
+    (
+        tokens("input_tokens")
+            + tokens("cache_creation_input_tokens")
+            + tokens("cache_read_input_tokens"),
+        tokens("output_tokens"),
+    )
 }
 
 /// "Write /path/file" from a `permission_denials` entry.
@@ -485,8 +545,14 @@ mod tests {
         assert_eq!(ok.verdict, Verdict::Succeeded);
         assert!(ok.cost_usd > 0.0 && ok.turns >= 2 && !ok.session_id.is_empty());
         assert!(extract_summary(&ok.final_text).is_some());
+        // `--max-turns=1`: the CLI reports `num_turns: 2`, counting the
+        // turn it refused; one was taken.
+        let turns = outcome(dir("turns"), 1);
+        assert_eq!(turns.turns, 1);
         assert!(
-            matches!(outcome(dir("turns"), 1).verdict, Verdict::Failed(m) if m.contains("turn limit"))
+            matches!(&turns.verdict, Verdict::Failed(m) if m.contains("turn limit: 1 model turn(s) taken")),
+            "{:?}",
+            turns.verdict
         );
         assert!(matches!(
             outcome(dir("budget"), 1).verdict,
@@ -584,6 +650,45 @@ mod tests {
             matches!(read(&[INIT]).finish(Some(2), false).verdict, Verdict::Failed(m) if m.contains("code 2"))
         );
         assert_eq!(read(&[INIT]).finish(None, true).verdict, Verdict::Stopped);
+    }
+
+    /// A run stopped before its `result` (cancel, timeout, a crash
+    /// rebuilt from the log) keeps what its replies said they used: tokens
+    /// and turns, the cost estimated from the table, or unknown without a
+    /// price, never a silent $0.
+    #[test]
+    fn a_run_without_a_result_keeps_the_usage_of_its_replies() {
+        let stream = include_str!("../../tests/fixtures/agent-cli/claude-stream.jsonl");
+        let lines: Vec<String> = stream
+            .lines()
+            .filter(|l| !l.contains(r#""type":"result""#))
+            .map(String::from)
+            .collect();
+        let runner =
+            |prices: PriceTable| ClaudeRunner::new(CommandSpec::default(), Arc::new(prices));
+        let unpriced = runner(PriceTable::new()).recover("", &lines);
+        assert_eq!(unpriced.verdict, Verdict::Stopped);
+        assert_eq!(unpriced.turns, 2);
+        assert!(unpriced.input_tokens > 0 && unpriced.output_tokens > 0);
+        assert!(unpriced.cost_unknown && unpriced.cost_usd == 0.0);
+
+        let mut prices = PriceTable::new();
+        prices.insert(
+            "claude-sonnet-4-5".into(),
+            crate::runners::Price {
+                input_per_mtok: 3.0,
+                output_per_mtok: 15.0,
+            },
+        );
+        let priced = runner(prices).recover("", &lines);
+        assert!(!priced.cost_unknown && priced.cost_estimated && priced.cost_usd > 0.0);
+        assert_eq!(
+            (priced.input_tokens, priced.output_tokens),
+            (unpriced.input_tokens, unpriced.output_tokens)
+        );
+        // Stopped before the model answered: nothing was used.
+        let nothing = runner(PriceTable::new()).recover("", &lines[..1]);
+        assert!(!nothing.cost_unknown && nothing.input_tokens == 0);
     }
 
     #[test]

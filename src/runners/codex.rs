@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::confine::Launch;
 use super::{
     AgentProbe, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner, StreamParser, Verdict,
-    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, write_config_file,
+    env_value, estimate_cost, missing_cli, one_line, probe_cli, replay, run_cli, starts_with_any,
+    write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -19,6 +20,11 @@ use crate::core::model::AgentType;
 const PROVIDER: &str = "claudomator";
 const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
 const INSTALL_HINT: &str = "npm install -g @openai/codex, or set [agents.codex] command";
+
+/// What Codex prints on stderr at every run (0.169.0: it looks for more
+/// input on a stdin that is not a terminal, even `/dev/null`): not about
+/// the task.
+const CHATTER: &[&str] = &["Reading additional input from stdin..."];
 
 pub struct CodexRunner {
     command: CommandSpec,
@@ -218,11 +224,17 @@ pub struct CodexStream {
     last_message: String,
     usage: Option<(u64, u64)>,
     turns: u32,
+    /// The model answered (an item) since the last usage report.
+    answered_since_usage: bool,
     failure: Option<String>,
     last_error: String,
 }
 
 impl StreamParser for CodexStream {
+    fn is_chatter(&self, stderr_line: &str) -> bool {
+        starts_with_any(stderr_line, CHATTER)
+    }
+
     fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return (LogKind::Text, line.to_string(), Value::Null);
@@ -243,6 +255,7 @@ impl StreamParser for CodexStream {
                 let input = tokens("input_tokens");
                 let output = tokens("output_tokens") + tokens("reasoning_output_tokens");
                 self.usage = Some((input, output));
+                self.answered_since_usage = false;
                 self.turns += 1;
                 (
                     LogKind::Result,
@@ -265,6 +278,8 @@ impl StreamParser for CodexStream {
                 )
             }
             kind @ ("item.started" | "item.updated" | "item.completed") => {
+                // (An `error` item is Codex's own notice, not the model's.)
+                self.answered_since_usage |= event["item"]["type"] != "error";
                 self.read_item(kind, &event["item"])
             }
             other => (LogKind::System, other.to_string()),
@@ -283,14 +298,21 @@ impl StreamParser for CodexStream {
         if let Some((input, output)) = self.usage {
             outcome.input_tokens = input.saturating_sub(self.prior_usage.0);
             outcome.output_tokens = output.saturating_sub(self.prior_usage.1);
-            outcome.cost_usd = estimate_cost(
+            match estimate_cost(
                 &self.prices,
                 &self.model,
                 outcome.input_tokens,
                 outcome.output_tokens,
-            )
-            .unwrap_or_default();
+            ) {
+                Some(cost) => outcome.cost_usd = cost,
+                None => {
+                    outcome.cost_unknown = outcome.input_tokens + outcome.output_tokens > 0;
+                }
+            }
         }
+        // Usage comes when a turn completes: a turn cut short after the
+        // model answered used tokens nobody counted.
+        outcome.cost_unknown |= self.answered_since_usage;
         if stopped {
             outcome.verdict = Verdict::Stopped;
             return outcome;
@@ -492,6 +514,39 @@ mod tests {
             "{:?}",
             outcome.verdict
         );
+    }
+
+    /// A model missing from the price table, or a turn cut short after the
+    /// model answered: the cost is unknown, not $0.
+    #[test]
+    fn an_unpriced_model_or_a_cut_turn_has_an_unknown_cost() {
+        let stream = include_str!("../../tests/fixtures/agent-cli/codex-exec.jsonl");
+        let mut parser = CodexStream {
+            model: "gpt-5.5".into(),
+            ..CodexStream::default()
+        };
+        for line in stream.lines() {
+            parser.read_line(line);
+        }
+        let unpriced = parser.finish(Some(0), false);
+        assert_eq!(unpriced.verdict, Verdict::Succeeded);
+        assert!(unpriced.cost_unknown && unpriced.cost_usd == 0.0);
+        assert_eq!((unpriced.input_tokens, unpriced.output_tokens), (2468, 112));
+
+        let (priced, _) = read(stream, Some(0), (0, 0));
+        assert!(!priced.cost_unknown);
+
+        let cut: Vec<String> = stream
+            .lines()
+            .filter(|l| !l.contains("turn.completed"))
+            .map(String::from)
+            .collect();
+        let runner = CodexRunner::new(CommandSpec::default(), Arc::new(PriceTable::new()));
+        let stopped = runner.recover("gpt-5", &cut);
+        assert_eq!(stopped.verdict, Verdict::Stopped);
+        assert!(stopped.cost_unknown);
+        // Stopped before the model answered: nothing was used.
+        assert!(!runner.recover("gpt-5", &cut[..2]).cost_unknown);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::confine::Launch;
 use super::{
     AgentProbe, AskError, AskRequest, CommandSpec, PriceTable, RunOutcome, RunRequest, Runner,
     StreamParser, Verdict, ask_cli, env_value, estimate_cost, missing_cli, one_line, probe_cli,
-    replay, run_cli, write_config_file,
+    replay, run_cli, starts_with_any, write_config_file,
 };
 use crate::core::logs::{LogKind, LogWriter};
 use crate::core::model::AgentType;
@@ -33,6 +33,16 @@ const EXIT_TURN_LIMIT: i32 = 53;
 const EXIT_API_RETRIES: i32 = 173;
 
 const INSTALL_HINT: &str = "npm install -g @google/gemini-cli, or set [agents.gemini] command";
+
+/// What Gemini CLI prints on stderr at every run (0.61.0, headless, as
+/// the runner starts it): not about the task.
+const CHATTER: &[&str] = &[
+    "Warning: 256-color support not detected.",
+    "YOLO mode is enabled. All tool calls will be automatically approved.",
+    "Ripgrep is not available. Falling back to GrepTool.",
+    // Its start-up profiler: "[STARTUP] Phase '…' was started but never ended."
+    "[STARTUP] ",
+];
 
 impl GeminiRunner {
     pub fn new(command: CommandSpec, prices: Arc<PriceTable>) -> Self {
@@ -216,11 +226,17 @@ pub struct GeminiStream {
     /// The last complete assistant message.
     last_text: String,
     tool_calls: u32,
+    /// The model answered (a message or a tool call).
+    answered: bool,
     result: Option<Value>,
     last_error: String,
 }
 
 impl StreamParser for GeminiStream {
+    fn is_chatter(&self, stderr_line: &str) -> bool {
+        starts_with_any(stderr_line, CHATTER)
+    }
+
     fn read_line(&mut self, line: &str) -> (LogKind, String, Value) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return (LogKind::Text, line.to_string(), Value::Null);
@@ -236,6 +252,7 @@ impl StreamParser for GeminiStream {
                 )
             }
             "message" if event["role"] == "assistant" => {
+                self.answered = true;
                 let chunk = str_of(&event["content"]);
                 if event["delta"].as_bool() == Some(true) {
                     self.text.push_str(&chunk);
@@ -253,6 +270,7 @@ impl StreamParser for GeminiStream {
             }
             "tool_use" => {
                 self.close_message();
+                self.answered = true;
                 self.tool_calls += 1;
                 let params = &event["parameters"];
                 let target = ["file_path", "command", "path", "pattern", "url"]
@@ -311,8 +329,11 @@ impl StreamParser for GeminiStream {
         outcome.final_text = self.last_text.clone();
         outcome.turns = self.tool_calls + 1;
         outcome.cost_estimated = true;
-        if let Some(result) = &self.result {
-            self.read_stats(&result["stats"], &mut outcome);
+        match &self.result {
+            Some(result) => self.read_stats(&result["stats"], &mut outcome),
+            // Usage comes only with the result: a run cut short after the
+            // model answered used tokens nobody counted.
+            None => outcome.cost_unknown = self.answered,
         }
         if stopped {
             outcome.verdict = Verdict::Stopped;
@@ -389,16 +410,25 @@ impl GeminiStream {
         outcome.input_tokens = tokens(stats, "input_tokens");
         outcome.output_tokens = tokens(stats, "output_tokens");
         let mut cost = 0.0;
+        // A model with tokens and no price: the cost is not known.
+        let mut unknown = false;
+        let mut price = |model: &str, input: u64, output: u64| match estimate_cost(
+            &self.prices,
+            model,
+            input,
+            output,
+        ) {
+            Some(c) => cost += c,
+            None => unknown |= input + output > 0,
+        };
         match stats["models"].as_object() {
             Some(models) if !models.is_empty() => {
                 for (model, usage) in models {
-                    cost += estimate_cost(
-                        &self.prices,
+                    price(
                         model,
                         tokens(usage, "input_tokens"),
                         tokens(usage, "output_tokens"),
-                    )
-                    .unwrap_or_default();
+                    );
                 }
                 if outcome.model.is_empty() || outcome.model == "auto" {
                     // The router answers too; the main model wrote the most.
@@ -409,17 +439,10 @@ impl GeminiStream {
                         .unwrap_or_default();
                 }
             }
-            _ => {
-                cost = estimate_cost(
-                    &self.prices,
-                    &outcome.model,
-                    outcome.input_tokens,
-                    outcome.output_tokens,
-                )
-                .unwrap_or_default();
-            }
+            _ => price(&outcome.model, outcome.input_tokens, outcome.output_tokens),
         }
         outcome.cost_usd = cost;
+        outcome.cost_unknown = unknown;
     }
 }
 
@@ -494,6 +517,56 @@ mod tests {
         let kinds = stream.lines().map(|l| parser.read_line(l).0).collect();
         (parser.finish(exit, false), kinds)
     }
+
+    /// The stderr lines of every run (recorded from 0.61.0) are chatter;
+    /// anything else stays a stderr event.
+    #[test]
+    fn known_stderr_lines_are_chatter() {
+        let parser = GeminiStream::default();
+        for line in [
+            "Warning: 256-color support not detected. Using a terminal with at least 256-color support is recommended for a better visual experience.",
+            "YOLO mode is enabled. All tool calls will be automatically approved.",
+            "Ripgrep is not available. Falling back to GrepTool.",
+            "[STARTUP] Phase 'load_settings' was started but never ended. Skipping metrics.",
+        ] {
+            assert!(parser.is_chatter(line), "{line}");
+        }
+        for line in ["Error: invalid API key", "YOLO", "Warning: disk full"] {
+            assert!(!parser.is_chatter(line), "{line}");
+        }
+    }
+
+    /// A model missing from the price table, or a run cut short after the
+    /// model answered (usage comes only with the result): the cost is
+    /// unknown, not $0.
+    #[test]
+    fn an_unpriced_model_or_a_cut_run_has_an_unknown_cost() {
+        let stream = include_str!("../../tests/fixtures/agent-cli/gemini-stream.jsonl");
+        let mut parser = GeminiStream::default();
+        for line in stream.lines() {
+            parser.read_line(line);
+        }
+        let unpriced = parser.finish(Some(0), false);
+        assert_eq!(unpriced.verdict, Verdict::Succeeded);
+        assert!(unpriced.cost_unknown && unpriced.input_tokens == 2468);
+
+        let (priced, _) = read(stream, Some(0));
+        assert!(!priced.cost_unknown);
+
+        let cut: Vec<String> = stream
+            .lines()
+            .filter(|l| !l.contains(r#""type":"result""#))
+            .map(String::from)
+            .collect();
+        let runner = GeminiRunner::new(CommandSpec::default(), prices());
+        let stopped = runner.recover(GEMINI_FLASH, &cut);
+        assert_eq!(stopped.verdict, Verdict::Stopped);
+        assert!(stopped.cost_unknown);
+        // Stopped before the model answered: nothing was used.
+        assert!(!runner.recover(GEMINI_FLASH, &cut[..2]).cost_unknown);
+    }
+
+    const GEMINI_FLASH: &str = "gemini-2.5-flash";
 
     /// The recorded streams of the real CLI, and what each must give.
     #[test]

@@ -74,6 +74,15 @@ pub fn estimate_cost(prices: &PriceTable, model: &str, input: u64, output: u64) 
     Some(input as f64 / 1e6 * price.input_per_mtok + output as f64 / 1e6 * price.output_per_mtok)
 }
 
+/// The `[prices]` line for a model, its prices to fill in:
+/// `"gpt-5.5" = { input_per_mtok = IN, output_per_mtok = OUT }`.
+pub fn price_line(model: &str) -> String {
+    format!(
+        "{} = {{ input_per_mtok = IN, output_per_mtok = OUT }}",
+        toml::Value::String(model.to_string())
+    )
+}
+
 /// Reads one agent's stdout, line by line, into log events and an outcome.
 pub trait StreamParser: Send {
     /// One stdout line: its log kind, a one-line human reading, the payload.
@@ -81,6 +90,20 @@ pub trait StreamParser: Send {
 
     /// The outcome once the process has exited (`stopped`: by the cancel token).
     fn finish(self, exit_code: Option<i32>, stopped: bool) -> RunOutcome;
+
+    /// Whether a stderr line is the CLI's routine chatter, printed on every
+    /// run whatever happens (logged as [`LogKind::Debug`], out of what a
+    /// person reads); anything else on stderr stays a stderr event.
+    fn is_chatter(&self, stderr_line: &str) -> bool {
+        let _ = stderr_line;
+        false
+    }
+}
+
+/// Whether `line` starts with one of `known` (a CLI's chatter).
+pub fn starts_with_any(line: &str, known: &[&str]) -> bool {
+    let line = line.trim_start();
+    known.iter().any(|prefix| line.starts_with(prefix))
 }
 
 /// Feeds recorded stdout lines through a parser, as if the run had been
@@ -123,7 +146,14 @@ pub async fn run_cli<P: StreamParser>(
                 let (kind, text, payload) = parser.read_line(&line);
                 log.append(kind, text, payload, line)
             }
-            Stream::Stderr => log.append(LogKind::Stderr, line.clone(), Value::Null, line),
+            Stream::Stderr => {
+                let kind = if parser.is_chatter(&line) {
+                    LogKind::Debug
+                } else {
+                    LogKind::Stderr
+                };
+                log.append(kind, line.clone(), Value::Null, line)
+            }
         };
         if let Err(e) = logged {
             tracing::warn!(error = %e, "cannot write the execution log");

@@ -96,6 +96,7 @@ pub mod execution {
         pub session_id: String,
         pub cost_usd: f64,
         pub cost_estimated: bool,
+        pub cost_unknown: bool,
         pub input_tokens: i64,
         pub output_tokens: i64,
         pub turns: i64,

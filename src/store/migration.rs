@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0008Servers),
             Box::new(M0009TaskChanges),
             Box::new(M0010TaskStartFrom),
+            Box::new(M0011CostUnknown),
         ]
     }
 }
@@ -672,6 +673,42 @@ impl MigrationTrait for M0010TaskStartFrom {
                             .text()
                             .not_null()
                             .default("dependencies"),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// An execution whose cost is not known (no price for its model, or the
+/// agent stopped before it reported usage), rather than $0.
+struct M0011CostUnknown;
+
+impl MigrationName for M0011CostUnknown {
+    fn name(&self) -> &str {
+        "m0011_cost_unknown"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ExecutionV11 {
+    #[sea_orm(iden = "execution")]
+    Table,
+    CostUnknown,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0011CostUnknown {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ExecutionV11::Table)
+                    .add_column(
+                        ColumnDef::new(ExecutionV11::CostUnknown)
+                            .boolean()
+                            .not_null()
+                            .default(false),
                     )
                     .to_owned(),
             )

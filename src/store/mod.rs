@@ -553,6 +553,23 @@ impl Store {
             .await?)
     }
 
+    /// The agents and models of executions whose cost is unknown, each
+    /// pair once (`doctor` names those the price table still lacks).
+    pub async fn unknown_cost_models(&self) -> StoreResult<Vec<(AgentType, String)>> {
+        let rows = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Agent)
+            .column(execution::Column::Model)
+            .filter(execution::Column::CostUnknown.eq(true))
+            .distinct()
+            .into_tuple::<(String, String)>()
+            .all(&self.reader)
+            .await?;
+        rows.into_iter()
+            .map(|(agent, model)| Ok((convert::parse("execution.agent", &agent)?, model)))
+            .collect()
+    }
+
     /// The executions of a task that ran in one agent session.
     pub async fn executions_of_session(
         &self,

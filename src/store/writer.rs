@@ -469,6 +469,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 execution::Column::SessionId,
                 execution::Column::CostUsd,
                 execution::Column::CostEstimated,
+                execution::Column::CostUnknown,
                 execution::Column::InputTokens,
                 execution::Column::OutputTokens,
                 execution::Column::Turns,

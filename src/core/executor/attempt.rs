@@ -383,6 +383,7 @@ impl Executor {
                 }
                 execution.cost_usd = outcome.cost_usd;
                 execution.cost_estimated = outcome.cost_estimated;
+                execution.cost_unknown = outcome.cost_unknown;
                 execution.input_tokens = outcome.input_tokens;
                 execution.output_tokens = outcome.output_tokens;
                 execution.turns = outcome.turns;
