@@ -9,7 +9,7 @@ enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
 raw stub); the common names are re-exported here.
 """
 
-from .client import Client, LogStream, WatchStream, enum_name, enum_value
+from .client import Client, LogStream, Waited, WatchStream, enum_name, enum_value
 from .errors import (
     AlreadyExistsError,
     ClaudomatorError,
@@ -51,6 +51,7 @@ from .v1.task_pb2 import (
 )
 
 __all__ = [
+    "Waited",
     "WatchStream",
     "WatchTasksResponse",
     "TaskChange",

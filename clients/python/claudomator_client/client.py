@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union, cast
 
 import grpc
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from .errors import from_rpc_error
+from .errors import ClaudomatorError, DeadlineExceededError, error_for, from_rpc_error
 from .v1 import service_pb2 as pb
 from .v1 import service_pb2_grpc as pb_grpc
 from .v1 import task_pb2 as task_pb
@@ -66,6 +68,45 @@ def enum_name(wrapper: EnumTypeWrapper, prefix: str, value: int) -> str:
         return str(value)
 
 
+# The states a task leaves by itself; any other (final, BLOCKED waiting for
+# an answer, READY waiting for a review) is where `wait` stops.
+_GOING_ON = frozenset(
+    {task_pb.TASK_STATE_PENDING, task_pb.TASK_STATE_QUEUED, task_pb.TASK_STATE_RUNNING}
+)
+
+# How long `watch` keeps trying to reconnect to an unreachable server, and
+# its first and longest pause between two tries (seconds).
+RECONNECT_FOR = 60.0
+_RECONNECT_FIRST = 0.1
+_RECONNECT_MAX = 2.0
+
+
+_RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+@dataclass(frozen=True)
+class Waited:
+    """What `wait` returns: the task where it stopped, and its latest
+    execution (`None` when it never ran, e.g. cancelled while queued)."""
+
+    task: task_pb.Task
+    execution: Optional[task_pb.Execution]
+
+
+def _watch_state(event: pb.WatchTasksResponse, task_id: str) -> Optional[int]:
+    """The state `event` says task `task_id` is in, if it says."""
+    kind = event.WhichOneof("event")
+    if kind == "snapshot" and event.snapshot.id == task_id:
+        return int(event.snapshot.state)
+    if kind == "change" and event.change.task.id == task_id:
+        return int(event.change.to_state)
+    return None
+
+
 def _target(address: str) -> tuple[str, bool]:
     """A gRPC target and whether it wants TLS, from `host:port` or a URL."""
     for scheme, tls in (("http://", False), ("https://", True)):
@@ -107,6 +148,12 @@ class Client:
     ) -> None:
         target, tls = _target(address)
         self.address = target
+        # Try a restarted server again soon (grpcio's own backoff grows to
+        # 120 s); the caller's options win.
+        given = {name for name, _ in options}
+        options = [*options, *(
+            (name, value) for name, value in _RECONNECT_OPTIONS if name not in given
+        )]
         if tls or credentials is not None:
             self.channel = grpc.secure_channel(
                 target, credentials or grpc.ssl_channel_credentials(), options=options
@@ -157,6 +204,7 @@ class Client:
         review_required: bool = False,
         idempotency_key: str = "",
         task_id: str = "",
+        require_agent: bool = False,
     ) -> pb.SubmitTaskResponse:
         """Submits a task; returns `.task` and `.created` (False when the
         idempotency key matched an existing task, which is returned).
@@ -166,7 +214,10 @@ class Client:
         `agent` is an `AgentSettings` (or a dict of its fields) or just the
         agent type (`"claude"`, `AgentType.AGENT_TYPE_CLAUDE`). `timeout` is
         the task's wall-clock limit per attempt ("45m" or a timedelta), not a
-        deadline for this call.
+        deadline for this call. `.agent_unavailable` says why no live server
+        can run the task's agent now (the task is accepted anyway, unless
+        `require_agent`: then it is FailedPreconditionError and nothing is
+        stored).
         """
         s = task_pb.TaskSpec()
         if spec is not None:
@@ -195,7 +246,9 @@ class Client:
             s.max_attempts = max_attempts
         if review_required:
             s.review_required = True
-        request = pb.SubmitTaskRequest(spec=s, idempotency_key=idempotency_key, task_id=task_id)
+        request = pb.SubmitTaskRequest(
+            spec=s, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent
+        )
         return cast(pb.SubmitTaskResponse, self._call(self.stub.SubmitTask, request))
 
     def get_task(self, task_id: str) -> task_pb.Task:
@@ -270,19 +323,23 @@ class Client:
         task_id: str = "",
         from_offset: int = 0,
         follow: bool = False,
+        include_debug: bool = False,
     ) -> "LogStream":
         """An execution's log events from `from_offset`, as an iterator.
 
         Give an `execution_id`, or a `task_id` for the task's latest
         execution (with `follow`, waiting for its first one to start). With
         `follow` the iterator goes on with live events until the execution
-        ends; without it, it stops at the end of what is written. Stop early
+        ends; without it, it stops at the end of what is written.
+        `include_debug` also sends DEBUG events (the agent CLI's stderr
+        chatter, left out by default; offsets count them either way). Stop early
         with `.cancel()` (or `with client.stream_logs(...) as events:`).
         """
         if not execution_id and not task_id:
             raise ValueError("stream_logs needs an execution_id or a task_id")
         request = pb.StreamLogsRequest(
-            execution_id=execution_id, task_id=task_id, from_offset=from_offset, follow=follow
+            execution_id=execution_id, task_id=task_id, from_offset=from_offset, follow=follow,
+            include_debug=include_debug,
         )
         try:
             call = self.stub.StreamLogs(request, metadata=self.metadata)
@@ -377,6 +434,91 @@ class Client:
             cursor=cursor,
         )
         return WatchStream(self.stub.WatchTasks(request, metadata=self.metadata))
+
+    def watch(
+        self,
+        *,
+        project: str = "",
+        tag: str = "",
+        states: Iterable[TaskStateLike] = (),
+        task_ids: Iterable[str] = (),
+        changes_only: bool = False,
+        cursor: str = "",
+        reconnect_for: float = RECONNECT_FOR,
+        _until: Optional[float] = None,
+    ) -> Iterator[pb.WatchTasksResponse]:
+        """`watch_tasks` that survives its connection: when the stream breaks
+        (UNAVAILABLE: a restart, a dropped connection) it reconnects with the
+        last event's cursor, so every change comes exactly once and in order,
+        with no second snapshot. Before the first cursor (in the snapshot) it
+        starts over, snapshot included. It keeps trying for `reconnect_for`
+        seconds (backing off from 0.1 to 2 s), then raises `UnavailableError`;
+        any other error is raised at once (OUT_OF_RANGE: the cursor is older
+        than the server keeps; watch again without it). A generator: leave
+        the loop (or `.close()` it) to stop."""
+        states = [_task_state(s) for s in states]
+        task_ids = list(_strings(task_ids))
+        pause, down_since = _RECONNECT_FIRST, None
+        while True:
+            request = pb.WatchTasksRequest(
+                project=project, tag=tag, states=states, task_ids=task_ids,
+                changes_only=changes_only, cursor=cursor,
+            )
+            timeout = None if _until is None else max(0.0, _until - time.monotonic())
+            call = self.stub.WatchTasks(request, metadata=self.metadata, timeout=timeout)
+            try:
+                for event in call:
+                    pause, down_since = _RECONNECT_FIRST, None
+                    if event.cursor:
+                        cursor = event.cursor
+                    yield cast(pb.WatchTasksResponse, event)
+                broken: ClaudomatorError = error_for(
+                    grpc.StatusCode.UNAVAILABLE, "the watch ended (the server closed it)"
+                )
+            except grpc.RpcError as e:
+                broken = from_rpc_error(e)
+                if broken.code != grpc.StatusCode.UNAVAILABLE:
+                    raise broken from None
+            finally:
+                call.cancel()
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since >= reconnect_for:
+                raise broken
+            if _until is not None and now + pause >= _until:
+                raise DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, "wait: the time ran out")
+            time.sleep(pause)
+            pause = min(pause * 2, _RECONNECT_MAX)
+
+    def wait(self, task_id: str, *, max_wait: Optional[float] = None) -> Waited:
+        """Waits until the task stops going on by itself, across every retry
+        (like the CLI's `submit --wait`): a final state, BLOCKED (waiting
+        for an answer) or READY (waiting for a review). Returns the task and
+        its latest execution (`Waited`). Follows `watch`, so it survives a
+        server restart. `max_wait` (seconds) gives up with
+        `DeadlineExceededError`; NotFoundError for no such task."""
+        until = None if max_wait is None else time.monotonic() + max_wait
+        events = self.watch(task_ids=[task_id], _until=until)
+        try:
+            for event in events:
+                state = _watch_state(event, task_id)
+                if state is None and event.WhichOneof("event") == "snapshot_end":
+                    state = int(self.get_task(task_id).state)  # not in the snapshot: NotFound
+                if state is not None and state not in _GOING_ON:
+                    break
+        finally:
+            events.close()  # type: ignore[attr-defined]
+        return Waited(task=self.get_task(task_id), execution=self._latest_execution(task_id))
+
+    def _latest_execution(self, task_id: str) -> Optional[task_pb.Execution]:
+        latest, token = None, ""
+        while True:
+            page = self.list_executions(task_id, page_size=500, page_token=token)
+            if page.executions:
+                latest = page.executions[-1]
+            token = page.next_page_token
+            if not token:
+                return latest
 
 
 class _Stream:

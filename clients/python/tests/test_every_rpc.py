@@ -123,3 +123,11 @@ def test_watch_tasks_snapshot_then_changes(client: Client) -> None:
 def test_a_bare_string_is_one_tag(client: Client) -> None:
     task = client.submit_task("one tag", tags="docs").task  # type: ignore[arg-type]
     assert list(task.spec.tags) == ["docs"]
+
+
+def test_require_agent_on_a_server_that_runs_nothing(client: Client) -> None:
+    # The executor is off: no live server runs any agent.
+    accepted = client.submit_task("no agent here", agent="claude")
+    assert accepted.created and accepted.agent_unavailable
+    with pytest.raises(FailedPreconditionError):
+        client.submit_task("no agent here", agent="claude", require_agent=True)

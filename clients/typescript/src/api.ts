@@ -8,6 +8,9 @@ export type {
   SubmitOptions,
   Submitted,
   TaskSpecInit,
+  Waited,
+  WaitOptions,
+  WatchOptions,
   WatchTasksInit,
 } from "./core.js";
 export { ClientBase } from "./core.js";

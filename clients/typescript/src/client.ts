@@ -9,6 +9,9 @@ export type {
   SubmitOptions,
   Submitted,
   TaskSpecInit,
+  Waited,
+  WaitOptions,
+  WatchOptions,
   WatchTasksInit,
 } from "./core.js";
 

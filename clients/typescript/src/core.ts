@@ -28,6 +28,7 @@ import {
 } from "./gen/claudomator/v1/service_pb.js";
 import {
   TaskSpecSchema,
+  TaskState,
   type AgentType,
   type Execution,
   type LogEvent,
@@ -55,6 +56,12 @@ export interface SubmitOptions extends CallOptions {
   idempotencyKey?: string;
   /** A client-chosen id (a ULID); empty lets the server assign one. */
   taskId?: string;
+  /**
+   * Refuse the task (FAILED_PRECONDITION, nothing stored) when no live
+   * server can run its agent now; by default it is accepted anyway and
+   * `agentUnavailable` says why.
+   */
+  requireAgent?: boolean;
 }
 
 /** What SubmitTask answered: the task, and whether this call created it. */
@@ -62,6 +69,8 @@ export interface Submitted {
   task: Task;
   /** False when the idempotency key matched an existing task (which is `task`). */
   created: boolean;
+  /** Empty when a live server can run the task's agent; else why none can (the task was still accepted). */
+  agentUnavailable: string;
 }
 
 export interface StreamLogsRequestInit {
@@ -72,6 +81,61 @@ export interface StreamLogsRequestInit {
   fromOffset?: number | bigint;
   /** Keep the stream open for live events until the execution ends. */
   follow?: boolean;
+  /** Also send DEBUG events (the agent CLI's stderr chatter), left out by default; offsets count them either way. */
+  includeDebug?: boolean;
+}
+
+export interface WatchOptions extends CallOptions {
+  /**
+   * How long `watch` keeps trying to reconnect to an unreachable server
+   * (milliseconds; default 60 000) before it throws UNAVAILABLE.
+   */
+  reconnectForMs?: number;
+}
+
+export interface WaitOptions extends CallOptions {
+  /** Give up after this long (milliseconds) with DEADLINE_EXCEEDED; default: no limit. */
+  maxWaitMs?: number;
+}
+
+/** What `wait` resolves to: the task where it stopped, and its latest execution (none when it never ran). */
+export interface Waited {
+  task: Task;
+  execution: Execution | undefined;
+}
+
+/** The states a task leaves by itself; `wait` stops at any other. */
+const GOING_ON = new Set<TaskState>([TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING]);
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_MAX_MS = 2_000;
+
+/** The state `event` says task `taskId` is in, if it says. */
+function watchedState(event: WatchTasksResponse, taskId: string): TaskState | undefined {
+  if (event.event.case === "snapshot" && event.event.value.id === taskId) {
+    return event.event.value.state;
+  }
+  if (event.event.case === "change" && event.event.value.task?.id === taskId) {
+    return event.event.value.toState;
+  }
+  return undefined;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** `127.0.0.1:7070` or a URL (`http://` plain, `https://` TLS), like the CLI's --server. */
@@ -134,15 +198,19 @@ export class ClientBase {
    * spec is the task's limit per attempt ("45m"), not a deadline for this call.
    */
   async submitTask(spec: TaskSpecInit | string, options: SubmitOptions = {}): Promise<Submitted> {
-    const { idempotencyKey = "", taskId = "", ...callOptions } = options;
+    const { idempotencyKey = "", taskId = "", requireAgent = false, ...callOptions } = options;
     const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : oneTagPerString(spec);
     const response = await this.call(() =>
       this.raw.submitTask(
-        { spec: create(TaskSpecSchema, init), idempotencyKey, taskId },
+        { spec: create(TaskSpecSchema, init), idempotencyKey, taskId, requireAgent },
         this.opts(callOptions),
       ),
     );
-    return { task: required(response.task, "SubmitTask"), created: response.created };
+    return {
+      task: required(response.task, "SubmitTask"),
+      created: response.created,
+      agentUnavailable: response.agentUnavailable,
+    };
   }
 
   async getTask(id: string, options?: CallOptions): Promise<Task> {
@@ -201,6 +269,7 @@ export class ClientBase {
         taskId: request.taskId ?? "",
         fromOffset: BigInt(request.fromOffset ?? 0),
         follow: request.follow ?? false,
+        includeDebug: request.includeDebug ?? false,
       },
       options,
     );
@@ -235,6 +304,102 @@ export class ClientBase {
       throw ClaudomatorError.from(err);
     }
   }
+  /**
+   * `watchTasks` that survives its connection: when the stream breaks
+   * (UNAVAILABLE: a restart, a dropped connection) it reconnects with the
+   * last event's cursor, so every change comes exactly once and in order,
+   * with no second snapshot. Before the first cursor (in the snapshot) it
+   * starts over, snapshot included. It keeps trying for `reconnectForMs`
+   * (backing off from 100 ms to 2 s), then throws UNAVAILABLE; any other
+   * error is thrown at once (OUT_OF_RANGE: the cursor is older than the
+   * server keeps; watch again without it). Runs until `break` or `signal`.
+   */
+  async *watch(filter: WatchTasksInit = {}, options: WatchOptions = {}): AsyncGenerator<WatchTasksResponse> {
+    const { reconnectForMs = 60_000, ...callOptions } = options;
+    let cursor = filter.cursor ?? "";
+    let pause = RECONNECT_FIRST_MS;
+    let downSince: number | undefined;
+    for (;;) {
+      let broken: ClaudomatorError;
+      try {
+        for await (const event of this.raw.watchTasks({ ...filter, cursor }, callOptions)) {
+          pause = RECONNECT_FIRST_MS;
+          downSince = undefined;
+          if (event.cursor) {
+            cursor = event.cursor;
+          }
+          yield event;
+        }
+        broken = new ClaudomatorError(Code.Unavailable, "the watch ended (the server closed it)");
+      } catch (err) {
+        broken = ClaudomatorError.from(err);
+        // A connection that drops under a stream (the server killed or
+        // restarted) surfaces as UNAVAILABLE, or from Node's HTTP/2 as
+        // CANCELLED ("stream closed with error code CANCEL") though nobody
+        // cancelled.
+        const dropped = broken.code === Code.Canceled && !callOptions.signal?.aborted;
+        if (broken.code !== Code.Unavailable && !dropped) {
+          throw broken;
+        }
+      }
+      const now = Date.now();
+      downSince ??= now;
+      if (now - downSince >= reconnectForMs) {
+        throw broken;
+      }
+      try {
+        await sleep(pause, callOptions.signal);
+      } catch (err) {
+        throw ClaudomatorError.from(err);
+      }
+      pause = Math.min(pause * 2, RECONNECT_MAX_MS);
+    }
+  }
+
+  /**
+   * Waits until the task stops going on by itself, across every retry (like
+   * the CLI's `submit --wait`): a final state, BLOCKED (waiting for an
+   * answer) or READY (waiting for a review). Resolves to the task and its
+   * latest execution. Follows `watch`, so it survives a server restart.
+   * `maxWaitMs` gives up with DEADLINE_EXCEEDED; NOT_FOUND for no such task.
+   */
+  async wait(taskId: string, options: WaitOptions = {}): Promise<Waited> {
+    const { maxWaitMs, ...callOptions } = options;
+    const timer = new AbortController();
+    const timeout = maxWaitMs === undefined ? undefined : setTimeout(() => timer.abort(), maxWaitMs);
+    const signal = callOptions.signal ? AbortSignal.any([callOptions.signal, timer.signal]) : timer.signal;
+    try {
+      for await (const event of this.watch({ taskIds: [taskId] }, { ...callOptions, signal })) {
+        let state = watchedState(event, taskId);
+        if (state === undefined && event.event.case === "snapshotEnd") {
+          state = (await this.getTask(taskId, callOptions)).state; // not in the snapshot: NOT_FOUND
+        }
+        if (state !== undefined && !GOING_ON.has(state)) {
+          break;
+        }
+      }
+    } catch (err) {
+      if (timer.signal.aborted && !callOptions.signal?.aborted) {
+        throw new ClaudomatorError(Code.DeadlineExceeded, `wait: task ${taskId} still going after ${maxWaitMs} ms`, { cause: err });
+      }
+      throw err;
+    } finally {
+      clearTimeout(timeout);
+    }
+    return { task: await this.getTask(taskId, callOptions), execution: await this.latestExecution(taskId, callOptions) };
+  }
+
+  private async latestExecution(taskId: string, options?: CallOptions): Promise<Execution | undefined> {
+    let latest: Execution | undefined;
+    let pageToken = "";
+    do {
+      const page = await this.listExecutions(taskId, { pageSize: 500, pageToken }, options);
+      latest = page.executions.at(-1) ?? latest;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return latest;
+  }
+
   /** Answers a BLOCKED task's question: it is queued again and resumes its session with the answer. */
   async answerQuestion(taskId: string, answer: string, options?: CallOptions): Promise<Task> {
     const response = await this.call(() => this.raw.answerQuestion({ taskId, answer }, this.opts(options)));

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
 import {
+  AgentType,
   ClaudomatorError,
   ClaudomatorService,
   Client,
@@ -88,6 +89,16 @@ describe("every RPC against a queue-only server", () => {
     // The spec is one SubmitTask accepts unchanged.
     assert.equal((await client.submitTask(elaborated.spec!)).created, true);
     await refusedWith(Code.InvalidArgument, client.elaborate(""));
+  });
+
+  test("requireAgent on a server that runs nothing", async () => {
+    // The executor is off: no live server runs any agent.
+    const accepted = await client.submitTask({ instructions: "no agent here", agent: { type: AgentType.CLAUDE } });
+    assert.ok(accepted.created && accepted.agentUnavailable);
+    await refusedWith(
+      Code.FailedPrecondition,
+      client.submitTask({ instructions: "no agent here", agent: { type: AgentType.CLAUDE } }, { requireAgent: true }),
+    );
   });
 
   test("a bare string for tags (from JavaScript) is one tag", async () => {

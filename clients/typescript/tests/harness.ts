@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
+import assert from "node:assert/strict";
 
 // dist/tests/harness.js -> the package root, then the repository root.
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -45,12 +46,12 @@ function gitRepo(path: string): string {
   return path;
 }
 
-/** Waits for `pattern` in a file a child writes to. */
-async function waitForLine(file: string, child: ChildProcess, what: string, timeoutMs = 30_000): Promise<string> {
+/** Waits for `pattern` in a file a child writes to, past its first `after` characters. */
+async function waitForLine(file: string, child: ChildProcess, what: string, timeoutMs = 30_000, after = 0): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let text = "";
   while (Date.now() < deadline) {
-    text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    text = existsSync(file) ? readFileSync(file, "utf8").slice(after) : "";
     const m = LISTENING.exec(text);
     if (m) {
       return m[1]!;
@@ -64,7 +65,7 @@ async function waitForLine(file: string, child: ChildProcess, what: string, time
 }
 
 function spawnLogged(command: string, args: string[], log: string, options: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess {
-  const fd = openSync(log, "w");
+  const fd = openSync(log, "a"); // a restarted server appends
   try {
     return spawn(command, args, { ...options, stdio: ["ignore", fd, fd] });
   } finally {
@@ -88,6 +89,12 @@ export interface Server {
   workdir: string;
   log: string;
   stop(): Promise<void>;
+  /**
+   * Kills the server and starts it again on the same port and data dir
+   * (after `downForMs`). Killed, not stopped: a server stopping gracefully
+   * waits for its open WatchTasks streams to end, which they do not.
+   */
+  restart(downForMs?: number): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -112,8 +119,8 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     env.CLAUDOMATOR_TOKENS = options.token;
   }
   const log = join(workdir, "server.log");
-  const args = ["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
-  const child = spawnLogged(serverBinary(), args, log, { cwd: project, env });
+  const args = (listen: string) => ["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir", join(workdir, "data"), "--config", configPath];
+  let child = spawnLogged(serverBinary(), args("127.0.0.1:0"), log, { cwd: project, env });
   const children = options.children ?? [];
   const stop = async () => {
     await stopProcess(child);
@@ -124,7 +131,17 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   };
   try {
     const address = await waitForLine(log, child, "claudomator serve");
-    return { address, workdir, log, stop };
+    const restart = async (downForMs = 0) => {
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGKILL");
+      await exited;
+      await new Promise((r) => setTimeout(r, downForMs));
+      const written = readFileSync(log, "utf8").length;
+      child = spawnLogged(serverBinary(), args(address), log, { cwd: project, env });
+      const again = await waitForLine(log, child, "claudomator serve (restarted)", 30_000, written);
+      assert.equal(again, address);
+    };
+    return { address, workdir, log, stop, restart };
   } catch (err) {
     await stop();
     throw err;
@@ -193,6 +210,42 @@ export async function startAgentServer(): Promise<Server | undefined> {
     stop: async () => {
       await server.stop();
       rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A server that runs `local` tasks against the scripted OpenAI-compatible
+ * API (clients/testing/openai_mock.py, so it needs `python3`) on loopback;
+ * a task whose instructions hold `RATE-LIMIT-ONCE:<word>` is rate limited
+ * once, then retried 1 s later.
+ */
+export async function startLocalServer(): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), "claudomator-ts-mock-"));
+  const mockOut = join(dir, "mock.out");
+  const fdOut = openSync(mockOut, "w");
+  const fdErr = openSync(join(dir, "mock.err"), "w");
+  const mock = spawn("python3", [join(REPO, "clients", "testing", "openai_mock.py")], {
+    stdio: ["ignore", fdOut, fdErr],
+  });
+  closeSync(fdOut);
+  closeSync(fdErr);
+  let mockAddress: string;
+  try {
+    mockAddress = await waitForLine(mockOut, mock, "openai mock");
+  } catch (err) {
+    await stopProcess(mock);
+    throw err;
+  }
+  const config =
+    `[executor]\nenabled = true\npoll_interval = "100ms"\nretry_base = "1s"\n\n` +
+    `[local_model]\nendpoint = "http://${mockAddress}/v1"\nmax_retries = 0\n`;
+  const server = await startServer({ config, children: [mock] });
+  return {
+    ...server,
+    stop: async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
