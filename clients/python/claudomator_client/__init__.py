@@ -9,6 +9,7 @@ enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
 raw stub); the common names are re-exported here.
 """
 
+from .aio import AsyncClient, AsyncLogStream, AsyncWatchStream
 from .client import Client, LogStream, Waited, WatchStream, enum_name, enum_value
 from .errors import (
     AlreadyExistsError,
@@ -51,6 +52,9 @@ from .v1.task_pb2 import (
 )
 
 __all__ = [
+    "AsyncClient",
+    "AsyncLogStream",
+    "AsyncWatchStream",
     "Waited",
     "WatchStream",
     "WatchTasksResponse",

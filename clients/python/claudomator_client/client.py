@@ -219,35 +219,11 @@ class Client:
         `require_agent`: then it is FailedPreconditionError and nothing is
         stored).
         """
-        s = task_pb.TaskSpec()
-        if spec is not None:
-            s.CopyFrom(spec)
-        if instructions:
-            s.instructions = instructions
-        if name:
-            s.name = name
-        if project:
-            s.project = project
-        if agent is not None:
-            s.agent.CopyFrom(_agent_settings(agent))
-        if timeout is not None:
-            s.timeout = _duration(timeout)
-        if priority is not None:
-            s.priority = _priority(priority)
-        if tags:
-            s.ClearField("tags")
-            s.tags.extend(_strings(tags))
-        if depends_on:
-            s.ClearField("depends_on")
-            s.depends_on.extend(_strings(depends_on))
-        if parent_task_id:
-            s.parent_task_id = parent_task_id
-        if max_attempts:
-            s.max_attempts = max_attempts
-        if review_required:
-            s.review_required = True
-        request = pb.SubmitTaskRequest(
-            spec=s, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent
+        request = submit_request(
+            instructions, spec=spec, name=name, project=project, agent=agent, timeout=timeout,
+            priority=priority, tags=tags, depends_on=depends_on, parent_task_id=parent_task_id,
+            max_attempts=max_attempts, review_required=review_required,
+            idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
         )
         return cast(pb.SubmitTaskResponse, self._call(self.stub.SubmitTask, request))
 
@@ -578,6 +554,58 @@ class LogStream(_Stream, Iterator[task_pb.LogEvent]):
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+
+def submit_request(
+    instructions: str = "",
+    *,
+    spec: Optional[task_pb.TaskSpec] = None,
+    name: str = "",
+    project: str = "",
+    agent: Optional[AgentLike] = None,
+    timeout: Optional[TimeoutLike] = None,
+    priority: Optional[PriorityLike] = None,
+    tags: Iterable[str] = (),
+    depends_on: Iterable[str] = (),
+    parent_task_id: str = "",
+    max_attempts: int = 0,
+    review_required: bool = False,
+    idempotency_key: str = "",
+    task_id: str = "",
+    require_agent: bool = False,
+) -> pb.SubmitTaskRequest:
+    """The SubmitTaskRequest `submit_task` sends (both clients')."""
+    s = task_pb.TaskSpec()
+    if spec is not None:
+        s.CopyFrom(spec)
+    if instructions:
+        s.instructions = instructions
+    if name:
+        s.name = name
+    if project:
+        s.project = project
+    if agent is not None:
+        s.agent.CopyFrom(_agent_settings(agent))
+    if timeout is not None:
+        s.timeout = _duration(timeout)
+    if priority is not None:
+        s.priority = _priority(priority)
+    if tags:
+        s.ClearField("tags")
+        s.tags.extend(_strings(tags))
+    if depends_on:
+        s.ClearField("depends_on")
+        s.depends_on.extend(_strings(depends_on))
+    if parent_task_id:
+        s.parent_task_id = parent_task_id
+    if max_attempts:
+        s.max_attempts = max_attempts
+    if review_required:
+        s.review_required = True
+    request = pb.SubmitTaskRequest(
+        spec=s, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent
+    )
+    return request
 
 
 def _agent_settings(agent: AgentLike) -> task_pb.AgentSettings:
