@@ -4,6 +4,7 @@ the same errors, and `async for` over the streams."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Optional, Sequence, cast
@@ -12,6 +13,10 @@ import grpc
 import grpc.aio
 
 from .client import (
+    _UNSET,
+    READS,
+    RETRIES,
+    _retry_pause,
     _GOING_ON,
     _RECONNECT_FIRST,
     _RECONNECT_MAX,
@@ -55,6 +60,8 @@ class AsyncClient:
         token: Optional[str] = None,
         *,
         call_timeout: Optional[float] = 30.0,
+        retries: int = RETRIES,
+        metadata: Sequence[tuple[str, str]] = (),
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -74,6 +81,34 @@ class AsyncClient:
             (("authorization", f"Bearer {token}"),) if token else ()
         )
         self.call_timeout = call_timeout
+        self.retries = retries
+        #: Sent with every call besides the token (`with_options(metadata=...)`).
+        self.call_metadata: tuple[tuple[str, str], ...] = tuple(metadata)
+
+    def with_options(
+        self,
+        *,
+        call_timeout: Optional[float] = _UNSET,
+        metadata: Optional[Sequence[tuple[str, str]]] = None,
+        retries: Optional[int] = None,
+    ) -> "AsyncClient":
+        """This client (the same channel) with other call options, for one
+        call or a few: `client.with_options(call_timeout=5).get_task(id)`.
+        `call_timeout` bounds each unary call, retries included (None: no
+        deadline); `metadata` replaces the client's (the token stays); `retries` is how
+        many times a read (or a submit with an idempotency key) meeting
+        UNAVAILABLE is tried again. Closing either closes both."""
+        clone = copy.copy(self)
+        if call_timeout is not _UNSET:
+            clone.call_timeout = call_timeout
+        if metadata is not None:
+            clone.call_metadata = tuple(metadata)
+        if retries is not None:
+            clone.retries = retries
+        return clone
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata + self.call_metadata
 
     async def close(self) -> None:
         await self.channel.close()
@@ -84,12 +119,25 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any, *, unbounded: bool = False) -> Any:
-        try:
-            timeout = None if unbounded else self.call_timeout
-            return await method(request, metadata=self.metadata, timeout=timeout)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+    async def _call(self, rpc: str, request: Any, *, retry: bool = False, unbounded: bool = False) -> Any:
+        """Calls `rpc`; a read (or `retry`) that meets UNAVAILABLE is tried
+        again with backoff, within the call's deadline."""
+        method = getattr(self.stub, rpc)
+        retry = retry or rpc in READS
+        budget = None if unbounded else self.call_timeout
+        deadline = None if budget is None else time.monotonic() + budget
+        attempt = 0
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return await method(request, metadata=self._metadata(), timeout=timeout)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+            pause = _retry_pause(err, retry, attempt, self.retries, deadline)
+            if pause is None:
+                raise err
+            await asyncio.sleep(pause)
+            attempt += 1
 
     # -- tasks -------------------------------------------------------------
 
@@ -119,10 +167,10 @@ class AsyncClient:
             max_attempts=max_attempts, review_required=review_required,
             idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
         )
-        return cast(pb.SubmitTaskResponse, await self._call(self.stub.SubmitTask, request))
+        return cast(pb.SubmitTaskResponse, await self._call("SubmitTask", request, retry=bool(idempotency_key)))
 
     async def get_task(self, task_id: str) -> task_pb.Task:
-        response = await self._call(self.stub.GetTask, pb.GetTaskRequest(id=task_id))
+        response = await self._call("GetTask", pb.GetTaskRequest(id=task_id))
         return cast(pb.GetTaskResponse, response).task
 
     async def list_tasks(
@@ -138,7 +186,7 @@ class AsyncClient:
             states=[_task_state(s) for s in states], project=project, tag=tag,
             page_size=page_size, page_token=page_token,
         )
-        return cast(pb.ListTasksResponse, await self._call(self.stub.ListTasks, request))
+        return cast(pb.ListTasksResponse, await self._call("ListTasks", request))
 
     async def iter_tasks(
         self,
@@ -163,20 +211,20 @@ class AsyncClient:
 
     async def cancel_task(self, task_id: str, reason: str = "") -> task_pb.Task:
         request = pb.CancelTaskRequest(id=task_id, reason=reason)
-        return cast(pb.CancelTaskResponse, await self._call(self.stub.CancelTask, request)).task
+        return cast(pb.CancelTaskResponse, await self._call("CancelTask", request)).task
 
     # -- executions --------------------------------------------------------
 
     async def get_execution(self, execution_id: str) -> task_pb.Execution:
         request = pb.GetExecutionRequest(id=execution_id)
-        response = await self._call(self.stub.GetExecution, request)
+        response = await self._call("GetExecution", request)
         return cast(pb.GetExecutionResponse, response).execution
 
     async def list_executions(
         self, task_id: str, *, page_size: int = 0, page_token: str = ""
     ) -> pb.ListExecutionsResponse:
         request = pb.ListExecutionsRequest(task_id=task_id, page_size=page_size, page_token=page_token)
-        return cast(pb.ListExecutionsResponse, await self._call(self.stub.ListExecutions, request))
+        return cast(pb.ListExecutionsResponse, await self._call("ListExecutions", request))
 
     def stream_logs(
         self,
@@ -195,38 +243,38 @@ class AsyncClient:
             execution_id=execution_id, task_id=task_id, from_offset=from_offset, follow=follow,
             include_debug=include_debug,
         )
-        return AsyncLogStream(self.stub.StreamLogs(request, metadata=self.metadata))
+        return AsyncLogStream(self.stub.StreamLogs(request, metadata=self._metadata()))
 
     # -- review ------------------------------------------------------------
 
     async def answer_question(self, task_id: str, answer: str) -> task_pb.Task:
         request = pb.AnswerQuestionRequest(task_id=task_id, answer=answer)
-        return cast(pb.AnswerQuestionResponse, await self._call(self.stub.AnswerQuestion, request)).task
+        return cast(pb.AnswerQuestionResponse, await self._call("AnswerQuestion", request)).task
 
     async def accept_task(self, task_id: str) -> task_pb.Task:
         request = pb.AcceptTaskRequest(task_id=task_id)
-        return cast(pb.AcceptTaskResponse, await self._call(self.stub.AcceptTask, request)).task
+        return cast(pb.AcceptTaskResponse, await self._call("AcceptTask", request)).task
 
     async def reject_task(self, task_id: str, feedback: str) -> task_pb.Task:
         request = pb.RejectTaskRequest(task_id=task_id, feedback=feedback)
-        return cast(pb.RejectTaskResponse, await self._call(self.stub.RejectTask, request)).task
+        return cast(pb.RejectTaskResponse, await self._call("RejectTask", request)).task
 
     async def get_task_diff(self, task_id: str, *, context_lines: int = 0) -> pb.GetTaskDiffResponse:
         request = pb.GetTaskDiffRequest(task_id=task_id, context_lines=context_lines)
-        return cast(pb.GetTaskDiffResponse, await self._call(self.stub.GetTaskDiff, request))
+        return cast(pb.GetTaskDiffResponse, await self._call("GetTaskDiff", request))
 
     async def merge_task(self, task_id: str, *, into: str = "", rebase: bool = False) -> pb.MergeTaskResponse:
         request = pb.MergeTaskRequest(task_id=task_id, into=into, rebase=rebase)
-        return cast(pb.MergeTaskResponse, await self._call(self.stub.MergeTask, request))
+        return cast(pb.MergeTaskResponse, await self._call("MergeTask", request))
 
     async def prune_tasks(self, *, dry_run: bool = False, force: bool = False) -> pb.PruneTasksResponse:
         request = pb.PruneTasksRequest(dry_run=dry_run, force=force)
-        return cast(pb.PruneTasksResponse, await self._call(self.stub.PruneTasks, request))
+        return cast(pb.PruneTasksResponse, await self._call("PruneTasks", request))
 
     # -- the server --------------------------------------------------------
 
     async def get_system_status(self) -> pb.GetSystemStatusResponse:
-        response = await self._call(self.stub.GetSystemStatus, pb.GetSystemStatusRequest())
+        response = await self._call("GetSystemStatus", pb.GetSystemStatusRequest())
         return cast(pb.GetSystemStatusResponse, response)
 
     async def elaborate(
@@ -236,7 +284,7 @@ class AsyncClient:
         request = pb.ElaborateRequest(
             text=text, project=project, agent=_agent_type(agent) if agent is not None else 0
         )
-        return cast(pb.ElaborateResponse, await self._call(self.stub.Elaborate, request, unbounded=True))
+        return cast(pb.ElaborateResponse, await self._call("Elaborate", request, unbounded=True))
 
     def watch_tasks(
         self,
@@ -253,7 +301,7 @@ class AsyncClient:
             project=project, tag=tag, states=[_task_state(s) for s in states],
             task_ids=list(_strings(task_ids)), changes_only=changes_only, cursor=cursor,
         )
-        return AsyncWatchStream(self.stub.WatchTasks(request, metadata=self.metadata))
+        return AsyncWatchStream(self.stub.WatchTasks(request, metadata=self._metadata()))
 
     async def watch(
         self,
@@ -278,7 +326,7 @@ class AsyncClient:
                 changes_only=changes_only, cursor=cursor,
             )
             timeout = None if _until is None else max(0.0, _until - time.monotonic())
-            call = self.stub.WatchTasks(request, metadata=self.metadata, timeout=timeout)
+            call = self.stub.WatchTasks(request, metadata=self._metadata(), timeout=timeout)
             try:
                 async for event in call:
                     pause, down_since = _RECONNECT_FIRST, None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -81,6 +83,31 @@ _RECONNECT_FIRST = 0.1
 _RECONNECT_MAX = 2.0
 
 
+# The calls that only read: retried on UNAVAILABLE (a SubmitTask only when
+# it carries an idempotency key, so that a retry cannot create a second task).
+READS = frozenset(
+    {"GetTask", "ListTasks", "GetExecution", "ListExecutions", "GetTaskDiff", "GetSystemStatus"}
+)
+#: How many times a call is retried by default (pauses 0.1, 0.2, 0.4, 0.8, 1.6 s).
+RETRIES = 5
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 2.0
+
+_UNSET: Any = object()
+
+
+def _retry_pause(
+    err: ClaudomatorError, retry: bool, attempt: int, retries: int, deadline: Optional[float]
+) -> Optional[float]:
+    """How long to pause before trying a failed call again, or None to give up."""
+    if not retry or err.code != grpc.StatusCode.UNAVAILABLE or attempt >= retries:
+        return None
+    pause = min(_RETRY_FIRST * 2**attempt, _RETRY_MAX) * random.uniform(0.8, 1.2)
+    if deadline is not None and time.monotonic() + pause >= deadline:
+        return None
+    return pause
+
+
 _RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -126,8 +153,11 @@ class Client:
 
     `address` is `host:port` or a URL (`http://` plain, `https://` TLS), the
     same as the CLI's `--server`. `token` is sent as `authorization: Bearer
-    <token>` on every call. `call_timeout` (seconds) bounds every unary call;
-    streams are not bounded. Every method raises a `ClaudomatorError`
+    <token>` on every call, with `metadata`. `call_timeout` (seconds) bounds
+    every unary call, retries included; streams are not bounded. A read, or a
+    submit with an idempotency key, that meets UNAVAILABLE (a restarting
+    server) is tried again up to `retries` times, backing off from 0.1 to 2 s.
+    `with_options(...)` changes these for one call. Every method raises a `ClaudomatorError`
     subclass carrying the gRPC code and the server's message.
 
     Responses are the generated protobuf messages (`Task`, `Execution`,
@@ -143,6 +173,8 @@ class Client:
         token: Optional[str] = None,
         *,
         call_timeout: Optional[float] = 30.0,
+        retries: int = RETRIES,
+        metadata: Sequence[tuple[str, str]] = (),
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -166,6 +198,34 @@ class Client:
             (("authorization", f"Bearer {token}"),) if token else ()
         )
         self.call_timeout = call_timeout
+        self.retries = retries
+        #: Sent with every call besides the token (`with_options(metadata=...)`).
+        self.call_metadata: tuple[tuple[str, str], ...] = tuple(metadata)
+
+    def with_options(
+        self,
+        *,
+        call_timeout: Optional[float] = _UNSET,
+        metadata: Optional[Sequence[tuple[str, str]]] = None,
+        retries: Optional[int] = None,
+    ) -> "Client":
+        """This client (the same channel) with other call options, for one
+        call or a few: `client.with_options(call_timeout=5).get_task(id)`.
+        `call_timeout` bounds each unary call, retries included (None: no
+        deadline); `metadata` replaces the client's (the token stays); `retries` is how
+        many times a read (or a submit with an idempotency key) meeting
+        UNAVAILABLE is tried again. Closing either closes both."""
+        clone = copy.copy(self)
+        if call_timeout is not _UNSET:
+            clone.call_timeout = call_timeout
+        if metadata is not None:
+            clone.call_metadata = tuple(metadata)
+        if retries is not None:
+            clone.retries = retries
+        return clone
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata + self.call_metadata
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -178,12 +238,25 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, *, unbounded: bool = False) -> Any:
-        try:
-            timeout = None if unbounded else self.call_timeout
-            return method(request, metadata=self.metadata, timeout=timeout)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+    def _call(self, rpc: str, request: Any, *, retry: bool = False, unbounded: bool = False) -> Any:
+        """Calls `rpc`; a read (or `retry`) that meets UNAVAILABLE is tried
+        again with backoff, within the call's deadline."""
+        method = getattr(self.stub, rpc)
+        retry = retry or rpc in READS
+        budget = None if unbounded else self.call_timeout
+        deadline = None if budget is None else time.monotonic() + budget
+        attempt = 0
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return method(request, metadata=self._metadata(), timeout=timeout)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+            pause = _retry_pause(err, retry, attempt, self.retries, deadline)
+            if pause is None:
+                raise err
+            time.sleep(pause)
+            attempt += 1
 
     # -- tasks -------------------------------------------------------------
 
@@ -225,10 +298,10 @@ class Client:
             max_attempts=max_attempts, review_required=review_required,
             idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
         )
-        return cast(pb.SubmitTaskResponse, self._call(self.stub.SubmitTask, request))
+        return cast(pb.SubmitTaskResponse, self._call("SubmitTask", request, retry=bool(idempotency_key)))
 
     def get_task(self, task_id: str) -> task_pb.Task:
-        response = cast(pb.GetTaskResponse, self._call(self.stub.GetTask, pb.GetTaskRequest(id=task_id)))
+        response = cast(pb.GetTaskResponse, self._call("GetTask", pb.GetTaskRequest(id=task_id)))
         return response.task
 
     def list_tasks(
@@ -250,7 +323,7 @@ class Client:
             page_size=page_size,
             page_token=page_token,
         )
-        return cast(pb.ListTasksResponse, self._call(self.stub.ListTasks, request))
+        return cast(pb.ListTasksResponse, self._call("ListTasks", request))
 
     def iter_tasks(
         self,
@@ -276,13 +349,13 @@ class Client:
         """Cancels a task in any non-final state; FailedPreconditionError
         otherwise. Returns the task as it now is."""
         request = pb.CancelTaskRequest(id=task_id, reason=reason)
-        return cast(pb.CancelTaskResponse, self._call(self.stub.CancelTask, request)).task
+        return cast(pb.CancelTaskResponse, self._call("CancelTask", request)).task
 
     # -- executions --------------------------------------------------------
 
     def get_execution(self, execution_id: str) -> task_pb.Execution:
         request = pb.GetExecutionRequest(id=execution_id)
-        return cast(pb.GetExecutionResponse, self._call(self.stub.GetExecution, request)).execution
+        return cast(pb.GetExecutionResponse, self._call("GetExecution", request)).execution
 
     def list_executions(
         self, task_id: str, *, page_size: int = 0, page_token: str = ""
@@ -290,7 +363,7 @@ class Client:
         """A task's executions (attempts), oldest first: `.executions`,
         `.next_page_token`."""
         request = pb.ListExecutionsRequest(task_id=task_id, page_size=page_size, page_token=page_token)
-        return cast(pb.ListExecutionsResponse, self._call(self.stub.ListExecutions, request))
+        return cast(pb.ListExecutionsResponse, self._call("ListExecutions", request))
 
     def stream_logs(
         self,
@@ -318,7 +391,7 @@ class Client:
             include_debug=include_debug,
         )
         try:
-            call = self.stub.StreamLogs(request, metadata=self.metadata)
+            call = self.stub.StreamLogs(request, metadata=self._metadata())
         except grpc.RpcError as e:  # pragma: no cover - grpcio raises lazily
             raise from_rpc_error(e) from None
         return LogStream(call)
@@ -329,39 +402,39 @@ class Client:
         """Answers a BLOCKED task's question: the task is queued again and its
         next run resumes the agent's session with the answer."""
         request = pb.AnswerQuestionRequest(task_id=task_id, answer=answer)
-        return cast(pb.AnswerQuestionResponse, self._call(self.stub.AnswerQuestion, request)).task
+        return cast(pb.AnswerQuestionResponse, self._call("AnswerQuestion", request)).task
 
     def accept_task(self, task_id: str) -> task_pb.Task:
         """Accepts a READY task's work: the task is COMPLETED."""
         request = pb.AcceptTaskRequest(task_id=task_id)
-        return cast(pb.AcceptTaskResponse, self._call(self.stub.AcceptTask, request)).task
+        return cast(pb.AcceptTaskResponse, self._call("AcceptTask", request)).task
 
     def reject_task(self, task_id: str, feedback: str) -> task_pb.Task:
         """Sends a READY task's work back with `feedback`: the task is queued
         again and its next run resumes the agent's session."""
         request = pb.RejectTaskRequest(task_id=task_id, feedback=feedback)
-        return cast(pb.RejectTaskResponse, self._call(self.stub.RejectTask, request)).task
+        return cast(pb.RejectTaskResponse, self._call("RejectTask", request)).task
 
     def get_task_diff(self, task_id: str, *, context_lines: int = 0) -> pb.GetTaskDiffResponse:
         """A task's work for review: `.branch`, `.base_commit`,
         `.head_commit`, `.files` (path, status, line counts, patch),
         `.truncated`. FailedPreconditionError while the task has no branch."""
         request = pb.GetTaskDiffRequest(task_id=task_id, context_lines=context_lines)
-        return cast(pb.GetTaskDiffResponse, self._call(self.stub.GetTaskDiff, request))
+        return cast(pb.GetTaskDiffResponse, self._call("GetTaskDiff", request))
 
     def merge_task(self, task_id: str, *, into: str = "", rebase: bool = False) -> pb.MergeTaskResponse:
         """Takes a READY or COMPLETED task's work into a branch of its project
         (`into`; empty: its default branch), merged or with `rebase` rebased.
         A conflict changes nothing (FailedPreconditionError naming the files)."""
         request = pb.MergeTaskRequest(task_id=task_id, into=into, rebase=rebase)
-        return cast(pb.MergeTaskResponse, self._call(self.stub.MergeTask, request))
+        return cast(pb.MergeTaskResponse, self._call("MergeTask", request))
 
     def prune_tasks(self, *, dry_run: bool = False, force: bool = False) -> pb.PruneTasksResponse:
         """Removes the sandboxes and branches ended tasks left (`force`: also
         COMPLETED tasks' unmerged branches); `.items` says what was done or
         why it was kept. `dry_run` removes nothing."""
         request = pb.PruneTasksRequest(dry_run=dry_run, force=force)
-        return cast(pb.PruneTasksResponse, self._call(self.stub.PruneTasks, request))
+        return cast(pb.PruneTasksResponse, self._call("PruneTasks", request))
 
     # -- the server --------------------------------------------------------
 
@@ -370,7 +443,7 @@ class Client:
         data dir, the database, the local model..."""
         return cast(
             pb.GetSystemStatusResponse,
-            self._call(self.stub.GetSystemStatus, pb.GetSystemStatusRequest()),
+            self._call("GetSystemStatus", pb.GetSystemStatusRequest()),
         )
 
     def elaborate(
@@ -383,7 +456,7 @@ class Client:
         request = pb.ElaborateRequest(
             text=text, project=project, agent=_agent_type(agent) if agent is not None else 0
         )
-        return cast(pb.ElaborateResponse, self._call(self.stub.Elaborate, request, unbounded=True))
+        return cast(pb.ElaborateResponse, self._call("Elaborate", request, unbounded=True))
 
     def watch_tasks(
         self,
@@ -409,7 +482,7 @@ class Client:
             changes_only=changes_only,
             cursor=cursor,
         )
-        return WatchStream(self.stub.WatchTasks(request, metadata=self.metadata))
+        return WatchStream(self.stub.WatchTasks(request, metadata=self._metadata()))
 
     def watch(
         self,
@@ -441,7 +514,7 @@ class Client:
                 changes_only=changes_only, cursor=cursor,
             )
             timeout = None if _until is None else max(0.0, _until - time.monotonic())
-            call = self.stub.WatchTasks(request, metadata=self.metadata, timeout=timeout)
+            call = self.stub.WatchTasks(request, metadata=self._metadata(), timeout=timeout)
             try:
                 for event in call:
                     pause, down_since = _RECONNECT_FIRST, None

@@ -106,9 +106,16 @@ class Server:
         dir (after `down_for` seconds). Killed, not stopped: a server stopping
         gracefully waits for its open WatchTasks streams to end, which they
         do not (the client would have to close them)."""
+        self.kill()
+        time.sleep(down_for)
+        self.start_again()
+
+    def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        time.sleep(down_for)
+
+    def start_again(self) -> None:
+        """Starts a killed server again on its port and data dir."""
         written = len(self.log.read_text(errors="replace"))
         self.proc = _spawn(self.argv_on(self.address), self.cwd, self.env, self.log)
         m = wait_for_line(self.log, _LISTENING, self.proc, "claudomator serve (restarted)",

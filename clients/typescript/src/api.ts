@@ -2,6 +2,7 @@
 // their Client: errors, codes, and every generated message, enum and schema.
 // Nothing here may import a Node module.
 export type {
+  CallOpts,
   ClientOptions,
   ListTasksInit,
   StreamLogsRequestInit,

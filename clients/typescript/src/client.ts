@@ -3,6 +3,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { baseUrl, ClientBase, interceptorsFor, type ClientOptions } from "./core.js";
 
 export type {
+  CallOpts,
   ClientOptions,
   ListTasksInit,
   StreamLogsRequestInit,

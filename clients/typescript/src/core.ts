@@ -49,9 +49,26 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Extra Connect interceptors, run after the token is set. */
   interceptors?: Interceptor[];
+  /**
+   * How many times a read, or a submit with an idempotency key, that meets
+   * UNAVAILABLE (a restarting server, a dropped connection) is tried again
+   * (default 5; pauses from 100 ms doubling to 2 s, within the deadline).
+   */
+  retries?: number;
 }
 
-export interface SubmitOptions extends CallOptions {
+/**
+ * Connect's `CallOptions` (`timeoutMs`: this call's deadline, retries
+ * included; `headers`: its metadata; `signal`), and `retries` for this call.
+ */
+export interface CallOpts extends CallOptions {
+  retries?: number;
+}
+
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
+
+export interface SubmitOptions extends CallOpts {
   /** A second submit with the same key returns the first task (`created: false`). */
   idempotencyKey?: string;
   /** A client-chosen id (a ULID); empty lets the server assign one. */
@@ -120,6 +137,18 @@ function watchedState(event: WatchTasksResponse, taskId: string): TaskState | un
   return undefined;
 }
 
+/**
+ * A connection that drops under a call (the server killed or restarted)
+ * surfaces from Node's HTTP/2 as CANCELLED ("stream closed with error code
+ * CANCEL") though nobody cancelled: that is UNAVAILABLE, as gRPC says it.
+ */
+function dropped(error: ClaudomatorError, signal: AbortSignal | undefined): ClaudomatorError {
+  if (error.code === Code.Canceled && !signal?.aborted) {
+    return new ClaudomatorError(Code.Unavailable, error.message, { cause: error.cause });
+  }
+  return error;
+}
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
@@ -174,22 +203,45 @@ export class ClientBase {
   readonly raw: ConnectClient<typeof ClaudomatorService>;
   readonly baseUrl: string;
   private readonly timeoutMs: number | undefined;
+  private readonly retries: number;
 
   protected constructor(baseUrl: string, transport: Transport, options: ClientOptions) {
     this.baseUrl = baseUrl;
     this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs || undefined;
+    this.retries = options.retries ?? 5;
     this.raw = createClient(ClaudomatorService, transport);
   }
 
-  private opts(options?: CallOptions): CallOptions {
-    return { timeoutMs: this.timeoutMs, ...options };
-  }
-
-  private async call<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      throw ClaudomatorError.from(err);
+  /**
+   * Runs a unary call; a read (or `retry`) that meets UNAVAILABLE is tried
+   * again with backoff, within the call's deadline (`timeoutMs`, else the
+   * client's), up to `retries` times (the call's, else the client's).
+   */
+  private async call<T>(run: (options: CallOptions) => Promise<T>, options: CallOpts = {}, retry = false): Promise<T> {
+    const { retries = this.retries, ...callOptions } = options;
+    const budget = callOptions.timeoutMs === undefined ? this.timeoutMs : callOptions.timeoutMs || undefined;
+    const deadline = budget === undefined ? undefined : Date.now() + budget;
+    for (let attempt = 0; ; attempt++) {
+      const timeoutMs = deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+      let error: ClaudomatorError;
+      try {
+        return await run({ ...callOptions, timeoutMs });
+      } catch (err) {
+        error = dropped(ClaudomatorError.from(err), callOptions.signal);
+      }
+      const pause = Math.min(RETRY_FIRST_MS * 2 ** attempt, RETRY_MAX_MS) * (0.8 + 0.4 * Math.random());
+      const giveUp =
+        !retry ||
+        error.code !== Code.Unavailable ||
+        attempt >= retries ||
+        callOptions.signal?.aborted ||
+        (deadline !== undefined && Date.now() + pause >= deadline);
+      if (giveUp) {
+        throw error;
+      }
+      await sleep(pause, callOptions.signal).catch((err: unknown) => {
+        throw ClaudomatorError.from(err);
+      });
     }
   }
 
@@ -200,12 +252,9 @@ export class ClientBase {
   async submitTask(spec: TaskSpecInit | string, options: SubmitOptions = {}): Promise<Submitted> {
     const { idempotencyKey = "", taskId = "", requireAgent = false, ...callOptions } = options;
     const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : oneTagPerString(spec);
-    const response = await this.call(() =>
-      this.raw.submitTask(
-        { spec: create(TaskSpecSchema, init), idempotencyKey, taskId, requireAgent },
-        this.opts(callOptions),
-      ),
-    );
+    const request = { spec: create(TaskSpecSchema, init), idempotencyKey, taskId, requireAgent };
+    // Only a keyed submit is retried: a retry then cannot create a second task.
+    const response = await this.call((o) => this.raw.submitTask(request, o), callOptions, idempotencyKey !== "");
     return {
       task: required(response.task, "SubmitTask"),
       created: response.created,
@@ -213,18 +262,18 @@ export class ClientBase {
     };
   }
 
-  async getTask(id: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.getTask({ id }, this.opts(options)));
+  async getTask(id: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.getTask({ id }, o), options, true);
     return required(response.task, "GetTask");
   }
 
   /** One page of tasks, newest first; `nextPageToken` is empty on the last page. */
-  listTasks(filter: ListTasksInit = {}, options?: CallOptions): Promise<ListTasksResponse> {
-    return this.call(() => this.raw.listTasks(filter, this.opts(options)));
+  listTasks(filter: ListTasksInit = {}, options?: CallOpts): Promise<ListTasksResponse> {
+    return this.call((o) => this.raw.listTasks(filter, o), options, true);
   }
 
   /** Every matching task, newest first, fetching page after page. */
-  async *iterTasks(filter: Omit<ListTasksInit, "pageToken"> = {}, options?: CallOptions): AsyncGenerator<Task> {
+  async *iterTasks(filter: Omit<ListTasksInit, "pageToken"> = {}, options?: CallOpts): AsyncGenerator<Task> {
     let pageToken = "";
     do {
       const page = await this.listTasks({ ...filter, pageToken }, options);
@@ -234,13 +283,13 @@ export class ClientBase {
   }
 
   /** Cancels a task in any non-final state (FAILED_PRECONDITION otherwise). */
-  async cancelTask(id: string, reason = "", options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.cancelTask({ id, reason }, this.opts(options)));
+  async cancelTask(id: string, reason = "", options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.cancelTask({ id, reason }, o), options);
     return required(response.task, "CancelTask");
   }
 
-  async getExecution(id: string, options?: CallOptions): Promise<Execution> {
-    const response = await this.call(() => this.raw.getExecution({ id }, this.opts(options)));
+  async getExecution(id: string, options?: CallOpts): Promise<Execution> {
+    const response = await this.call((o) => this.raw.getExecution({ id }, o), options, true);
     return required(response.execution, "GetExecution");
   }
 
@@ -248,9 +297,9 @@ export class ClientBase {
   listExecutions(
     taskId: string,
     page: { pageSize?: number; pageToken?: string } = {},
-    options?: CallOptions,
+    options?: CallOpts,
   ): Promise<ListExecutionsResponse> {
-    return this.call(() => this.raw.listExecutions({ taskId, ...page }, this.opts(options)));
+    return this.call((o) => this.raw.listExecutions({ taskId, ...page }, o), options, true);
   }
 
   /**
@@ -332,13 +381,8 @@ export class ClientBase {
         }
         broken = new ClaudomatorError(Code.Unavailable, "the watch ended (the server closed it)");
       } catch (err) {
-        broken = ClaudomatorError.from(err);
-        // A connection that drops under a stream (the server killed or
-        // restarted) surfaces as UNAVAILABLE, or from Node's HTTP/2 as
-        // CANCELLED ("stream closed with error code CANCEL") though nobody
-        // cancelled.
-        const dropped = broken.code === Code.Canceled && !callOptions.signal?.aborted;
-        if (broken.code !== Code.Unavailable && !dropped) {
+        broken = dropped(ClaudomatorError.from(err), callOptions.signal);
+        if (broken.code !== Code.Unavailable) {
           throw broken;
         }
       }
@@ -389,7 +433,7 @@ export class ClientBase {
     return { task: await this.getTask(taskId, callOptions), execution: await this.latestExecution(taskId, callOptions) };
   }
 
-  private async latestExecution(taskId: string, options?: CallOptions): Promise<Execution | undefined> {
+  private async latestExecution(taskId: string, options?: CallOpts): Promise<Execution | undefined> {
     let latest: Execution | undefined;
     let pageToken = "";
     do {
@@ -401,20 +445,20 @@ export class ClientBase {
   }
 
   /** Answers a BLOCKED task's question: it is queued again and resumes its session with the answer. */
-  async answerQuestion(taskId: string, answer: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.answerQuestion({ taskId, answer }, this.opts(options)));
+  async answerQuestion(taskId: string, answer: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.answerQuestion({ taskId, answer }, o), options);
     return required(response.task, "AnswerQuestion");
   }
 
   /** Accepts a READY task's work: the task is COMPLETED. */
-  async acceptTask(taskId: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.acceptTask({ taskId }, this.opts(options)));
+  async acceptTask(taskId: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.acceptTask({ taskId }, o), options);
     return required(response.task, "AcceptTask");
   }
 
   /** Sends a READY task's work back with `feedback`: it is queued again and resumes its session. */
-  async rejectTask(taskId: string, feedback: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.rejectTask({ taskId, feedback }, this.opts(options)));
+  async rejectTask(taskId: string, feedback: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.rejectTask({ taskId, feedback }, o), options);
     return required(response.task, "RejectTask");
   }
 
@@ -423,8 +467,8 @@ export class ClientBase {
    * (path, status, line counts, patch), `truncated`. FAILED_PRECONDITION
    * while the task has no branch.
    */
-  getTaskDiff(taskId: string, diff: { contextLines?: number } = {}, options?: CallOptions): Promise<GetTaskDiffResponse> {
-    return this.call(() => this.raw.getTaskDiff({ taskId, ...diff }, this.opts(options)));
+  getTaskDiff(taskId: string, diff: { contextLines?: number } = {}, options?: CallOpts): Promise<GetTaskDiffResponse> {
+    return this.call((o) => this.raw.getTaskDiff({ taskId, ...diff }, o), options, true);
   }
 
   /**
@@ -432,8 +476,8 @@ export class ClientBase {
    * (`into`; empty: its default branch), merged or with `rebase` rebased. A
    * conflict changes nothing (FAILED_PRECONDITION naming the files).
    */
-  mergeTask(taskId: string, merge: { into?: string; rebase?: boolean } = {}, options?: CallOptions): Promise<MergeTaskResponse> {
-    return this.call(() => this.raw.mergeTask({ taskId, ...merge }, this.opts(options)));
+  mergeTask(taskId: string, merge: { into?: string; rebase?: boolean } = {}, options?: CallOpts): Promise<MergeTaskResponse> {
+    return this.call((o) => this.raw.mergeTask({ taskId, ...merge }, o), options);
   }
 
   /**
@@ -441,13 +485,13 @@ export class ClientBase {
    * COMPLETED tasks' unmerged branches); `items` says what was done or why it
    * was kept. `dryRun` removes nothing.
    */
-  pruneTasks(prune: { dryRun?: boolean; force?: boolean } = {}, options?: CallOptions): Promise<PruneTasksResponse> {
-    return this.call(() => this.raw.pruneTasks(prune, this.opts(options)));
+  pruneTasks(prune: { dryRun?: boolean; force?: boolean } = {}, options?: CallOpts): Promise<PruneTasksResponse> {
+    return this.call((o) => this.raw.pruneTasks(prune, o), options);
   }
 
   /** What will work before you submit: each agent, counts, git, the data dir, the database... */
-  getSystemStatus(options?: CallOptions): Promise<GetSystemStatusResponse> {
-    return this.call(() => this.raw.getSystemStatus({}, this.opts(options)));
+  getSystemStatus(options?: CallOpts): Promise<GetSystemStatusResponse> {
+    return this.call((o) => this.raw.getSystemStatus({}, o), options, true);
   }
 
   /**
@@ -459,9 +503,9 @@ export class ClientBase {
   elaborate(
     text: string,
     request: { project?: string; agent?: AgentType } = {},
-    options?: CallOptions,
+    options?: CallOpts,
   ): Promise<ElaborateResponse> {
-    return this.call(() => this.raw.elaborate({ text, ...request }, options));
+    return this.call((o) => this.raw.elaborate({ text, ...request }, o), { timeoutMs: 0, ...options });
   }
 }
 

@@ -95,6 +95,9 @@ export interface Server {
    * waits for its open WatchTasks streams to end, which they do not.
    */
   restart(downForMs?: number): Promise<void>;
+  /** Kills the server (`startAgain` brings it back on its port and data dir). */
+  kill(): Promise<void>;
+  startAgain(): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -131,17 +134,26 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   };
   try {
     const address = await waitForLine(log, child, "claudomator serve");
-    const restart = async (downForMs = 0) => {
+    const kill = async () => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return;
+      }
       const exited = new Promise<void>((r) => child.once("exit", () => r()));
       child.kill("SIGKILL");
       await exited;
-      await new Promise((r) => setTimeout(r, downForMs));
+    };
+    const startAgain = async () => {
       const written = readFileSync(log, "utf8").length;
       child = spawnLogged(serverBinary(), args(address), log, { cwd: project, env });
       const again = await waitForLine(log, child, "claudomator serve (restarted)", 30_000, written);
       assert.equal(again, address);
     };
-    return { address, workdir, log, stop, restart };
+    const restart = async (downForMs = 0) => {
+      await kill();
+      await new Promise((r) => setTimeout(r, downForMs));
+      await startAgain();
+    };
+    return { address, workdir, log, stop, restart, kill, startAgain };
   } catch (err) {
     await stop();
     throw err;
