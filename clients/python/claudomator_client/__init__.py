@@ -9,6 +9,9 @@ enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
 raw stub); the common names are re-exported here.
 """
 
+#: This client's version: the claudomator release it is generated from.
+__version__ = "0.1.0"
+
 from .aio import AsyncClient, AsyncLogStream, AsyncWatchStream
 from .client import Client, LogStream, Waited, WatchStream, enum_name, enum_value
 from .errors import (
