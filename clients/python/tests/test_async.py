@@ -93,7 +93,7 @@ def test_unreachable_is_unavailable() -> None:
         port = s.getsockname()[1]
 
     async def main() -> None:
-        async with AsyncClient(f"127.0.0.1:{port}", call_timeout=5) as client:
+        async with AsyncClient(f"127.0.0.1:{port}", call_timeout=5, retries=0) as client:
             with pytest.raises(UnavailableError):
                 await client.list_tasks()
 

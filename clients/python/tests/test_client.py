@@ -166,7 +166,8 @@ def test_unreachable_server_is_unavailable(tmp_path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with Client(f"127.0.0.1:{port}", call_timeout=5) as c:
+    # retries=0: a read retries UNAVAILABLE for about 3 s first (test_retries.py)
+    with Client(f"127.0.0.1:{port}", call_timeout=5, retries=0) as c:
         with pytest.raises(UnavailableError) as caught:
             c.list_tasks()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
