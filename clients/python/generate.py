@@ -9,7 +9,7 @@ modules after the proto path (`from claudomator.v1 import task_pb2`); they are
 rewritten to relative imports so that the generated code lives inside the
 `claudomator_client` package instead of claiming a top-level `claudomator`
 package. The output is a build artifact: it is not committed (see
-.gitignore). `setup.py` runs this at build time, `clients/generate` runs it
+.gitignore). `build_backend.py` runs this at build time, `clients/generate` runs it
 for development and CI.
 """
 

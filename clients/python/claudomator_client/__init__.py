@@ -9,7 +9,11 @@ enums), `.service_pb2` (requests and responses) and `.service_pb2_grpc` (the
 raw stub); the common names are re-exported here.
 """
 
-from .client import Client, LogStream, enum_name, enum_value
+#: This client's version: the claudomator release it is generated from.
+__version__ = "0.1.0"
+
+from .aio import AsyncClient, AsyncLogStream, AsyncWatchStream
+from .client import Client, LogStream, Waited, WatchStream, enum_name, enum_value
 from .errors import (
     AlreadyExistsError,
     ClaudomatorError,
@@ -22,9 +26,19 @@ from .errors import (
     UnavailableError,
 )
 from .v1.service_pb2 import (
+    ElaborateResponse,
+    ElaborateSource,
+    FileDiffStatus,
+    GetSystemStatusResponse,
+    GetTaskDiffResponse,
     ListExecutionsResponse,
     ListTasksResponse,
+    MergeTaskResponse,
+    PrunedKind,
+    PruneTasksResponse,
     SubmitTaskResponse,
+    TaskChange,
+    WatchTasksResponse,
 )
 from .v1.task_pb2 import (
     AgentSettings,
@@ -41,6 +55,21 @@ from .v1.task_pb2 import (
 )
 
 __all__ = [
+    "AsyncClient",
+    "AsyncLogStream",
+    "AsyncWatchStream",
+    "Waited",
+    "WatchStream",
+    "WatchTasksResponse",
+    "TaskChange",
+    "PruneTasksResponse",
+    "PrunedKind",
+    "MergeTaskResponse",
+    "GetTaskDiffResponse",
+    "GetSystemStatusResponse",
+    "FileDiffStatus",
+    "ElaborateSource",
+    "ElaborateResponse",
     "AgentSettings",
     "AgentType",
     "AlreadyExistsError",

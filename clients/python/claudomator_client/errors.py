@@ -87,7 +87,9 @@ def from_rpc_error(err: grpc.RpcError) -> ClaudomatorError:
     """Translates what grpcio raised (a `grpc.Call` as well as an error)."""
     code: Optional[grpc.StatusCode] = None
     message = ""
-    if isinstance(err, grpc.Call):
+    # A sync call's error is a `grpc.Call`; grpc.aio's `AioRpcError` is not,
+    # but has the same `code()` and `details()`.
+    if isinstance(err, grpc.Call) or isinstance(err, grpc.aio.AioRpcError):
         code = err.code()
         message = err.details() or ""
     return error_for(code or grpc.StatusCode.UNKNOWN, message or str(err))

@@ -55,10 +55,11 @@ def git_repo(path: Path) -> Path:
 
 
 def wait_for_line(path: Path, pattern: re.Pattern[str], proc: subprocess.Popen, what: str,
-                  timeout: float = 30.0) -> re.Match[str]:
+                  timeout: float = 30.0, after: int = 0) -> re.Match[str]:
+    """The first match of `pattern` in the file past its first `after` characters."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
+        text = path.read_text(errors="replace")[after:] if path.exists() else ""
         m = pattern.search(text)
         if m:
             return m
@@ -76,9 +77,22 @@ class Server:
     log: Path
     token: Optional[str] = None
     children: list[subprocess.Popen] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    cwd: Optional[Path] = None
+    env: dict = field(default_factory=dict)
+
+    def _stop_server(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def stop(self) -> None:
-        for proc in [self.proc, *self.children]:
+        self._stop_server()
+        for proc in self.children:
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -86,6 +100,36 @@ class Server:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Kills the server and starts it again on the same port and data
+        dir (after `down_for` seconds). Killed, not stopped: a server stopping
+        gracefully waits for its open WatchTasks streams to end, which they
+        do not (the client would have to close them)."""
+        self.kill()
+        time.sleep(down_for)
+        self.start_again()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def start_again(self) -> None:
+        """Starts a killed server again on its port and data dir."""
+        written = len(self.log.read_text(errors="replace"))
+        self.proc = _spawn(self.argv_on(self.address), self.cwd, self.env, self.log)
+        m = wait_for_line(self.log, _LISTENING, self.proc, "claudomator serve (restarted)",
+                          after=written)
+        assert m.group(1) == self.address, (m.group(1), self.address)
+
+    def argv_on(self, listen: str) -> list[str]:
+        return [a if a != "LISTEN" else listen for a in self.argv]
+
+
+def _spawn(argv: list[str], cwd: Optional[Path], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as err:  # a restart appends
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
 
 
 def start_server(workdir: Path, config: str = "", env: Optional[dict] = None,
@@ -101,15 +145,12 @@ def start_server(workdir: Path, config: str = "", env: Optional[dict] = None,
     server_env.update(env or {})
     if token:
         server_env["CLAUDOMATOR_TOKENS"] = token
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [str(server_binary()), "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-             "--data-dir", str(workdir / "data"), "--config", str(config_path)],
-            cwd=project, env=server_env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err,
-        )
+    argv = [str(server_binary()), "serve", "--listen", "LISTEN", "--http-listen", "127.0.0.1:0",
+            "--data-dir", str(workdir / "data"), "--config", str(config_path)]
+    proc = _spawn([a if a != "LISTEN" else "127.0.0.1:0" for a in argv], project, server_env, log)
     m = wait_for_line(log, _LISTENING, proc, "claudomator serve")
-    return Server(address=m.group(1), proc=proc, workdir=workdir, log=log, token=token)
+    return Server(address=m.group(1), proc=proc, workdir=workdir, log=log, token=token,
+                  argv=argv, cwd=project, env=server_env)
 
 
 QUEUE_ONLY = '[executor]\nenabled = false\n'
@@ -179,3 +220,32 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.children.append(mock)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that runs `local` tasks against a scripted OpenAI-compatible
+    API (clients/testing/openai_mock.py) on loopback; a task whose
+    instructions hold `RATE-LIMIT-ONCE:<word>` is rate limited once, then
+    retried 1 s later."""
+    workdir = tmp_path_factory.mktemp("local")
+    mock_out = workdir / "mock.out"
+    with open(mock_out, "wb") as out, open(workdir / "mock.err", "wb") as err:
+        mock = subprocess.Popen([sys.executable, str(TESTING / "openai_mock.py")],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        mock_addr = wait_for_line(mock_out, _LISTENING, mock, "openai mock").group(1)
+        s = start_server(workdir, local_config(mock_addr))
+    except BaseException:
+        mock.kill()
+        raise
+    s.children.append(mock)
+    yield s
+    s.stop()
+
+
+def local_config(mock_addr: str) -> str:
+    return (
+        '[executor]\nenabled = true\npoll_interval = "100ms"\nretry_base = "1s"\n\n'
+        f'[local_model]\nendpoint = "http://{mock_addr}/v1"\nmax_retries = 0\n'
+    )

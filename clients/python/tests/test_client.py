@@ -166,7 +166,17 @@ def test_unreachable_server_is_unavailable(tmp_path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with Client(f"127.0.0.1:{port}", call_timeout=5) as c:
+    # retries=0: a read retries UNAVAILABLE for about 3 s first (test_retries.py)
+    with Client(f"127.0.0.1:{port}", call_timeout=5, retries=0) as c:
         with pytest.raises(UnavailableError) as caught:
             c.list_tasks()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_following_a_task_that_ended_without_an_execution(client: Client) -> None:
+    task = client.submit_task("cancelled while queued").task
+    client.cancel_task(task.id)
+    with pytest.raises(NotFoundError):
+        list(client.stream_logs(task_id=task.id))
+    # Following it ends at once, with no events.
+    assert list(client.stream_logs(task_id=task.id, follow=True)) == []

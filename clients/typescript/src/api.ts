@@ -2,12 +2,16 @@
 // their Client: errors, codes, and every generated message, enum and schema.
 // Nothing here may import a Node module.
 export type {
+  CallOpts,
   ClientOptions,
   ListTasksInit,
   StreamLogsRequestInit,
   SubmitOptions,
   Submitted,
   TaskSpecInit,
+  Waited,
+  WaitOptions,
+  WatchOptions,
   WatchTasksInit,
 } from "./core.js";
 export { ClientBase } from "./core.js";

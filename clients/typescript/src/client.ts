@@ -3,12 +3,16 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { baseUrl, ClientBase, interceptorsFor, type ClientOptions } from "./core.js";
 
 export type {
+  CallOpts,
   ClientOptions,
   ListTasksInit,
   StreamLogsRequestInit,
   SubmitOptions,
   Submitted,
   TaskSpecInit,
+  Waited,
+  WaitOptions,
+  WatchOptions,
   WatchTasksInit,
 } from "./core.js";
 

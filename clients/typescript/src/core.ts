@@ -17,11 +17,23 @@ import {
   ClaudomatorService,
   ListTasksRequestSchema,
   WatchTasksRequestSchema,
+  type ElaborateResponse,
+  type GetSystemStatusResponse,
+  type GetTaskDiffResponse,
   type ListExecutionsResponse,
   type ListTasksResponse,
+  type MergeTaskResponse,
+  type PruneTasksResponse,
   type WatchTasksResponse,
 } from "./gen/claudomator/v1/service_pb.js";
-import { TaskSpecSchema, type Execution, type LogEvent, type Task } from "./gen/claudomator/v1/task_pb.js";
+import {
+  TaskSpecSchema,
+  TaskState,
+  type AgentType,
+  type Execution,
+  type LogEvent,
+  type Task,
+} from "./gen/claudomator/v1/task_pb.js";
 
 /** A task spec as a plain object: `{ instructions: "...", tags: ["ci"], priority: Priority.HIGH }`. */
 export type TaskSpecInit = MessageInitShape<typeof TaskSpecSchema>;
@@ -37,13 +49,36 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Extra Connect interceptors, run after the token is set. */
   interceptors?: Interceptor[];
+  /**
+   * How many times a read, or a submit with an idempotency key, that meets
+   * UNAVAILABLE (a restarting server, a dropped connection) is tried again
+   * (default 5; pauses from 100 ms doubling to 2 s, within the deadline).
+   */
+  retries?: number;
 }
 
-export interface SubmitOptions extends CallOptions {
+/**
+ * Connect's `CallOptions` (`timeoutMs`: this call's deadline, retries
+ * included; `headers`: its metadata; `signal`), and `retries` for this call.
+ */
+export interface CallOpts extends CallOptions {
+  retries?: number;
+}
+
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2_000;
+
+export interface SubmitOptions extends CallOpts {
   /** A second submit with the same key returns the first task (`created: false`). */
   idempotencyKey?: string;
   /** A client-chosen id (a ULID); empty lets the server assign one. */
   taskId?: string;
+  /**
+   * Refuse the task (FAILED_PRECONDITION, nothing stored) when no live
+   * server can run its agent now; by default it is accepted anyway and
+   * `agentUnavailable` says why.
+   */
+  requireAgent?: boolean;
 }
 
 /** What SubmitTask answered: the task, and whether this call created it. */
@@ -51,6 +86,8 @@ export interface Submitted {
   task: Task;
   /** False when the idempotency key matched an existing task (which is `task`). */
   created: boolean;
+  /** Empty when a live server can run the task's agent; else why none can (the task was still accepted). */
+  agentUnavailable: string;
 }
 
 export interface StreamLogsRequestInit {
@@ -61,6 +98,73 @@ export interface StreamLogsRequestInit {
   fromOffset?: number | bigint;
   /** Keep the stream open for live events until the execution ends. */
   follow?: boolean;
+  /** Also send DEBUG events (the agent CLI's stderr chatter), left out by default; offsets count them either way. */
+  includeDebug?: boolean;
+}
+
+export interface WatchOptions extends CallOptions {
+  /**
+   * How long `watch` keeps trying to reconnect to an unreachable server
+   * (milliseconds; default 60 000) before it throws UNAVAILABLE.
+   */
+  reconnectForMs?: number;
+}
+
+export interface WaitOptions extends CallOptions {
+  /** Give up after this long (milliseconds) with DEADLINE_EXCEEDED; default: no limit. */
+  maxWaitMs?: number;
+}
+
+/** What `wait` resolves to: the task where it stopped, and its latest execution (none when it never ran). */
+export interface Waited {
+  task: Task;
+  execution: Execution | undefined;
+}
+
+/** The states a task leaves by itself; `wait` stops at any other. */
+const GOING_ON = new Set<TaskState>([TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING]);
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_MAX_MS = 2_000;
+
+/** The state `event` says task `taskId` is in, if it says. */
+function watchedState(event: WatchTasksResponse, taskId: string): TaskState | undefined {
+  if (event.event.case === "snapshot" && event.event.value.id === taskId) {
+    return event.event.value.state;
+  }
+  if (event.event.case === "change" && event.event.value.task?.id === taskId) {
+    return event.event.value.toState;
+  }
+  return undefined;
+}
+
+/**
+ * A connection that drops under a call (the server killed or restarted)
+ * surfaces from Node's HTTP/2 as CANCELLED ("stream closed with error code
+ * CANCEL") though nobody cancelled: that is UNAVAILABLE, as gRPC says it.
+ */
+function dropped(error: ClaudomatorError, signal: AbortSignal | undefined): ClaudomatorError {
+  if (error.code === Code.Canceled && !signal?.aborted) {
+    return new ClaudomatorError(Code.Unavailable, error.message, { cause: error.cause });
+  }
+  return error;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** `127.0.0.1:7070` or a URL (`http://` plain, `https://` TLS), like the CLI's --server. */
@@ -99,22 +203,45 @@ export class ClientBase {
   readonly raw: ConnectClient<typeof ClaudomatorService>;
   readonly baseUrl: string;
   private readonly timeoutMs: number | undefined;
+  private readonly retries: number;
 
   protected constructor(baseUrl: string, transport: Transport, options: ClientOptions) {
     this.baseUrl = baseUrl;
     this.timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs || undefined;
+    this.retries = options.retries ?? 5;
     this.raw = createClient(ClaudomatorService, transport);
   }
 
-  private opts(options?: CallOptions): CallOptions {
-    return { timeoutMs: this.timeoutMs, ...options };
-  }
-
-  private async call<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      throw ClaudomatorError.from(err);
+  /**
+   * Runs a unary call; a read (or `retry`) that meets UNAVAILABLE is tried
+   * again with backoff, within the call's deadline (`timeoutMs`, else the
+   * client's), up to `retries` times (the call's, else the client's).
+   */
+  private async call<T>(run: (options: CallOptions) => Promise<T>, options: CallOpts = {}, retry = false): Promise<T> {
+    const { retries = this.retries, ...callOptions } = options;
+    const budget = callOptions.timeoutMs === undefined ? this.timeoutMs : callOptions.timeoutMs || undefined;
+    const deadline = budget === undefined ? undefined : Date.now() + budget;
+    for (let attempt = 0; ; attempt++) {
+      const timeoutMs = deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+      let error: ClaudomatorError;
+      try {
+        return await run({ ...callOptions, timeoutMs });
+      } catch (err) {
+        error = dropped(ClaudomatorError.from(err), callOptions.signal);
+      }
+      const pause = Math.min(RETRY_FIRST_MS * 2 ** attempt, RETRY_MAX_MS) * (0.8 + 0.4 * Math.random());
+      const giveUp =
+        !retry ||
+        error.code !== Code.Unavailable ||
+        attempt >= retries ||
+        callOptions.signal?.aborted ||
+        (deadline !== undefined && Date.now() + pause >= deadline);
+      if (giveUp) {
+        throw error;
+      }
+      await sleep(pause, callOptions.signal).catch((err: unknown) => {
+        throw ClaudomatorError.from(err);
+      });
     }
   }
 
@@ -123,29 +250,30 @@ export class ClientBase {
    * spec is the task's limit per attempt ("45m"), not a deadline for this call.
    */
   async submitTask(spec: TaskSpecInit | string, options: SubmitOptions = {}): Promise<Submitted> {
-    const { idempotencyKey = "", taskId = "", ...callOptions } = options;
-    const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : spec;
-    const response = await this.call(() =>
-      this.raw.submitTask(
-        { spec: create(TaskSpecSchema, init), idempotencyKey, taskId },
-        this.opts(callOptions),
-      ),
-    );
-    return { task: required(response.task, "SubmitTask"), created: response.created };
+    const { idempotencyKey = "", taskId = "", requireAgent = false, ...callOptions } = options;
+    const init: TaskSpecInit = typeof spec === "string" ? { instructions: spec } : oneTagPerString(spec);
+    const request = { spec: create(TaskSpecSchema, init), idempotencyKey, taskId, requireAgent };
+    // Only a keyed submit is retried: a retry then cannot create a second task.
+    const response = await this.call((o) => this.raw.submitTask(request, o), callOptions, idempotencyKey !== "");
+    return {
+      task: required(response.task, "SubmitTask"),
+      created: response.created,
+      agentUnavailable: response.agentUnavailable,
+    };
   }
 
-  async getTask(id: string, options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.getTask({ id }, this.opts(options)));
+  async getTask(id: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.getTask({ id }, o), options, true);
     return required(response.task, "GetTask");
   }
 
   /** One page of tasks, newest first; `nextPageToken` is empty on the last page. */
-  listTasks(filter: ListTasksInit = {}, options?: CallOptions): Promise<ListTasksResponse> {
-    return this.call(() => this.raw.listTasks(filter, this.opts(options)));
+  listTasks(filter: ListTasksInit = {}, options?: CallOpts): Promise<ListTasksResponse> {
+    return this.call((o) => this.raw.listTasks(filter, o), options, true);
   }
 
   /** Every matching task, newest first, fetching page after page. */
-  async *iterTasks(filter: Omit<ListTasksInit, "pageToken"> = {}, options?: CallOptions): AsyncGenerator<Task> {
+  async *iterTasks(filter: Omit<ListTasksInit, "pageToken"> = {}, options?: CallOpts): AsyncGenerator<Task> {
     let pageToken = "";
     do {
       const page = await this.listTasks({ ...filter, pageToken }, options);
@@ -155,13 +283,13 @@ export class ClientBase {
   }
 
   /** Cancels a task in any non-final state (FAILED_PRECONDITION otherwise). */
-  async cancelTask(id: string, reason = "", options?: CallOptions): Promise<Task> {
-    const response = await this.call(() => this.raw.cancelTask({ id, reason }, this.opts(options)));
+  async cancelTask(id: string, reason = "", options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.cancelTask({ id, reason }, o), options);
     return required(response.task, "CancelTask");
   }
 
-  async getExecution(id: string, options?: CallOptions): Promise<Execution> {
-    const response = await this.call(() => this.raw.getExecution({ id }, this.opts(options)));
+  async getExecution(id: string, options?: CallOpts): Promise<Execution> {
+    const response = await this.call((o) => this.raw.getExecution({ id }, o), options, true);
     return required(response.execution, "GetExecution");
   }
 
@@ -169,9 +297,9 @@ export class ClientBase {
   listExecutions(
     taskId: string,
     page: { pageSize?: number; pageToken?: string } = {},
-    options?: CallOptions,
+    options?: CallOpts,
   ): Promise<ListExecutionsResponse> {
-    return this.call(() => this.raw.listExecutions({ taskId, ...page }, this.opts(options)));
+    return this.call((o) => this.raw.listExecutions({ taskId, ...page }, o), options, true);
   }
 
   /**
@@ -190,6 +318,7 @@ export class ClientBase {
         taskId: request.taskId ?? "",
         fromOffset: BigInt(request.fromOffset ?? 0),
         follow: request.follow ?? false,
+        includeDebug: request.includeDebug ?? false,
       },
       options,
     );
@@ -224,6 +353,175 @@ export class ClientBase {
       throw ClaudomatorError.from(err);
     }
   }
+  /**
+   * `watchTasks` that survives its connection: when the stream breaks
+   * (UNAVAILABLE: a restart, a dropped connection) it reconnects with the
+   * last event's cursor, so every change comes exactly once and in order,
+   * with no second snapshot. Before the first cursor (in the snapshot) it
+   * starts over, snapshot included. It keeps trying for `reconnectForMs`
+   * (backing off from 100 ms to 2 s), then throws UNAVAILABLE; any other
+   * error is thrown at once (OUT_OF_RANGE: the cursor is older than the
+   * server keeps; watch again without it). Runs until `break` or `signal`.
+   */
+  async *watch(filter: WatchTasksInit = {}, options: WatchOptions = {}): AsyncGenerator<WatchTasksResponse> {
+    const { reconnectForMs = 60_000, ...callOptions } = options;
+    let cursor = filter.cursor ?? "";
+    let pause = RECONNECT_FIRST_MS;
+    let downSince: number | undefined;
+    for (;;) {
+      let broken: ClaudomatorError;
+      try {
+        for await (const event of this.raw.watchTasks({ ...filter, cursor }, callOptions)) {
+          pause = RECONNECT_FIRST_MS;
+          downSince = undefined;
+          if (event.cursor) {
+            cursor = event.cursor;
+          }
+          yield event;
+        }
+        broken = new ClaudomatorError(Code.Unavailable, "the watch ended (the server closed it)");
+      } catch (err) {
+        broken = dropped(ClaudomatorError.from(err), callOptions.signal);
+        if (broken.code !== Code.Unavailable) {
+          throw broken;
+        }
+      }
+      const now = Date.now();
+      downSince ??= now;
+      if (now - downSince >= reconnectForMs) {
+        throw broken;
+      }
+      try {
+        await sleep(pause, callOptions.signal);
+      } catch (err) {
+        throw ClaudomatorError.from(err);
+      }
+      pause = Math.min(pause * 2, RECONNECT_MAX_MS);
+    }
+  }
+
+  /**
+   * Waits until the task stops going on by itself, across every retry (like
+   * the CLI's `submit --wait`): a final state, BLOCKED (waiting for an
+   * answer) or READY (waiting for a review). Resolves to the task and its
+   * latest execution. Follows `watch`, so it survives a server restart.
+   * `maxWaitMs` gives up with DEADLINE_EXCEEDED; NOT_FOUND for no such task.
+   */
+  async wait(taskId: string, options: WaitOptions = {}): Promise<Waited> {
+    const { maxWaitMs, ...callOptions } = options;
+    const timer = new AbortController();
+    const timeout = maxWaitMs === undefined ? undefined : setTimeout(() => timer.abort(), maxWaitMs);
+    const signal = callOptions.signal ? AbortSignal.any([callOptions.signal, timer.signal]) : timer.signal;
+    try {
+      for await (const event of this.watch({ taskIds: [taskId] }, { ...callOptions, signal })) {
+        let state = watchedState(event, taskId);
+        if (state === undefined && event.event.case === "snapshotEnd") {
+          state = (await this.getTask(taskId, callOptions)).state; // not in the snapshot: NOT_FOUND
+        }
+        if (state !== undefined && !GOING_ON.has(state)) {
+          break;
+        }
+      }
+    } catch (err) {
+      if (timer.signal.aborted && !callOptions.signal?.aborted) {
+        throw new ClaudomatorError(Code.DeadlineExceeded, `wait: task ${taskId} still going after ${maxWaitMs} ms`, { cause: err });
+      }
+      throw err;
+    } finally {
+      clearTimeout(timeout);
+    }
+    return { task: await this.getTask(taskId, callOptions), execution: await this.latestExecution(taskId, callOptions) };
+  }
+
+  private async latestExecution(taskId: string, options?: CallOpts): Promise<Execution | undefined> {
+    let latest: Execution | undefined;
+    let pageToken = "";
+    do {
+      const page = await this.listExecutions(taskId, { pageSize: 500, pageToken }, options);
+      latest = page.executions.at(-1) ?? latest;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return latest;
+  }
+
+  /** Answers a BLOCKED task's question: it is queued again and resumes its session with the answer. */
+  async answerQuestion(taskId: string, answer: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.answerQuestion({ taskId, answer }, o), options);
+    return required(response.task, "AnswerQuestion");
+  }
+
+  /** Accepts a READY task's work: the task is COMPLETED. */
+  async acceptTask(taskId: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.acceptTask({ taskId }, o), options);
+    return required(response.task, "AcceptTask");
+  }
+
+  /** Sends a READY task's work back with `feedback`: it is queued again and resumes its session. */
+  async rejectTask(taskId: string, feedback: string, options?: CallOpts): Promise<Task> {
+    const response = await this.call((o) => this.raw.rejectTask({ taskId, feedback }, o), options);
+    return required(response.task, "RejectTask");
+  }
+
+  /**
+   * A task's work for review: `branch`, `baseCommit`, `headCommit`, `files`
+   * (path, status, line counts, patch), `truncated`. FAILED_PRECONDITION
+   * while the task has no branch.
+   */
+  getTaskDiff(taskId: string, diff: { contextLines?: number } = {}, options?: CallOpts): Promise<GetTaskDiffResponse> {
+    return this.call((o) => this.raw.getTaskDiff({ taskId, ...diff }, o), options, true);
+  }
+
+  /**
+   * Takes a READY or COMPLETED task's work into a branch of its project
+   * (`into`; empty: its default branch), merged or with `rebase` rebased. A
+   * conflict changes nothing (FAILED_PRECONDITION naming the files).
+   */
+  mergeTask(taskId: string, merge: { into?: string; rebase?: boolean } = {}, options?: CallOpts): Promise<MergeTaskResponse> {
+    return this.call((o) => this.raw.mergeTask({ taskId, ...merge }, o), options);
+  }
+
+  /**
+   * Removes the sandboxes and branches ended tasks left (`force`: also
+   * COMPLETED tasks' unmerged branches); `items` says what was done or why it
+   * was kept. `dryRun` removes nothing.
+   */
+  pruneTasks(prune: { dryRun?: boolean; force?: boolean } = {}, options?: CallOpts): Promise<PruneTasksResponse> {
+    return this.call((o) => this.raw.pruneTasks(prune, o), options);
+  }
+
+  /** What will work before you submit: each agent, counts, git, the data dir, the database... */
+  getSystemStatus(options?: CallOpts): Promise<GetSystemStatusResponse> {
+    return this.call((o) => this.raw.getSystemStatus({}, o), options, true);
+  }
+
+  /**
+   * Turns a one-line request into a full task spec (`spec`) that
+   * `submitTask` accepts, with `source`, `model` and `notes`. Can take
+   * minutes when the models are slow: not bounded by the client's default
+   * deadline (pass `{ timeoutMs }` to bound it).
+   */
+  elaborate(
+    text: string,
+    request: { project?: string; agent?: AgentType } = {},
+    options?: CallOpts,
+  ): Promise<ElaborateResponse> {
+    return this.call((o) => this.raw.elaborate({ text, ...request }, o), { timeoutMs: 0, ...options });
+  }
+}
+
+/** A bare string for `tags` or `dependsOn` (from JavaScript) is one element, not its characters. */
+function oneTagPerString(spec: TaskSpecInit): TaskSpecInit {
+  const loose = spec as { tags?: unknown; dependsOn?: unknown };
+  if (typeof loose.tags !== "string" && typeof loose.dependsOn !== "string") {
+    return spec;
+  }
+  const fixed: Record<string, unknown> = { ...spec };
+  for (const key of ["tags", "dependsOn"] as const) {
+    if (typeof loose[key] === "string") {
+      fixed[key] = [loose[key]];
+    }
+  }
+  return fixed as TaskSpecInit;
 }
 
 function required<T>(value: T | undefined, rpc: string): T {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
+import assert from "node:assert/strict";
 
 // dist/tests/harness.js -> the package root, then the repository root.
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -45,12 +46,12 @@ function gitRepo(path: string): string {
   return path;
 }
 
-/** Waits for `pattern` in a file a child writes to. */
-async function waitForLine(file: string, child: ChildProcess, what: string, timeoutMs = 30_000): Promise<string> {
+/** Waits for `pattern` in a file a child writes to, past its first `after` characters. */
+async function waitForLine(file: string, child: ChildProcess, what: string, timeoutMs = 30_000, after = 0): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let text = "";
   while (Date.now() < deadline) {
-    text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    text = existsSync(file) ? readFileSync(file, "utf8").slice(after) : "";
     const m = LISTENING.exec(text);
     if (m) {
       return m[1]!;
@@ -64,7 +65,7 @@ async function waitForLine(file: string, child: ChildProcess, what: string, time
 }
 
 function spawnLogged(command: string, args: string[], log: string, options: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess {
-  const fd = openSync(log, "w");
+  const fd = openSync(log, "a"); // a restarted server appends
   try {
     return spawn(command, args, { ...options, stdio: ["ignore", fd, fd] });
   } finally {
@@ -88,8 +89,15 @@ export interface Server {
   workdir: string;
   log: string;
   stop(): Promise<void>;
-  /** Stops the server (SIGTERM) and starts it again on the same address and data dir. */
-  restart(options?: { down?: () => Promise<void> }): Promise<void>;
+  /**
+   * Stops the server and starts it again on the same port and data dir:
+   * gracefully (SIGTERM), or killed (SIGKILL) with `kill`. `down` runs, and
+   * `downForMs` passes, while it is away.
+   */
+  restart(options?: { down?: () => Promise<void>; downForMs?: number; kill?: boolean }): Promise<void>;
+  /** Kills the server (`startAgain` brings it back on its port and data dir). */
+  kill(): Promise<void>;
+  startAgain(): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -126,13 +134,31 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   };
   try {
     const address = await waitForLine(log, child, "claudomator serve");
-    const restart = async (restartOptions: { down?: () => Promise<void> } = {}) => {
-      await stopProcess(child);
-      await restartOptions.down?.();
-      child = spawnLogged(serverBinary(), args(address), log, { cwd: project, env });
-      await waitForLine(log, child, "claudomator serve (restarted)");
+    const kill = async () => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return;
+      }
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGKILL");
+      await exited;
     };
-    return { address, workdir, log, stop, restart };
+    const startAgain = async () => {
+      const written = readFileSync(log, "utf8").length;
+      child = spawnLogged(serverBinary(), args(address), log, { cwd: project, env });
+      const again = await waitForLine(log, child, "claudomator serve (restarted)", 30_000, written);
+      assert.equal(again, address);
+    };
+    const restart = async (how: { down?: () => Promise<void>; downForMs?: number; kill?: boolean } = {}) => {
+      if (how.kill) {
+        await kill();
+      } else {
+        await stopProcess(child);
+      }
+      await how.down?.();
+      await new Promise((r) => setTimeout(r, how.downForMs ?? 0));
+      await startAgain();
+    };
+    return { address, workdir, log, stop, restart, kill, startAgain };
   } catch (err) {
     await stop();
     throw err;
@@ -201,6 +227,42 @@ export async function startAgentServer(options: { token?: string } = {}): Promis
     stop: async () => {
       await server.stop();
       rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A server that runs `local` tasks against the scripted OpenAI-compatible
+ * API (clients/testing/openai_mock.py, so it needs `python3`) on loopback;
+ * a task whose instructions hold `RATE-LIMIT-ONCE:<word>` is rate limited
+ * once, then retried 1 s later.
+ */
+export async function startLocalServer(): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), "claudomator-ts-mock-"));
+  const mockOut = join(dir, "mock.out");
+  const fdOut = openSync(mockOut, "w");
+  const fdErr = openSync(join(dir, "mock.err"), "w");
+  const mock = spawn("python3", [join(REPO, "clients", "testing", "openai_mock.py")], {
+    stdio: ["ignore", fdOut, fdErr],
+  });
+  closeSync(fdOut);
+  closeSync(fdErr);
+  let mockAddress: string;
+  try {
+    mockAddress = await waitForLine(mockOut, mock, "openai mock");
+  } catch (err) {
+    await stopProcess(mock);
+    throw err;
+  }
+  const config =
+    `[executor]\nenabled = true\npoll_interval = "100ms"\nretry_base = "1s"\n\n` +
+    `[local_model]\nendpoint = "http://${mockAddress}/v1"\nmax_retries = 0\n`;
+  const server = await startServer({ config, children: [mock] });
+  return {
+    ...server,
+    stop: async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
