@@ -915,6 +915,7 @@ fn merge_and_prune_clean_up_after_review() {
         ];
         args.extend_from_slice(extra);
         let out = cli(&served, &args);
+        assert_code(&out, 0, &served);
         json(&out)["task"]["id"].as_str().unwrap().to_string()
     };
     let done = submit(&[]);

@@ -135,13 +135,23 @@ fn parent() -> Option<PathBuf> {
         .clone()
 }
 
-/// Removes the empty run cgroups a server that died left behind.
+/// Removes the run cgroups servers that died left behind: only those whose
+/// server (`run-<pid>-<n>`) is gone. A live server's cgroup may be empty
+/// for a moment, between its making and its agent joining it.
 fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("run-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        let server_gone = !Path::new("/proc").join(pid).exists();
+        if server_gone && entry.file_type().is_ok_and(|t| t.is_dir()) {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
@@ -185,6 +195,18 @@ fn user_tasks() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_leaves_a_live_servers_empty_cgroups_alone() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = parent.path().join(format!("run-{}-0", std::process::id()));
+        let dead = parent.path().join("run-4000000000-3");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::create_dir(&dead).unwrap();
+        sweep(parent.path());
+        assert!(live.exists(), "another live server's cgroup, about to be joined");
+        assert!(!dead.exists());
+    }
 
     #[test]
     fn the_users_tasks_include_this_process_and_its_threads() {
