@@ -204,7 +204,10 @@ mod tests {
         std::fs::create_dir(&live).unwrap();
         std::fs::create_dir(&dead).unwrap();
         sweep(parent.path());
-        assert!(live.exists(), "another live server's cgroup, about to be joined");
+        assert!(
+            live.exists(),
+            "another live server's cgroup, about to be joined"
+        );
         assert!(!dead.exists());
     }
 
