@@ -48,7 +48,7 @@ pub async fn reconcile(
 ) -> CoreResult<RecoveryReport> {
     let killed = crate::runners::process::kill_recorded(
         &data_dir.join(crate::runners::process::RUNNING_DIR),
-    );
+    ) + crate::runners::confine::pids::kill_left_over();
     let mut report = reclaim(tasks, runners, server_id, requeue, true).await?;
     report.killed_processes = killed;
     if report != RecoveryReport::default() {

@@ -114,10 +114,10 @@ fn parent() -> Option<PathBuf> {
         .get_or_init(|| {
             let v1 = Path::new("/sys/fs/cgroup/pids");
             let v2 = Path::new("/sys/fs/cgroup");
-            let parent = if v1.join("cgroup.procs").exists() {
+            if v1.join("cgroup.procs").exists() {
                 let parent = v1.join("claudomator");
                 std::fs::create_dir_all(&parent).ok()?;
-                parent
+                Some(parent)
             } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
             {
@@ -125,23 +125,31 @@ fn parent() -> Option<PathBuf> {
                 let parent = v2.join("claudomator");
                 std::fs::create_dir_all(&parent).ok()?;
                 std::fs::write(parent.join("cgroup.subtree_control"), "+pids").ok()?;
-                parent
+                Some(parent)
             } else {
-                return None;
-            };
-            sweep(&parent);
-            Some(parent)
+                None
+            }
         })
         .clone()
 }
 
-/// Removes the run cgroups servers that died left behind: only those whose
-/// server (`run-<pid>-<n>`) is gone. A live server's cgroup may be empty
-/// for a moment, between its making and its agent joining it.
-fn sweep(parent: &Path) {
+/// At start-up: kills what is left in the run cgroups of servers that are
+/// gone and removes those cgroups; returns how many processes it killed.
+/// As root, bubblewrap's change of credentials clears the parent-death
+/// signal, so an agent started just before its server was killed (before
+/// the server recorded its group) is found here, by its cgroup.
+pub fn kill_left_over() -> usize {
+    parent().map_or(0, |parent| sweep(&parent))
+}
+
+/// The run cgroups of servers that are gone (`run-<pid>-<n>`), emptied and
+/// removed. A live server's cgroup may be empty for a moment, between its
+/// making and its agent joining it: never touched.
+fn sweep(parent: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+        return 0;
     };
+    let mut killed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -151,10 +159,30 @@ fn sweep(parent: &Path) {
             continue;
         };
         let server_gone = !Path::new("/proc").join(pid).exists();
-        if server_gone && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = std::fs::remove_dir(entry.path());
+        if !server_gone || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let procs = std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill only sends a signal.
+            if pid > 1 && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+        for _ in 0..20 {
+            if std::fs::remove_dir(entry.path()).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed agent processes a server that is gone left in their cgroups"
+        );
+    }
+    killed
 }
 
 /// A new run cgroup capped at `max` processes.
