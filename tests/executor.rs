@@ -332,8 +332,16 @@ async fn cancelled_and_timed_out_runs_keep_the_usage_their_logs_carry() {
     timed.timeout = "12s".into();
     let timed = submit(&mut client, timed).await;
     wait_for(&mut client, &cancelled.id, &[pb::TaskState::Running]).await;
-    // The cancelled run's own log has a finished turn before the cancel.
-    let run = executions(&mut client, &cancelled.id).await.remove(0);
+    // The cancelled run's own log has a finished turn before the cancel
+    // (its execution is listed a moment after the task is RUNNING).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        if let Some(run) = executions(&mut client, &cancelled.id).await.pop() {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "no execution started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let turned = || {
         std::fs::read_to_string(&run.log_path)
             .is_ok_and(|log| log.matches("\"kind\":\"tool_result\"").count() >= 2)
