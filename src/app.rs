@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot create {}", config.data_dir.join("logs").display()))?;
     let executor_config = config.executor_config();
     let server_id = executor_config.server_id.clone();
+    let sandboxes = executor_config.sandbox.clone();
     // Several servers on one database share their logs through it.
     let share_logs = config.shares_logs();
     let logs_shared = CancellationToken::new();
@@ -315,7 +316,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .iter()
             .map(|p| (p.name.clone(), p.path.clone()))
             .collect(),
-        config.executor_config().sandbox,
+        sandboxes,
     );
     let server = tokio::spawn(crate::grpc::serve(
         listener,
