@@ -7,6 +7,7 @@ pub mod activity;
 pub mod bus;
 pub mod ci;
 pub mod classify;
+pub mod codehost;
 pub mod elaborate;
 pub mod error;
 pub mod events;
