@@ -9,10 +9,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, DatabaseChoice};
+use crate::config::{Config, DatabaseChoice, GithubCredentials};
 use crate::core::ci::CiTriage;
+use crate::core::codehost::{CodeHost, CodeHosts, RepoName};
 use crate::core::elaborate::{ElaborateConfig, Elaborator};
 use crate::core::events::EventSink;
 use crate::core::executor::Executor;
@@ -23,6 +25,7 @@ use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::core::{recovery, shared_logs};
 use crate::data_dir::{DataDirLock, create_private_dir};
+use crate::github::GithubClient;
 use crate::http::GithubHook;
 use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
@@ -45,6 +48,9 @@ pub struct Running {
     /// The webhook notifier (a no-op task when notifications are off).
     notifier: JoinHandle<()>,
     local_model: Option<Arc<dyn ChatModel>>,
+    /// The code host of each project with a GitHub repository and
+    /// credentials.
+    code_hosts: CodeHosts,
     /// Held until the server has stopped (dropped with it).
     _data_dir_lock: DataDirLock,
 }
@@ -54,6 +60,11 @@ impl Running {
     /// tools; clients use gRPC).
     pub fn tasks(&self) -> &TaskService {
         &self.tasks
+    }
+
+    /// The code host (GitHub client) of each project that has one.
+    pub fn code_hosts(&self) -> &CodeHosts {
+        &self.code_hosts
     }
 
     /// The local model (`[local_model]`), when one is configured.
@@ -131,8 +142,37 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// The code host of each project with a `github = "owner/name"` and
+/// credentials: one client per distinct set of credentials, shared.
+pub fn build_code_hosts(config: &Config) -> anyhow::Result<CodeHosts> {
+    let max_wait = config.github.max_rate_limit_wait();
+    let mut clients: HashMap<GithubCredentials, Arc<dyn CodeHost>> = HashMap::new();
+    let mut hosts = CodeHosts::new();
+    for project in &config.projects {
+        let Some(repo) = project.github.as_deref().and_then(RepoName::parse) else {
+            continue;
+        };
+        let Some(credentials) = config.github_credentials(project)? else {
+            continue;
+        };
+        let host = match clients.get(&credentials) {
+            Some(host) => host.clone(),
+            None => {
+                let client = GithubClient::from_config(&credentials, max_wait)
+                    .with_context(|| format!("project {}: GitHub credentials", project.name))?;
+                let host: Arc<dyn CodeHost> = Arc::new(client);
+                clients.insert(credentials, host.clone());
+                host
+            }
+        };
+        hosts.insert(project.name.clone(), repo, host);
+    }
+    Ok(hosts)
+}
+
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let code_hosts = build_code_hosts(&config)?;
     create_private_dir(&config.data_dir)?;
     let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
@@ -242,7 +282,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .map(|(agent, section)| (agent, section.model.clone()))
                 .collect(),
         },
-    );
+    )
+    .with_code_hosts(code_hosts.clone());
     let executor = Executor::new(
         tasks.clone(),
         runners.clone(),
@@ -357,6 +398,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         executor,
         notifier,
         local_model,
+        code_hosts,
         _data_dir_lock: data_dir_lock,
     })
 }

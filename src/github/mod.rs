@@ -41,6 +41,42 @@ impl GithubClient {
         })
     }
 
+    /// The client for a project's configured credentials: the token read
+    /// from its variable, or the App's key read from its file.
+    pub fn from_config(
+        credentials: &crate::config::GithubCredentials,
+        max_rate_limit_wait: std::time::Duration,
+    ) -> anyhow::Result<GithubClient> {
+        use crate::config::GithubAuth;
+        let secret = match &credentials.auth {
+            GithubAuth::TokenEnv(name) => {
+                let token = std::env::var(name).map_err(|_| {
+                    anyhow::anyhow!("the environment variable `{name}` (GitHub token) is not set")
+                })?;
+                Credentials::Token(Secret::new(token.trim()))
+            }
+            GithubAuth::App {
+                app_id,
+                private_key_file,
+            } => {
+                let pem = std::fs::read(private_key_file).map_err(|e| {
+                    anyhow::anyhow!("cannot read {}: {e}", private_key_file.display())
+                })?;
+                let key = AppKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", private_key_file.display()))?;
+                Credentials::App {
+                    app_id: *app_id,
+                    key,
+                }
+            }
+        };
+        let settings = ApiSettings {
+            max_rate_limit_wait,
+            ..ApiSettings::new(&credentials.api_url)
+        };
+        Ok(GithubClient::new(settings, secret)?)
+    }
+
     pub fn api_url(&self) -> &str {
         &self.api.settings().api_url
     }
