@@ -365,3 +365,81 @@ async fn an_app_gets_installation_tokens_that_expire() {
     assert_eq!(status, 401);
     api.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_repository_on_disk_has_its_branches_read_and_deleted_in_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    common::init_git_repo(&project);
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&project)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert!(git(&["branch", "claudomator/t1"]).0);
+    let (_, sha) = git(&["rev-parse", "claudomator/t1"]);
+    let api = GithubApi::start().await;
+    api.add_user("alice", "tok-alice");
+    api.add_repo_at("acme/proj", &project);
+    api.grant("acme/proj", "alice", "admin");
+
+    let (status, _, repo) = call(
+        &api,
+        reqwest::Method::GET,
+        "/repos/acme/proj",
+        Some("tok-alice"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(repo["clone_url"], project.display().to_string());
+    assert_eq!(repo["default_branch"], "trunk");
+    assert_eq!(repo["permissions"]["admin"], true);
+    let (status, _, pull) = call(
+        &api,
+        reqwest::Method::POST,
+        "/repos/acme/proj/pulls",
+        Some("tok-alice"),
+        Some(json!({"title": "t1", "head": "claudomator/t1", "base": "trunk"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{pull}");
+    assert_eq!(pull["head"]["sha"], sha);
+    // A head that is not a branch there: GitHub's 422.
+    let (status, _, _) = call(
+        &api,
+        reqwest::Method::POST,
+        "/repos/acme/proj/pulls",
+        Some("tok-alice"),
+        Some(json!({"title": "t2", "head": "claudomator/t2", "base": "trunk"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = call(
+        &api,
+        reqwest::Method::DELETE,
+        "/repos/acme/proj/git/refs/heads/claudomator/t1",
+        Some("tok-alice"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(
+        !git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "refs/heads/claudomator/t1"
+        ])
+        .0
+    );
+    assert!(!api.has_branch("acme/proj", "claudomator/t1"));
+    api.assert_no_violations();
+}
