@@ -141,15 +141,11 @@ impl GithubClient {
             .await?;
         let reply = self.call(repo, Method::GET, &repo_path(repo), None).await?;
         if reply.status == 404 {
-            return Ok(Access {
-                identity: user.login.clone(),
-                can_push: false,
-                can_open_pulls: false,
-                missing: vec![format!(
-                    "{} cannot see {repo}: give the token's user access to it (write, to push and open pull requests)",
-                    user.login
-                )],
-            });
+            let why = format!(
+                "{} cannot see {repo}: give the token's user access to it (write, to push and open pull requests)",
+                user.login
+            );
+            return Ok(no_access(user.login, why));
         }
         if !reply.ok() {
             return Err(reply.error(&format!("reading {repo}")));
@@ -181,15 +177,11 @@ impl GithubClient {
         let path = format!("{}/installation", repo_path(repo));
         let reply = self.app_call(&path).await?;
         if reply.status == 404 {
-            return Ok(Access {
-                identity: format!("app {}", app.slug),
-                can_push: false,
-                can_open_pulls: false,
-                missing: vec![format!(
-                    "the App {} is not installed on {repo}: install it there",
-                    app.slug
-                )],
-            });
+            let why = format!(
+                "the App {} is not installed on {repo}: install it there",
+                app.slug
+            );
+            return Ok(no_access(format!("app {}", app.slug), why));
         }
         if !reply.ok() {
             return Err(reply.error(&format!("the App's installation on {repo}")));
@@ -223,6 +215,16 @@ impl GithubClient {
             can_open_pulls,
             missing,
         })
+    }
+}
+
+/// Credentials that cannot reach the repository at all.
+fn no_access(identity: String, why: String) -> Access {
+    Access {
+        identity,
+        can_push: false,
+        can_open_pulls: false,
+        missing: vec![why],
     }
 }
 
