@@ -1,11 +1,180 @@
 //! Every invalid SubmitTask field is INVALID_ARGUMENT naming the field, and
-//! writes nothing.
+//! writes nothing; the status details list every bad field
+//! (`google.rpc.BadRequest`), and a task in the wrong state is
+//! FAILED_PRECONDITION with a `google.rpc.PreconditionFailure`.
 
+#[path = "support/chat_mock.rs"]
+mod chat_mock;
 mod common;
+#[path = "support/http_thread.rs"]
+mod http_thread;
 
+use chat_mock::{ChatMock, Reply};
 use claudomator::proto as pb;
-use common::{all_tasks, spec, start_server_with, submit_request};
+use claudomator::rpc_status as rpc;
+use common::{agent_spec, all_tasks, spec, start_server_with, submit, submit_request};
+use prost::Message;
 use tonic::Code;
+
+/// The `google.rpc.Status` a failed call carries in its details trailer.
+fn rpc_status_of(err: &tonic::Status) -> rpc::Status {
+    rpc::Status::decode(err.details()).expect("the details are a google.rpc.Status")
+}
+
+/// The one detail of type `name` in a failed call's status.
+fn detail<M: Message + Default>(err: &tonic::Status, name: &str) -> M {
+    let status = rpc_status_of(err);
+    assert_eq!(status.code, err.code() as i32);
+    assert_eq!(status.message, err.message());
+    let found: Vec<_> = status
+        .details
+        .iter()
+        .filter(|any| any.type_url == rpc::type_url(name))
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", status.details);
+    M::decode(found[0].value.as_slice()).unwrap()
+}
+
+#[tokio::test]
+async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
+    let server = start_server_with(|_| {}).await;
+    let mut client = server.client().await;
+    let mut bad = spec("three things wrong");
+    bad.timeout = "soon".into();
+    bad.agent = Some(pb::AgentSettings {
+        max_budget_usd: -5.0,
+        ..Default::default()
+    });
+    bad.max_attempts = 1000;
+    let err = client.submit_task(submit_request(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // The message is a sentence: the first field, and how many more.
+    assert!(
+        err.message().starts_with("spec.agent.max_budget_usd: ")
+            && err
+                .message()
+                .ends_with("; and 2 more (spec.timeout, spec.max_attempts)"),
+        "{}",
+        err.message()
+    );
+    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.agent.max_budget_usd",
+            "spec.timeout",
+            "spec.max_attempts"
+        ]
+    );
+    for v in &bad_request.field_violations {
+        assert!(!v.description.is_empty(), "{v:?}");
+    }
+    assert!(
+        bad_request.field_violations[1]
+            .description
+            .contains("`soon`")
+    );
+    assert!(all_tasks(&mut client).await.is_empty());
+
+    // Other requests with several fields report each too.
+    let err = client
+        .list_tasks(pb::ListTasksRequest {
+            tag: "a\u{1b}b".into(),
+            page_size: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["tag", "page_size"]);
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: "nonsense".into(),
+            answer: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["task_id", "answer"]);
+}
+
+#[tokio::test]
+async fn cancelling_a_completed_task_is_failed_precondition_naming_the_states() {
+    let mock = ChatMock::always(Reply::text("Done.\n\n## Summary\nDone."));
+    let endpoint = mock.endpoint();
+    let server = start_server_with(move |c| {
+        c.executor.enabled = true;
+        c.executor.poll_interval = "100ms".into();
+        c.local_model.endpoint = endpoint;
+        c.local_model.max_retries = 0;
+    })
+    .await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, agent_spec(pb::AgentType::Local, "Say done.")).await;
+    let task = common::wait_completed(&mut client, &task.id).await;
+    assert_eq!(task.state, pb::TaskState::Completed as i32);
+
+    let err = client
+        .cancel_task(pb::CancelTaskRequest {
+            id: task.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "cannot move a task from COMPLETED to CANCELLED"
+    );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations,
+        [rpc::precondition_failure::Violation {
+            r#type: "TASK_STATE".into(),
+            subject: task.id.clone(),
+            description: "current COMPLETED; wanted one of PENDING, QUEUED, RUNNING, READY, \
+                          FAILED, TIMED_OUT, BLOCKED"
+                .into(),
+        }]
+    );
+
+    // Answering it is refused the same way; a not-found carries no details.
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: task.id.clone(),
+            answer: "yes".into(),
+        })
+        .await
+        .unwrap_err();
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current COMPLETED; wanted BLOCKED"
+    );
+    let err = client
+        .get_task(pb::GetTaskRequest {
+            id: "01JDZ0Q3W2J9P6V5M4N8K7H6G5".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.details().is_empty());
+}
 
 fn with_agent(mut s: pb::TaskSpec, agent: pb::AgentSettings) -> pb::TaskSpec {
     s.agent = Some(agent);

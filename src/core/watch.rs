@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::bus::{BusError, Published, Subscription};
-use super::error::{CoreError, CoreResult};
+use super::error::{CoreError, CoreResult, Violations};
 use super::model::{Id, Task, TaskFilter, TaskState};
 use super::tasks::TaskService;
 
@@ -228,13 +228,14 @@ fn matcher(query: &WatchQuery) -> CoreResult<Matcher> {
         ));
     }
     let mut ids = Vec::with_capacity(query.task_ids.len());
+    let mut found = Violations::default();
     for (i, text) in query.task_ids.iter().enumerate() {
-        let id = text
-            .trim()
-            .parse()
-            .map_err(|e: String| CoreError::invalid(format!("task_ids[{i}]"), e))?;
-        ids.push(id);
+        match text.trim().parse() {
+            Ok(id) => ids.push(id),
+            Err(e) => found.add(format!("task_ids[{i}]"), e),
+        }
     }
+    found.into_result()?;
     let mut states = query.states.clone();
     states.sort_by_key(|s| s.as_str());
     states.dedup();
