@@ -74,6 +74,22 @@ fn precondition_failure(wrong: &WrongState) -> prost_types::Any {
     any("PreconditionFailure", &detail)
 }
 
+/// The bad fields a status's details list (a `google.rpc.BadRequest`), as
+/// `(field, description)`; none when it has no such details.
+pub fn field_violations(status: &Status) -> Vec<(String, String)> {
+    let Ok(decoded) = rpc::Status::decode(status.details()) else {
+        return Vec::new();
+    };
+    decoded
+        .details
+        .iter()
+        .filter(|any| any.type_url == rpc::type_url("BadRequest"))
+        .filter_map(|any| rpc::BadRequest::decode(any.value.as_slice()).ok())
+        .flat_map(|bad| bad.field_violations)
+        .map(|v| (v.field, v.description))
+        .collect()
+}
+
 impl From<CoreError> for Status {
     fn from(err: CoreError) -> Self {
         to_status(err)

@@ -21,6 +21,16 @@ fn rpc_status_of(err: &tonic::Status) -> rpc::Status {
     rpc::Status::decode(err.details()).expect("the details are a google.rpc.Status")
 }
 
+/// The fields an INVALID_ARGUMENT's `BadRequest` names, in its order.
+fn bad_fields(err: &tonic::Status) -> Vec<String> {
+    let bad_request: rpc::BadRequest = detail(err, "BadRequest");
+    bad_request
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
 /// The one detail of type `name` in a failed call's status.
 fn detail<M: Message + Default>(err: &tonic::Status, name: &str) -> M {
     let status = rpc_status_of(err);
@@ -57,20 +67,15 @@ async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
         "{}",
         err.message()
     );
-    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
-    let fields: Vec<&str> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
     assert_eq!(
-        fields,
+        bad_fields(&err),
         [
             "spec.agent.max_budget_usd",
             "spec.timeout",
             "spec.max_attempts"
         ]
     );
+    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
     for v in &bad_request.field_violations {
         assert!(!v.description.is_empty(), "{v:?}");
     }
@@ -90,13 +95,7 @@ async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
         })
         .await
         .unwrap_err();
-    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
-    let fields: Vec<&str> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, ["tag", "page_size"]);
+    assert_eq!(bad_fields(&err), ["tag", "page_size"]);
     let err = client
         .answer_question(pb::AnswerQuestionRequest {
             task_id: "nonsense".into(),
@@ -104,26 +103,13 @@ async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
         })
         .await
         .unwrap_err();
-    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
-    let fields: Vec<&str> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, ["task_id", "answer"]);
+    assert_eq!(bad_fields(&err), ["task_id", "answer"]);
 }
 
 #[tokio::test]
 async fn cancelling_a_completed_task_is_failed_precondition_naming_the_states() {
     let mock = ChatMock::always(Reply::text("Done.\n\n## Summary\nDone."));
-    let endpoint = mock.endpoint();
-    let server = start_server_with(move |c| {
-        c.executor.enabled = true;
-        c.executor.poll_interval = "100ms".into();
-        c.local_model.endpoint = endpoint;
-        c.local_model.max_retries = 0;
-    })
-    .await;
+    let server = common::start_local_model_server(mock.endpoint(), |_| {}).await;
     let mut client = server.client().await;
     let task = submit(&mut client, agent_spec(pb::AgentType::Local, "Say done.")).await;
     let task = common::wait_completed(&mut client, &task.id).await;
@@ -813,4 +799,36 @@ async fn a_message_that_is_not_protobuf_is_invalid_argument() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("Protobuf"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn accepting_a_running_task_is_refused_and_leaves_it_running() {
+    // The state machine lets the executor complete a running task; accept
+    // is a reviewer's verdict on READY work and must not.
+    let mock = ChatMock::always(Reply::Hang);
+    let server = common::start_local_model_server(mock.endpoint(), |_| {}).await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, agent_spec(pb::AgentType::Local, "Think long.")).await;
+    common::wait_for(&mut client, &task.id, &[pb::TaskState::Running]).await;
+
+    let err = client
+        .accept_task(pb::AcceptTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        format!("task {} is RUNNING, not READY", task.id)
+    );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current RUNNING; wanted READY"
+    );
+    assert_eq!(
+        common::get(&mut client, &task.id).await.state,
+        pb::TaskState::Running as i32
+    );
 }

@@ -409,12 +409,7 @@ async fn watch_tasks_streams_over_grpc_web_with_a_token() {
 async fn stream_logs_streams_a_run_over_grpc_web_to_its_trailers() {
     let answer = "First line of the answer.\nSecond line.\n\n## Summary\nTwo lines.";
     let mock = ChatMock::always(Reply::text(answer));
-    let endpoint = mock.endpoint();
-    let server = start_server_with(move |c| {
-        c.executor.enabled = true;
-        c.executor.poll_interval = "100ms".into();
-        c.local_model.endpoint = endpoint;
-        c.local_model.max_retries = 0;
+    let server = common::start_local_model_server(mock.endpoint(), |c| {
         c.local_model.max_tokens = 48;
     })
     .await;

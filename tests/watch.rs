@@ -78,12 +78,7 @@ fn ids(tasks: &[pb::Task]) -> Vec<&str> {
 /// A server running `local` tasks against a scripted model that answers
 /// at once.
 async fn local_server(mock: &ChatMock, adjust: impl FnOnce(&mut Config)) -> common::TestServer {
-    let endpoint = mock.endpoint();
-    start_server_with(move |c| {
-        c.executor.enabled = true;
-        c.executor.poll_interval = "100ms".into();
-        c.local_model.endpoint = endpoint;
-        c.local_model.max_retries = 0;
+    common::start_local_model_server(mock.endpoint(), |c| {
         for agent in [
             &mut c.agents.claude,
             &mut c.agents.codex,

@@ -371,7 +371,7 @@ impl TaskService {
     pub async fn accept(&self, task_id: &str) -> CoreResult<Task> {
         let id = parse_id("task_id", task_id)?;
         let task = self
-            .transition(id, TaskState::Completed, "accepted")
+            .transition_from(id, &[TaskState::Ready], TaskState::Completed, "accepted")
             .await?;
         if let Some(sandboxes) = &self.sandboxes
             && let Err(e) = crate::sandbox::remove(sandboxes, &id.to_string()).await
@@ -462,18 +462,43 @@ impl TaskService {
     /// Moves a task to `to` if the state machine allows it from the state the
     /// task is in, retrying when another writer got there first.
     pub async fn transition(&self, id: Id, to: TaskState, reason: &str) -> CoreResult<Task> {
+        self.transition_from(id, &state::sources(to), to, reason)
+            .await
+    }
+
+    /// [`Self::transition`], only from one of the states `from` (a request
+    /// that names what it acts on: accept wants READY work, not a run that
+    /// the state machine may also complete); another is `WrongState`.
+    async fn transition_from(
+        &self,
+        id: Id,
+        from: &[TaskState],
+        to: TaskState,
+        reason: &str,
+    ) -> CoreResult<Task> {
         for _ in 0..TRANSITION_RETRIES {
             let mut task = self
                 .store
                 .get_task(id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("task", id))?;
-            if let Err(why) = state::check(task.state, to) {
+            if !from.contains(&task.state) {
+                let message = match state::check(task.state, to) {
+                    Err(why) => why.to_string(),
+                    Ok(()) => format!(
+                        "task {id} is {}, not {}",
+                        task.state.as_str().to_uppercase(),
+                        from.iter()
+                            .map(|s| s.as_str().to_uppercase())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                };
                 return Err(CoreError::WrongState(WrongState {
                     task_id: id.to_string(),
                     current: task.state,
-                    wanted: state::sources(to),
-                    message: why.to_string(),
+                    wanted: from.to_vec(),
+                    message,
                 }));
             }
             let update = TaskUpdate::new(id, task.state, to, reason);

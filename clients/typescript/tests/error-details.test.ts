@@ -11,7 +11,6 @@ import { ConnectError } from "@connectrpc/connect";
 import {
   AgentType,
   BadRequestSchema,
-  ClaudomatorError,
   Client,
   Code,
   fieldViolations,
@@ -21,20 +20,11 @@ import {
   TASK_STATE,
   TaskState,
 } from "../src/index.js";
-import { QUEUE_ONLY, startLocalServer, startServer, type Server } from "./harness.js";
+import { QUEUE_ONLY, refused, startLocalServer, startServer, type Server } from "./harness.js";
 
 const THREE_BAD = ["spec.agent.max_budget_usd", "spec.timeout", "spec.max_attempts"];
 const CANCELLABLE = "PENDING, QUEUED, RUNNING, READY, FAILED, TIMED_OUT, BLOCKED";
 
-async function refused(promise: Promise<unknown>): Promise<ClaudomatorError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ClaudomatorError, `expected a ClaudomatorError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail("expected the call to fail");
-}
 
 describe("status details", () => {
   let queueOnly: Server;
