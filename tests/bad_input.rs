@@ -444,6 +444,17 @@ async fn a_diff_or_merge_of_a_bad_task_or_branch_is_refused() {
         "{}",
         err.message()
     );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current QUEUED; wanted one of READY, COMPLETED"
+    );
+    // A diff without a branch is not about the task's state: no details.
+    let err = client
+        .get_task_diff(diff(&existing.id, 0))
+        .await
+        .unwrap_err();
+    assert!(err.details().is_empty());
 }
 
 /// One row of the README's "Limits" table per case: each over-limit or
