@@ -104,6 +104,21 @@ async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&err), ["task_id", "answer"]);
+    // And what only the store knows: every task named that does not exist.
+    let mut unknown = spec("depends on nothing that exists");
+    unknown.depends_on = vec![
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        "01ARZ3NDEKTSV4RRFFQ69G5FAW".into(),
+    ];
+    unknown.parent_task_id = "01ARZ3NDEKTSV4RRFFQ69G5FAX".into();
+    let err = client
+        .submit_task(submit_request(unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_fields(&err),
+        ["spec.depends_on", "spec.depends_on", "spec.parent_task_id"]
+    );
 }
 
 #[tokio::test]

@@ -255,25 +255,22 @@ impl TaskService {
             return Ok(Prepared::Existing(existing));
         }
 
+        // The tasks it names must exist: every one that does not is told.
+        let mut found = Violations::default();
         let deps = self.store.get_tasks(&task.depends_on).await?;
-        if let Some(missing) = task
+        for missing in task
             .depends_on
             .iter()
-            .find(|id| !deps.iter().any(|d| d.id == **id))
+            .filter(|id| !deps.iter().any(|d| d.id == **id))
         {
-            return Err(CoreError::invalid(
-                "spec.depends_on",
-                format!("unknown task {missing}"),
-            ));
+            found.add("spec.depends_on", format!("unknown task {missing}"));
         }
         if let Some(parent) = task.parent_task_id
             && self.store.get_task(parent).await?.is_none()
         {
-            return Err(CoreError::invalid(
-                "spec.parent_task_id",
-                format!("unknown task {parent}"),
-            ));
+            found.add("spec.parent_task_id", format!("unknown task {parent}"));
         }
+        found.into_result()?;
 
         let ready = deps.iter().all(|d| d.state == TaskState::Completed);
         if ready {
