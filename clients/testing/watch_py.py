@@ -18,36 +18,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from claudomator_client import AsyncClient, Client  # noqa: E402
 
 
+class Count:
+    """Counts the changes among a watch's events; done at `count`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.events = 0
+        self.start = time.time()
+
+    def done(self, event) -> bool:
+        if event.WhichOneof("event") == "change":
+            self.events += 1
+        return self.events == self.count
+
+    def result(self) -> dict:
+        return {"events": self.events, "start": self.start, "last": time.time()}
+
+
 def follow_sync(address: str, tag: str, cursor: str, count: int) -> dict:
     with Client(address, call_timeout=None) as client:
         client.get_system_status()  # connect first, as every watcher does
-        start = time.time()
-        events = 0
+        counted = Count(count)
         stream = client.watch_tasks(tag=tag, cursor=cursor)
-        for event in stream:
-            if event.WhichOneof("event") == "change":
-                events += 1
-                if events == count:
-                    break
-        last = time.time()
+        next(e for e in stream if counted.done(e))
         stream.cancel()
-    return {"events": events, "start": start, "last": last}
+        return counted.result()
 
 
 async def follow_async(address: str, tag: str, cursor: str, count: int) -> dict:
     async with AsyncClient(address, call_timeout=None) as client:
         await client.get_system_status()
-        start = time.time()
-        events = 0
+        counted = Count(count)
         stream = client.watch_tasks(tag=tag, cursor=cursor)
         async for event in stream:
-            if event.WhichOneof("event") == "change":
-                events += 1
-                if events == count:
-                    break
-        last = time.time()
+            if counted.done(event):
+                break
         stream.cancel()
-    return {"events": events, "start": start, "last": last}
+        return counted.result()
 
 
 def main() -> None:
