@@ -16,6 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure().compile_fds(api)?;
 
+    // google.rpc.Status and the error details a failed call carries.
+    let rpc = protox::compile(
+        ["google/rpc/status.proto", "google/rpc/error_details.proto"],
+        ["proto"],
+    )?;
+    tonic_prost_build::configure().compile_fds(rpc)?;
+
     let echo = protox::compile(["bench/echo.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(echo)?;
     Ok(())

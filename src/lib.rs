@@ -19,6 +19,8 @@
 //! - [`data_dir`]: the private data dir and the lock one server holds on it.
 //! - [`cli`]: the `claudomator` command.
 //! - [`proto`]: code generated from `proto/claudomator/v1`.
+//! - [`rpc_status`]: `google.rpc.Status` and the error details, from
+//!   `proto/google/rpc`.
 
 pub mod app;
 pub mod cli;
@@ -43,6 +45,17 @@ pub mod proto {
     /// The encoded descriptor set, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("claudomator_v1_descriptor");
+}
+
+/// `google.rpc.Status` and the error details it carries in a failed
+/// call's `grpc-status-details-bin` trailer (`crate::error` encodes them).
+pub mod rpc_status {
+    tonic::include_proto!("google.rpc");
+
+    /// The type URL of a detail packed in `Status.details`.
+    pub fn type_url(name: &str) -> String {
+        format!("type.googleapis.com/google.rpc.{name}")
+    }
 }
 
 /// A bare unary echo service, only the baseline for `benches/submit.rs`.

@@ -1,11 +1,181 @@
 //! Every invalid SubmitTask field is INVALID_ARGUMENT naming the field, and
-//! writes nothing.
+//! writes nothing; the status details list every bad field
+//! (`google.rpc.BadRequest`), and a task in the wrong state is
+//! FAILED_PRECONDITION with a `google.rpc.PreconditionFailure`.
 
+#[path = "support/chat_mock.rs"]
+mod chat_mock;
 mod common;
+#[path = "support/http_thread.rs"]
+mod http_thread;
 
+use chat_mock::{ChatMock, Reply};
 use claudomator::proto as pb;
-use common::{all_tasks, spec, start_server_with, submit_request};
+use claudomator::rpc_status as rpc;
+use common::{agent_spec, all_tasks, spec, start_server_with, submit, submit_request};
+use prost::Message;
 use tonic::Code;
+
+/// The `google.rpc.Status` a failed call carries in its details trailer.
+fn rpc_status_of(err: &tonic::Status) -> rpc::Status {
+    rpc::Status::decode(err.details()).expect("the details are a google.rpc.Status")
+}
+
+/// The fields an INVALID_ARGUMENT's `BadRequest` names, in its order.
+fn bad_fields(err: &tonic::Status) -> Vec<String> {
+    let bad_request: rpc::BadRequest = detail(err, "BadRequest");
+    bad_request
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+/// The one detail of type `name` in a failed call's status.
+fn detail<M: Message + Default>(err: &tonic::Status, name: &str) -> M {
+    let status = rpc_status_of(err);
+    assert_eq!(status.code, err.code() as i32);
+    assert_eq!(status.message, err.message());
+    let found: Vec<_> = status
+        .details
+        .iter()
+        .filter(|any| any.type_url == rpc::type_url(name))
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", status.details);
+    M::decode(found[0].value.as_slice()).unwrap()
+}
+
+#[tokio::test]
+async fn a_submit_with_three_bad_fields_hears_of_all_three_in_the_details() {
+    let server = start_server_with(|_| {}).await;
+    let mut client = server.client().await;
+    let mut bad = spec("three things wrong");
+    bad.timeout = "soon".into();
+    bad.agent = Some(pb::AgentSettings {
+        max_budget_usd: -5.0,
+        ..Default::default()
+    });
+    bad.max_attempts = 1000;
+    let err = client.submit_task(submit_request(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // The message is a sentence: the first field, and how many more.
+    assert!(
+        err.message().starts_with("spec.agent.max_budget_usd: ")
+            && err
+                .message()
+                .ends_with("; and 2 more (spec.timeout, spec.max_attempts)"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        bad_fields(&err),
+        [
+            "spec.agent.max_budget_usd",
+            "spec.timeout",
+            "spec.max_attempts"
+        ]
+    );
+    let bad_request: rpc::BadRequest = detail(&err, "BadRequest");
+    for v in &bad_request.field_violations {
+        assert!(!v.description.is_empty(), "{v:?}");
+    }
+    assert!(
+        bad_request.field_violations[1]
+            .description
+            .contains("`soon`")
+    );
+    assert!(all_tasks(&mut client).await.is_empty());
+
+    // Other requests with several fields report each too.
+    let err = client
+        .list_tasks(pb::ListTasksRequest {
+            tag: "a\u{1b}b".into(),
+            page_size: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["tag", "page_size"]);
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: "nonsense".into(),
+            answer: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["task_id", "answer"]);
+    // And what only the store knows: every task named that does not exist.
+    let mut unknown = spec("depends on nothing that exists");
+    unknown.depends_on = vec![
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        "01ARZ3NDEKTSV4RRFFQ69G5FAW".into(),
+    ];
+    unknown.parent_task_id = "01ARZ3NDEKTSV4RRFFQ69G5FAX".into();
+    let err = client
+        .submit_task(submit_request(unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_fields(&err),
+        ["spec.depends_on", "spec.depends_on", "spec.parent_task_id"]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_completed_task_is_failed_precondition_naming_the_states() {
+    let mock = ChatMock::always(Reply::text("Done.\n\n## Summary\nDone."));
+    let server = common::start_local_model_server(mock.endpoint(), |_| {}).await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, agent_spec(pb::AgentType::Local, "Say done.")).await;
+    let task = common::wait_completed(&mut client, &task.id).await;
+    assert_eq!(task.state, pb::TaskState::Completed as i32);
+
+    let err = client
+        .cancel_task(pb::CancelTaskRequest {
+            id: task.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "cannot move a task from COMPLETED to CANCELLED"
+    );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations,
+        [rpc::precondition_failure::Violation {
+            r#type: "TASK_STATE".into(),
+            subject: task.id.clone(),
+            description: "current COMPLETED; wanted one of PENDING, QUEUED, RUNNING, READY, \
+                          FAILED, TIMED_OUT, BLOCKED"
+                .into(),
+        }]
+    );
+
+    // Answering it is refused the same way; a not-found carries no details.
+    let err = client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: task.id.clone(),
+            answer: "yes".into(),
+        })
+        .await
+        .unwrap_err();
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current COMPLETED; wanted BLOCKED"
+    );
+    let err = client
+        .get_task(pb::GetTaskRequest {
+            id: "01JDZ0Q3W2J9P6V5M4N8K7H6G5".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.details().is_empty());
+}
 
 fn with_agent(mut s: pb::TaskSpec, agent: pb::AgentSettings) -> pb::TaskSpec {
     s.agent = Some(agent);
@@ -289,6 +459,17 @@ async fn a_diff_or_merge_of_a_bad_task_or_branch_is_refused() {
         "{}",
         err.message()
     );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current QUEUED; wanted one of READY, COMPLETED"
+    );
+    // A diff without a branch is not about the task's state: no details.
+    let err = client
+        .get_task_diff(diff(&existing.id, 0))
+        .await
+        .unwrap_err();
+    assert!(err.details().is_empty());
 }
 
 /// One row of the README's "Limits" table per case: each over-limit or
@@ -644,4 +825,36 @@ async fn a_message_that_is_not_protobuf_is_invalid_argument() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("Protobuf"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn accepting_a_running_task_is_refused_and_leaves_it_running() {
+    // The state machine lets the executor complete a running task; accept
+    // is a reviewer's verdict on READY work and must not.
+    let mock = ChatMock::always(Reply::Hang);
+    let server = common::start_local_model_server(mock.endpoint(), |_| {}).await;
+    let mut client = server.client().await;
+    let task = submit(&mut client, agent_spec(pb::AgentType::Local, "Think long.")).await;
+    common::wait_for(&mut client, &task.id, &[pb::TaskState::Running]).await;
+
+    let err = client
+        .accept_task(pb::AcceptTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        format!("task {} is RUNNING, not READY", task.id)
+    );
+    let failure: rpc::PreconditionFailure = detail(&err, "PreconditionFailure");
+    assert_eq!(
+        failure.violations[0].description,
+        "current RUNNING; wanted READY"
+    );
+    assert_eq!(
+        common::get(&mut client, &task.id).await.state,
+        pb::TaskState::Running as i32
+    );
 }

@@ -1043,3 +1043,39 @@ fn an_unavailable_agent_is_warned_at_start_on_submit_and_refused_on_request() {
     assert_code(&for_claude, 0, &served);
     assert_eq!(stderr(&for_claude), "");
 }
+
+#[test]
+fn a_submit_with_several_bad_fields_prints_each() {
+    let served = serve(None);
+    let refused = cli(
+        &served,
+        &[
+            "submit",
+            "three things wrong",
+            "--timeout",
+            "soon",
+            "--max-attempts",
+            "1000",
+            "--tag",
+            "a b",
+        ],
+    );
+    assert_code(&refused, 2, &served);
+    let err = stderr(&refused);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].contains("spec.timeout: ")
+            && lines[0].ends_with("; and 2 more (spec.tags, spec.max_attempts) (InvalidArgument)"),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("  spec.timeout: "), "{err}");
+    assert!(
+        lines[2].starts_with("  spec.tags: `a b` is not a tag"),
+        "{err}"
+    );
+    assert!(
+        lines[3].starts_with("  spec.max_attempts: is 1000"),
+        "{err}"
+    );
+    assert!(task_ids(&served).is_empty());
+}

@@ -392,14 +392,7 @@ async fn watch_tasks_streams_over_grpc_web_with_a_token() {
         let next: pb::WatchTasksResponse = frames.message().await;
         match next.event {
             Some(pb::watch_tasks_response::Event::Heartbeat(_)) => continue,
-            // The task's creation, when the bus published it after the
-            // snapshot was read (a known repeat: the snapshot's cursor can
-            // trail the store it read).
-            Some(pb::watch_tasks_response::Event::Change(change))
-                if change.to_state == pb::TaskState::Queued as i32 =>
-            {
-                continue;
-            }
+            // Never the task's creation again: the snapshot had it.
             Some(pb::watch_tasks_response::Event::Change(change)) => {
                 assert_eq!(change.task.unwrap().id, task.id);
                 assert_eq!(change.from_state, pb::TaskState::Queued as i32);
@@ -416,12 +409,7 @@ async fn watch_tasks_streams_over_grpc_web_with_a_token() {
 async fn stream_logs_streams_a_run_over_grpc_web_to_its_trailers() {
     let answer = "First line of the answer.\nSecond line.\n\n## Summary\nTwo lines.";
     let mock = ChatMock::always(Reply::text(answer));
-    let endpoint = mock.endpoint();
-    let server = start_server_with(move |c| {
-        c.executor.enabled = true;
-        c.executor.poll_interval = "100ms".into();
-        c.local_model.endpoint = endpoint;
-        c.local_model.max_retries = 0;
+    let server = common::start_local_model_server(mock.endpoint(), |c| {
         c.local_model.max_tokens = 48;
     })
     .await;

@@ -78,12 +78,7 @@ fn ids(tasks: &[pb::Task]) -> Vec<&str> {
 /// A server running `local` tasks against a scripted model that answers
 /// at once.
 async fn local_server(mock: &ChatMock, adjust: impl FnOnce(&mut Config)) -> common::TestServer {
-    let endpoint = mock.endpoint();
-    start_server_with(move |c| {
-        c.executor.enabled = true;
-        c.executor.poll_interval = "100ms".into();
-        c.local_model.endpoint = endpoint;
-        c.local_model.max_retries = 0;
+    common::start_local_model_server(mock.endpoint(), |c| {
         for agent in [
             &mut c.agents.claude,
             &mut c.agents.codex,
@@ -452,5 +447,81 @@ async fn stopping_the_server_ends_open_watches_so_it_stops_at_once() {
     assert!(
         matches!(end, None | Some(Err(_))),
         "no event after the server stopped: {end:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_never_sees_a_tasks_creation_twice_under_concurrent_submits() {
+    // Watches open while tasks are being submitted from several clients:
+    // each task is in a watch's snapshot or comes as its creation after
+    // it, never both (the snapshot's cursor is read with the snapshot, not
+    // from the bus, which may not have published what the snapshot has).
+    const SUBMITTERS: usize = 4;
+    const EACH: usize = 60;
+    const WATCHERS: usize = 6;
+    let server = start_server().await;
+    let tag = "concurrent";
+    let mut submitters = Vec::new();
+    for s in 0..SUBMITTERS {
+        let mut client = server.client().await;
+        submitters.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..EACH {
+                let mut spec = spec(&format!("task {s}-{i}"));
+                spec.tags = vec![tag.into()];
+                ids.push(submit(&mut client, spec).await.id);
+            }
+            ids
+        }));
+    }
+    let mut watches = Vec::new();
+    for _ in 0..WATCHERS {
+        let mut client = server.client().await;
+        watches.push(
+            watch(
+                &mut client,
+                pb::WatchTasksRequest {
+                    tag: tag.into(),
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let mut all = Vec::new();
+    for submitter in submitters {
+        all.extend(submitter.await.unwrap());
+    }
+    assert_eq!(all.len(), SUBMITTERS * EACH);
+
+    let mut in_snapshots = 0;
+    for (w, mut watch) in watches.into_iter().enumerate() {
+        let (tasks, _) = snapshot(&mut watch).await;
+        in_snapshots += tasks.len();
+        let mut seen: std::collections::HashMap<String, &str> =
+            tasks.iter().map(|t| (t.id.clone(), "snapshot")).collect();
+        assert_eq!(
+            seen.len(),
+            tasks.len(),
+            "watch {w}: a task twice in its snapshot"
+        );
+        while seen.len() < all.len() {
+            let (change, _) = next_change(&mut watch).await;
+            let id = change.task.unwrap().id;
+            assert_eq!(
+                state(change.from_state),
+                pb::TaskState::Unspecified,
+                "watch {w}: only creations happen here"
+            );
+            if let Some(before) = seen.insert(id.clone(), "change") {
+                panic!("watch {w}: task {id} created again after it came as a {before}");
+            }
+        }
+    }
+    // The watches did open while tasks were being submitted.
+    assert!(
+        in_snapshots > 0 && in_snapshots < WATCHERS * all.len(),
+        "{in_snapshots} snapshot tasks over {WATCHERS} watches"
     );
 }

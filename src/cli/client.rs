@@ -127,7 +127,15 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
             _ => exit::FAILURE,
         };
-        Failure(format!("{} ({:?})", status.message(), status.code()), code)
+        let mut message = format!("{} ({:?})", status.message(), status.code());
+        // Every bad field, one a line, when there are several.
+        let violations = crate::error::field_violations(&status);
+        if violations.len() > 1 {
+            for (field, description) in violations {
+                message.push_str(&format!("\n  {field}: {description}"));
+            }
+        }
+        Failure(message, code)
     }
 }
 

@@ -265,7 +265,11 @@ impl CiTriage {
                 Ok(done) if done.state_reason != reason => {}
                 Ok(_) => cancelled.push(task.id),
                 // It started or ended meanwhile: no longer ours to cancel.
-                Err(CoreError::IllegalTransition(_) | CoreError::FailedPrecondition(_)) => {}
+                Err(
+                    CoreError::IllegalTransition(_)
+                    | CoreError::FailedPrecondition(_)
+                    | CoreError::WrongState(_),
+                ) => {}
                 Err(e) => return Err(e),
             }
         }

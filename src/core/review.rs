@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::error::{CoreError, CoreResult};
+use super::error::{CoreError, CoreResult, WrongState};
 use super::model::{Task, TaskState};
 use super::tasks::{TaskService, parse_id};
 use crate::sandbox::{
@@ -106,10 +106,15 @@ impl Reviews {
     pub async fn merge(&self, task_id: &str, into: &str, rebase: bool) -> CoreResult<Merged> {
         let (task, project) = self.task_and_project(task_id).await?;
         if !matches!(task.state, TaskState::Ready | TaskState::Completed) {
-            return Err(CoreError::FailedPrecondition(format!(
-                "task {} is {}: only work that is done (ready or completed) is merged",
-                task.id, task.state
-            )));
+            return Err(CoreError::WrongState(WrongState {
+                task_id: task.id.to_string(),
+                current: task.state,
+                wanted: vec![TaskState::Ready, TaskState::Completed],
+                message: format!(
+                    "task {} is {}: only work that is done (ready or completed) is merged",
+                    task.id, task.state
+                ),
+            }));
         }
         let mode = if rebase {
             MergeMode::Rebase

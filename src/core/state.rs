@@ -45,6 +45,16 @@ pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
     }
 }
 
+/// The states a task may move to `to` from, in the order of
+/// [`TaskState::ALL`].
+pub fn sources(to: TaskState) -> Vec<TaskState> {
+    TaskState::ALL
+        .iter()
+        .copied()
+        .filter(|&from| check(from, to).is_ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

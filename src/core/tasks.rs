@@ -10,12 +10,14 @@ use tracing::{info, warn};
 
 pub use super::activity::Activity;
 use super::bus::ChangeBus;
-use super::error::{CoreError, CoreResult};
+use super::error::{Checked, CoreError, CoreResult, Violations, WrongState, both};
 use super::events::EventSink;
 use super::logs::{LogError, LogHub, LogResult, LogSender};
 use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
-use super::validate::{TaskRules, validate};
+use super::validate::{
+    MAX_ANSWER_BYTES, MAX_REASON_BYTES, TaskRules, check_required_text, check_text, validate,
+};
 pub use crate::store::InsertCap;
 use crate::store::{Store, StoreError, TaskUpdate};
 
@@ -253,25 +255,22 @@ impl TaskService {
             return Ok(Prepared::Existing(existing));
         }
 
+        // The tasks it names must exist: every one that does not is told.
+        let mut found = Violations::default();
         let deps = self.store.get_tasks(&task.depends_on).await?;
-        if let Some(missing) = task
+        for missing in task
             .depends_on
             .iter()
-            .find(|id| !deps.iter().any(|d| d.id == **id))
+            .filter(|id| !deps.iter().any(|d| d.id == **id))
         {
-            return Err(CoreError::invalid(
-                "spec.depends_on",
-                format!("unknown task {missing}"),
-            ));
+            found.add("spec.depends_on", format!("unknown task {missing}"));
         }
         if let Some(parent) = task.parent_task_id
             && self.store.get_task(parent).await?.is_none()
         {
-            return Err(CoreError::invalid(
-                "spec.parent_task_id",
-                format!("unknown task {parent}"),
-            ));
+            found.add("spec.parent_task_id", format!("unknown task {parent}"));
         }
+        found.into_result()?;
 
         let ready = deps.iter().all(|d| d.state == TaskState::Completed);
         if ready {
@@ -323,20 +322,23 @@ impl TaskService {
 
     /// Cancels a task in any non-final state.
     pub async fn cancel(&self, id: &str, reason: &str) -> CoreResult<Task> {
-        let id = parse_id("id", id)?;
+        let (id, ()) = both(
+            parse_id("id", id),
+            check_text("reason", reason, MAX_REASON_BYTES),
+        )?;
         let reason = match reason.trim() {
             "" => "cancelled by request",
             text => text,
         };
         let task = match self.transition(id, TaskState::Cancelled, reason).await {
-            Err(CoreError::IllegalTransition(why)) => {
+            Err(CoreError::WrongState(wrong)) => {
                 // Cancelling twice is not an error (a retried request, two
                 // people): the task as the first cancel left it.
                 let task = self.get(&id.to_string()).await?;
                 if task.state == TaskState::Cancelled {
                     return Ok(task);
                 }
-                return Err(CoreError::IllegalTransition(why));
+                return Err(CoreError::WrongState(wrong));
             }
             other => other?,
         };
@@ -350,10 +352,10 @@ impl TaskService {
     /// Answers a BLOCKED task's question; its next run resumes the agent
     /// session with the answer.
     pub async fn answer(&self, task_id: &str, answer: &str) -> CoreResult<Task> {
-        let id = parse_id("task_id", task_id)?;
-        if answer.trim().is_empty() {
-            return Err(CoreError::invalid("answer", "must not be empty"));
-        }
+        let (id, ()) = both(
+            parse_id("task_id", task_id),
+            check_required_text("answer", answer, MAX_ANSWER_BYTES),
+        )?;
         let input = format!("A person answered your question:\n\n{}", answer.trim());
         let task = self
             .resume_with(id, TaskState::Blocked, TaskState::Queued, "answered", input)
@@ -366,7 +368,7 @@ impl TaskService {
     pub async fn accept(&self, task_id: &str) -> CoreResult<Task> {
         let id = parse_id("task_id", task_id)?;
         let task = self
-            .transition(id, TaskState::Completed, "accepted")
+            .transition_from(id, &[TaskState::Ready], TaskState::Completed, "accepted")
             .await?;
         if let Some(sandboxes) = &self.sandboxes
             && let Err(e) = crate::sandbox::remove(sandboxes, &id.to_string()).await
@@ -380,10 +382,10 @@ impl TaskService {
     /// Sends a READY task's work back with feedback; its next run resumes the
     /// agent session with the feedback.
     pub async fn reject(&self, task_id: &str, feedback: &str) -> CoreResult<Task> {
-        let id = parse_id("task_id", task_id)?;
-        if feedback.trim().is_empty() {
-            return Err(CoreError::invalid("feedback", "must not be empty"));
-        }
+        let (id, ()) = both(
+            parse_id("task_id", task_id),
+            check_required_text("feedback", feedback, MAX_ANSWER_BYTES),
+        )?;
         let input = format!(
             "A reviewer sent your work back. Address this feedback:\n\n{}",
             feedback.trim()
@@ -417,11 +419,16 @@ impl TaskService {
             .await?
             .ok_or_else(|| CoreError::not_found("task", id))?;
         if task.state != from {
-            return Err(CoreError::FailedPrecondition(format!(
-                "task {id} is {}, not {}",
-                task.state.as_str().to_uppercase(),
-                from.as_str().to_uppercase()
-            )));
+            return Err(CoreError::WrongState(WrongState {
+                task_id: id.to_string(),
+                current: task.state,
+                wanted: vec![from],
+                message: format!(
+                    "task {id} is {}, not {}",
+                    task.state.as_str().to_uppercase(),
+                    from.as_str().to_uppercase()
+                ),
+            }));
         }
         let mut update = TaskUpdate::new(id, from, to, reason);
         update.question = Some(None);
@@ -452,12 +459,45 @@ impl TaskService {
     /// Moves a task to `to` if the state machine allows it from the state the
     /// task is in, retrying when another writer got there first.
     pub async fn transition(&self, id: Id, to: TaskState, reason: &str) -> CoreResult<Task> {
+        self.transition_from(id, &state::sources(to), to, reason)
+            .await
+    }
+
+    /// [`Self::transition`], only from one of the states `from` (a request
+    /// that names what it acts on: accept wants READY work, not a run that
+    /// the state machine may also complete); another is `WrongState`.
+    async fn transition_from(
+        &self,
+        id: Id,
+        from: &[TaskState],
+        to: TaskState,
+        reason: &str,
+    ) -> CoreResult<Task> {
         for _ in 0..TRANSITION_RETRIES {
             let mut task = self
                 .store
                 .get_task(id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("task", id))?;
+            if !from.contains(&task.state) {
+                let message = match state::check(task.state, to) {
+                    Err(why) => why.to_string(),
+                    Ok(()) => format!(
+                        "task {id} is {}, not {}",
+                        task.state.as_str().to_uppercase(),
+                        from.iter()
+                            .map(|s| s.as_str().to_uppercase())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                };
+                return Err(CoreError::WrongState(WrongState {
+                    task_id: id.to_string(),
+                    current: task.state,
+                    wanted: from.to_vec(),
+                    message,
+                }));
+            }
             let update = TaskUpdate::new(id, task.state, to, reason);
             let at = update.at;
             if self.apply(update).await? {
@@ -509,22 +549,21 @@ impl TaskService {
     }
 }
 
-pub(super) fn parse_id(field: &str, text: &str) -> CoreResult<Id> {
+pub(super) fn parse_id(field: &str, text: &str) -> Checked<Id> {
     if text.trim().is_empty() {
-        return Err(CoreError::invalid(field, "is required"));
+        return Err(Violations::one(field, "is required"));
     }
-    text.parse()
-        .map_err(|e: String| CoreError::invalid(field, e))
+    text.parse().map_err(|e: String| Violations::one(field, e))
 }
 
-fn parse_page_token(token: &str) -> CoreResult<Option<Id>> {
+fn parse_page_token(token: &str) -> Checked<Option<Id>> {
     if token.is_empty() {
         return Ok(None);
     }
     token
         .parse()
         .map(Some)
-        .map_err(|_| CoreError::invalid("page_token", "is not a token this server returned"))
+        .map_err(|_| Violations::one("page_token", "is not a token this server returned"))
 }
 
 fn page_limit(requested: u32) -> u64 {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::error::{CoreError, CoreResult};
+use super::error::{Checked, CoreError, CoreResult, Violations};
 use super::model::{
     AgentSettings, AgentType, Id, Priority, StartFrom, SubmitRequest, Task, TaskState, now_millis,
 };
@@ -99,9 +99,9 @@ fn is_invisible_control(c: char) -> bool {
 
 /// A one-line text field: at most `max_chars` characters, no control or
 /// invisible formatting characters.
-pub fn check_line(field: &str, text: &str, max_chars: usize) -> CoreResult<()> {
+pub fn check_line(field: &str, text: &str, max_chars: usize) -> Checked {
     if text.chars().count() > max_chars {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             format!(
                 "is {} characters; the limit is {max_chars}",
@@ -110,7 +110,7 @@ pub fn check_line(field: &str, text: &str, max_chars: usize) -> CoreResult<()> {
         ));
     }
     if let Some(c) = text.chars().find(|c| is_invisible_control(*c)) {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             format!(
                 "{} holds the control character U+{:04X}; write one line of plain text",
@@ -124,9 +124,9 @@ pub fn check_line(field: &str, text: &str, max_chars: usize) -> CoreResult<()> {
 
 /// A free-text field: at most `max_bytes`; lines and tabs are fine, other
 /// control characters (NUL, ESC, BEL…) are not.
-pub fn check_text(field: &str, text: &str, max_bytes: usize) -> CoreResult<()> {
+pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Checked {
     if text.len() > max_bytes {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             format!("is {} bytes; the limit is {max_bytes} bytes", text.len()),
         ));
@@ -135,7 +135,7 @@ pub fn check_text(field: &str, text: &str, max_bytes: usize) -> CoreResult<()> {
         .chars()
         .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
     {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             format!(
                 "holds the control character U+{:04X} (only newlines and tabs may be in text)",
@@ -146,10 +146,20 @@ pub fn check_text(field: &str, text: &str, max_bytes: usize) -> CoreResult<()> {
     Ok(())
 }
 
+/// A required free-text field (an answer, review feedback): not blank, and
+/// [`check_text`].
+pub fn check_required_text(field: &str, text: &str, max_bytes: usize) -> Checked {
+    check_text(field, text, max_bytes)?;
+    if text.trim().is_empty() {
+        return Err(Violations::one(field, "must not be empty"));
+    }
+    Ok(())
+}
+
 /// A `page_size` a client asks for.
-pub fn check_page_size(page_size: u32) -> CoreResult<()> {
+pub fn check_page_size(page_size: u32) -> Checked {
     if page_size > MAX_PAGE_SIZE {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             "page_size",
             format!("is {page_size}; the limit is {MAX_PAGE_SIZE} (0: the default)"),
         ));
@@ -158,48 +168,60 @@ pub fn check_page_size(page_size: u32) -> CoreResult<()> {
 }
 
 /// What only a client's submit is refused on (the server's own submits,
-/// CI triage's, may set them): tags with a reserved prefix.
-pub fn check_client_submit(req: &SubmitRequest) -> CoreResult<()> {
+/// CI triage's, may set them): tags with a reserved prefix. When there are
+/// any, the rest of the request's violations ([`validate`]'s) come with
+/// them, so the client hears of every bad field at once.
+pub fn check_client_submit(req: &SubmitRequest, rules: &TaskRules) -> Checked {
+    let mut found = Violations::default();
     for tag in &req.spec.tags {
         if let Some(prefix) = RESERVED_TAG_PREFIXES
             .iter()
             .find(|p| tag.trim().starts_with(**p))
         {
-            return Err(CoreError::invalid(
+            found.add(
                 "spec.tags",
                 format!(
                     "{} uses the reserved prefix `{prefix}`: only the server's CI triage sets it",
                     quote(tag)
                 ),
-            ));
+            );
         }
     }
-    Ok(())
+    if !found.is_empty()
+        && let Err(CoreError::InvalidArgument(more)) = validate(req, rules)
+    {
+        found.extend(more);
+    }
+    found.into_result()
 }
 
 /// An Elaborate request's text fields (their sizes are the elaborator's).
-pub fn check_elaborate(req: &super::elaborate::ElaborateRequest) -> CoreResult<()> {
-    check_text("text", &req.text, MAX_INSTRUCTIONS_LIMIT)?;
-    check_line("project", &req.project, MAX_SHORT_TEXT)?;
-    check_line("agent", &req.agent, MAX_SHORT_TEXT)
+pub fn check_elaborate(req: &super::elaborate::ElaborateRequest) -> Checked {
+    let mut found = Violations::default();
+    found.take(check_text("text", &req.text, MAX_INSTRUCTIONS_LIMIT));
+    found.take(check_line("project", &req.project, MAX_SHORT_TEXT));
+    found.take(check_line("agent", &req.agent, MAX_SHORT_TEXT));
+    found.into_result()
 }
 
 /// The filters of a task list a client asks for.
-pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32) -> CoreResult<()> {
+pub fn check_list_query(states: usize, project: &str, tag: &str, page_size: u32) -> Checked {
+    let mut found = Violations::default();
     if states > MAX_STATE_FILTERS {
-        return Err(CoreError::invalid(
+        found.add(
             "states",
             format!("{states} entries; the limit is {MAX_STATE_FILTERS}"),
-        ));
+        );
     }
-    check_line("project", project, MAX_SHORT_TEXT)?;
-    check_line("tag", tag, MAX_TAG_CHARS)?;
-    check_page_size(page_size)
+    found.take(check_line("project", project, MAX_SHORT_TEXT));
+    found.take(check_line("tag", tag, MAX_TAG_CHARS));
+    found.take(check_page_size(page_size));
+    found.into_result()
 }
 
 /// A project branch a client names (empty: the default branch): a plain
 /// branch name, never an option or a revision expression.
-pub fn check_branch_name(field: &str, name: &str) -> CoreResult<()> {
+pub fn check_branch_name(field: &str, name: &str) -> Checked {
     let name = name.trim();
     check_line(field, name, MAX_SHORT_TEXT)?;
     let bad = name.starts_with('-')
@@ -213,7 +235,7 @@ pub fn check_branch_name(field: &str, name: &str) -> CoreResult<()> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             format!("`{name}` is not a branch name"),
         ));
@@ -222,10 +244,10 @@ pub fn check_branch_name(field: &str, name: &str) -> CoreResult<()> {
 }
 
 /// Lines of context a diff may ask for.
-pub fn check_context_lines(lines: u32) -> CoreResult<()> {
+pub fn check_context_lines(lines: u32) -> Checked {
     let max = crate::sandbox::MAX_CONTEXT_LINES;
     if lines > max {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             "context_lines",
             format!("{lines}; the limit is {max}"),
         ));
@@ -249,153 +271,154 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     })
 }
 
-/// Validates a submit request and builds the task, in state PENDING.
+/// Validates a submit request and builds the task, in state PENDING. A
+/// request with bad fields gets every one of them back, not the first.
 pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
     let spec = &req.spec;
+    let mut found = Violations::default();
 
-    let id = parse_optional_id("task_id", &req.task_id)?.unwrap_or_default();
+    let id = found
+        .take(parse_optional_id("task_id", &req.task_id))
+        .flatten()
+        .unwrap_or_default();
 
-    check_text(
-        "spec.instructions",
-        &spec.instructions,
-        rules.max_instructions_bytes,
-    )?;
     let instructions = spec.instructions.trim();
-    if instructions.is_empty() {
-        return Err(CoreError::invalid("spec.instructions", "must not be empty"));
+    if found
+        .take(check_text(
+            "spec.instructions",
+            &spec.instructions,
+            rules.max_instructions_bytes,
+        ))
+        .is_some()
+        && instructions.is_empty()
+    {
+        found.add("spec.instructions", "must not be empty");
     }
 
     let name = spec.name.trim();
     let name = if name.is_empty() {
         derive_name(instructions)
     } else {
-        check_line("spec.name", name, MAX_NAME_CHARS)?;
+        found.take(check_line("spec.name", name, MAX_NAME_CHARS));
         name.to_string()
     };
 
-    let project = resolve_project("spec.project", &spec.project, rules)?;
+    let project = found
+        .take(resolve_project("spec.project", &spec.project, rules))
+        .unwrap_or_default();
 
     let agent_type = if spec.agent.agent_type.trim().is_empty() {
         AgentType::Auto
     } else {
-        spec.agent
-            .agent_type
-            .parse()
-            .map_err(|e: String| CoreError::invalid("spec.agent.type", e))?
+        found
+            .take(
+                spec.agent
+                    .agent_type
+                    .parse()
+                    .map_err(|e: String| Violations::one("spec.agent.type", e)),
+            )
+            .unwrap_or(AgentType::Auto)
     };
     let model = spec.agent.model.trim();
-    check_line("spec.agent.model", model, MAX_SHORT_TEXT)?;
-    if model.contains(char::is_whitespace) || model.starts_with('-') {
-        return Err(CoreError::invalid(
+    if found
+        .take(check_line("spec.agent.model", model, MAX_SHORT_TEXT))
+        .is_some()
+        && (model.contains(char::is_whitespace) || model.starts_with('-'))
+    {
+        found.add(
             "spec.agent.model",
             format!(
                 "{} is not a model name: no spaces, no leading `-`",
                 quote(model)
             ),
-        ));
+        );
     }
-    if spec.agent.allowed_tools.len() > MAX_ALLOWED_TOOLS {
-        return Err(CoreError::invalid(
-            "spec.agent.allowed_tools",
-            format!(
-                "{} tools; the limit is {MAX_ALLOWED_TOOLS}",
-                spec.agent.allowed_tools.len()
-            ),
-        ));
-    }
+    let allowed_tools = found
+        .take(validate_allowed_tools(&spec.agent.allowed_tools))
+        .unwrap_or_default();
     if spec.agent.max_turns > MAX_TURNS {
-        return Err(CoreError::invalid(
+        found.add(
             "spec.agent.max_turns",
             format!("is {}; the limit is {MAX_TURNS}", spec.agent.max_turns),
-        ));
-    }
-    let mut allowed_tools = Vec::new();
-    for tool in &spec.agent.allowed_tools {
-        let tool = tool.trim();
-        check_line("spec.agent.allowed_tools", tool, MAX_SHORT_TEXT)?;
-        if tool.is_empty() {
-            return Err(CoreError::invalid(
-                "spec.agent.allowed_tools",
-                "a tool name must not be empty",
-            ));
-        }
-        if !allowed_tools.iter().any(|t| t == tool) {
-            allowed_tools.push(tool.to_string());
-        }
+        );
     }
     let budget = spec.agent.max_budget_usd;
     if !budget.is_finite() || budget < 0.0 {
-        return Err(CoreError::invalid(
+        found.add(
             "spec.agent.max_budget_usd",
             format!("must be zero (no cap) or a positive amount, got {budget}"),
-        ));
+        );
     }
 
-    let timeout = if spec.timeout.trim().is_empty() {
-        rules.default_timeout
-    } else {
-        check_line("spec.timeout", &spec.timeout, 64)?;
-        parse_duration(&spec.timeout)
-            .map_err(|e| CoreError::invalid("spec.timeout", e.to_string()))?
-    };
-    if timeout < MIN_TIMEOUT || timeout > rules.max_timeout {
-        return Err(CoreError::invalid(
-            "spec.timeout",
-            format!(
-                "must be at least {} and at most {}",
-                humantime::format_duration(MIN_TIMEOUT),
-                humantime::format_duration(rules.max_timeout)
-            ),
-        ));
-    }
+    let timeout = found
+        .take(validate_timeout(&spec.timeout, rules))
+        .unwrap_or(rules.default_timeout);
 
     let priority = if spec.priority.trim().is_empty() {
         Priority::Normal
     } else {
-        spec.priority
-            .parse()
-            .map_err(|e: String| CoreError::invalid("spec.priority", e))?
+        found
+            .take(
+                spec.priority
+                    .parse()
+                    .map_err(|e: String| Violations::one("spec.priority", e)),
+            )
+            .unwrap_or(Priority::Normal)
     };
 
-    let tags = validate_tags(&spec.tags)?;
-    let depends_on = validate_dependencies(id, &spec.depends_on)?;
-    let parent_task_id = parse_optional_id("spec.parent_task_id", &spec.parent_task_id)?;
-    if parent_task_id == Some(id) {
-        return Err(CoreError::invalid(
+    let tags = found.take(validate_tags(&spec.tags)).unwrap_or_default();
+    let depends_on = found
+        .take(validate_dependencies(id, &spec.depends_on))
+        .unwrap_or_default();
+    let parent_task_id = found
+        .take(parse_optional_id(
             "spec.parent_task_id",
-            "a task cannot be its own parent",
-        ));
+            &spec.parent_task_id,
+        ))
+        .flatten();
+    if parent_task_id == Some(id) {
+        found.add("spec.parent_task_id", "a task cannot be its own parent");
     }
 
     let max_attempts = match spec.max_attempts {
         0 => rules.default_max_attempts,
-        n if n > rules.max_attempts_limit => {
-            return Err(CoreError::invalid(
-                "spec.max_attempts",
-                format!("is {n}; the limit is {}", rules.max_attempts_limit),
-            ));
+        n => {
+            if n > rules.max_attempts_limit {
+                found.add(
+                    "spec.max_attempts",
+                    format!("is {n}; the limit is {}", rules.max_attempts_limit),
+                );
+            }
+            n
         }
-        n => n,
     };
 
-    let base_ref = validate_base_ref(&spec.base_ref)?;
+    let base_ref = found
+        .take(validate_base_ref(&spec.base_ref))
+        .unwrap_or_default();
     let start_from = if spec.start_from.trim().is_empty() {
         StartFrom::default()
     } else {
-        spec.start_from
-            .parse()
-            .map_err(|e: String| CoreError::invalid("spec.start_from", e))?
+        found
+            .take(
+                spec.start_from
+                    .parse()
+                    .map_err(|e: String| Violations::one("spec.start_from", e)),
+            )
+            .unwrap_or_default()
     };
-    if !base_ref.is_empty() && !spec.start_from.trim().is_empty() {
-        return Err(CoreError::invalid(
-            "spec.start_from",
-            "set base_ref or start_from, not both",
-        ));
+    if !spec.base_ref.trim().is_empty() && !spec.start_from.trim().is_empty() {
+        found.add("spec.start_from", "set base_ref or start_from, not both");
     }
 
     let idempotency_key = req.idempotency_key.trim();
-    check_line("idempotency_key", idempotency_key, MAX_SHORT_TEXT)?;
+    found.take(check_line(
+        "idempotency_key",
+        idempotency_key,
+        MAX_SHORT_TEXT,
+    ));
 
+    found.into_result()?;
     let now = now_millis();
     Ok(Task {
         id,
@@ -440,14 +463,59 @@ fn derive_name(instructions: &str) -> String {
     name
 }
 
+/// The agent's tools: trimmed, deduplicated, each a short line.
+fn validate_allowed_tools(tools: &[String]) -> Checked<Vec<String>> {
+    const FIELD: &str = "spec.agent.allowed_tools";
+    if tools.len() > MAX_ALLOWED_TOOLS {
+        return Err(Violations::one(
+            FIELD,
+            format!("{} tools; the limit is {MAX_ALLOWED_TOOLS}", tools.len()),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for tool in tools {
+        let tool = tool.trim();
+        check_line(FIELD, tool, MAX_SHORT_TEXT)?;
+        if tool.is_empty() {
+            return Err(Violations::one(FIELD, "a tool name must not be empty"));
+        }
+        if !out.iter().any(|t| t == tool) {
+            out.push(tool.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// A task's timeout (empty: the default), within the configured bounds.
+fn validate_timeout(text: &str, rules: &TaskRules) -> Checked<Duration> {
+    const FIELD: &str = "spec.timeout";
+    let timeout = if text.trim().is_empty() {
+        rules.default_timeout
+    } else {
+        check_line(FIELD, text, 64)?;
+        parse_duration(text).map_err(|e| Violations::one(FIELD, e.to_string()))?
+    };
+    if timeout < MIN_TIMEOUT || timeout > rules.max_timeout {
+        return Err(Violations::one(
+            FIELD,
+            format!(
+                "must be at least {} and at most {}",
+                humantime::format_duration(MIN_TIMEOUT),
+                humantime::format_duration(rules.max_timeout)
+            ),
+        ));
+    }
+    Ok(timeout)
+}
+
 /// The configured project a request names (`field` is how the request
 /// names it); empty means the only project, when there is one.
-pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResult<String> {
+pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> Checked<String> {
     let wanted = wanted.trim();
     check_line(field, wanted, MAX_SHORT_TEXT)?;
     let known = || rules.projects.join(", ");
     if rules.projects.is_empty() {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             field,
             "no projects are configured on the server; add a [[projects]] entry to its config",
         ));
@@ -455,7 +523,7 @@ pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResu
     if wanted.is_empty() {
         return match rules.projects.as_slice() {
             [only] => Ok(only.clone()),
-            _ => Err(CoreError::invalid(
+            _ => Err(Violations::one(
                 field,
                 format!("is required; configured projects: {}", known()),
             )),
@@ -464,7 +532,7 @@ pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResu
     if rules.projects.iter().any(|p| p == wanted) {
         Ok(wanted.to_string())
     } else {
-        Err(CoreError::invalid(
+        Err(Violations::one(
             field,
             format!(
                 "unknown project {}; configured projects: {}",
@@ -477,7 +545,7 @@ pub fn resolve_project(field: &str, wanted: &str, rules: &TaskRules) -> CoreResu
 
 /// A git revision a sandbox can start from: a branch, tag or commit name,
 /// never an option or a revision expression.
-fn validate_base_ref(text: &str) -> CoreResult<String> {
+fn validate_base_ref(text: &str) -> Checked<String> {
     let text = text.trim();
     let bad = text.len() > MAX_SHORT_TEXT
         || text.starts_with('-')
@@ -487,7 +555,7 @@ fn validate_base_ref(text: &str) -> CoreResult<String> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             "spec.base_ref",
             format!(
                 "{} is not a branch, tag or commit name (at most {MAX_SHORT_TEXT} characters, \
@@ -499,13 +567,14 @@ fn validate_base_ref(text: &str) -> CoreResult<String> {
     Ok(text.to_string())
 }
 
-fn validate_tags(tags: &[String]) -> CoreResult<Vec<String>> {
+fn validate_tags(tags: &[String]) -> Checked<Vec<String>> {
     if tags.len() > MAX_TAGS {
-        return Err(CoreError::invalid(
+        return Err(Violations::one(
             "spec.tags",
             format!("at most {MAX_TAGS} tags"),
         ));
     }
+    let mut found = Violations::default();
     let mut out: Vec<String> = Vec::new();
     for tag in tags {
         let tag = tag.trim();
@@ -513,63 +582,65 @@ fn validate_tags(tags: &[String]) -> CoreResult<Vec<String>> {
             || tag.chars().count() > MAX_TAG_CHARS
             || tag.contains(|c: char| c.is_whitespace() || c == ',' || is_invisible_control(c))
         {
-            return Err(CoreError::invalid(
+            found.add(
                 "spec.tags",
                 format!(
                     "{} is not a tag: tags are 1 to {MAX_TAG_CHARS} characters without spaces, \
                      commas or control characters",
                     quote(tag)
                 ),
-            ));
-        }
-        if !out.iter().any(|t| t == tag) {
+            );
+        } else if !out.iter().any(|t| t == tag) {
             out.push(tag.to_string());
         }
     }
-    Ok(out)
+    found.into_result().map(|()| out)
 }
 
 /// Dependencies must name distinct tasks other than this one. They may only
 /// name tasks that already exist (checked against the store), so the
 /// dependency graph is acyclic by construction; the one cycle a client can
 /// write is a task that depends on itself.
-fn validate_dependencies(own_id: Id, deps: &[String]) -> CoreResult<Vec<Id>> {
+fn validate_dependencies(own_id: Id, deps: &[String]) -> Checked<Vec<Id>> {
+    const FIELD: &str = "spec.depends_on";
     if deps.len() > MAX_DEPENDENCIES {
-        return Err(CoreError::invalid(
-            "spec.depends_on",
+        return Err(Violations::one(
+            FIELD,
             format!("at most {MAX_DEPENDENCIES} dependencies"),
         ));
     }
+    let mut found = Violations::default();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for dep in deps {
-        let id: Id = dep
-            .parse()
-            .map_err(|e: String| CoreError::invalid("spec.depends_on", e))?;
+        let id: Id = match dep.parse() {
+            Ok(id) => id,
+            Err(e) => {
+                found.add(FIELD, e);
+                continue;
+            }
+        };
         if id == own_id {
-            return Err(CoreError::invalid(
-                "spec.depends_on",
+            found.add(
+                FIELD,
                 format!("dependency cycle: task {id} depends on itself"),
-            ));
+            );
+        } else if !seen.insert(id) {
+            found.add(FIELD, format!("task {id} is listed twice"));
+        } else {
+            out.push(id);
         }
-        if !seen.insert(id) {
-            return Err(CoreError::invalid(
-                "spec.depends_on",
-                format!("task {id} is listed twice"),
-            ));
-        }
-        out.push(id);
     }
-    Ok(out)
+    found.into_result().map(|()| out)
 }
 
-fn parse_optional_id(field: &str, text: &str) -> CoreResult<Option<Id>> {
+fn parse_optional_id(field: &str, text: &str) -> Checked<Option<Id>> {
     if text.trim().is_empty() {
         return Ok(None);
     }
     text.parse()
         .map(Some)
-        .map_err(|e: String| CoreError::invalid(field, e))
+        .map_err(|e: String| Violations::one(field, e))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::bus::{BusError, Published, Subscription};
-use super::error::{CoreError, CoreResult};
+use super::error::{CoreError, CoreResult, Violations};
 use super::model::{Id, Task, TaskFilter, TaskState};
 use super::tasks::TaskService;
 
@@ -19,7 +19,7 @@ pub const MAX_WATCH_IDS: usize = 500;
 /// A watch that sees nothing matching for this long is sent a heartbeat
 /// with the cursor (so it can resume from there, and knows it is alive).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
-/// Snapshot tasks read at a time.
+/// Snapshot tasks read at a time (all of them in one read transaction).
 const SNAPSHOT_PAGE: u64 = 500;
 /// Events waiting for a slow client; past this its subscription lags and
 /// catches up from the store, holding nobody else up.
@@ -104,85 +104,61 @@ impl TaskService {
                 })?),
             };
         let bus = self.bus();
-        let start = match resume {
-            Some(cursor) => cursor,
-            None => bus.current().await.map_err(bus_error)?,
-        };
-        let changes = bus.subscribe(start).await.map_err(bus_error)?;
-        let snapshot = resume.is_none() && !query.changes_only;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let service = self.clone();
-        tokio::spawn(async move {
-            if snapshot && !service.send_snapshot(&matcher, start, &tx).await {
-                return;
-            }
-            follow(changes, &matcher, &tx).await;
-        });
-        Ok(rx)
-    }
-
-    /// Sends the matching tasks, newest first, then the end marker; false
-    /// when the client left or reading failed (then sent as the error).
-    async fn send_snapshot(
-        &self,
-        matcher: &Matcher,
-        cursor: u64,
-        tx: &mpsc::Sender<CoreResult<WatchEvent>>,
-    ) -> bool {
-        let store = self.store();
-        if !matcher.ids.is_empty() {
-            let mut tasks = match store.get_tasks(&matcher.ids).await {
-                Ok(tasks) => tasks,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return false;
-                }
-            };
-            tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
-            for task in tasks.into_iter().filter(|t| matcher.task(t)) {
-                if tx
-                    .send(Ok(WatchEvent::Snapshot(Box::new(task))))
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-            }
-        } else {
-            let mut filter = TaskFilter {
+        // The snapshot and its cursor come from one read of the store, so
+        // a change in the snapshot is never sent again after it (the bus's
+        // head may trail the store: a cursor taken from it would).
+        let (snapshot, start) = if resume.is_none() && !query.changes_only {
+            let filter = TaskFilter {
                 states: matcher.states.clone(),
                 project: matcher.project.clone(),
                 tag: matcher.tag.clone(),
                 before: None,
                 limit: SNAPSHOT_PAGE,
             };
-            loop {
-                let page = match store.list_tasks(&filter).await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return false;
-                    }
-                };
-                for task in page.items {
-                    if tx
-                        .send(Ok(WatchEvent::Snapshot(Box::new(task))))
-                        .await
-                        .is_err()
-                    {
-                        return false;
-                    }
-                }
-                match page.next {
-                    Some(next) => filter.before = Some(next),
-                    None => break,
-                }
+            let (tasks, cursor) = self.store().snapshot_tasks(&matcher.ids, &filter).await?;
+            (Some(tasks), cursor)
+        } else {
+            let start = match resume {
+                Some(cursor) => cursor,
+                None => bus.current().await.map_err(bus_error)?,
+            };
+            (None, start)
+        };
+        let changes = bus.subscribe(start).await.map_err(bus_error)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            if let Some(tasks) = snapshot
+                && !send_snapshot(&matcher, tasks, start, &tx).await
+            {
+                return;
             }
-        }
-        tx.send(Ok(WatchEvent::SnapshotEnd { cursor }))
-            .await
-            .is_ok()
+            follow(changes, &matcher, &tx).await;
+        });
+        Ok(rx)
     }
+}
+
+/// Sends the snapshot's matching tasks, newest first, then the end marker
+/// with its cursor; false when the client left.
+async fn send_snapshot(
+    matcher: &Matcher,
+    mut tasks: Vec<Task>,
+    cursor: u64,
+    tx: &mpsc::Sender<CoreResult<WatchEvent>>,
+) -> bool {
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
+    for task in tasks.into_iter().filter(|t| matcher.task(t)) {
+        if tx
+            .send(Ok(WatchEvent::Snapshot(Box::new(task))))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    tx.send(Ok(WatchEvent::SnapshotEnd { cursor }))
+        .await
+        .is_ok()
 }
 
 /// Sends each matching change, and a heartbeat after a quiet while, until
@@ -228,13 +204,14 @@ fn matcher(query: &WatchQuery) -> CoreResult<Matcher> {
         ));
     }
     let mut ids = Vec::with_capacity(query.task_ids.len());
+    let mut found = Violations::default();
     for (i, text) in query.task_ids.iter().enumerate() {
-        let id = text
-            .trim()
-            .parse()
-            .map_err(|e: String| CoreError::invalid(format!("task_ids[{i}]"), e))?;
-        ids.push(id);
+        match text.trim().parse() {
+            Ok(id) => ids.push(id),
+            Err(e) => found.add(format!("task_ids[{i}]"), e),
+        }
     }
+    found.into_result()?;
     let mut states = query.states.clone();
     states.sort_by_key(|s| s.as_str());
     states.dedup();

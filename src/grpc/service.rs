@@ -16,7 +16,7 @@ use crate::core::logs::LogKind;
 use crate::core::model::AgentType;
 use crate::core::review::Reviews;
 use crate::core::status::StatusService;
-use crate::core::validate::{self as check, MAX_ANSWER_BYTES, MAX_REASON_BYTES};
+use crate::core::validate as check;
 use crate::core::watch::WatchQuery;
 use crate::core::{ListQuery, TaskService};
 use crate::proto as pb;
@@ -68,7 +68,7 @@ impl ClaudomatorService for Api {
         let request = request.into_inner();
         let require_agent = request.require_agent;
         let request = submit_from_pb(request);
-        check::check_client_submit(&request)?;
+        check::check_client_submit(&request, self.tasks.rules())?;
         // The agent as validation reads it (empty: auto); a name it refuses
         // is left to validation's error.
         let agent = match request.spec.agent.agent_type.trim() {
@@ -131,7 +131,6 @@ impl ClaudomatorService for Api {
         request: Request<pb::CancelTaskRequest>,
     ) -> Reply<pb::CancelTaskResponse> {
         let req = request.into_inner();
-        check::check_text("reason", &req.reason, MAX_REASON_BYTES)?;
         let task = self.tasks.cancel(&req.id, &req.reason).await?;
         Ok(Response::new(pb::CancelTaskResponse {
             task: Some(task_to_pb(&task)),
@@ -153,7 +152,6 @@ impl ClaudomatorService for Api {
         request: Request<pb::AnswerQuestionRequest>,
     ) -> Reply<pb::AnswerQuestionResponse> {
         let req = request.into_inner();
-        check::check_text("answer", &req.answer, MAX_ANSWER_BYTES)?;
         let task = self.tasks.answer(&req.task_id, &req.answer).await?;
         Ok(Response::new(pb::AnswerQuestionResponse {
             task: Some(task_to_pb(&task)),
@@ -175,7 +173,6 @@ impl ClaudomatorService for Api {
         request: Request<pb::RejectTaskRequest>,
     ) -> Reply<pb::RejectTaskResponse> {
         let req = request.into_inner();
-        check::check_text("feedback", &req.feedback, MAX_ANSWER_BYTES)?;
         let task = self.tasks.reject(&req.task_id, &req.feedback).await?;
         Ok(Response::new(pb::RejectTaskResponse {
             task: Some(task_to_pb(&task)),

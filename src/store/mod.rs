@@ -639,38 +639,58 @@ impl Store {
 
     /// Tasks matching the filter, newest first.
     pub async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Page<Task>> {
-        let mut query = task::Entity::find();
-        if !filter.states.is_empty() {
-            query =
-                query.filter(task::Column::State.is_in(filter.states.iter().map(|s| s.as_str())));
-        }
-        if let Some(project) = &filter.project {
-            query = query.filter(task::Column::Project.eq(project.as_str()));
-        }
-        if let Some(tag) = &filter.tag {
-            query = query.filter(
-                task::Column::Id.in_subquery(
-                    Query::select()
-                        .column(task_tag::Column::TaskId)
-                        .from(task_tag::Entity)
-                        .and_where(task_tag::Column::Tag.eq(tag.as_str()))
-                        .to_owned(),
-                ),
-            );
-        }
-        if let Some(before) = filter.before {
-            query = query.filter(task::Column::Id.lt(before.to_string()));
-        }
-        let rows = query
-            .order_by_desc(task::Column::Id)
-            .limit(filter.limit + 1)
-            .all(&self.reader)
+        list_tasks_on(&self.reader, filter).await
+    }
+
+    /// A watch's snapshot: the tasks named by `ids` (when there are any)
+    /// or else every task matching `filter` (all its pages), and the change
+    /// log's last `seq`, in one read, so that the tasks are exactly as that
+    /// change left them: every change after the `seq` is newer than the
+    /// snapshot, every one up to it is in it. (Writers of the log commit in
+    /// `seq` order; PostgreSQL reads at REPEATABLE READ for one snapshot
+    /// across the statements, SQLite's read transaction is one already.)
+    pub async fn snapshot_tasks(
+        &self,
+        ids: &[Id],
+        filter: &TaskFilter,
+    ) -> StoreResult<(Vec<Task>, u64)> {
+        use sea_orm::{AccessMode, DbBackend, IsolationLevel, TransactionTrait};
+        let isolation = (self.reader.get_database_backend() == DbBackend::Postgres)
+            .then_some(IsolationLevel::RepeatableRead);
+        let txn = self
+            .reader
+            .begin_with_config(isolation, Some(AccessMode::ReadOnly))
             .await?;
-        let tasks = rows
-            .into_iter()
-            .map(convert::task_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(paginate(tasks, filter.limit, |t| t.id))
+        // The log's end first: in SQLite the first read fixes what the
+        // transaction sees.
+        let seq: Option<Option<i64>> = task_change::Entity::find()
+            .select_only()
+            .column_as(task_change::Column::Seq.max(), "seq")
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        let mut tasks = Vec::new();
+        if !ids.is_empty() {
+            for row in task::Entity::find()
+                .filter(task::Column::Id.is_in(ids.iter().map(Id::to_string)))
+                .all(&txn)
+                .await?
+            {
+                tasks.push(convert::task_from_row(row)?);
+            }
+        } else {
+            let mut filter = filter.clone();
+            loop {
+                let page = list_tasks_on(&txn, &filter).await?;
+                tasks.extend(page.items);
+                match page.next {
+                    Some(next) => filter.before = Some(next),
+                    None => break,
+                }
+            }
+        }
+        txn.commit().await?;
+        Ok((tasks, seq.flatten().map_or(0, |s| s as u64)))
     }
 
     pub async fn get_execution(&self, id: Id) -> StoreResult<Option<Execution>> {
@@ -756,6 +776,44 @@ fn describe(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// [`Store::list_tasks`] on a connection or a transaction.
+async fn list_tasks_on(
+    db: &impl sea_orm::ConnectionTrait,
+    filter: &TaskFilter,
+) -> StoreResult<Page<Task>> {
+    let mut query = task::Entity::find();
+    if !filter.states.is_empty() {
+        query = query.filter(task::Column::State.is_in(filter.states.iter().map(|s| s.as_str())));
+    }
+    if let Some(project) = &filter.project {
+        query = query.filter(task::Column::Project.eq(project.as_str()));
+    }
+    if let Some(tag) = &filter.tag {
+        query = query.filter(
+            task::Column::Id.in_subquery(
+                Query::select()
+                    .column(task_tag::Column::TaskId)
+                    .from(task_tag::Entity)
+                    .and_where(task_tag::Column::Tag.eq(tag.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(task::Column::Id.lt(before.to_string()));
+    }
+    let rows = query
+        .order_by_desc(task::Column::Id)
+        .limit(filter.limit + 1)
+        .all(db)
+        .await?;
+    let tasks = rows
+        .into_iter()
+        .map(convert::task_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(paginate(tasks, filter.limit, |t| t.id))
 }
 
 #[cfg(test)]

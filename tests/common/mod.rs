@@ -88,6 +88,23 @@ pub async fn start_server() -> TestServer {
     start_server_with(|_| {}).await
 }
 
+/// A server with its executor on (polling every 100 ms) whose `local`
+/// agent is the OpenAI-compatible model at `endpoint` (a scripted one), not
+/// retried; `adjust` changes the rest.
+pub async fn start_local_model_server(
+    endpoint: String,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
+    start_server_with(move |c| {
+        c.executor.enabled = true;
+        c.executor.poll_interval = "100ms".into();
+        c.local_model.endpoint = endpoint;
+        c.local_model.max_retries = 0;
+        adjust(c);
+    })
+    .await
+}
+
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dirs.path());

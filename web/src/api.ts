@@ -51,8 +51,14 @@ export function isUnreachable(err: unknown): boolean {
   return code === Code.Unavailable || code === Code.Unknown || code === Code.Internal || code === Code.Aborted;
 }
 
-/** "INVALID_ARGUMENT: spec.timeout: cannot parse ..." */
+/**
+ * "INVALID_ARGUMENT: spec.timeout: cannot parse ...", and when a request has
+ * several bad fields, each of them: "INVALID_ARGUMENT: spec.timeout: ...; spec.tags: ..."
+ */
 export function describe(err: unknown): string {
   const e = asError(err);
+  if (e.fieldViolations.length > 1) {
+    return `${e.codeName}: ${e.fieldViolations.map((v) => `${v.field}: ${v.description}`).join("; ")}`;
+  }
   return `${e.codeName}: ${e.message}`;
 }

@@ -25,6 +25,7 @@ from .client import (
     AgentLike,
     AgentTypeLike,
     PriorityLike,
+    StartFromLike,
     TaskStateLike,
     TimeoutLike,
     Waited,
@@ -156,6 +157,8 @@ class AsyncClient:
         parent_task_id: str = "",
         max_attempts: int = 0,
         review_required: bool = False,
+        base_ref: str = "",
+        start_from: Optional[StartFromLike] = None,
         idempotency_key: str = "",
         task_id: str = "",
         require_agent: bool = False,
@@ -165,7 +168,7 @@ class AsyncClient:
             instructions, spec=spec, name=name, project=project, agent=agent, timeout=timeout,
             priority=priority, tags=tags, depends_on=depends_on, parent_task_id=parent_task_id,
             max_attempts=max_attempts, review_required=review_required,
-            idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
+            base_ref=base_ref, start_from=start_from, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
         )
         return cast(pb.SubmitTaskResponse, await self._call("SubmitTask", request, retry=bool(idempotency_key)))
 

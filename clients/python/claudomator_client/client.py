@@ -22,6 +22,7 @@ from .v1 import task_pb2 as task_pb
 TaskStateLike = Union[int, str]
 PriorityLike = Union[int, str]
 AgentTypeLike = Union[int, str]
+StartFromLike = Union[int, str]
 AgentLike = Union[task_pb.AgentSettings, Mapping[str, Any], AgentTypeLike]
 # A task's wall-clock limit: "30m", "1h 30m", or a timedelta.
 TimeoutLike = Union[str, datetime.timedelta]
@@ -60,6 +61,10 @@ def _task_state(value: TaskStateLike) -> "task_pb.TaskState":
 
 def _agent_type(value: AgentTypeLike) -> "task_pb.AgentType":
     return cast("task_pb.AgentType", enum_value(task_pb.AgentType, "AGENT_TYPE_", value))
+
+
+def _start_from(value: StartFromLike) -> "task_pb.StartFrom":
+    return cast("task_pb.StartFrom", enum_value(task_pb.StartFrom, "START_FROM_", value))
 
 
 def enum_name(wrapper: EnumTypeWrapper, prefix: str, value: int) -> str:
@@ -275,6 +280,8 @@ class Client:
         parent_task_id: str = "",
         max_attempts: int = 0,
         review_required: bool = False,
+        base_ref: str = "",
+        start_from: Optional[StartFromLike] = None,
         idempotency_key: str = "",
         task_id: str = "",
         require_agent: bool = False,
@@ -290,13 +297,15 @@ class Client:
         deadline for this call. `.agent_unavailable` says why no live server
         can run the task's agent now (the task is accepted anyway, unless
         `require_agent`: then it is FailedPreconditionError and nothing is
-        stored).
+        stored). `base_ref` is the branch, tag or commit the agent starts
+        from; else `start_from` says where (`"dependencies"`, the default,
+        `"head"` or `"working_tree"`, or a `StartFrom` value); not both.
         """
         request = submit_request(
             instructions, spec=spec, name=name, project=project, agent=agent, timeout=timeout,
             priority=priority, tags=tags, depends_on=depends_on, parent_task_id=parent_task_id,
             max_attempts=max_attempts, review_required=review_required,
-            idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
+            base_ref=base_ref, start_from=start_from, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent,
         )
         return cast(pb.SubmitTaskResponse, self._call("SubmitTask", request, retry=bool(idempotency_key)))
 
@@ -643,6 +652,8 @@ def submit_request(
     parent_task_id: str = "",
     max_attempts: int = 0,
     review_required: bool = False,
+    base_ref: str = "",
+    start_from: Optional[StartFromLike] = None,
     idempotency_key: str = "",
     task_id: str = "",
     require_agent: bool = False,
@@ -675,6 +686,10 @@ def submit_request(
         s.max_attempts = max_attempts
     if review_required:
         s.review_required = True
+    if base_ref:
+        s.base_ref = base_ref
+    if start_from is not None:
+        s.start_from = _start_from(start_from)
     request = pb.SubmitTaskRequest(
         spec=s, idempotency_key=idempotency_key, task_id=task_id, require_agent=require_agent
     )

@@ -6,27 +6,16 @@ import { randomBytes } from "node:crypto";
 
 import {
   AgentType,
-  ClaudomatorError,
   Client,
   Code,
   Priority,
   TaskState,
   timestampDate,
 } from "../src/index.js";
-import { QUEUE_ONLY, TOKEN, startServer, type Server } from "./harness.js";
+import { QUEUE_ONLY, TOKEN, refused, startServer, type Server } from "./harness.js";
 
 const uniqueTag = () => `t-${randomBytes(5).toString("hex")}`;
 
-/** Awaits `promise`, which must reject with a ClaudomatorError. */
-async function refused(promise: Promise<unknown>): Promise<ClaudomatorError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ClaudomatorError, `expected a ClaudomatorError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail("expected the call to fail");
-}
 
 describe("a queue-only server", () => {
   let server: Server;

@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import assert from "node:assert/strict";
 
+import { ClaudomatorError } from "../src/index.js";
+
 // dist/tests/harness.js -> the package root, then the repository root.
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const REPO = resolve(PACKAGE_ROOT, "..", "..");
@@ -265,4 +267,15 @@ export async function startLocalServer(): Promise<Server> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Awaits `promise`, which must reject with a ClaudomatorError. */
+export async function refused(promise: Promise<unknown>): Promise<ClaudomatorError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof ClaudomatorError, `expected a ClaudomatorError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail("expected the call to fail");
 }

@@ -415,7 +415,7 @@ async fn bad_requests_name_the_field() {
     ];
     for (req, field) in cases {
         match s.elaborator.elaborate(req).await {
-            Err(CoreError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+            Err(CoreError::InvalidArgument(found)) => assert_eq!(found.first_field(), field),
             other => panic!("expected an invalid {field}, got {other:?}"),
         }
     }

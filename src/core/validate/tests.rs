@@ -24,11 +24,62 @@ fn request(f: impl FnOnce(&mut TaskSpec)) -> SubmitRequest {
     }
 }
 
+/// The one bad field of a request that has one.
 fn field_of(req: SubmitRequest) -> String {
+    let fields = fields_of(req);
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    fields[0].clone()
+}
+
+/// Every bad field of a request, in the order validation reports them.
+fn fields_of(req: SubmitRequest) -> Vec<String> {
     match validate(&req, &rules()) {
-        Err(CoreError::InvalidArgument { field, .. }) => field,
+        Err(CoreError::InvalidArgument(found)) => found.iter().map(|v| v.field.clone()).collect(),
         other => panic!("expected an invalid argument, got {other:?}"),
     }
+}
+
+#[test]
+fn every_bad_field_is_reported_not_only_the_first() {
+    let req = request(|s| {
+        s.instructions = " ".into();
+        s.agent.max_budget_usd = -1.0;
+        s.timeout = "soon".into();
+        s.priority = "urgent".into();
+        s.tags = vec!["a b".into(), "ok".into(), "c,d".into()];
+        s.depends_on = vec!["nope".into()];
+        s.max_attempts = 1000;
+    });
+    assert_eq!(
+        fields_of(req.clone()),
+        [
+            "spec.instructions",
+            "spec.agent.max_budget_usd",
+            "spec.timeout",
+            "spec.priority",
+            "spec.tags",
+            "spec.tags",
+            "spec.depends_on",
+            "spec.max_attempts",
+        ]
+    );
+    let message = validate(&req, &rules()).unwrap_err().to_string();
+    assert!(
+        message.starts_with("spec.instructions: must not be empty; and 7 more (spec.agent.max_budget_usd, spec.timeout, spec.priority, spec.tags, spec.depends_on, spec.max_attempts)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_client_submit_with_a_reserved_tag_hears_of_the_other_bad_fields_too() {
+    let req = request(|s| {
+        s.tags = vec!["ci-run:1".into()];
+        s.timeout = "soon".into();
+    });
+    let found = check_client_submit(&req, &rules()).unwrap_err();
+    let fields: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(fields, ["spec.tags", "spec.timeout"]);
+    assert!(check_client_submit(&request(|_| {}), &rules()).is_ok());
 }
 
 #[test]
