@@ -13,6 +13,9 @@ use crate::core::executor::ShutdownMode;
 use crate::core::model::AgentType;
 use crate::core::validate::{TaskRules, parse_duration};
 
+mod pulls;
+pub use pulls::PullRequestsConfig;
+
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "claudomator.toml";
 
@@ -59,6 +62,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The GitHub webhook shim.
     pub github: GithubConfig,
+    /// How tasks' work becomes pull requests, and their feedback loop.
+    pub pull_requests: PullRequestsConfig,
     /// The HTTP listener on `http_listen`: timeouts and the connection cap.
     pub http: HttpConfig,
     /// An OpenAI-compatible model endpoint: runs `local` tasks and makes
@@ -676,6 +681,10 @@ pub struct ProjectConfig {
     /// URL or a path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_remote: Option<String>,
+    /// `off` (the default), `on_complete` or `on_accept`: whether its tasks'
+    /// work becomes a pull request on `github` (a task may say otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_requests: Option<crate::core::model::PullMode>,
     /// `sandbox`, `none` or `auto` (the default, or the agent's setting):
     /// whether its agents run in an OS sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -711,6 +720,7 @@ impl ProjectConfig {
             path: path.into(),
             github: None,
             publish_remote: None,
+            pull_requests: None,
             isolation: None,
             network: None,
             max_processes: None,
@@ -739,6 +749,7 @@ impl Default for Config {
             prices: default_prices(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),
+            pull_requests: PullRequestsConfig::default(),
             http: HttpConfig::default(),
             local_model: LocalModelConfig::default(),
         }
@@ -967,6 +978,7 @@ impl Config {
         }
         self.notifications.settings()?;
         self.github.validate()?;
+        self.pull_requests.validate()?;
         if self.github.allow_unsigned && !self.http_listen.ip().is_loopback() {
             bail!(
                 "github.allow_unsigned: refusing unsigned webhook deliveries on {} (http_listen): \
@@ -1061,6 +1073,11 @@ impl Config {
         let max_timeout = parse_duration(&self.limits.max_timeout).unwrap_or(Duration::MAX);
         TaskRules {
             projects: self.projects.iter().map(|p| p.name.clone()).collect(),
+            project_pulls: self
+                .projects
+                .iter()
+                .map(|p| (p.name.clone(), p.pull_requests.unwrap_or_default()))
+                .collect(),
             max_instructions_bytes: self.limits.max_instructions_bytes,
             default_timeout: parse_duration(&self.defaults.timeout)
                 .unwrap_or(Duration::from_secs(1800)),
@@ -1441,6 +1458,7 @@ plan_max_tokens = 400
 # Checks of these apps are not triaged: GitHub Actions failures come as workflow_run.
 ignore_check_apps = ["github-actions"]
 
+{pull_requests}
 [http]
 # The listener on http_listen. A request's headers must arrive within
 # header_timeout and its body within body_timeout; at most max_connections
@@ -1469,6 +1487,7 @@ max_buffered_bytes = 33554432
         timeout = d.defaults.timeout,
         attempts = d.defaults.max_attempts,
         max_concurrent = d.executor.max_concurrent,
+        pull_requests = d.pull_requests.commented(),
         projects = projects,
     )
 }

@@ -30,6 +30,7 @@ mod prepare;
 mod prune;
 mod publish;
 mod reclaim;
+mod remote;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ use prepare::{
 };
 pub use prune::{TaskBranch, delete_branch, sandboxes, task_branches};
 pub use publish::{default_branch, deliver, rebase_and_push};
+pub use remote::push_branch;
 pub use shared::shared_paths;
 
 /// Sandbox branches are named `claudomator/<task-id>`.

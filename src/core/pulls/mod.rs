@@ -1,0 +1,425 @@
+//! Pull requests: a task's branch turned into a pull request on the
+//! project's GitHub repository, and the pull request's feedback turned back
+//! into the task's agent session. `Pulls` owns when that happens; the code
+//! host (`core::codehost::CodeHost`) does the talking, git (`sandbox::
+//! push_branch`) the pushing.
+//!
+//! - `mod.rs` (this file): `Pulls`, its settings, the change-bus listener
+//!   that opens or updates a pull request when a PR-enabled task reaches
+//!   READY (`on_complete`, or any task that already has one: a resumed run
+//!   finished), `accept` for `on_accept`, `open` for `claudomator pr`.
+//! - `record.rs`: `PullRecord`, what the store keeps.
+//! - `body.rs`: the pull request's title and body, and the replies.
+//! - `feedback.rs`: `PullEvent` (a webhook event in core terms) → resume,
+//!   question, complete, cancel or ignore, with why.
+//! - `fake.rs`: `FakeHost`, an in-memory `CodeHost` for tests.
+//!
+//! In a cluster every server sees every change; only the server that ran
+//! the task's latest execution (it has the sandbox) acts on one, and the
+//! opening itself is claimed in the store first, so exactly one server
+//! opens a task's pull request whoever asks.
+
+mod body;
+pub mod fake;
+mod feedback;
+mod record;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use feedback::{PullEvent, PullEventKind, PullOutcome};
+pub use record::PullRecord;
+
+use super::bus::BusError;
+use super::codehost::{CodeHost, HostError, NewPull, PullState, RepoName};
+use super::error::{CoreError, CoreResult};
+use super::model::{Id, PullMode, Task, TaskState, now_millis};
+use super::tasks::TaskService;
+use crate::sandbox::push_branch;
+
+/// A claim older than this (its server died opening) may be taken over.
+const CLAIM_STALE: Duration = Duration::from_secs(300);
+
+/// `[pull_requests]`: how pull requests are opened and how far their
+/// feedback may run the agent without a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullSettings {
+    pub draft: bool,
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
+    /// Automatic resumes per pull request before the task asks a person.
+    pub max_resumes: u32,
+    /// A comment must mention this (case-insensitive) to be feedback.
+    pub mention: String,
+    /// Delete the branch on GitHub once the pull request is merged or closed.
+    pub delete_branch: bool,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        PullSettings {
+            draft: false,
+            labels: Vec::new(),
+            reviewers: Vec::new(),
+            max_resumes: 3,
+            mention: "@claudomator".into(),
+            delete_branch: false,
+        }
+    }
+}
+
+/// A project whose tasks may open pull requests.
+#[derive(Clone)]
+pub struct PullProject {
+    /// The project's repository (where task branches are delivered).
+    pub path: PathBuf,
+    pub repo: RepoName,
+    pub host: Arc<dyn CodeHost>,
+}
+
+#[derive(Clone)]
+pub struct Pulls {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tasks: TaskService,
+    settings: PullSettings,
+    /// By project name.
+    projects: HashMap<String, PullProject>,
+    server_id: String,
+}
+
+impl Pulls {
+    pub fn new(
+        tasks: TaskService,
+        settings: PullSettings,
+        projects: HashMap<String, PullProject>,
+        server_id: String,
+    ) -> Pulls {
+        Pulls {
+            inner: Arc::new(Inner {
+                tasks,
+                settings,
+                projects,
+                server_id,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &PullSettings {
+        &self.inner.settings
+    }
+
+    fn tasks(&self) -> &TaskService {
+        &self.inner.tasks
+    }
+
+    /// The project named `name`, if it can open pull requests.
+    fn project(&self, name: &str) -> Option<&PullProject> {
+        self.inner.projects.get(name)
+    }
+
+    /// The project that mirrors `repository` (`owner/name`, any case).
+    pub fn project_of_repository(&self, repository: &str) -> Option<(&str, &PullProject)> {
+        let wanted = repository.to_lowercase();
+        self.inner
+            .projects
+            .iter()
+            .find(|(_, p)| p.repo.to_string().to_lowercase() == wanted)
+            .map(|(name, p)| (name.as_str(), p))
+    }
+
+    /// Listens to the change bus from `cursor` until `shutdown`: a task
+    /// whose run just ended in READY gets its pull request opened
+    /// (`on_complete`) or updated (it has one).
+    pub fn start(&self, cursor: u64, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let pulls = self.clone();
+        tokio::spawn(async move {
+            let bus = pulls.tasks().bus().clone();
+            let mut cursor = cursor;
+            loop {
+                let mut subscription = match bus.subscribe(cursor).await {
+                    Ok(s) => s,
+                    Err(BusError::Closed) => return,
+                    Err(e) => {
+                        warn!(error = %e, "pull requests: cannot follow the change bus; starting from now");
+                        cursor = bus.head();
+                        continue;
+                    }
+                };
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = subscription.next() => next,
+                    };
+                    let published = match next {
+                        Ok(p) => p,
+                        Err(BusError::Closed) => return,
+                        Err(e) => {
+                            warn!(error = %e, "pull requests: lost the change bus; following from now");
+                            cursor = bus.head();
+                            break;
+                        }
+                    };
+                    let change = &published.change;
+                    let Some(task) = &published.task else {
+                        continue;
+                    };
+                    if change.from != Some(TaskState::Running) || change.to != TaskState::Ready {
+                        continue;
+                    }
+                    pulls.after_run(task).await;
+                }
+            }
+        })
+    }
+
+    /// A run of `task` ended in READY: open its pull request, or push to
+    /// the one it has and reply there. Only the server that ran it acts.
+    async fn after_run(&self, task: &Task) {
+        if task.pull_requests == PullMode::Off || self.project(&task.project).is_none() {
+            return;
+        }
+        let store = self.tasks().store();
+        let ran_here = match store.latest_execution(task.id).await {
+            Ok(Some(last)) => last.server_id.is_empty() || last.server_id == self.inner.server_id,
+            Ok(None) => false,
+            Err(e) => {
+                warn!(task_id = %task.id, error = %e, "pull requests: cannot read the latest execution");
+                false
+            }
+        };
+        if !ran_here {
+            return;
+        }
+        let existing = match store.get_pull(task.id).await {
+            Ok(existing) => existing,
+            Err(e) => {
+                warn!(task_id = %task.id, error = %e, "pull requests: cannot read the task's pull request");
+                return;
+            }
+        };
+        let result = match existing {
+            Some(record) if !record.is_opening() => self.update(task, record).await.map(|_| ()),
+            Some(_) => return,
+            None if task.pull_requests == PullMode::OnComplete => {
+                self.open_new(task).await.map(|_| ())
+            }
+            None => return,
+        };
+        if let Err(e) = result {
+            warn!(task_id = %task.id, error = %e, "pull requests: cannot publish the task's work");
+        }
+    }
+
+    /// The task's pull request, if it has one.
+    pub async fn get(&self, task_id: Id) -> CoreResult<Option<PullRecord>> {
+        Ok(self.tasks().store().get_pull(task_id).await?)
+    }
+
+    /// Accepting a task: an `on_accept` task without a pull request gets
+    /// one, and stays READY until it is merged (or closed); any other task
+    /// is accepted as usual.
+    pub async fn accept(&self, task_id: &str) -> CoreResult<Task> {
+        let task = self.tasks().get(task_id).await?;
+        let opens = task.pull_requests == PullMode::OnAccept
+            && task.state == TaskState::Ready
+            && self.get(task.id).await?.is_none();
+        if !opens {
+            return self.tasks().accept(task_id).await;
+        }
+        self.open_new(&task).await?;
+        self.tasks().get(task_id).await
+    }
+
+    /// `claudomator pr`: the task's pull request, opened now if a READY or
+    /// COMPLETED task has none (whatever its `pull_requests` setting).
+    /// True when it was opened now.
+    pub async fn open(&self, task_id: &str) -> CoreResult<(PullRecord, bool)> {
+        let task = self.tasks().get(task_id).await?;
+        if let Some(record) = self.get(task.id).await?
+            && !record.is_opening()
+        {
+            return Ok((record, false));
+        }
+        if !matches!(task.state, TaskState::Ready | TaskState::Completed) {
+            return Err(CoreError::FailedPrecondition(format!(
+                "task {} is {}: a pull request is opened from READY or COMPLETED work",
+                task.id,
+                task.state.as_str().to_uppercase()
+            )));
+        }
+        Ok((self.open_new(&task).await?, true))
+    }
+
+    /// Pushes the task's branch and opens its pull request, under the
+    /// store's claim (so one server does it).
+    async fn open_new(&self, task: &Task) -> CoreResult<PullRecord> {
+        let project = self.project(&task.project).ok_or_else(|| {
+            CoreError::FailedPrecondition(format!(
+                "project `{}` has no GitHub repository to open pull requests on (set github = \
+                 \"owner/name\" and GitHub credentials)",
+                task.project
+            ))
+        })?;
+        let store = self.tasks().store();
+        let now = now_millis();
+        let branch = format!("claudomator/{}", task.id);
+        let claim = PullRecord {
+            task_id: task.id,
+            repository: project.repo.to_string(),
+            number: 0,
+            url: String::new(),
+            state: PullState::Open,
+            head_ref: branch.clone(),
+            head_sha: String::new(),
+            base_ref: String::new(),
+            resumes: 0,
+            opened_at: now,
+            updated_at: now,
+        };
+        if !store
+            .claim_pull(claim.clone(), now - CLAIM_STALE.as_millis() as i64)
+            .await?
+        {
+            return Err(CoreError::Unavailable(format!(
+                "task {}'s pull request is being opened elsewhere; look again shortly",
+                task.id
+            )));
+        }
+        match self.push_and_open(task, project, claim).await {
+            Ok(record) => {
+                store.save_pull(record.clone()).await?;
+                info!(task_id = %task.id, url = %record.url, "pull request opened");
+                Ok(record)
+            }
+            Err(e) => {
+                if let Err(release) = store.release_pull(task.id).await {
+                    warn!(task_id = %task.id, error = %release, "cannot release the pull request claim");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn push_and_open(
+        &self,
+        task: &Task,
+        project: &PullProject,
+        mut record: PullRecord,
+    ) -> CoreResult<PullRecord> {
+        let host = &project.host;
+        let repository = host.repository(&project.repo).await.map_err(host_error)?;
+        let base = if looks_like_branch(&task.base_ref) {
+            task.base_ref.clone()
+        } else {
+            repository.default_branch.clone()
+        };
+        let token = host.push_token(&project.repo).await.map_err(host_error)?;
+        let sha = push_branch(
+            &project.path,
+            &repository.push_url,
+            &record.head_ref,
+            Some(&token),
+            true,
+        )
+        .await
+        .map_err(|e| no_branch(task, e))?;
+        let store = self.tasks().store();
+        let executions = store.list_executions(task.id, None, 500).await?.items;
+        let settings = &self.inner.settings;
+        let new = NewPull {
+            title: body::title(task),
+            body: body::body(task, &executions),
+            head: record.head_ref.clone(),
+            base: base.clone(),
+            draft: settings.draft,
+            labels: settings.labels.clone(),
+            reviewers: settings.reviewers.clone(),
+        };
+        let pull = host
+            .open_pull(&project.repo, &new)
+            .await
+            .map_err(host_error)?;
+        record.number = pull.number;
+        record.url = pull.url;
+        record.state = pull.state;
+        record.head_sha = sha;
+        record.base_ref = base;
+        record.updated_at = now_millis();
+        Ok(record)
+    }
+
+    /// A resumed run finished: its new commits pushed to the same branch
+    /// (a fast-forward: commits people pushed are never overwritten) and a
+    /// reply on the pull request saying what changed.
+    async fn update(&self, task: &Task, record: PullRecord) -> CoreResult<PullRecord> {
+        if record.state != PullState::Open {
+            return Ok(record);
+        }
+        let Some(project) = self.project(&task.project) else {
+            return Ok(record);
+        };
+        let host = &project.host;
+        let repo = &project.repo;
+        let repository = host.repository(repo).await.map_err(host_error)?;
+        let token = host.push_token(repo).await.map_err(host_error)?;
+        let store = self.tasks().store();
+        let latest = store.latest_execution(task.id).await?;
+        let pushed = push_branch(
+            &project.path,
+            &repository.push_url,
+            &record.head_ref,
+            Some(&token),
+            false,
+        )
+        .await;
+        let reply = match &pushed {
+            Ok(sha) if *sha == record.head_sha => body::unchanged(task, latest.as_ref()),
+            Ok(sha) => body::pushed(task, latest.as_ref(), sha),
+            Err(e) => body::push_failed(task, &e.to_string()),
+        };
+        host.comment(repo, record.number, &reply)
+            .await
+            .map_err(host_error)?;
+        let sha = pushed.map_err(|e| CoreError::Unavailable(e.to_string()))?;
+        store.update_pull(task.id, None, Some(&sha)).await?;
+        info!(task_id = %task.id, number = record.number, sha = %sha, "pull request updated");
+        Ok(PullRecord {
+            head_sha: sha,
+            ..record
+        })
+    }
+}
+
+/// A `base_ref` a pull request can target: a branch name, not a commit.
+fn looks_like_branch(base_ref: &str) -> bool {
+    let commit = base_ref.len() >= 7 && base_ref.bytes().all(|b| b.is_ascii_hexdigit());
+    let tag = base_ref.starts_with("refs/tags/");
+    !(base_ref.is_empty() || commit || tag)
+}
+
+fn host_error(e: HostError) -> CoreError {
+    match e {
+        HostError::NotFound(_) | HostError::Invalid(_) => {
+            CoreError::FailedPrecondition(e.to_string())
+        }
+        other => CoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn no_branch(task: &Task, e: crate::sandbox::SandboxError) -> CoreError {
+    CoreError::FailedPrecondition(format!(
+        "cannot push branch claudomator/{} (did the agent change anything?): {e}",
+        task.id
+    ))
+}
+
+#[cfg(test)]
+mod tests;
