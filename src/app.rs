@@ -9,16 +9,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, DatabaseChoice};
 use crate::core::ci::CiTriage;
+use crate::core::codehost::{CodeHost, RepoName};
 use crate::core::elaborate::{ElaborateConfig, Elaborator};
 use crate::core::events::EventSink;
 use crate::core::executor::Executor;
 use crate::core::llm::ChatModel;
 use crate::core::logs::LogHub;
-use crate::core::model::AgentType;
+use crate::core::model::{AgentType, PullMode};
+use crate::core::pulls::{PullProject, Pulls};
 use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::core::{recovery, shared_logs};
@@ -85,6 +88,46 @@ impl Running {
     }
 }
 
+/// Pull requests, for the projects with a GitHub repository and a host;
+/// None when there is none. A project that asks for pull requests without
+/// one is named in the log (its tasks wait in READY for a person).
+fn pull_requests(
+    config: &Config,
+    hosts: &HashMap<String, Arc<dyn CodeHost>>,
+    tasks: &TaskService,
+    server_id: &str,
+) -> Option<Pulls> {
+    let mut projects = HashMap::new();
+    for p in &config.projects {
+        let repo = p.github.as_deref().and_then(RepoName::parse);
+        match (repo, hosts.get(&p.name)) {
+            (Some(repo), Some(host)) => {
+                let project = PullProject {
+                    path: p.path.clone(),
+                    repo,
+                    host: host.clone(),
+                };
+                projects.insert(p.name.clone(), project);
+            }
+            _ if p.pull_requests.is_some_and(|m| m != PullMode::Off) => warn!(
+                project = %p.name,
+                "pull_requests is set but the project has no GitHub repository (`github`) or \
+                 credentials: its tasks wait in READY for a person instead"
+            ),
+            _ => {}
+        }
+    }
+    if projects.is_empty() {
+        return None;
+    }
+    Some(Pulls::new(
+        tasks.clone(),
+        config.pull_requests.settings(),
+        projects,
+        server_id.to_string(),
+    ))
+}
+
 /// One runner per agent (every `AgentType` but `auto`), from its config
 /// section.
 fn build_runners(config: &Config, local_model: Option<Arc<dyn ChatModel>>) -> Vec<Arc<dyn Runner>> {
@@ -133,6 +176,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_hosts(config, HashMap::new()).await
+}
+
+/// `start`, with the code host of each project (by project name) that
+/// opens pull requests: a project with `github` and a host here gets them.
+pub async fn start_with_hosts(
+    config: Config,
+    hosts: HashMap<String, Arc<dyn CodeHost>>,
+) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
     let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
@@ -301,7 +353,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         local_model.clone(),
         config.github.triage_settings(),
     );
-    let hook = Arc::new(GithubHook::new(&config, triage));
+    let pulls = pull_requests(&config, &hosts, &tasks, &server_id);
+    if let Some(pulls) = &pulls {
+        pulls.start(first_change, shutdown.clone());
+    }
+    let hook = Arc::new(GithubHook::new(&config, triage).with_pulls(pulls.clone()));
     let http = tokio::spawn(crate::http::serve(
         http_listener,
         hook,
@@ -320,7 +376,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let server = tokio::spawn(crate::grpc::serve(
         listener,
-        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone()),
+        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone())
+            .with_pulls(pulls),
         config.auth.tokens.clone(),
         config.cors_origins.clone(),
         stop,

@@ -199,12 +199,36 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .get_task(pb::GetTaskRequest { id })
                 .await?
                 .into_inner();
+            let pull = response.task.as_ref().and_then(|t| t.pull_request.clone());
             let task = decode_task(response.task)?;
             let runs = all_executions(&mut client, &task.id.to_string()).await?;
             if connection.json {
-                output::json(&output::task_json(&task, &runs));
+                output::json(&output::task_json(&task, &runs, pull.as_ref()));
             } else {
-                output::task_details(&task, &runs);
+                output::task_details(&task, &runs, pull.as_ref());
+            }
+            Ok(())
+        }
+        Command::Pr {
+            task_id,
+            connection,
+        } => {
+            let response = connect(&connection)
+                .await?
+                .open_pull_request(pb::OpenPullRequestRequest { task_id })
+                .await?
+                .into_inner();
+            let pull = response.pull_request.unwrap_or_default();
+            if connection.json {
+                output::json(&serde_json::json!({
+                    "pull_request": output::pull_json(&pull),
+                    "opened": response.opened,
+                }));
+            } else {
+                if response.opened {
+                    println!("opened pull request #{}", pull.number);
+                }
+                output::pull_details(&pull);
             }
             Ok(())
         }
@@ -351,7 +375,7 @@ fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Fai
     if connection.json {
         output::json(&serde_json::json!({ "task": task }));
     } else {
-        output::task_details(&task, &[]);
+        output::task_details(&task, &[], None);
     }
     Ok(())
 }
@@ -578,15 +602,17 @@ async fn submit_and_wait(
             exit::INTERRUPTED,
         ));
     };
-    let last = decode_task(Some(followed?))?;
+    let followed = followed?;
+    let pull = followed.pull_request.clone();
+    let last = decode_task(Some(followed))?;
     // The outcome decides the exit code: a failed listing only leaves the
     // attempts out of the printout.
     let runs = all_executions(&mut client, &id).await.unwrap_or_default();
     if connection.json {
-        output::json(&output::task_json(&last, &runs));
+        output::json(&output::task_json(&last, &runs, pull.as_ref()));
     } else {
         println!();
-        output::task_details(&last, &runs);
+        output::task_details(&last, &runs, pull.as_ref());
     }
     match logs::outcome_code(last.state) {
         0 => Ok(()),

@@ -135,6 +135,18 @@ impl Pulls {
             .map(|(name, p)| (name.as_str(), p))
     }
 
+    /// Whether pull request `number` of `repository` is one a task opened.
+    pub async fn tracks(&self, repository: &str, number: u64) -> CoreResult<bool> {
+        let Some((_, project)) = self.project_of_repository(repository) else {
+            return Ok(false);
+        };
+        let store = self.tasks().store();
+        Ok(store
+            .find_pull(&project.repo.to_string(), number)
+            .await?
+            .is_some())
+    }
+
     /// Listens to the change bus from `cursor` until `shutdown`: a task
     /// whose run just ended in READY gets its pull request opened
     /// (`on_complete`) or updated (it has one).
