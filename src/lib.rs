@@ -11,6 +11,7 @@
 //! - [`http`]: the GitHub webhook shim and `/healthz` (axum), over the core.
 //! - [`notify`]: signed webhook notifications of task state changes.
 //! - [`signature`]: HMAC-SHA256 webhook signatures (`sha256=<hex>`).
+//! - [`github`]: the GitHub REST client behind `core::codehost::CodeHost`.
 //! - [`llm`]: the OpenAI-compatible chat client behind `core::llm::ChatModel`.
 //! - [`error`]: the one mapping from core errors to gRPC statuses.
 //! - [`config`]: the typed, layered, validated config.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod core;
 pub mod data_dir;
 pub mod error;
+pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod llm;

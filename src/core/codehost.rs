@@ -156,6 +156,18 @@ impl Permission {
     }
 }
 
+/// What the credentials may do on a repository, for `doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Who the credentials are: a user's login, or `app <slug>
+    /// (installation <id>)`.
+    pub identity: String,
+    pub can_push: bool,
+    pub can_open_pulls: bool,
+    /// What is missing, in words a person can act on (empty: nothing).
+    pub missing: Vec<String>,
+}
+
 /// What went wrong talking to the host, in words a person can act on. Never
 /// carries a token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +216,15 @@ pub trait CodeHost: Send + Sync {
 
     /// Deletes a branch; one already gone is not an error.
     async fn delete_branch(&self, repo: &RepoName, branch: &str) -> Result<(), HostError>;
+
+    /// Who the credentials are and whether they may push to the repository
+    /// and open pull requests there (`doctor`). A host that cannot tell
+    /// says so.
+    async fn access(&self, repo: &RepoName) -> Result<Access, HostError> {
+        Err(HostError::Unavailable(format!(
+            "this code host cannot check its access to {repo}"
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! reached over real gRPC.
 #![allow(dead_code)]
 
+pub mod github_api;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
