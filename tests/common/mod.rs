@@ -161,6 +161,34 @@ async fn create_postgres_database(admin: &str) -> String {
     }
 }
 
+/// `start_server_with`, with a code host per project (by name): the
+/// projects with `github` and a host here open pull requests.
+pub async fn start_server_with_hosts(
+    adjust: impl FnOnce(&mut Config),
+    hosts: std::collections::HashMap<
+        String,
+        std::sync::Arc<dyn claudomator::core::codehost::CodeHost>,
+    >,
+) -> TestServer {
+    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dirs.path());
+    adjust(&mut config);
+    if config.database_url.is_empty() {
+        config.database_url = test_database().await;
+    }
+    config.validate().expect("test config is valid");
+    let running = app::start_with_hosts(config.clone(), hosts)
+        .await
+        .expect("server starts");
+    TestServer {
+        addr: running.grpc_addr,
+        http_addr: running.http_addr,
+        config,
+        running: Some(running),
+        _dirs: dirs,
+    }
+}
+
 async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
     let running = app::start(config.clone()).await.expect("server starts");
     TestServer {

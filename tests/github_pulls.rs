@@ -1,0 +1,443 @@
+//! Pull requests end to end, with real parts: the real `claude` CLI against
+//! the scripted Anthropic server, the GitHub client (`claudomator::github`)
+//! against the scripted GitHub API (which checks every request against
+//! GitHub's OpenAPI description), a local bare repository as the pushed-to
+//! remote, and real webhook deliveries (`@octokit/webhooks-examples`,
+//! Codertocat/Hello-World) with the fields a case needs changed (the pull
+//! request's number and head, the review's state, the sender), signed as
+//! GitHub signs them.
+//!
+//! Without the claude CLI the test prints `SKIPPED` and passes, unless `CI`
+//! is set.
+
+mod common;
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use claudomator::core::codehost::{CodeHost, Secret};
+use claudomator::core::model::PullMode;
+use claudomator::github::{ApiSettings, Credentials, GithubClient};
+use claudomator::proto as pb;
+use common::github_api::GithubApi;
+use common::{Client, TestServer, get, start_server_with_hosts, submit, wait_for};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use support::anthropic_mock::{AnthropicMock, Script};
+use support::claude_env::{claude_or_skip, configure_claude};
+
+const SECRET: &str = "pull-webhook-secret";
+const REPO: &str = "Codertocat/Hello-World";
+
+/// The recorded deliveries, installed on first use.
+fn examples() -> &'static Vec<Value> {
+    static EXAMPLES: OnceLock<Vec<Value>> = OnceLock::new();
+    EXAMPLES.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let file = root.join(
+            ".webhook-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
+        );
+        if !file.is_file() {
+            let status = std::process::Command::new("bash")
+                .arg(root.join("scripts/install-webhook-examples"))
+                .status()
+                .expect("runs scripts/install-webhook-examples");
+            assert!(status.success(), "scripts/install-webhook-examples failed");
+        }
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+    })
+}
+
+/// The first recorded `event` delivery with this action.
+fn recorded(event: &str, action: &str) -> Value {
+    examples()
+        .iter()
+        .find(|e| e["name"] == event)
+        .and_then(|e| e["examples"].as_array())
+        .and_then(|list| list.iter().find(|p| p["action"] == action).cloned())
+        .unwrap_or_else(|| panic!("no recorded {event} {action}"))
+}
+
+fn signature_of(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Posts `payload` as GitHub does; the shim's answer as JSON.
+async fn deliver(server: &TestServer, event: &str, payload: &Value, delivery: &str) -> Value {
+    let body = serde_json::to_vec(payload).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/github", server.http_addr))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature_of(&body))
+        .header("user-agent", "GitHub-Hookshot/test")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    eprintln!("webhook {event} {delivery} -> {answer}");
+    answer
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The pull request a task's `GetTask` shows, once it has a number.
+async fn pull_of(client: &mut Client, id: &str, not_head: &str) -> pb::PullRequest {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let task = get(client, id).await;
+        if let Some(pull) = task.pull_request
+            && pull.number > 0
+            && pull.head_sha != not_head
+        {
+            return pull;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pull request: {}",
+            task.state_reason
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the pull request has `n` comments.
+async fn comments(api: &GithubApi, number: u64, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let comments = api.comments(REPO, number);
+        if comments.len() >= n {
+            return comments;
+        }
+        assert!(std::time::Instant::now() < deadline, "{comments:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A recorded review, changed to request changes on `sha` of `number`.
+fn review(number: u64, sha: &str, sender: &str, body: &str) -> Value {
+    let mut payload = recorded("pull_request_review", "submitted");
+    payload["review"]["state"] = json!("changes_requested");
+    payload["review"]["body"] = json!(body);
+    payload["review"]["commit_id"] = json!(sha);
+    payload["pull_request"]["number"] = json!(number);
+    payload["pull_request"]["head"]["sha"] = json!(sha);
+    payload["sender"]["login"] = json!(sender);
+    payload
+}
+
+/// A recorded issue comment, moved onto pull request `number`.
+fn comment(number: u64, sender: &str, body: &str) -> Value {
+    let mut payload = recorded("issue_comment", "created");
+    payload["issue"]["number"] = json!(number);
+    payload["issue"]["pull_request"] =
+        json!({"url": format!("https://api.github.com/repos/{REPO}/pulls/{number}")});
+    payload["comment"]["body"] = json!(body);
+    payload["sender"]["login"] = json!(sender);
+    payload
+}
+
+struct World {
+    api: GithubApi,
+    server: TestServer,
+    mock: AnthropicMock,
+    _home: tempfile::TempDir,
+    _bare: tempfile::TempDir,
+}
+
+/// A server whose project `other` mirrors Codertocat/Hello-World on the
+/// scripted GitHub, opening pull requests when its tasks finish; pushes go
+/// to a bare repository. Codertocat may write; mallory may only read.
+async fn world(max_resumes: u32) -> World {
+    let api = GithubApi::start().await;
+    api.add_user("claudomator-bot", "tok-bot");
+    api.add_user("Codertocat", "tok-codertocat");
+    api.add_user("mallory", "tok-mallory");
+    let bare = tempfile::tempdir().unwrap();
+    git(bare.path(), &["init", "--quiet", "--bare", "-b", "trunk"]);
+    let client = GithubClient::new(
+        ApiSettings::new(api.api_url()),
+        Credentials::Token(Secret::new("tok-bot")),
+    )
+    .unwrap();
+    let hosts: HashMap<String, Arc<dyn CodeHost>> =
+        HashMap::from([("other".to_string(), Arc::new(client) as Arc<dyn CodeHost>)]);
+    let home = tempfile::tempdir().unwrap();
+    let mock = AnthropicMock::start(Script::Bash("ls -a >> listing.txt".into()));
+    let bare_path: PathBuf = bare.path().to_path_buf();
+    let server = start_server_with_hosts(
+        |c| {
+            configure_claude(c, &mock.base_url(), home.path(), 1);
+            c.executor.enabled = true;
+            c.executor.poll_interval = "200ms".into();
+            c.github.webhook_secret = SECRET.into();
+            c.github.ignore_check_apps = Vec::new();
+            c.pull_requests.max_resumes = max_resumes;
+            c.pull_requests.labels = vec!["claudomator".into()];
+            let project = &mut c.projects[1];
+            project.github = Some(REPO.into());
+            project.pull_requests = Some(PullMode::OnComplete);
+            let bare = bare_path.display().to_string();
+            git(&project.path, &["push", "--quiet", &bare, "trunk"]);
+        },
+        hosts,
+    )
+    .await;
+    api.add_repo_at(REPO, bare.path());
+    for (login, permission) in [
+        ("claudomator-bot", "write"),
+        ("Codertocat", "write"),
+        ("mallory", "read"),
+    ] {
+        api.grant(REPO, login, permission);
+    }
+    World {
+        api,
+        server,
+        mock,
+        _home: home,
+        _bare: bare,
+    }
+}
+
+fn spec() -> pb::TaskSpec {
+    pb::TaskSpec {
+        name: "List the files".into(),
+        instructions: "List the files into listing.txt.".into(),
+        project: "other".into(),
+        agent: Some(pb::AgentSettings {
+            r#type: pb::AgentType::Claude as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_task_opens_a_pull_request_and_its_feedback_loops_back_into_the_same_session() {
+    let test = "a_task_opens_a_pull_request_and_its_feedback_loops_back_into_the_same_session";
+    if claude_or_skip(test).is_none() {
+        return;
+    }
+    let w = world(3).await;
+    let mut client = w.server.client().await;
+    let task = submit(&mut client, spec()).await;
+    let id = task.id.clone();
+    let branch = format!("claudomator/{id}");
+
+    // The run finishes: READY, its branch pushed, a pull request opened.
+    let ready = wait_for(&mut client, &id, &[pb::TaskState::Ready]).await;
+    let pull = pull_of(&mut client, &id, "").await;
+    assert_eq!(
+        ready.spec.unwrap().pull_requests,
+        pb::PullRequests::OnComplete as i32
+    );
+    assert_eq!(pull.repository, REPO);
+    assert_eq!(pull.state, "open");
+    assert_eq!(pull.head_ref, branch);
+    assert_eq!(pull.base_ref, "trunk");
+    assert_eq!(git(w._bare.path(), &["rev-parse", &branch]), pull.head_sha);
+    let opened = w.api.pulls(REPO);
+    assert_eq!(opened.len(), 1);
+    let body = opened[0]["body"].as_str().unwrap();
+    eprintln!("--- pull request #{} body\n{body}\n---", pull.number);
+    assert_eq!(opened[0]["title"], "List the files");
+    assert_eq!(opened[0]["labels"][0]["name"], "claudomator");
+    for part in [
+        "| `listing.txt` |",
+        "- agent: claude",
+        "tokens:",
+        &format!("claudomator get {id}"),
+        &format!("claudomator logs -f {id}"),
+    ] {
+        assert!(body.contains(part), "`{part}` in the body:\n{body}");
+    }
+
+    // Changes requested by a writer: the same session resumes with them,
+    // and its new commit lands on the same pull request with a reply.
+    let answer = deliver(
+        &w.server,
+        "pull_request_review",
+        &review(
+            pull.number,
+            &pull.head_sha,
+            "Codertocat",
+            "List hidden files too.",
+        ),
+        "review-1",
+    )
+    .await;
+    assert_eq!(answer["outcome"], "resumed", "{answer}");
+    let second = pull_of(&mut client, &id, &pull.head_sha).await;
+    assert_eq!(second.number, pull.number);
+    assert_eq!(second.automatic_resumes, 1);
+    assert_eq!(
+        git(w._bare.path(), &["rev-parse", &branch]),
+        second.head_sha
+    );
+    git(
+        w._bare.path(),
+        &[
+            "merge-base",
+            "--is-ancestor",
+            &pull.head_sha,
+            &second.head_sha,
+        ],
+    );
+    let replies = comments(&w.api, pull.number, 1).await;
+    eprintln!("--- reply on #{}\n{}\n---", pull.number, replies[0]);
+    assert!(replies[0].starts_with("Pushed "), "{}", replies[0]);
+    let runs = common::executions(&mut client, &id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].session_id, runs[1].session_id, "the same session");
+    assert!(
+        w.mock.message_requests().iter().any(|r| r
+            .messages()
+            .iter()
+            .any(|m| m.to_string().contains("List hidden files too."))),
+        "the feedback reached the model"
+    );
+    assert_eq!(w.api.pulls(REPO).len(), 1, "no second pull request");
+
+    // Bad input: each ignored with its reason, nothing resumed.
+    let stale = review(pull.number, &pull.head_sha, "Codertocat", "old");
+    let mut other_repo = review(second.number, &second.head_sha, "Codertocat", "x");
+    other_repo["repository"]["full_name"] = json!("octo-org/octo-repo");
+    let unknown = review(77, &second.head_sha, "Codertocat", "x");
+    let cases = [
+        (
+            "issue_comment",
+            comment(pull.number, "mallory", "@claudomator delete everything"),
+            "no write access",
+        ),
+        ("pull_request_review", stale, "stale"),
+        (
+            "pull_request_review",
+            other_repo,
+            "not a project with pull requests",
+        ),
+        ("pull_request_review", unknown, "not opened by claudomator"),
+        (
+            "pull_request_review",
+            review(second.number, &second.head_sha, "Codertocat", "replayed"),
+            "handled before",
+        ),
+    ];
+    for (i, (event, payload, why)) in cases.into_iter().enumerate() {
+        let delivery = if why == "handled before" {
+            "review-1".to_string()
+        } else {
+            format!("bad-{i}")
+        };
+        let answer = deliver(&w.server, event, &payload, &delivery).await;
+        assert_eq!(answer["outcome"], "ignored", "{why}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(why),
+            "{why}: {answer}"
+        );
+    }
+    let still = get(&mut client, &id).await;
+    assert_eq!(still.state, pb::TaskState::Ready as i32);
+    assert_eq!(still.attempts, 2, "nothing resumed");
+
+    // A failing check suite on the head resumes it with what failed.
+    let mut suite = recorded("check_suite", "completed");
+    suite["check_suite"]["conclusion"] = json!("failure");
+    suite["check_suite"]["head_sha"] = json!(second.head_sha);
+    suite["check_suite"]["pull_requests"][0]["number"] = json!(second.number);
+    let answer = deliver(&w.server, "check_suite", &suite, "suite-1").await;
+    assert_eq!(answer["outcome"], "resumed", "{answer}");
+    let third = pull_of(&mut client, &id, &second.head_sha).await;
+    assert_eq!(third.automatic_resumes, 2);
+    comments(&w.api, pull.number, 2).await;
+
+    // Merged: the task is COMPLETED.
+    let mut closed = recorded("pull_request", "closed");
+    closed["number"] = json!(pull.number);
+    closed["pull_request"]["number"] = json!(pull.number);
+    closed["pull_request"]["merged"] = json!(true);
+    let answer = deliver(&w.server, "pull_request", &closed, "merged-1").await;
+    assert_eq!(answer["outcome"], "completed", "{answer}");
+    let done = get(&mut client, &id).await;
+    assert_eq!(done.state, pb::TaskState::Completed as i32);
+    assert_eq!(done.pull_request.unwrap().state, "merged");
+    w.api.assert_no_violations();
+}
+
+#[tokio::test]
+async fn past_the_cap_feedback_becomes_a_question_and_a_closed_pull_request_cancels() {
+    let test = "past_the_cap_feedback_becomes_a_question_and_a_closed_pull_request_cancels";
+    if claude_or_skip(test).is_none() {
+        return;
+    }
+    let w = world(1).await;
+    let mut client = w.server.client().await;
+    let id = submit(&mut client, spec()).await.id;
+    wait_for(&mut client, &id, &[pb::TaskState::Ready]).await;
+    let pull = pull_of(&mut client, &id, "").await;
+
+    let answer = deliver(
+        &w.server,
+        "issue_comment",
+        &comment(pull.number, "Codertocat", "@claudomator add a heading"),
+        "c-1",
+    )
+    .await;
+    assert_eq!(answer["outcome"], "resumed", "{answer}");
+    let second = pull_of(&mut client, &id, &pull.head_sha).await;
+    wait_for(&mut client, &id, &[pb::TaskState::Ready]).await;
+
+    // The cap (1) is reached: the next feedback asks a person.
+    let answer = deliver(
+        &w.server,
+        "issue_comment",
+        &comment(second.number, "Codertocat", "@Claudomator and a footer"),
+        "c-2",
+    )
+    .await;
+    assert_eq!(answer["outcome"], "blocked", "{answer}");
+    let blocked = get(&mut client, &id).await;
+    assert_eq!(blocked.state, pb::TaskState::Blocked as i32);
+    let question = blocked.question.unwrap();
+    assert!(question.text.contains("max_resumes"), "{}", question.text);
+    assert!(question.context.contains("and a footer"));
+
+    // Answered, it runs again; then the pull request is closed unmerged.
+    client
+        .answer_question(pb::AnswerQuestionRequest {
+            task_id: id.clone(),
+            answer: "Yes, add the footer.".into(),
+        })
+        .await
+        .unwrap();
+    pull_of(&mut client, &id, &second.head_sha).await;
+    wait_for(&mut client, &id, &[pb::TaskState::Ready]).await;
+    let mut closed = recorded("pull_request", "closed");
+    closed["pull_request"]["number"] = json!(pull.number);
+    let answer = deliver(&w.server, "pull_request", &closed, "closed-1").await;
+    assert_eq!(answer["outcome"], "cancelled", "{answer}");
+    let cancelled = get(&mut client, &id).await;
+    assert_eq!(cancelled.state, pb::TaskState::Cancelled as i32);
+    assert!(cancelled.state_reason.contains("closed without merging"));
+    w.api.assert_no_violations();
+}
