@@ -121,6 +121,18 @@ async fn pull_of(client: &mut Client, id: &str, not_head: &str) -> pb::PullReque
     }
 }
 
+/// `claudomator ARGS --server` against the test server: its stdout.
+async fn cli(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudomator"))
+        .args(args)
+        .args(["--server", &server.addr.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "claudomator {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Waits until the pull request has `n` comments.
 async fn comments(api: &GithubApi, number: u64, n: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -272,6 +284,16 @@ async fn a_task_opens_a_pull_request_and_its_feedback_loops_back_into_the_same_s
     ] {
         assert!(body.contains(part), "`{part}` in the body:\n{body}");
     }
+
+    // The CLI shows it: `get` (human and JSON) and `pr` (found, not opened).
+    let shown = cli(&w.server, &["get", &id]).await;
+    let line = format!("pull request:  #{} open {}", pull.number, pull.url);
+    assert!(shown.contains(&line), "{shown}");
+    let json: Value = serde_json::from_str(&cli(&w.server, &["get", &id, "--json"]).await).unwrap();
+    assert_eq!(json["pull_request"]["url"], pull.url.as_str());
+    let json: Value = serde_json::from_str(&cli(&w.server, &["pr", &id, "--json"]).await).unwrap();
+    assert_eq!(json["opened"], false);
+    assert_eq!(json["pull_request"]["number"], pull.number);
 
     // Changes requested by a writer: the same session resumes with them,
     // and its new commit lands on the same pull request with a reply.
@@ -439,5 +461,40 @@ async fn past_the_cap_feedback_becomes_a_question_and_a_closed_pull_request_canc
     let cancelled = get(&mut client, &id).await;
     assert_eq!(cancelled.state, pb::TaskState::Cancelled as i32);
     assert!(cancelled.state_reason.contains("closed without merging"));
+    w.api.assert_no_violations();
+}
+
+#[tokio::test]
+async fn claudomator_pr_opens_the_pull_request_of_reviewed_work_that_has_none() {
+    let test = "claudomator_pr_opens_the_pull_request_of_reviewed_work_that_has_none";
+    if claude_or_skip(test).is_none() {
+        return;
+    }
+    let w = world(3).await;
+    let mut client = w.server.client().await;
+    let id = submit(
+        &mut client,
+        pb::TaskSpec {
+            review_required: true,
+            pull_requests: pb::PullRequests::Off as i32,
+            ..spec()
+        },
+    )
+    .await
+    .id;
+    wait_for(&mut client, &id, &[pb::TaskState::Ready]).await;
+    assert!(
+        get(&mut client, &id).await.pull_request.is_none(),
+        "off: none opened"
+    );
+    assert!(w.api.pulls(REPO).is_empty());
+
+    let printed = cli(&w.server, &["pr", &id]).await;
+    assert!(printed.starts_with("opened pull request #1\n"), "{printed}");
+    let pull = get(&mut client, &id).await.pull_request.unwrap();
+    assert!(printed.contains(&pull.url), "{printed}");
+    assert_eq!(w.api.pulls(REPO).len(), 1);
+    let again = cli(&w.server, &["pr", &id]).await;
+    assert!(!again.contains("opened"), "{again}");
     w.api.assert_no_violations();
 }
