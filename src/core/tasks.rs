@@ -143,6 +143,11 @@ impl TaskService {
         self
     }
 
+    /// Where sandboxes live, when this server keeps them.
+    pub fn sandboxes(&self) -> Option<&crate::sandbox::SandboxConfig> {
+        self.sandboxes.as_ref()
+    }
+
     /// Serves logs this server has no file of from the store.
     pub fn with_shared_logs(mut self) -> Self {
         self.shared_logs = true;

@@ -237,15 +237,56 @@ impl Pulls {
                 .await?;
             return Ok(PullOutcome::Asked(task));
         }
+        let pulled = self.pull_into_sandbox(&task, project).await;
         let input = format!(
             "Feedback on your pull request. Address it, then commit; your commits go to the \
-             same pull request.\n\n{feedback}"
+             same pull request.{pulled}\n\n{feedback}"
         );
         let task = self
             .tasks()
             .send_back(task.id, "sent back by pull request feedback", input)
             .await?;
         Ok(PullOutcome::Resumed(task))
+    }
+
+    /// Commits people pushed to the pull request's branch, merged into the
+    /// task's sandbox (when this server has it) before the agent resumes:
+    /// what to tell the agent about them.
+    async fn pull_into_sandbox(&self, task: &Task, project: &super::PullProject) -> String {
+        let Some(sandboxes) = self.tasks().sandboxes() else {
+            return String::new();
+        };
+        let pulled = async {
+            let repository = project.host.repository(&project.repo).await?;
+            let token = project.host.push_token(&project.repo).await?;
+            Ok::<_, crate::core::codehost::HostError>((repository, token))
+        }
+        .await;
+        let (repository, token) = match pulled {
+            Ok(both) => both,
+            Err(e) => {
+                warn!(task_id = %task.id, error = %e, "cannot fetch the pull request's branch");
+                return String::new();
+            }
+        };
+        let id = task.id.to_string();
+        match crate::sandbox::pull_into_sandbox(sandboxes, &id, &repository.push_url, Some(&token))
+            .await
+        {
+            Ok(commits) if commits.is_empty() => String::new(),
+            Ok(commits) => format!(
+                " People pushed {} commit(s) to the branch ({}); they are merged into your \
+                 work.",
+                commits.len(),
+                commits.join(", ")
+            ),
+            Err(e) => {
+                warn!(task_id = %task.id, error = %e, "cannot merge the pull request's commits");
+                format!(
+                    " Commits people pushed to the branch could not be merged into your work: {e}"
+                )
+            }
+        }
     }
 
     async fn closed(

@@ -413,3 +413,66 @@ async fn one_claim_opens_a_pull_request_however_many_ask() {
     assert_eq!(opened, 1);
     assert_eq!(s.host.pulls().len(), 1);
 }
+
+#[tokio::test]
+async fn commits_people_pushed_reach_the_resumed_agent_and_are_kept_on_the_branch() {
+    let s = setup(PullSettings::default()).await;
+    let (task, record) = s.opened().await;
+    // A person adds a commit to the pull request's branch.
+    let person = tempfile::tempdir().unwrap();
+    let remote = s.remote.path().display().to_string();
+    git(person.path(), &["clone", "--quiet", &remote, "."]);
+    git(person.path(), &["checkout", "--quiet", &record.head_ref]);
+    std::fs::write(person.path().join("by-hand.txt"), "a person wrote this\n").unwrap();
+    git(person.path(), &["add", "by-hand.txt"]);
+    git(
+        person.path(),
+        &[
+            "-c",
+            "user.name=P",
+            "-c",
+            "user.email=p@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "by hand",
+        ],
+    );
+    git(
+        person.path(),
+        &["push", "--quiet", "origin", &record.head_ref],
+    );
+    let theirs = git(person.path(), &["rev-parse", "HEAD"]);
+
+    s.h.fake(Claude)
+        .push([FakeStep::write_file("agent.txt", "after the person\n")]);
+    let mut review = event(&record, "p1", "alice", changes("keep their file"));
+    review.head_sha = theirs.clone();
+    // The push is announced first (synchronize), so the review is current.
+    let pushed = event(&record, "p0", "alice", PullEventKind::Pushed);
+    let pushed = PullEvent {
+        head_sha: theirs.clone(),
+        ..pushed
+    };
+    assert_eq!(s.pulls.handle(pushed).await.unwrap(), PullOutcome::Recorded);
+    let outcome = s.pulls.handle(review).await.unwrap();
+    assert!(matches!(outcome, PullOutcome::Resumed(_)), "{outcome:?}");
+    s.h.fake(Claude).wait_for_calls(2).await;
+    let resumed = &s.h.fake(Claude).requests()[1];
+    assert!(
+        resumed.workdir.join("by-hand.txt").is_file(),
+        "merged before the run"
+    );
+    assert!(
+        resumed.prompt.contains("People pushed 1 commit(s)"),
+        "{}",
+        resumed.prompt
+    );
+
+    let updated = s.pull_where(&task, |p| p.head_sha != theirs).await;
+    assert_eq!(updated.head_sha, s.remote_head(&task));
+    git(
+        s.remote.path(),
+        &["merge-base", "--is-ancestor", &theirs, &updated.head_sha],
+    );
+}
