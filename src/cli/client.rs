@@ -67,6 +67,11 @@ pub struct SubmitArgs {
     /// project's uncommitted changes).
     #[arg(long)]
     pub start_from: Option<String>,
+    /// Whether the work becomes a pull request on the project's GitHub
+    /// repository: `off`, `on_complete` or `on_accept` (default: the
+    /// project's `pull_requests`).
+    #[arg(long)]
+    pub pull_requests: Option<String>,
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Wait in READY for a person to accept or reject the result.
@@ -441,6 +446,7 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
     set(&mut spec.parent_task_id, &args.parent);
     set(&mut spec.base_ref, &args.base_ref);
     set(&mut spec.start_from, &args.start_from);
+    set(&mut spec.pull_requests, &args.pull_requests);
     set(&mut key, &args.idempotency_key);
     spec.agent.allowed_tools.extend(args.tools.iter().cloned());
     spec.tags.extend(args.tags.iter().cloned());
@@ -467,6 +473,11 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
         spec.priority
             .parse::<Priority>()
             .map_err(|e| usage(format!("--priority: {e}")))?;
+    }
+    if !spec.pull_requests.is_empty() {
+        spec.pull_requests
+            .parse::<crate::core::model::PullMode>()
+            .map_err(|e| usage(format!("--pull-requests: {e}")))?;
     }
     if !spec.start_from.is_empty() {
         spec.start_from
