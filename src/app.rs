@@ -12,9 +12,9 @@ use tracing::{info, warn};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, DatabaseChoice};
+use crate::config::{Config, DatabaseChoice, GithubCredentials};
 use crate::core::ci::CiTriage;
-use crate::core::codehost::{CodeHost, RepoName};
+use crate::core::codehost::{CodeHost, CodeHosts, RepoName};
 use crate::core::elaborate::{ElaborateConfig, Elaborator};
 use crate::core::events::EventSink;
 use crate::core::executor::Executor;
@@ -26,6 +26,7 @@ use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::core::{recovery, shared_logs};
 use crate::data_dir::{DataDirLock, create_private_dir};
+use crate::github::GithubClient;
 use crate::http::GithubHook;
 use crate::runners::Runner;
 use crate::runners::claude::ClaudeRunner;
@@ -48,6 +49,9 @@ pub struct Running {
     /// The webhook notifier (a no-op task when notifications are off).
     notifier: JoinHandle<()>,
     local_model: Option<Arc<dyn ChatModel>>,
+    /// The code host of each project with a GitHub repository and
+    /// credentials.
+    code_hosts: CodeHosts,
     /// Held until the server has stopped (dropped with it).
     _data_dir_lock: DataDirLock,
 }
@@ -57,6 +61,11 @@ impl Running {
     /// tools; clients use gRPC).
     pub fn tasks(&self) -> &TaskService {
         &self.tasks
+    }
+
+    /// The code host (GitHub client) of each project that has one.
+    pub fn code_hosts(&self) -> &CodeHosts {
+        &self.code_hosts
     }
 
     /// The local model (`[local_model]`), when one is configured.
@@ -93,19 +102,18 @@ impl Running {
 /// one is named in the log (its tasks wait in READY for a person).
 fn pull_requests(
     config: &Config,
-    hosts: &HashMap<String, Arc<dyn CodeHost>>,
+    hosts: &CodeHosts,
     tasks: &TaskService,
     server_id: &str,
 ) -> Option<Pulls> {
     let mut projects = HashMap::new();
     for p in &config.projects {
-        let repo = p.github.as_deref().and_then(RepoName::parse);
-        match (repo, hosts.get(&p.name)) {
-            (Some(repo), Some(host)) => {
+        match hosts.get(&p.name) {
+            Some(host) => {
                 let project = PullProject {
                     path: p.path.clone(),
-                    repo,
-                    host: host.clone(),
+                    repo: host.repo.clone(),
+                    host: host.host.clone(),
                 };
                 projects.insert(p.name.clone(), project);
             }
@@ -174,17 +182,43 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Opens the store, binds the listener and starts serving in the background.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    start_with_hosts(config, HashMap::new()).await
+/// The code host of each project with a `github = "owner/name"` and
+/// credentials: one client per distinct set of credentials, shared.
+pub fn build_code_hosts(config: &Config) -> anyhow::Result<CodeHosts> {
+    let max_wait = config.github.max_rate_limit_wait();
+    let mut clients: HashMap<GithubCredentials, Arc<dyn CodeHost>> = HashMap::new();
+    let mut hosts = CodeHosts::new();
+    for project in &config.projects {
+        let Some(repo) = project.github.as_deref().and_then(RepoName::parse) else {
+            continue;
+        };
+        let Some(credentials) = config.github_credentials(project)? else {
+            continue;
+        };
+        let host = match clients.get(&credentials) {
+            Some(host) => host.clone(),
+            None => {
+                let client = GithubClient::from_config(&credentials, max_wait)
+                    .with_context(|| format!("project {}: GitHub credentials", project.name))?;
+                let host: Arc<dyn CodeHost> = Arc::new(client);
+                clients.insert(credentials, host.clone());
+                host
+            }
+        };
+        hosts.insert(project.name.clone(), repo, host);
+    }
+    Ok(hosts)
 }
 
-/// `start`, with the code host of each project (by project name) that
-/// opens pull requests: a project with `github` and a host here gets them.
-pub async fn start_with_hosts(
-    config: Config,
-    hosts: HashMap<String, Arc<dyn CodeHost>>,
-) -> anyhow::Result<Running> {
+/// Opens the store, binds the listener and starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let code_hosts = build_code_hosts(&config)?;
+    start_with_hosts(config, code_hosts).await
+}
+
+/// `start`, with these code hosts instead of those the config's
+/// credentials make (tests: a host of their own).
+pub async fn start_with_hosts(config: Config, code_hosts: CodeHosts) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
     let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
@@ -294,7 +328,8 @@ pub async fn start_with_hosts(
                 .map(|(agent, section)| (agent, section.model.clone()))
                 .collect(),
         },
-    );
+    )
+    .with_code_hosts(code_hosts.clone());
     let executor = Executor::new(
         tasks.clone(),
         runners.clone(),
@@ -353,7 +388,7 @@ pub async fn start_with_hosts(
         local_model.clone(),
         config.github.triage_settings(),
     );
-    let pulls = pull_requests(&config, &hosts, &tasks, &server_id);
+    let pulls = pull_requests(&config, &code_hosts, &tasks, &server_id);
     if let Some(pulls) = &pulls {
         pulls.start(first_change, shutdown.clone());
     }
@@ -414,6 +449,7 @@ pub async fn start_with_hosts(
         executor,
         notifier,
         local_model,
+        code_hosts,
         _data_dir_lock: data_dir_lock,
     })
 }

@@ -502,6 +502,21 @@ pub struct GithubConfig {
     /// Check suites and runs of these apps (slug or name) are not triaged:
     /// GitHub Actions failures come as `workflow_run`, the same failure once.
     pub ignore_check_apps: Vec<String>,
+    /// GitHub's REST API: `https://api.github.com`, or a GitHub Enterprise
+    /// Server's `https://ghe.example/api/v3`.
+    pub api_url: String,
+    /// The credentials of every project with `github = "owner/name"` (a
+    /// project may set its own): the environment variable holding a token…
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token_env: String,
+    /// …or a GitHub App: its id and its private key file (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    /// The longest a call waits out a rate limit (a reset, `retry-after`);
+    /// longer fails the call at once.
+    pub rate_limit_max_wait: String,
 }
 
 impl Default for GithubConfig {
@@ -517,6 +532,11 @@ impl Default for GithubConfig {
             plan_timeout: "5s".into(),
             plan_max_tokens: 400,
             ignore_check_apps: vec!["github-actions".into()],
+            api_url: "https://api.github.com".into(),
+            token_env: String::new(),
+            app_id: None,
+            private_key_file: None,
+            rate_limit_max_wait: "60s".into(),
         }
     }
 }
@@ -531,6 +551,12 @@ impl GithubConfig {
             plan_timeout: parse_duration(&self.plan_timeout).unwrap_or(Duration::from_secs(5)),
             plan_max_tokens: self.plan_max_tokens,
         }
+    }
+
+    /// How long a GitHub call may wait out a rate limit. Call after
+    /// `validate`.
+    pub fn max_rate_limit_wait(&self) -> Duration {
+        parse_duration(&self.rate_limit_max_wait).unwrap_or(Duration::from_secs(60))
     }
 
     /// The secret, if one is set.
@@ -557,8 +583,97 @@ impl GithubConfig {
         if self.plan_max_tokens == 0 {
             bail!("github.plan_max_tokens: must be at least 1");
         }
+        parse_duration(&self.rate_limit_max_wait)
+            .map_err(|e| anyhow::anyhow!("github.rate_limit_max_wait: {e}"))?;
+        check_api_url("github.api_url", &self.api_url)?;
+        GithubAuth::read(
+            "github.",
+            &self.token_env,
+            self.app_id,
+            self.private_key_file.as_deref(),
+        )?;
         Ok(())
     }
+}
+
+/// How a project reaches GitHub's API: where, and as whom.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GithubCredentials {
+    pub api_url: String,
+    pub auth: GithubAuth,
+}
+
+/// A token from an environment variable, or a GitHub App.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GithubAuth {
+    TokenEnv(String),
+    App {
+        app_id: u64,
+        private_key_file: PathBuf,
+    },
+}
+
+impl GithubAuth {
+    /// The credentials these keys (named with `prefix`) set, None when
+    /// they set none; an error names the keys to fix: a token and an App
+    /// both, an App without its key, a variable not set, a key file that
+    /// cannot be read.
+    fn read(
+        prefix: &str,
+        token_env: &str,
+        app_id: Option<u64>,
+        private_key_file: Option<&Path>,
+    ) -> anyhow::Result<Option<GithubAuth>> {
+        let token_env = token_env.trim();
+        match (token_env.is_empty(), app_id, private_key_file) {
+            (true, None, None) => Ok(None),
+            (false, None, None) => {
+                if std::env::var_os(token_env).is_none_or(|v| v.is_empty()) {
+                    bail!("{prefix}token_env: the environment variable `{token_env}` is not set");
+                }
+                Ok(Some(GithubAuth::TokenEnv(token_env.to_string())))
+            }
+            (false, _, _) => bail!(
+                "{prefix}token_env and {prefix}app_id/{prefix}private_key_file: set a token or a \
+                 GitHub App, not both"
+            ),
+            (true, Some(_), None) => {
+                bail!(
+                    "{prefix}private_key_file: a GitHub App ({prefix}app_id) needs its private key file"
+                )
+            }
+            (true, None, Some(_)) => {
+                bail!(
+                    "{prefix}app_id: a private key file ({prefix}private_key_file) needs the App's id"
+                )
+            }
+            (true, Some(app_id), Some(file)) => {
+                let pem = std::fs::read(file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{prefix}private_key_file: cannot read {}: {e}",
+                        file.display()
+                    )
+                })?;
+                crate::github::AppKey::from_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!("{prefix}private_key_file: {}: {e}", file.display())
+                })?;
+                Ok(Some(GithubAuth::App {
+                    app_id,
+                    private_key_file: file.to_path_buf(),
+                }))
+            }
+        }
+    }
+}
+
+fn check_api_url(key: &str, url: &str) -> anyhow::Result<()> {
+    let url = url.trim();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!(
+            "{key}: `{url}` must be an http(s) URL, e.g. https://api.github.com or https://ghe.example/api/v3"
+        );
+    }
+    Ok(())
 }
 
 /// An agent name as written in the file, read the way `SubmitTask` reads
@@ -676,6 +791,17 @@ pub struct ProjectConfig {
     /// The GitHub repository it mirrors, as `owner/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<String>,
+    /// This project's own GitHub credentials, instead of `[github]`'s:
+    /// `github_token_env`, or `github_app_id` with
+    /// `github_private_key_file`; and its own `github_api_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_app_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_private_key_file: Option<PathBuf>,
     /// When set, a finished task's branch is rebased onto the project's
     /// default branch and pushed here: one of the project's remote names, a
     /// URL or a path.
@@ -719,6 +845,10 @@ impl ProjectConfig {
             name: name.into(),
             path: path.into(),
             github: None,
+            github_api_url: None,
+            github_token_env: None,
+            github_app_id: None,
+            github_private_key_file: None,
             publish_remote: None,
             pull_requests: None,
             isolation: None,
@@ -1034,6 +1164,13 @@ impl Config {
                     other.name
                 );
             }
+            self.github_credentials(project)
+                .map_err(|e| anyhow::anyhow!("projects[{i}].{e}"))?;
+            if let Some(repo) = &project.github
+                && crate::core::codehost::RepoName::parse(repo).is_none()
+            {
+                bail!("projects[{i}].github: `{repo}` must be `owner/name`");
+            }
             if project
                 .max_processes
                 .is_some_and(|n| !(16..=1_000_000).contains(&n))
@@ -1057,6 +1194,41 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The GitHub credentials of a project: its own keys, else
+    /// `[github]`'s; None when neither sets any. The error names the key
+    /// (without the `projects[i].` before it).
+    pub fn github_credentials(
+        &self,
+        project: &ProjectConfig,
+    ) -> anyhow::Result<Option<GithubCredentials>> {
+        let own = GithubAuth::read(
+            "github_",
+            project.github_token_env.as_deref().unwrap_or_default(),
+            project.github_app_id,
+            project.github_private_key_file.as_deref(),
+        )?;
+        let auth = match own {
+            Some(auth) => auth,
+            None => match GithubAuth::read(
+                "github.",
+                &self.github.token_env,
+                self.github.app_id,
+                self.github.private_key_file.as_deref(),
+            ) {
+                Ok(Some(auth)) => auth,
+                _ => return Ok(None),
+            },
+        };
+        let api_url = match &project.github_api_url {
+            Some(url) => {
+                check_api_url("github_api_url", url)?;
+                url.trim().to_string()
+            }
+            None => self.github.api_url.trim().to_string(),
+        };
+        Ok(Some(GithubCredentials { api_url, auth }))
     }
 
     /// The database URL the server opens.
@@ -1457,6 +1629,21 @@ plan_timeout = "5s"
 plan_max_tokens = 400
 # Checks of these apps are not triaged: GitHub Actions failures come as workflow_run.
 ignore_check_apps = ["github-actions"]
+# GitHub's REST API, for pull requests and `doctor`'s checks of the projects
+# with github = "owner/name"; GitHub Enterprise Server: "https://HOST/api/v3".
+api_url = "https://api.github.com"
+# Their credentials (a project may set its own: github_token_env, or
+# github_app_id with github_private_key_file, and github_api_url). Either
+# the environment variable holding a token (it needs push access and the
+# right to open pull requests)…
+# token_env = "GITHUB_TOKEN"
+# …or a GitHub App (permissions contents: write and pull_requests: write,
+# installed on each repository); its installation tokens are renewed as
+# they expire.
+# app_id = 123456
+# private_key_file = "/etc/claudomator/github-app.pem"
+# The longest a call waits out a rate limit; longer fails it at once.
+rate_limit_max_wait = "60s"
 
 {pull_requests}
 [http]
@@ -1718,5 +1905,104 @@ mod tests {
             Some(&1),
             "local tasks are capped by the model's calls at once"
         );
+    }
+
+    #[test]
+    fn github_credentials_come_from_github_or_the_project_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let project_dir = dir.path().join("p");
+        std::fs::create_dir_all(&project_dir).unwrap();
+        let key = dir.path().join("app.pem");
+        let made = std::process::Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let config_with = |github: &str, project: &str| {
+            let text = format!(
+                "[github]\n{github}\n[[projects]]\nname = \"p\"\npath = {:?}\ngithub = \"o/r\"\n{project}\n",
+                project_dir
+            );
+            Config::from_toml(&text).unwrap()
+        };
+        let error = |github: &str, project: &str| {
+            format!("{:#}", config_with(github, project).validate().unwrap_err())
+        };
+        // A token from a variable that is set (PATH is), for every project.
+        let config = config_with("token_env = \"PATH\"", "");
+        config.validate().unwrap();
+        let credentials = config
+            .github_credentials(&config.projects[0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(credentials.api_url, "https://api.github.com");
+        assert_eq!(credentials.auth, GithubAuth::TokenEnv("PATH".into()));
+        // The project's own App and API.
+        let own = format!(
+            "github_app_id = 9\ngithub_private_key_file = {key:?}\ngithub_api_url = \"https://ghe.example/api/v3\""
+        );
+        let config = config_with("token_env = \"PATH\"", &own);
+        config.validate().unwrap();
+        let credentials = config
+            .github_credentials(&config.projects[0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(credentials.api_url, "https://ghe.example/api/v3");
+        assert_eq!(
+            credentials.auth,
+            GithubAuth::App {
+                app_id: 9,
+                private_key_file: key.clone()
+            }
+        );
+        // None: no credentials, not an error.
+        let config = config_with("", "");
+        assert_eq!(
+            config.github_credentials(&config.projects[0]).unwrap(),
+            None
+        );
+
+        let both = format!("token_env = \"PATH\"\napp_id = 9\nprivate_key_file = {key:?}");
+        let e = error(&both, "");
+        assert!(e.contains("github.token_env and github.app_id"), "{e}");
+        let e = error("", "github_token_env = \"PATH\"\ngithub_app_id = 9");
+        assert!(
+            e.starts_with("projects[0].github_token_env and github_app_id"),
+            "{e}"
+        );
+        let e = error("token_env = \"CLAUDOMATOR_TEST_UNSET_VARIABLE\"", "");
+        assert!(e.contains("github.token_env: the environment variable `CLAUDOMATOR_TEST_UNSET_VARIABLE` is not set"), "{e}");
+        let e = error(
+            "app_id = 9\nprivate_key_file = \"/nonexistent/app.pem\"",
+            "",
+        );
+        assert!(
+            e.starts_with("github.private_key_file: cannot read /nonexistent/app.pem"),
+            "{e}"
+        );
+        let e = error(
+            "",
+            &format!(
+                "github_app_id = 9\ngithub_private_key_file = {:?}",
+                project_dir.join("nope.pem")
+            ),
+        );
+        assert!(
+            e.starts_with("projects[0].github_private_key_file: cannot read"),
+            "{e}"
+        );
+        let e = error("app_id = 9", "");
+        assert!(
+            e.starts_with("github.private_key_file: a GitHub App"),
+            "{e}"
+        );
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let e = error(&format!("app_id = 9\nprivate_key_file = {not_pem:?}"), "");
+        assert!(e.contains("not an RSA private key"), "{e}");
+        let e = error("api_url = \"api.github.com\"", "");
+        assert!(e.starts_with("github.api_url:"), "{e}");
     }
 }

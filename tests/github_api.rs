@@ -316,6 +316,26 @@ async fn a_secondary_rate_limit_is_waited_out() {
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     let statuses: Vec<u16> = api.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [403, 200]);
+    // A limit that outlasts the retries is a rate limit, not a refusal.
+    api.secondary_limit("/repos/acme/widgets", 10, 0);
+    let error = host.repository(&repo()).await.unwrap_err();
+    assert!(matches!(error, HostError::RateLimited(_)), "{error}");
+    api.assert_no_violations();
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported() {
+    let api = scripted(GithubApi::start().await).await;
+    let host = token_client(&api, "tok-alice");
+    api.server_error("/repos/acme/widgets/pulls/1", 2, 502);
+    host.open_pull(&repo(), &new_pull()).await.unwrap();
+    assert_eq!(host.pull(&repo(), 1).await.unwrap().number, 1);
+    // More failures than retries (4): the outage is the answer.
+    api.server_error("/repos/acme/widgets/pulls/1", 10, 503);
+    let error = host.pull(&repo(), 1).await.unwrap_err();
+    assert!(matches!(error, HostError::Unavailable(_)), "{error}");
+    let tries = api.requests().iter().filter(|r| r.status == 503).count();
+    assert_eq!(tries, 5);
     api.assert_no_violations();
 }
 

@@ -17,17 +17,19 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// One request (`"GET /user"`) with this bearer token, and GitHub's answer:
+/// status, headers, JSON (`Null` when empty).
 async fn call(
     api: &GithubApi,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
+    token: &str,
+    request: &str,
     body: Option<Value>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = client().request(method, format!("{}{path}", api.api_url()));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
+    let (method, path) = request.split_once(' ').unwrap();
+    let method: reqwest::Method = method.parse().unwrap();
+    let mut request = client()
+        .request(method, format!("{}{path}", api.api_url()))
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -41,6 +43,25 @@ async fn call(
         serde_json::from_str(&text).unwrap()
     };
     (status, headers, json)
+}
+
+/// `GET path` as alice.
+async fn get(api: &GithubApi, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    call(api, "tok-alice", &format!("GET {path}"), None).await
+}
+
+/// `POST path` with this body as alice.
+async fn post(
+    api: &GithubApi,
+    path: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    call(api, "tok-alice", &format!("POST {path}"), Some(body)).await
+}
+
+/// `DELETE path` as alice.
+async fn delete(api: &GithubApi, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    call(api, "tok-alice", &format!("DELETE {path}"), None).await
 }
 
 /// A user `alice` (token `tok-alice`) who may write to `acme/widgets`,
@@ -58,12 +79,10 @@ async fn scripted() -> GithubApi {
 async fn a_body_off_githubs_schema_is_a_violation_and_422() {
     let api = scripted().await;
     // `title` must be a string, `draft` a boolean.
-    let (status, _, body) = call(
+    let (status, _, body) = post(
         &api,
-        reqwest::Method::POST,
         "/repos/acme/widgets/pulls",
-        Some("tok-alice"),
-        Some(json!({"title": 7, "head": "claudomator/t1", "base": "main", "draft": "yes"})),
+        json!({"title": 7, "head": "claudomator/t1", "base": "main", "draft": "yes"}),
     )
     .await;
     assert_eq!(status, 422, "{body}");
@@ -83,44 +102,26 @@ async fn a_body_off_githubs_schema_is_a_violation_and_422() {
 #[tokio::test]
 async fn unknown_paths_missing_bodies_and_bad_labels_are_violations() {
     let api = scripted().await;
-    let (status, _, _) = call(
-        &api,
-        reqwest::Method::GET,
-        "/repos/acme/widgets/pullz",
-        Some("tok-alice"),
-        None,
-    )
-    .await;
+    let (status, _, _) = get(&api, "/repos/acme/widgets/pullz").await;
     assert_eq!(status, 404);
     // A comment needs a body with `body`.
-    let (status, _, _) = call(
+    let (status, _, _) = post(
         &api,
-        reqwest::Method::POST,
         "/repos/acme/widgets/issues/1/comments",
-        Some("tok-alice"),
-        Some(json!({"text": "hi"})),
+        json!({"text": "hi"}),
     )
     .await;
     assert_eq!(status, 422);
     // Labels: at least one (minItems 1).
-    let (status, _, _) = call(
+    let (status, _, _) = post(
         &api,
-        reqwest::Method::POST,
         "/repos/acme/widgets/issues/1/labels",
-        Some("tok-alice"),
-        Some(json!({"labels": []})),
+        json!({"labels": []}),
     )
     .await;
     assert_eq!(status, 422);
     // A path parameter of type integer.
-    let (status, _, _) = call(
-        &api,
-        reqwest::Method::GET,
-        "/repos/acme/widgets/pulls/abc",
-        Some("tok-alice"),
-        None,
-    )
-    .await;
+    let (status, _, _) = get(&api, "/repos/acme/widgets/pulls/abc").await;
     assert_eq!(status, 422);
     let violations = api.violations();
     assert_eq!(violations.len(), 4, "{violations:#?}");
@@ -139,13 +140,7 @@ async fn unknown_paths_missing_bodies_and_bad_labels_are_violations() {
 #[tokio::test]
 async fn valid_requests_are_answered_like_github_with_rate_limit_headers() {
     let api = scripted().await;
-    let (status, headers, pull) = call(
-        &api,
-        reqwest::Method::POST,
-        "/repos/acme/widgets/pulls",
-        Some("tok-alice"),
-        Some(json!({"title": "Add it", "head": "claudomator/t1", "base": "main", "body": "why", "draft": false})),
-    )
+    let (status, headers, pull) = post(&api, "/repos/acme/widgets/pulls", json!({"title": "Add it", "head": "claudomator/t1", "base": "main", "body": "why", "draft": false}))
     .await;
     assert_eq!(status, 201, "{pull}");
     assert_eq!(pull["number"], 1);
@@ -159,12 +154,10 @@ async fn valid_requests_are_answered_like_github_with_rate_limit_headers() {
         assert!(headers.contains_key(name), "{name}");
     }
     // The same head again: GitHub's 422, not a violation.
-    let (status, _, again) = call(
+    let (status, _, again) = post(
         &api,
-        reqwest::Method::POST,
         "/repos/acme/widgets/pulls",
-        Some("tok-alice"),
-        Some(json!({"title": "Add it", "head": "claudomator/t1", "base": "main"})),
+        json!({"title": "Add it", "head": "claudomator/t1", "base": "main"}),
     )
     .await;
     assert_eq!(status, 422);
@@ -175,40 +168,23 @@ async fn valid_requests_are_answered_like_github_with_rate_limit_headers() {
             .contains("already exists"),
         "{again}"
     );
-    let (status, _, list) = call(
+    let (status, _, list) = get(
         &api,
-        reqwest::Method::GET,
         "/repos/acme/widgets/pulls?head=acme:claudomator/t1&state=open",
-        Some("tok-alice"),
-        None,
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
     // A git ref with slashes (x-multi-segment); gone the second time.
-    let (status, _, _) = call(
-        &api,
-        reqwest::Method::DELETE,
-        "/repos/acme/widgets/git/refs/heads/claudomator/t1",
-        Some("tok-alice"),
-        None,
-    )
-    .await;
+    let (status, _, _) = delete(&api, "/repos/acme/widgets/git/refs/heads/claudomator/t1").await;
     assert_eq!(status, 204);
-    let (status, _, gone) = call(
-        &api,
-        reqwest::Method::DELETE,
-        "/repos/acme/widgets/git/refs/heads/claudomator/t1",
-        Some("tok-alice"),
-        None,
-    )
-    .await;
+    let (status, _, gone) = delete(&api, "/repos/acme/widgets/git/refs/heads/claudomator/t1").await;
     assert_eq!(
         (status, gone["message"].as_str()),
         (422, Some("Reference does not exist"))
     );
     // Bad credentials.
-    let (status, _, bad) = call(&api, reqwest::Method::GET, "/user", Some("nope"), None).await;
+    let (status, _, bad) = call(&api, "nope", "GET /user", None).await;
     assert_eq!(
         (status, bad["message"].as_str()),
         (401, Some("Bad credentials"))
@@ -221,8 +197,7 @@ async fn valid_requests_are_answered_like_github_with_rate_limit_headers() {
 async fn faults_secondary_and_primary_limits() {
     let api = scripted().await;
     api.secondary_limit("/user", 1, 3);
-    let (status, headers, body) =
-        call(&api, reqwest::Method::GET, "/user", Some("tok-alice"), None).await;
+    let (status, headers, body) = get(&api, "/user").await;
     assert_eq!(status, 403);
     assert_eq!(headers["retry-after"], "3");
     assert!(
@@ -231,12 +206,11 @@ async fn faults_secondary_and_primary_limits() {
             .unwrap()
             .contains("secondary rate limit")
     );
-    let (status, _, me) = call(&api, reqwest::Method::GET, "/user", Some("tok-alice"), None).await;
+    let (status, _, me) = get(&api, "/user").await;
     assert_eq!((status, me["login"].as_str()), (200, Some("alice")));
     let reset = SystemTime::now() + Duration::from_secs(900);
     api.exhaust_rate_limit(reset);
-    let (status, headers, _) =
-        call(&api, reqwest::Method::GET, "/user", Some("tok-alice"), None).await;
+    let (status, headers, _) = get(&api, "/user").await;
     assert_eq!(status, 403);
     assert_eq!(headers["x-ratelimit-remaining"], "0");
     let reset_secs = reset
@@ -255,7 +229,7 @@ async fn the_enterprise_prefix_is_required() {
     let api = GithubApi::start_at("/api/v3").await;
     api.add_user("alice", "tok-alice");
     assert!(api.api_url().ends_with("/api/v3"));
-    let (status, _, me) = call(&api, reqwest::Method::GET, "/user", Some("tok-alice"), None).await;
+    let (status, _, me) = get(&api, "/user").await;
     assert_eq!((status, me["login"].as_str()), (200, Some("alice")));
     api.assert_no_violations();
     let response = client()
@@ -302,48 +276,22 @@ async fn an_app_gets_installation_tokens_that_expire() {
         &[("contents", "write"), ("pull_requests", "write")],
     );
     let jwt = app_jwt(&private_key, 42, 540);
-    let (status, _, app) = call(&api, reqwest::Method::GET, "/app", Some(&jwt), None).await;
+    let (status, _, app) = call(&api, &jwt, "GET /app", None).await;
     assert_eq!(
         (status, app["slug"].as_str()),
         (200, Some("claudomator-test"))
     );
-    let (status, _, installation) = call(
-        &api,
-        reqwest::Method::GET,
-        "/repos/acme/widgets/installation",
-        Some(&jwt),
-        None,
-    )
-    .await;
+    let (status, _, installation) =
+        call(&api, &jwt, "GET /repos/acme/widgets/installation", None).await;
     assert_eq!((status, installation["id"].as_u64()), (200, Some(7)));
-    let (status, _, token) = call(
-        &api,
-        reqwest::Method::POST,
-        "/app/installations/7/access_tokens",
-        Some(&jwt),
-        None,
-    )
-    .await;
+    let (status, _, token) =
+        call(&api, &jwt, "POST /app/installations/7/access_tokens", None).await;
     assert_eq!(status, 201, "{token}");
     let token = token["token"].as_str().unwrap().to_string();
-    let (status, _, _) = call(
-        &api,
-        reqwest::Method::GET,
-        "/repos/acme/widgets",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (status, _, _) = call(&api, &token, "GET /repos/acme/widgets", None).await;
     assert_eq!(status, 200);
     api.expire_installation_tokens();
-    let (status, _, bad) = call(
-        &api,
-        reqwest::Method::GET,
-        "/repos/acme/widgets",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (status, _, bad) = call(&api, &token, "GET /repos/acme/widgets", None).await;
     assert_eq!(
         (status, bad["message"].as_str()),
         (401, Some("Bad credentials"))
@@ -354,14 +302,67 @@ async fn an_app_gets_installation_tokens_that_expire() {
         (AuthKind::InstallationToken, Some(1))
     );
     // A JWT that lives longer than GitHub allows (10 minutes).
-    let (status, _, _) = call(
+    let (status, _, _) = call(&api, &app_jwt(&private_key, 42, 1200), "GET /app", None).await;
+    assert_eq!(status, 401);
+    api.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_repository_on_disk_has_its_branches_read_and_deleted_in_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    common::init_git_repo(&project);
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&project)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert!(git(&["branch", "claudomator/t1"]).0);
+    let (_, sha) = git(&["rev-parse", "claudomator/t1"]);
+    let api = GithubApi::start().await;
+    api.add_user("alice", "tok-alice");
+    api.add_repo_at("acme/proj", &project);
+    api.grant("acme/proj", "alice", "admin");
+
+    let (status, _, repo) = get(&api, "/repos/acme/proj").await;
+    assert_eq!(status, 200);
+    assert_eq!(repo["clone_url"], project.display().to_string());
+    assert_eq!(repo["default_branch"], "trunk");
+    assert_eq!(repo["permissions"]["admin"], true);
+    let (status, _, pull) = post(
         &api,
-        reqwest::Method::GET,
-        "/app",
-        Some(&app_jwt(&private_key, 42, 1200)),
-        None,
+        "/repos/acme/proj/pulls",
+        json!({"title": "t1", "head": "claudomator/t1", "base": "trunk"}),
     )
     .await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 201, "{pull}");
+    assert_eq!(pull["head"]["sha"], sha);
+    // A head that is not a branch there: GitHub's 422.
+    let (status, _, _) = post(
+        &api,
+        "/repos/acme/proj/pulls",
+        json!({"title": "t2", "head": "claudomator/t2", "base": "trunk"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = delete(&api, "/repos/acme/proj/git/refs/heads/claudomator/t1").await;
+    assert_eq!(status, 204);
+    assert!(
+        !git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "refs/heads/claudomator/t1"
+        ])
+        .0
+    );
+    assert!(!api.has_branch("acme/proj", "claudomator/t1"));
     api.assert_no_violations();
 }

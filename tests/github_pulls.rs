@@ -13,12 +13,11 @@
 mod common;
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use claudomator::core::codehost::{CodeHost, Secret};
+use claudomator::core::codehost::{CodeHost, CodeHosts, RepoName, Secret};
 use claudomator::core::model::PullMode;
 use claudomator::github::{ApiSettings, Credentials, GithubClient};
 use claudomator::proto as pb;
@@ -192,8 +191,12 @@ async fn world(max_resumes: u32) -> World {
         Credentials::Token(Secret::new("tok-bot")),
     )
     .unwrap();
-    let hosts: HashMap<String, Arc<dyn CodeHost>> =
-        HashMap::from([("other".to_string(), Arc::new(client) as Arc<dyn CodeHost>)]);
+    let mut hosts = CodeHosts::new();
+    hosts.insert(
+        "other",
+        RepoName::parse(REPO).unwrap(),
+        Arc::new(client) as Arc<dyn CodeHost>,
+    );
     let home = tempfile::tempdir().unwrap();
     let mock = AnthropicMock::start(Script::Bash("ls -a >> listing.txt".into()));
     let bare_path: PathBuf = bare.path().to_path_buf();

@@ -547,6 +547,9 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "cluster": check(&status.cluster),
             "isolation": check(&status.isolation),
             "prices": check(&status.prices),
+            "github": status.github.iter().map(|g| serde_json::json!({
+                "project": g.project, "repository": g.repository, "ok": g.ok, "detail": g.detail,
+            })).collect::<Vec<_>>(),
             "usable": usable,
         }));
         return usable;
@@ -613,6 +616,16 @@ pub fn doctor(status: &crate::proto::GetSystemStatusResponse, server: &str, as_j
             "{name:<12} {:<4} {}",
             if check.ok { "ok" } else { "--" },
             check.detail
+        );
+    }
+    for g in &status.github {
+        println!(
+            "{:<12} {:<4} {} (project {}): {}",
+            "github",
+            if g.ok { "ok" } else { "--" },
+            escape_line(&g.repository),
+            escape_line(&g.project),
+            escape_line(&g.detail)
         );
     }
     usable

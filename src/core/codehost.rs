@@ -5,7 +5,10 @@
 //! sees reqwest, and never sees a token except as a [`Secret`] it hands to
 //! git through a credential helper.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -224,6 +227,105 @@ pub trait CodeHost: Send + Sync {
         Err(HostError::Unavailable(format!(
             "this code host cannot check its access to {repo}"
         )))
+    }
+}
+
+/// A project's repository on its code host.
+#[derive(Clone)]
+pub struct ProjectHost {
+    pub repo: RepoName,
+    pub host: Arc<dyn CodeHost>,
+}
+
+/// The code host of each project with a `github = "owner/name"` and
+/// credentials, by project name (built once at start-up, one client per
+/// distinct set of credentials, shared by the projects that use it).
+#[derive(Clone, Default)]
+pub struct CodeHosts {
+    by_project: BTreeMap<String, ProjectHost>,
+}
+
+impl CodeHosts {
+    pub fn new() -> Self {
+        CodeHosts::default()
+    }
+
+    pub fn insert(&mut self, project: impl Into<String>, repo: RepoName, host: Arc<dyn CodeHost>) {
+        self.by_project
+            .insert(project.into(), ProjectHost { repo, host });
+    }
+
+    /// The project's repository and host; None when it has none.
+    pub fn get(&self, project: &str) -> Option<&ProjectHost> {
+        self.by_project.get(project)
+    }
+
+    /// Every project with a host, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ProjectHost)> {
+        self.by_project.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_project.is_empty()
+    }
+}
+
+/// What `doctor` says of one project's repository on its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostCheck {
+    pub project: String,
+    pub repo: String,
+    /// May push and open pull requests.
+    pub ok: bool,
+    /// Who the credentials are and what they may do, or what is missing.
+    pub detail: String,
+}
+
+/// How long `doctor` waits for one project's check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl CodeHosts {
+    /// Every project's [`CodeHost::access`], checked at once, by project.
+    pub async fn check_all(&self) -> Vec<HostCheck> {
+        let mut checks = tokio::task::JoinSet::new();
+        for (project, ph) in self.iter() {
+            let (project, ph) = (project.to_string(), ph.clone());
+            checks.spawn(async move {
+                let access = tokio::time::timeout(CHECK_TIMEOUT, ph.host.access(&ph.repo)).await;
+                let (ok, detail) = match access {
+                    Err(_) => (
+                        false,
+                        format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+                    ),
+                    Ok(Err(e)) => (false, e.to_string()),
+                    Ok(Ok(a)) if a.missing.is_empty() && a.can_push && a.can_open_pulls => (
+                        true,
+                        format!("{}: can push and open pull requests", a.identity),
+                    ),
+                    Ok(Ok(a)) => (
+                        false,
+                        format!("{}: missing {}", a.identity, a.missing.join("; ")),
+                    ),
+                };
+                HostCheck {
+                    project,
+                    repo: ph.repo.to_string(),
+                    ok,
+                    detail,
+                }
+            });
+        }
+        let mut all = checks.join_all().await;
+        all.sort_by(|a, b| a.project.cmp(&b.project));
+        all
+    }
+}
+
+impl fmt::Debug for CodeHosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.by_project.iter().map(|(k, v)| (k, v.repo.to_string())))
+            .finish()
     }
 }
 

@@ -55,6 +55,9 @@ pub struct SystemStatus {
     /// Whether every model whose cost is estimated has a price; if not,
     /// which, and the `[prices]` line to add.
     pub prices: Check,
+    /// Each project's GitHub credentials: who, and whether they may push
+    /// and open pull requests (what is missing if not).
+    pub github: Vec<super::codehost::HostCheck>,
 }
 
 /// The settings the report names.
@@ -80,6 +83,7 @@ pub struct StatusService {
     tasks: TaskService,
     runners: Vec<Arc<dyn Runner>>,
     config: StatusConfig,
+    code_hosts: super::codehost::CodeHosts,
 }
 
 impl StatusService {
@@ -88,7 +92,14 @@ impl StatusService {
             tasks,
             runners,
             config,
+            code_hosts: Default::default(),
         }
+    }
+
+    /// The projects' code hosts, whose credentials the report checks.
+    pub fn with_code_hosts(mut self, code_hosts: super::codehost::CodeHosts) -> Self {
+        self.code_hosts = code_hosts;
+        self
     }
 
     pub async fn status(&self) -> CoreResult<SystemStatus> {
@@ -170,6 +181,7 @@ impl StatusService {
             cluster: self.cluster_check().await,
             isolation: isolation_check().await,
             prices: self.prices_check().await,
+            github: self.code_hosts.check_all().await,
         })
     }
 

@@ -172,7 +172,12 @@ impl Api {
             ) {
                 Verdict::Final => Ok(reply),
                 Verdict::Retry(wait) => Err(Failure {
-                    error: reply.error(&format!("{method} {path}")),
+                    // What stands once the retries are spent.
+                    error: if status == 403 || status == 429 {
+                        HostError::RateLimited(format!("{method} {path}: {}", reply.message()))
+                    } else {
+                        reply.error(&format!("{method} {path}"))
+                    },
                     retryable: true,
                     wait,
                 }),

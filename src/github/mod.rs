@@ -41,6 +41,42 @@ impl GithubClient {
         })
     }
 
+    /// The client for a project's configured credentials: the token read
+    /// from its variable, or the App's key read from its file.
+    pub fn from_config(
+        credentials: &crate::config::GithubCredentials,
+        max_rate_limit_wait: std::time::Duration,
+    ) -> anyhow::Result<GithubClient> {
+        use crate::config::GithubAuth;
+        let secret = match &credentials.auth {
+            GithubAuth::TokenEnv(name) => {
+                let token = std::env::var(name).map_err(|_| {
+                    anyhow::anyhow!("the environment variable `{name}` (GitHub token) is not set")
+                })?;
+                Credentials::Token(Secret::new(token.trim()))
+            }
+            GithubAuth::App {
+                app_id,
+                private_key_file,
+            } => {
+                let pem = std::fs::read(private_key_file).map_err(|e| {
+                    anyhow::anyhow!("cannot read {}: {e}", private_key_file.display())
+                })?;
+                let key = AppKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", private_key_file.display()))?;
+                Credentials::App {
+                    app_id: *app_id,
+                    key,
+                }
+            }
+        };
+        let settings = ApiSettings {
+            max_rate_limit_wait,
+            ..ApiSettings::new(&credentials.api_url)
+        };
+        Ok(GithubClient::new(settings, secret)?)
+    }
+
     pub fn api_url(&self) -> &str {
         &self.api.settings().api_url
     }
@@ -105,15 +141,11 @@ impl GithubClient {
             .await?;
         let reply = self.call(repo, Method::GET, &repo_path(repo), None).await?;
         if reply.status == 404 {
-            return Ok(Access {
-                identity: user.login.clone(),
-                can_push: false,
-                can_open_pulls: false,
-                missing: vec![format!(
-                    "{} cannot see {repo}: give the token's user access to it (write, to push and open pull requests)",
-                    user.login
-                )],
-            });
+            let why = format!(
+                "{} cannot see {repo}: give the token's user access to it (write, to push and open pull requests)",
+                user.login
+            );
+            return Ok(no_access(user.login, why));
         }
         if !reply.ok() {
             return Err(reply.error(&format!("reading {repo}")));
@@ -145,15 +177,11 @@ impl GithubClient {
         let path = format!("{}/installation", repo_path(repo));
         let reply = self.app_call(&path).await?;
         if reply.status == 404 {
-            return Ok(Access {
-                identity: format!("app {}", app.slug),
-                can_push: false,
-                can_open_pulls: false,
-                missing: vec![format!(
-                    "the App {} is not installed on {repo}: install it there",
-                    app.slug
-                )],
-            });
+            let why = format!(
+                "the App {} is not installed on {repo}: install it there",
+                app.slug
+            );
+            return Ok(no_access(format!("app {}", app.slug), why));
         }
         if !reply.ok() {
             return Err(reply.error(&format!("the App's installation on {repo}")));
@@ -187,6 +215,16 @@ impl GithubClient {
             can_open_pulls,
             missing,
         })
+    }
+}
+
+/// Credentials that cannot reach the repository at all.
+fn no_access(identity: String, why: String) -> Access {
+    Access {
+        identity,
+        can_push: false,
+        can_open_pulls: false,
+        missing: vec![why],
     }
 }
 

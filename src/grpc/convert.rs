@@ -503,6 +503,16 @@ pub fn system_status_to_pb(s: &crate::core::status::SystemStatus) -> pb::GetSyst
         isolation: Some(check(&s.isolation)),
         prices: Some(check(&s.prices)),
         cluster: Some(check(&s.cluster)),
+        github: s
+            .github
+            .iter()
+            .map(|g| pb::RepositoryCheck {
+                project: g.project.clone(),
+                repository: g.repo.clone(),
+                ok: g.ok,
+                detail: g.detail.clone(),
+            })
+            .collect(),
     }
 }
 

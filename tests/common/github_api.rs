@@ -13,7 +13,8 @@
 //! `clone_url` anywhere, e.g. a local bare repository whose branches are
 //! then read and deleted with git), pulls, labels, requested reviewers and
 //! issue comments. Faults: secondary rate limits on a path, the primary
-//! limit exhausted until a reset, installation tokens expired at once.
+//! limit exhausted until a reset, installation tokens expired at once, 5xx
+//! answers on a path.
 //! Every answer has `x-ratelimit-*` headers. A path prefix (`/api/v3`)
 //! stands for GitHub Enterprise Server.
 #![allow(dead_code)]
@@ -124,6 +125,12 @@ pub(crate) struct SecondaryLimit {
     pub retry_after: u64,
 }
 
+pub(crate) struct ServerError {
+    pub path: String,
+    pub remaining: usize,
+    pub status: u16,
+}
+
 pub(crate) struct State {
     pub prefix: String,
     pub users: HashMap<String, String>,
@@ -136,6 +143,7 @@ pub(crate) struct State {
     pub pulls: Vec<PullRec>,
     pub comments: Vec<CommentRec>,
     pub secondary: Vec<SecondaryLimit>,
+    pub server_errors: Vec<ServerError>,
     /// The primary limit is exhausted until then.
     pub exhausted_until: Option<SystemTime>,
     pub used: u64,
@@ -187,6 +195,7 @@ impl GithubApi {
             pulls: Vec::new(),
             comments: Vec::new(),
             secondary: Vec::new(),
+            server_errors: Vec::new(),
             exhausted_until: None,
             used: 0,
             next_id: 1000,
@@ -340,6 +349,16 @@ impl GithubApi {
             path: path.to_string(),
             remaining: count,
             retry_after,
+        });
+    }
+
+    /// The next `count` requests to `path` are answered with this 5xx
+    /// status (a GitHub outage).
+    pub fn server_error(&self, path: &str, count: usize, status: u16) {
+        self.state.lock().unwrap().server_errors.push(ServerError {
+            path: path.to_string(),
+            remaining: count,
+            status,
         });
     }
 

@@ -161,14 +161,11 @@ async fn create_postgres_database(admin: &str) -> String {
     }
 }
 
-/// `start_server_with`, with a code host per project (by name): the
-/// projects with `github` and a host here open pull requests.
+/// `start_server_with`, with these code hosts (by project) instead of
+/// those the config's credentials make.
 pub async fn start_server_with_hosts(
     adjust: impl FnOnce(&mut Config),
-    hosts: std::collections::HashMap<
-        String,
-        std::sync::Arc<dyn claudomator::core::codehost::CodeHost>,
-    >,
+    hosts: claudomator::core::codehost::CodeHosts,
 ) -> TestServer {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dirs.path());

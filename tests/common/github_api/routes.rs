@@ -181,6 +181,15 @@ fn serve(
             .push(("retry-after", limit.retry_after.to_string()));
         return a;
     }
+    if let Some(failure) = s
+        .server_errors
+        .iter_mut()
+        .find(|f| f.path == path && f.remaining > 0)
+    {
+        failure.remaining -= 1;
+        let status = failure.status;
+        return message(status, "Server Error");
+    }
     if s.exhausted_until.is_some_and(|until| until > now) {
         return message(
             403,
