@@ -305,6 +305,25 @@ async fn an_apps_access_names_the_missing_permissions() {
 }
 
 #[tokio::test]
+async fn an_app_installed_again_is_found_again() {
+    let api = scripted(GithubApi::start().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = [("contents", "write"), ("pull_requests", "write")];
+    let host = app_client(&api, dir.path(), &write);
+    host.repository(&repo()).await.unwrap();
+    api.uninstall(7);
+    api.install(42, 8, &[REPO], &write);
+    host.repository(&repo()).await.unwrap();
+    let lookups = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/installation"))
+        .count();
+    assert_eq!(lookups, 2);
+    api.assert_no_violations();
+}
+
+#[tokio::test]
 async fn a_secondary_rate_limit_is_waited_out() {
     let api = scripted(GithubApi::start().await).await;
     let host = token_client(&api, "tok-alice");

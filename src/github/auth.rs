@@ -122,7 +122,19 @@ impl Auth {
             Credentials::Token(token) => Ok(token.clone()),
             Credentials::App { .. } => {
                 let installation = self.installation(api, repo).await?;
-                self.installation_token(api, installation).await
+                match self.installation_token(api, installation).await {
+                    // Uninstalled since (and maybe installed again): find
+                    // the installation anew, once.
+                    Err(HostError::NotFound(_)) => {
+                        self.installations
+                            .lock()
+                            .await
+                            .remove(&repo.to_string().to_lowercase());
+                        let installation = self.installation(api, repo).await?;
+                        self.installation_token(api, installation).await
+                    }
+                    other => other,
+                }
             }
         }
     }

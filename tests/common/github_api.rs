@@ -323,6 +323,15 @@ impl GithubApi {
         );
     }
 
+    /// Removes an installation; its tokens stop working (401).
+    pub fn uninstall(&self, installation_id: u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .installations
+            .remove(&installation_id);
+    }
+
     /// How long installation tokens issued from now on live (GitHub: 1 h).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.state.lock().unwrap().token_lifetime = lifetime;

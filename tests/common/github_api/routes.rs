@@ -250,7 +250,7 @@ fn authenticate(
     if let Some(t) = s.installation_tokens.get(token) {
         record.auth = AuthKind::InstallationToken;
         record.installation_token = Some(t.ordinal);
-        if t.expires_at <= now {
+        if t.expires_at <= now || !s.installations.contains_key(&t.installation) {
             return Err(message(401, "Bad credentials"));
         }
         return Ok(Who::Installation(t.installation));
