@@ -69,7 +69,7 @@ pub const MAX_PAGE_SIZE: u32 = super::tasks::MAX_PAGE_SIZE;
 /// How much of an offending value an error message quotes.
 pub const QUOTED_CHARS: usize = 32;
 /// Tags only the server's own CI triage sets.
-pub const RESERVED_TAG_PREFIXES: [&str; 3] = ["ci-run:", "ci-sha:", "ci-commit-at:"];
+pub const RESERVED_TAG_PREFIXES: [&str; 4] = ["ci-run:", "ci-sha:", "ci-commit-at:", "ci-pr:"];
 
 /// A value for an error message: at most [`QUOTED_CHARS`] characters of it,
 /// control characters escaped, in backticks.

@@ -93,6 +93,42 @@ fn files(text: &mut String, execution: &Execution) {
     text.push('\n');
 }
 
+/// The title of a triage task's fix for pull request `number`.
+pub fn fix_title(task: &Task, number: u64) -> String {
+    format!("Fix the failing checks of #{number}: {}", task.name)
+        .chars()
+        .take(MAX_TITLE_CHARS)
+        .collect()
+}
+
+/// The body of that fix: which pull request it is for, then as usual.
+pub fn fix_body(task: &Task, executions: &[Execution], number: u64) -> String {
+    format!(
+        "The checks of #{number} failed; claudomator's triage task found this fix. Merge it \
+         into #{number}'s branch.\n\n{}",
+        body(task, executions)
+    )
+}
+
+/// What a triage task says on the failing pull request: what it found,
+/// and where its fix is (None: it changed nothing).
+pub fn triage_comment(task: &Task, fix: Option<&str>) -> String {
+    let summary = Some(task.summary.trim())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("It wrote no summary.");
+    let mut text = format!(
+        "claudomator looked into the failing checks (task `{}`).\n\n{summary}\n\n",
+        task.id
+    );
+    match fix {
+        Some(url) => {
+            let _ = write!(text, "The fix, onto this branch: {url}");
+        }
+        None => text.push_str("It changed nothing."),
+    }
+    text
+}
+
 /// The reply after a resumed run pushed `sha`.
 pub fn pushed(task: &Task, latest: Option<&Execution>, sha: &str) -> String {
     let mut text = format!("Pushed {} to this pull request.\n\n", short(sha));

@@ -48,6 +48,33 @@ impl FakeHost {
             .insert(login.to_string(), permission);
     }
 
+    /// A pull request someone else opened from `head` onto the default
+    /// branch; its number.
+    pub fn add_pull(&self, head: &str) -> u64 {
+        let mut state = self.lock();
+        let number = state.pulls.len() as u64 + 1;
+        let base = state
+            .repository
+            .as_ref()
+            .map(|r| r.default_branch.clone())
+            .unwrap_or_default();
+        let pull = Pull {
+            number,
+            url: format!("https://github.com/someone/pull/{number}"),
+            state: PullState::Open,
+            head_ref: head.to_string(),
+            head_sha: String::new(),
+            base_ref: base.clone(),
+        };
+        let asked = NewPull {
+            head: head.to_string(),
+            base,
+            ..NewPull::default()
+        };
+        state.pulls.push((asked, pull));
+        number
+    }
+
     /// The pull requests opened, as asked and as answered.
     pub fn pulls(&self) -> Vec<(NewPull, Pull)> {
         self.lock().pulls.clone()

@@ -12,6 +12,9 @@
 //! - `body.rs`: the pull request's title and body, and the replies.
 //! - `feedback.rs`: `PullEvent` (a webhook event in core terms) → resume,
 //!   question, complete, cancel or ignore, with why.
+//! - `triage.rs`: a CI triage task for someone else's failing pull request
+//!   offers its fix as a pull request onto that branch and says what it
+//!   found there.
 //! - `fake.rs`: `FakeHost`, an in-memory `CodeHost` for tests.
 //!
 //! In a cluster every server sees every change; only the server that ran
@@ -23,6 +26,7 @@ mod body;
 pub mod fake;
 mod feedback;
 mod record;
+mod triage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -183,7 +187,8 @@ impl Pulls {
                     let Some(task) = &published.task else {
                         continue;
                     };
-                    if change.from != Some(TaskState::Running) || change.to != TaskState::Ready {
+                    let ended = matches!(change.to, TaskState::Ready | TaskState::Completed);
+                    if change.from != Some(TaskState::Running) || !ended {
                         continue;
                     }
                     pulls.after_run(task).await;
@@ -195,7 +200,9 @@ impl Pulls {
     /// A run of `task` ended in READY: open its pull request, or push to
     /// the one it has and reply there. Only the server that ran it acts.
     async fn after_run(&self, task: &Task) {
-        if task.pull_requests == PullMode::Off || self.project(&task.project).is_none() {
+        let failing_pull = triage::failing_pull(task);
+        let wanted = task.pull_requests != PullMode::Off || failing_pull.is_some();
+        if !wanted || self.project(&task.project).is_none() {
             return;
         }
         let store = self.tasks().store();
@@ -218,10 +225,14 @@ impl Pulls {
             }
         };
         let result = match existing {
-            Some(record) if !record.is_opening() => self.update(task, record).await.map(|_| ()),
+            Some(record) if !record.is_opening() && task.state == TaskState::Ready => {
+                self.update(task, record).await.map(|_| ())
+            }
             Some(_) => return,
+            None if let Some(number) = failing_pull => self.offer_fix(task, number).await,
+            None if task.state != TaskState::Ready => return,
             None if task.pull_requests == PullMode::OnComplete => {
-                self.open_new(task).await.map(|_| ())
+                self.open_new(task, None).await.map(|_| ())
             }
             None => return,
         };
@@ -246,7 +257,7 @@ impl Pulls {
         if !opens {
             return self.tasks().accept(task_id).await;
         }
-        self.open_new(&task).await?;
+        self.open_new(&task, None).await?;
         self.tasks().get(task_id).await
     }
 
@@ -267,12 +278,13 @@ impl Pulls {
                 task.state.as_str().to_uppercase()
             )));
         }
-        Ok((self.open_new(&task).await?, true))
+        Ok((self.open_new(&task, None).await?, true))
     }
 
     /// Pushes the task's branch and opens its pull request, under the
-    /// store's claim (so one server does it).
-    async fn open_new(&self, task: &Task) -> CoreResult<PullRecord> {
+    /// store's claim (so one server does it); onto `onto` (the branch of a
+    /// failing pull request) when given, else the default or `base_ref`.
+    async fn open_new(&self, task: &Task, onto: Option<&triage::Onto>) -> CoreResult<PullRecord> {
         let project = self.project(&task.project).ok_or_else(|| {
             CoreError::FailedPrecondition(format!(
                 "project `{}` has no GitHub repository to open pull requests on (set github = \
@@ -305,7 +317,7 @@ impl Pulls {
                 task.id
             )));
         }
-        match self.push_and_open(task, project, claim).await {
+        match self.push_and_open(task, project, claim, onto).await {
             Ok(record) => {
                 store.save_pull(record.clone()).await?;
                 info!(task_id = %task.id, url = %record.url, "pull request opened");
@@ -325,13 +337,14 @@ impl Pulls {
         task: &Task,
         project: &PullProject,
         mut record: PullRecord,
+        onto: Option<&triage::Onto>,
     ) -> CoreResult<PullRecord> {
         let host = &project.host;
         let repository = host.repository(&project.repo).await.map_err(host_error)?;
-        let base = if looks_like_branch(&task.base_ref) {
-            task.base_ref.clone()
-        } else {
-            repository.default_branch.clone()
+        let base = match onto {
+            Some(onto) => onto.branch.clone(),
+            None if looks_like_branch(&task.base_ref) => task.base_ref.clone(),
+            None => repository.default_branch.clone(),
         };
         let token = host.push_token(&project.repo).await.map_err(host_error)?;
         let sha = push_branch(
@@ -347,8 +360,14 @@ impl Pulls {
         let executions = store.list_executions(task.id, None, 500).await?.items;
         let settings = &self.inner.settings;
         let new = NewPull {
-            title: body::title(task),
-            body: body::body(task, &executions),
+            title: match onto {
+                Some(onto) => body::fix_title(task, onto.number),
+                None => body::title(task),
+            },
+            body: match onto {
+                Some(onto) => body::fix_body(task, &executions, onto.number),
+                None => body::body(task, &executions),
+            },
             head: record.head_ref.clone(),
             base: base.clone(),
             draft: settings.draft,

@@ -476,3 +476,54 @@ async fn commits_people_pushed_reach_the_resumed_agent_and_are_kept_on_the_branc
         &["merge-base", "--is-ancestor", &theirs, &updated.head_sha],
     );
 }
+
+#[tokio::test]
+async fn a_triage_task_for_someone_elses_pull_request_offers_its_fix_onto_that_branch() {
+    let s = setup(PullSettings::default()).await;
+    let theirs = s.host.add_pull("feature");
+    s.h.fake(Claude).push([
+        FakeStep::write_file("fix.txt", "fixed\n"),
+        FakeStep::succeed(),
+    ]);
+    let triage =
+        s.h.submit(Claude, |spec| {
+            spec.tags = vec!["ci".into(), format!("ci-pr:{theirs}")]
+        })
+        .await;
+    s.h.wait_for(&triage, TaskState::Completed).await;
+    let fix = s.pull_where(&triage, |p| !p.is_opening()).await;
+    let comments = s.comments_reach(1).await;
+    let opened = s.host.pulls();
+    let (asked, _) = &opened[1];
+    assert_eq!(
+        asked.base, "feature",
+        "onto the failing pull request's branch"
+    );
+    assert!(
+        asked
+            .title
+            .starts_with(&format!("Fix the failing checks of #{theirs}"))
+    );
+    assert_eq!(comments[0].0, theirs);
+    assert!(
+        comments[0].1.contains("Wrote fix.txt."),
+        "{}",
+        comments[0].1
+    );
+    assert!(comments[0].1.contains(&fix.url), "{}", comments[0].1);
+
+    // A triage that changed nothing only says what it found.
+    let idle =
+        s.h.submit(Claude, |spec| {
+            spec.tags = vec!["ci".into(), format!("ci-pr:{theirs}")]
+        })
+        .await;
+    s.h.wait_for(&idle, TaskState::Completed).await;
+    let comments = s.comments_reach(2).await;
+    assert!(
+        comments[1].1.contains("It changed nothing."),
+        "{}",
+        comments[1].1
+    );
+    assert_eq!(s.host.pulls().len(), 2, "no pull request without a change");
+}
