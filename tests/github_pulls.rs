@@ -81,7 +81,7 @@ async fn deliver(server: &TestServer, event: &str, payload: &Value, delivery: &s
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
+    assert!(response.status().is_success(), "{}", response.status());
     let answer: Value = response.json().await.unwrap();
     eprintln!("webhook {event} {delivery} -> {answer}");
     answer
@@ -499,5 +499,90 @@ async fn claudomator_pr_opens_the_pull_request_of_reviewed_work_that_has_none() 
     assert_eq!(w.api.pulls(REPO).len(), 1);
     let again = cli(&w.server, &["pr", &id]).await;
     assert!(!again.contains("opened"), "{again}");
+    w.api.assert_no_violations();
+}
+
+#[tokio::test]
+async fn someone_elses_failing_pull_request_gets_a_triage_fix_onto_its_branch() {
+    let test = "someone_elses_failing_pull_request_gets_a_triage_fix_onto_its_branch";
+    if claude_or_skip(test).is_none() {
+        return;
+    }
+    let w = world(3).await;
+    // A contributor's branch, in the project and on GitHub, with a pull
+    // request of its own.
+    let project = w.server.config.projects[1].path.clone();
+    git(&project, &["checkout", "--quiet", "-b", "feature"]);
+    std::fs::write(project.join("feature.txt"), "half done\n").unwrap();
+    git(&project, &["add", "feature.txt"]);
+    git(
+        &project,
+        &[
+            "-c",
+            "user.name=C",
+            "-c",
+            "user.email=c@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "wip",
+        ],
+    );
+    let head = git(&project, &["rev-parse", "HEAD"]);
+    git(&project, &["checkout", "--quiet", "trunk"]);
+    let bare = w._bare.path().display().to_string();
+    git(&project, &["push", "--quiet", &bare, "feature"]);
+    let contributor = GithubClient::new(
+        ApiSettings::new(w.api.api_url()),
+        Credentials::Token(Secret::new("tok-codertocat")),
+    )
+    .unwrap();
+    let theirs = contributor
+        .open_pull(
+            &RepoName::parse(REPO).unwrap(),
+            &claudomator::core::codehost::NewPull {
+                title: "A feature".into(),
+                body: "Work in progress.".into(),
+                head: "feature".into(),
+                base: "trunk".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Its checks fail: a triage task runs on its head...
+    let mut suite = recorded("check_suite", "completed");
+    suite["check_suite"]["conclusion"] = json!("failure");
+    suite["check_suite"]["head_sha"] = json!(head);
+    suite["check_suite"]["head_branch"] = json!("feature");
+    suite["check_suite"]["pull_requests"][0]["number"] = json!(theirs.number);
+    let answer = deliver(&w.server, "check_suite", &suite, "suite-theirs").await;
+    assert_eq!(answer["outcome"], "created", "{answer}");
+    let id = answer["task_id"].as_str().unwrap().to_string();
+    let mut client = w.server.client().await;
+    let fix = pull_of(&mut client, &id, "").await;
+
+    // ...and offers its fix onto that branch, saying so on theirs.
+    let pulls = w.api.pulls(REPO);
+    let offered = pulls
+        .iter()
+        .find(|p| p["number"] == fix.number)
+        .expect("the fix's pull request");
+    assert_eq!(offered["base"]["ref"], "feature");
+    assert!(
+        offered["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Fix the failing checks of #{}", theirs.number)),
+        "{offered}"
+    );
+    let said = comments(&w.api, theirs.number, 1).await;
+    eprintln!("--- comment on #{}\n{}\n---", theirs.number, said[0]);
+    assert!(said[0].contains(&fix.url), "{}", said[0]);
+    git(
+        w._bare.path(),
+        &["merge-base", "--is-ancestor", &head, &fix.head_sha],
+    );
     w.api.assert_no_violations();
 }
