@@ -200,9 +200,10 @@ impl Pulls {
     /// A run of `task` ended in READY: open its pull request, or push to
     /// the one it has and reply there. Only the server that ran it acts.
     async fn after_run(&self, task: &Task) {
+        // Whatever its setting: a task may have a pull request opened by
+        // `claudomator pr`, or be a triage task for a failing one.
         let failing_pull = triage::failing_pull(task);
-        let wanted = task.pull_requests != PullMode::Off || failing_pull.is_some();
-        if !wanted || self.project(&task.project).is_none() {
+        if self.project(&task.project).is_none() {
             return;
         }
         let store = self.tasks().store();

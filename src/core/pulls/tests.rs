@@ -527,3 +527,25 @@ async fn a_triage_task_for_someone_elses_pull_request_offers_its_fix_onto_that_b
     );
     assert_eq!(s.host.pulls().len(), 2, "no pull request without a change");
 }
+
+#[tokio::test]
+async fn a_pull_request_opened_by_hand_is_updated_like_any_other() {
+    let s = setup(PullSettings::default()).await;
+    s.h.fake(Claude)
+        .push([FakeStep::write_file("a.txt", "a\n")]);
+    let task = s.h.submit(Claude, |spec| spec.review_required = true).await;
+    s.h.wait_for(&task, TaskState::Ready).await;
+    let (record, opened) = s.pulls.open(&task.id.to_string()).await.unwrap();
+    assert!(opened);
+    s.h.fake(Claude)
+        .push([FakeStep::write_file("a.txt", "b\n")]);
+    let outcome = s
+        .pulls
+        .handle(event(&record, "h1", "alice", changes("b, not a")))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PullOutcome::Resumed(_)), "{outcome:?}");
+    let updated = s.pull_where(&task, |p| p.head_sha != record.head_sha).await;
+    assert_eq!(updated.head_sha, s.remote_head(&task));
+    assert!(s.comments_reach(1).await[0].1.starts_with("Pushed "));
+}
