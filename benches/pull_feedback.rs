@@ -93,6 +93,18 @@ async fn wait_ready(client: &mut ClaudomatorServiceClient<tonic::transport::Chan
     }
 }
 
+async fn submit(
+    client: &mut ClaudomatorServiceClient<tonic::transport::Channel>,
+    spec: pb::TaskSpec,
+) -> String {
+    let request = pb::SubmitTaskRequest {
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let task = client.submit_task(request).await.unwrap().into_inner();
+    task.task.unwrap().id
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -195,34 +207,14 @@ async fn run() {
     let mut review_latency = Vec::new();
     // One task whose pull request takes every review, and a new task per
     // round for the submit path, alternating so both see the same server.
-    let first = client
-        .submit_task(pb::SubmitTaskRequest {
-            spec: Some(spec()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let first = submit(&mut client, spec()).await;
     next_start(&starts, seen).await;
     seen += 1;
     wait_ready(&mut client, &first).await;
     for round in 0..deliveries {
         // A plain submit to its agent starting.
         let sent = now_nanos();
-        let id = client
-            .submit_task(pb::SubmitTaskRequest {
-                spec: Some(spec()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
-            .id;
+        let id = submit(&mut client, spec()).await;
         let started = next_start(&starts, seen).await;
         seen += 1;
         submit_latency.push(Duration::from_nanos((started - sent) as u64));

@@ -130,7 +130,7 @@ fn pull_requests(
     }
     Some(Pulls::new(
         tasks.clone(),
-        config.pull_requests.settings(),
+        config.pull_requests.clone(),
         projects,
         server_id.to_string(),
     ))

@@ -14,7 +14,6 @@ use crate::core::model::AgentType;
 use crate::core::validate::{TaskRules, parse_duration};
 
 mod pulls;
-pub use pulls::PullRequestsConfig;
 
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "claudomator.toml";
@@ -63,7 +62,7 @@ pub struct Config {
     /// The GitHub webhook shim.
     pub github: GithubConfig,
     /// How tasks' work becomes pull requests, and their feedback loop.
-    pub pull_requests: PullRequestsConfig,
+    pub pull_requests: crate::core::pulls::PullSettings,
     /// The HTTP listener on `http_listen`: timeouts and the connection cap.
     pub http: HttpConfig,
     /// An OpenAI-compatible model endpoint: runs `local` tasks and makes
@@ -879,7 +878,7 @@ impl Default for Config {
             prices: default_prices(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),
-            pull_requests: PullRequestsConfig::default(),
+            pull_requests: Default::default(),
             http: HttpConfig::default(),
             local_model: LocalModelConfig::default(),
         }
@@ -1108,7 +1107,7 @@ impl Config {
         }
         self.notifications.settings()?;
         self.github.validate()?;
-        self.pull_requests.validate()?;
+        pulls::validate(&self.pull_requests)?;
         if self.github.allow_unsigned && !self.http_listen.ip().is_loopback() {
             bail!(
                 "github.allow_unsigned: refusing unsigned webhook deliveries on {} (http_listen): \
@@ -1674,7 +1673,7 @@ max_buffered_bytes = 33554432
         timeout = d.defaults.timeout,
         attempts = d.defaults.max_attempts,
         max_concurrent = d.executor.max_concurrent,
-        pull_requests = d.pull_requests.commented(),
+        pull_requests = pulls::commented(&d.pull_requests),
         projects = projects,
     )
 }

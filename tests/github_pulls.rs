@@ -14,7 +14,7 @@ mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use claudomator::core::codehost::{CodeHost, CodeHosts, RepoName, Secret};
@@ -28,37 +28,14 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use support::anthropic_mock::{AnthropicMock, Script};
 use support::claude_env::{claude_or_skip, configure_claude};
+use support::webhook_examples::example;
 
 const SECRET: &str = "pull-webhook-secret";
 const REPO: &str = "Codertocat/Hello-World";
 
-/// The recorded deliveries, installed on first use.
-fn examples() -> &'static Vec<Value> {
-    static EXAMPLES: OnceLock<Vec<Value>> = OnceLock::new();
-    EXAMPLES.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let file = root.join(
-            ".webhook-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
-        );
-        if !file.is_file() {
-            let status = std::process::Command::new("bash")
-                .arg(root.join("scripts/install-webhook-examples"))
-                .status()
-                .expect("runs scripts/install-webhook-examples");
-            assert!(status.success(), "scripts/install-webhook-examples failed");
-        }
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
-    })
-}
-
 /// The first recorded `event` delivery with this action.
 fn recorded(event: &str, action: &str) -> Value {
-    examples()
-        .iter()
-        .find(|e| e["name"] == event)
-        .and_then(|e| e["examples"].as_array())
-        .and_then(|list| list.iter().find(|p| p["action"] == action).cloned())
-        .unwrap_or_else(|| panic!("no recorded {event} {action}"))
+    example(event, |p| p["action"] == action)
 }
 
 fn signature_of(body: &[u8]) -> String {

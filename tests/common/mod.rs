@@ -89,6 +89,13 @@ pub async fn start_server() -> TestServer {
 }
 
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let (config, dirs) = adjusted_config(adjust).await;
+    boot(config, dirs).await
+}
+
+/// The test config in fresh directories, adjusted, on the test database,
+/// validated.
+async fn adjusted_config(adjust: impl FnOnce(&mut Config)) -> (Config, std::sync::Arc<TempDir>) {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dirs.path());
     adjust(&mut config);
@@ -96,7 +103,7 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         config.database_url = test_database().await;
     }
     config.validate().expect("test config is valid");
-    boot(config, dirs).await
+    (config, dirs)
 }
 
 /// The database a test server opens: empty (the embedded SQLite in its data
@@ -167,27 +174,19 @@ pub async fn start_server_with_hosts(
     adjust: impl FnOnce(&mut Config),
     hosts: claudomator::core::codehost::CodeHosts,
 ) -> TestServer {
-    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let mut config = test_config(dirs.path());
-    adjust(&mut config);
-    if config.database_url.is_empty() {
-        config.database_url = test_database().await;
-    }
-    config.validate().expect("test config is valid");
+    let (config, dirs) = adjusted_config(adjust).await;
     let running = app::start_with_hosts(config.clone(), hosts)
         .await
         .expect("server starts");
-    TestServer {
-        addr: running.grpc_addr,
-        http_addr: running.http_addr,
-        config,
-        running: Some(running),
-        _dirs: dirs,
-    }
+    served(config, dirs, running)
 }
 
 async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
     let running = app::start(config.clone()).await.expect("server starts");
+    served(config, dirs, running)
+}
+
+fn served(config: Config, dirs: std::sync::Arc<TempDir>, running: Running) -> TestServer {
     TestServer {
         addr: running.grpc_addr,
         http_addr: running.http_addr,

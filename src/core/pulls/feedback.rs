@@ -166,7 +166,7 @@ impl Pulls {
                 )
             }
             PullEventKind::Comment { body } => {
-                let mention = &self.settings().mention;
+                let mention = self.settings().mention.trim();
                 if !body.to_lowercase().contains(&mention.to_lowercase()) {
                     return Ok(ignored(format!("the comment does not mention {mention}")));
                 }

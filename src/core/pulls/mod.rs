@@ -49,12 +49,17 @@ use crate::sandbox::push_branch;
 /// A claim older than this (its server died opening) may be taken over.
 const CLAIM_STALE: Duration = Duration::from_secs(300);
 
-/// `[pull_requests]`: how pull requests are opened and how far their
-/// feedback may run the agent without a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[pull_requests]` (read and checked by `config::pulls`): how pull
+/// requests are opened and how far their feedback may run the agent
+/// without a person.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PullSettings {
+    /// Open pull requests as drafts.
     pub draft: bool,
+    /// Labels added to each pull request.
     pub labels: Vec<String>,
+    /// Logins asked to review each pull request.
     pub reviewers: Vec<String>,
     /// Automatic resumes per pull request before the task asks a person.
     pub max_resumes: u32,
