@@ -157,6 +157,12 @@ struct World {
 /// scripted GitHub, opening pull requests when its tasks finish; pushes go
 /// to a bare repository. Codertocat may write; mallory may only read.
 async fn world(max_resumes: u32) -> World {
+    world_on(max_resumes, None, "").await
+}
+
+/// `world`, on `database` (else the test database) as server `server_id`
+/// (else the default).
+async fn world_on(max_resumes: u32, database: Option<String>, server_id: &str) -> World {
     let api = GithubApi::start().await;
     api.add_user("claudomator-bot", "tok-bot");
     api.add_user("Codertocat", "tok-codertocat");
@@ -186,6 +192,12 @@ async fn world(max_resumes: u32) -> World {
             c.github.ignore_check_apps = Vec::new();
             c.pull_requests.max_resumes = max_resumes;
             c.pull_requests.labels = vec!["claudomator".into()];
+            if let Some(database) = database {
+                c.database_url = database;
+                // One at a time, so a second task is likely the other's.
+                c.executor.max_concurrent = 1;
+            }
+            c.executor.server_id = server_id.into();
             let project = &mut c.projects[1];
             project.github = Some(REPO.into());
             project.pull_requests = Some(PullMode::OnComplete);
@@ -561,5 +573,97 @@ async fn someone_elses_failing_pull_request_gets_a_triage_fix_onto_its_branch() 
         w._bare.path(),
         &["merge-base", "--is-ancestor", &head, &fix.head_sha],
     );
+    w.api.assert_no_violations();
+}
+
+/// Two servers on one PostgreSQL database, one project (the same
+/// repository on disk), both hearing every change: the one that ran the
+/// task opens its pull request, once, and either takes its feedback.
+#[tokio::test]
+async fn two_servers_on_one_database_open_one_pull_request() {
+    let test = "two_servers_on_one_database_open_one_pull_request";
+    if claude_or_skip(test).is_none() {
+        return;
+    }
+    let database = common::postgres_database().await;
+    let w = world_on(3, Some(database.clone()), "one").await;
+    let project = w.server.config.projects[1].path.clone();
+    let home = tempfile::tempdir().unwrap();
+    let client = GithubClient::new(
+        ApiSettings::new(w.api.api_url()),
+        Credentials::Token(Secret::new("tok-bot")),
+    )
+    .unwrap();
+    let mut hosts = CodeHosts::new();
+    hosts.insert("other", RepoName::parse(REPO).unwrap(), Arc::new(client));
+    let second = start_server_with_hosts(
+        |c| {
+            configure_claude(c, &w.mock.base_url(), home.path(), 1);
+            c.database_url = database;
+            c.executor.enabled = true;
+            c.executor.server_id = "two".into();
+            c.executor.max_concurrent = 1;
+            c.executor.poll_interval = "200ms".into();
+            c.github.webhook_secret = SECRET.into();
+            c.projects[1].path = project;
+            c.projects[1].github = Some(REPO.into());
+            c.projects[1].pull_requests = Some(PullMode::OnComplete);
+        },
+        hosts,
+    )
+    .await;
+
+    let mut client = second.client().await;
+    let ids = [
+        submit(&mut client, spec()).await.id,
+        submit(&mut client, spec()).await.id,
+    ];
+    for id in &ids {
+        wait_for(&mut client, id, &[pb::TaskState::Ready]).await;
+        pull_of(&mut client, id, "").await;
+    }
+    // Each task has one pull request, whichever server ran it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.api.pulls(REPO).len(), ids.len());
+    let ran_on: Vec<String> = {
+        let mut servers = Vec::new();
+        for id in &ids {
+            let runs = common::executions(&mut client, id).await;
+            servers.push(runs[0].server_id.clone());
+        }
+        servers
+    };
+    eprintln!("ran on {ran_on:?}");
+
+    // Feedback through the server that did not run it resumes it there.
+    let pull = get(&mut client, &ids[0]).await.pull_request.unwrap();
+    let other = if ran_on[0] == "one" {
+        &second
+    } else {
+        &w.server
+    };
+    let answer = deliver(
+        other,
+        "pull_request_review",
+        &review(pull.number, &pull.head_sha, "Codertocat", "Once more."),
+        "cluster-review",
+    )
+    .await;
+    assert_eq!(answer["outcome"], "resumed", "{answer}");
+    let again = deliver(
+        if std::ptr::eq(other, &second) {
+            &w.server
+        } else {
+            &second
+        },
+        "pull_request_review",
+        &review(pull.number, &pull.head_sha, "Codertocat", "Once more."),
+        "cluster-review",
+    )
+    .await;
+    assert_eq!(again["outcome"], "ignored", "one delivery, once: {again}");
+    let updated = pull_of(&mut client, &ids[0], &pull.head_sha).await;
+    assert_eq!(updated.number, pull.number);
+    assert_eq!(w.api.pulls(REPO).len(), ids.len(), "no new pull request");
     w.api.assert_no_violations();
 }
