@@ -258,6 +258,7 @@ async fn checks_failed(pulls: &Pulls, run: &CiRun, delivery: &str) -> Option<Rep
             number: pull.number,
             head_sha: run.head_sha.clone(),
             sender: String::new(),
+            sender_is_bot: false,
             kind: PullEventKind::ChecksFailed {
                 name: run.workflow.clone(),
                 conclusion: run.conclusion.clone(),

@@ -166,6 +166,47 @@ pub fn push_failed(task: &Task, why: &str) -> String {
     )
 }
 
+/// `text` with every mention of `mention` (any case) made inert (`@x` →
+/// `@\u{200b}x`), so what claudomator writes never reads as feedback.
+pub fn defuse(text: &str, mention: &str) -> String {
+    let mention = mention.trim();
+    let Some(bare) = mention.strip_prefix('@').filter(|b| !b.is_empty()) else {
+        return text.to_string();
+    };
+    if !mention.is_ascii() {
+        return text.replace(mention, &format!("@\u{200b}{bare}"));
+    }
+    // ASCII case folding keeps every byte where it is.
+    let lower = text.to_ascii_lowercase();
+    let wanted = mention.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = 0;
+    for (at, _) in lower.match_indices(&wanted) {
+        out.push_str(&text[rest..at]);
+        out.push_str("@\u{200b}");
+        out.push_str(&text[at + 1..at + wanted.len()]);
+        rest = at + wanted.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_words_never_mention_the_handle() {
+        let text = super::defuse(
+            "ask @Claudomator or @claudomator, not claudomator",
+            "@claudomator",
+        );
+        assert_eq!(
+            text,
+            "ask @\u{200b}Claudomator or @\u{200b}claudomator, not claudomator"
+        );
+        assert!(!text.to_lowercase().contains("@claudomator"));
+    }
 }

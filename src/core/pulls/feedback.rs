@@ -32,6 +32,10 @@ pub struct PullEvent {
     pub head_sha: String,
     /// Who did it (a login).
     pub sender: String,
+    /// The sender is an app or bot account (GitHub's `sender.type` `Bot`):
+    /// its words are never feedback, so claudomator's own replies (and
+    /// other bots') cannot send the work back.
+    pub sender_is_bot: bool,
     pub kind: PullEventKind,
 }
 
@@ -194,6 +198,12 @@ impl Pulls {
             PullEventKind::Closed { .. } | PullEventKind::Pushed => unreachable!("handled above"),
         };
         if !matches!(event.kind, PullEventKind::ChecksFailed { .. }) {
+            if event.sender_is_bot {
+                return Ok(ignored(format!(
+                    "{} is a bot: its comments are not feedback",
+                    event.sender
+                )));
+            }
             let permission = project
                 .host
                 .permission(&project.repo, &event.sender)

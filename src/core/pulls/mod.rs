@@ -422,6 +422,7 @@ impl Pulls {
             Ok(sha) => body::pushed(task, latest.as_ref(), sha),
             Err(e) => body::push_failed(task, &e.to_string()),
         };
+        let reply = body::defuse(&reply, &self.settings().mention);
         host.comment(repo, record.number, &reply)
             .await
             .map_err(host_error)?;

@@ -130,6 +130,7 @@ fn event(record: &PullRecord, delivery: &str, sender: &str, kind: PullEventKind)
         number: record.number,
         head_sha: record.head_sha.clone(),
         sender: sender.into(),
+        sender_is_bot: sender.ends_with("[bot]"),
         kind,
     }
 }
@@ -249,6 +250,17 @@ async fn bad_input_is_ignored_with_a_reason_and_resumes_nothing() {
         (
             event(&record, "u5", "mallory", changes("x")),
             "no write access",
+        ),
+        (
+            event(
+                &record,
+                "u8",
+                "claudomator[bot]",
+                PullEventKind::Comment {
+                    body: "@claudomator said this itself".into(),
+                },
+            ),
+            "is a bot",
         ),
         (
             event(

@@ -66,6 +66,7 @@ impl Pulls {
             None
         };
         let comment = body::triage_comment(task, fix.as_ref().map(|f| f.url.as_str()));
+        let comment = body::defuse(&comment, &self.settings().mention);
         project
             .host
             .comment(&project.repo, number, &comment)

@@ -50,6 +50,7 @@ pub(super) fn read_pull_event(event: &str, payload: &Value) -> Result<Delivery, 
     };
     let head_sha = text(pull, &["head", "sha"]).to_string();
     let sender = text(payload, &["sender", "login"]).to_string();
+    let sender_is_bot = text(payload, &["sender", "type"]) == "Bot";
     let kind = match event {
         "pull_request" if action == "synchronize" => PullEventKind::Pushed,
         "pull_request" => PullEventKind::Closed {
@@ -89,6 +90,7 @@ pub(super) fn read_pull_event(event: &str, payload: &Value) -> Result<Delivery, 
         number,
         head_sha,
         sender,
+        sender_is_bot,
         kind,
     })))
 }
