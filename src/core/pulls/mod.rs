@@ -156,7 +156,9 @@ impl Pulls {
 
     /// Listens to the change bus from `cursor` until `shutdown`: a task
     /// whose run just ended in READY gets its pull request opened
-    /// (`on_complete`) or updated (it has one).
+    /// (`on_complete`) or updated (it has one); a triage task for a failing
+    /// pull request (READY or COMPLETED) offers its fix. One change at a
+    /// time, in order.
     pub fn start(&self, cursor: u64, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let pulls = self.clone();
         tokio::spawn(async move {
@@ -169,6 +171,8 @@ impl Pulls {
                     Err(e) => {
                         warn!(error = %e, "pull requests: cannot follow the change bus; starting from now");
                         cursor = bus.head();
+                        // A store that keeps failing is not asked in a loop.
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                         continue;
                     }
                 };
