@@ -11,7 +11,6 @@
 //! `cargo bench --bench webhook` (BENCH_SECONDS, BENCH_SENDERS adjust the run).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,9 @@ use claudomator::config::{Config, ProjectConfig};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+
+#[path = "../tests/support/webhook_examples.rs"]
+mod webhook_examples;
 
 const SECRET: &str = "bench-secret";
 
@@ -39,30 +41,9 @@ fn signature_of(body: &[u8]) -> String {
 
 /// The recorded successful workflow_run, failing.
 fn failing_workflow_run() -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = root.join(
-        ".webhook-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
-    );
-    if !file.is_file() {
-        let status = std::process::Command::new("bash")
-            .arg(root.join("scripts/install-webhook-examples"))
-            .status()
-            .expect("runs scripts/install-webhook-examples");
-        assert!(status.success(), "scripts/install-webhook-examples failed");
-    }
-    let examples: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let mut payload = examples
-        .iter()
-        .find(|e| e["name"] == "workflow_run")
-        .and_then(|e| e["examples"].as_array())
-        .and_then(|list| {
-            list.iter().find(|p| {
-                p["action"] == "completed" && p["workflow_run"]["conclusion"] == "success"
-            })
-        })
-        .cloned()
-        .expect("a recorded workflow_run");
+    let mut payload = webhook_examples::example("workflow_run", |p| {
+        p["action"] == "completed" && p["workflow_run"]["conclusion"] == "success"
+    });
     payload["workflow_run"]["conclusion"] = json!("failure");
     payload
 }

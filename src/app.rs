@@ -20,7 +20,8 @@ use crate::core::events::EventSink;
 use crate::core::executor::Executor;
 use crate::core::llm::ChatModel;
 use crate::core::logs::LogHub;
-use crate::core::model::AgentType;
+use crate::core::model::{AgentType, PullMode};
+use crate::core::pulls::{PullProject, Pulls};
 use crate::core::status::{StatusConfig, StatusService};
 use crate::core::{Activity, TaskService};
 use crate::core::{recovery, shared_logs};
@@ -94,6 +95,45 @@ impl Running {
         served??;
         http_served?
     }
+}
+
+/// Pull requests, for the projects with a GitHub repository and a host;
+/// None when there is none. A project that asks for pull requests without
+/// one is named in the log (its tasks wait in READY for a person).
+fn pull_requests(
+    config: &Config,
+    hosts: &CodeHosts,
+    tasks: &TaskService,
+    server_id: &str,
+) -> Option<Pulls> {
+    let mut projects = HashMap::new();
+    for p in &config.projects {
+        match hosts.get(&p.name) {
+            Some(host) => {
+                let project = PullProject {
+                    path: p.path.clone(),
+                    repo: host.repo.clone(),
+                    host: host.host.clone(),
+                };
+                projects.insert(p.name.clone(), project);
+            }
+            _ if p.pull_requests.is_some_and(|m| m != PullMode::Off) => warn!(
+                project = %p.name,
+                "pull_requests is set but the project has no GitHub repository (`github`) or \
+                 credentials: its tasks wait in READY for a person instead"
+            ),
+            _ => {}
+        }
+    }
+    if projects.is_empty() {
+        return None;
+    }
+    Some(Pulls::new(
+        tasks.clone(),
+        config.pull_requests.clone(),
+        projects,
+        server_id.to_string(),
+    ))
 }
 
 /// One runner per agent (every `AgentType` but `auto`), from its config
@@ -173,6 +213,12 @@ pub fn build_code_hosts(config: &Config) -> anyhow::Result<CodeHosts> {
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let code_hosts = build_code_hosts(&config)?;
+    start_with_hosts(config, code_hosts).await
+}
+
+/// `start`, with these code hosts instead of those the config's
+/// credentials make (tests: a host of their own).
+pub async fn start_with_hosts(config: Config, code_hosts: CodeHosts) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
     let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config).await?;
@@ -342,7 +388,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         local_model.clone(),
         config.github.triage_settings(),
     );
-    let hook = Arc::new(GithubHook::new(&config, triage));
+    let pulls = pull_requests(&config, &code_hosts, &tasks, &server_id);
+    if let Some(pulls) = &pulls {
+        pulls.start(first_change, shutdown.clone());
+    }
+    let hook = Arc::new(GithubHook::new(&config, triage).with_pulls(pulls.clone()));
     let http = tokio::spawn(crate::http::serve(
         http_listener,
         hook,
@@ -361,7 +411,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let server = tokio::spawn(crate::grpc::serve(
         listener,
-        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone()),
+        crate::grpc::Api::new(tasks.clone(), status, elaborator, reviews, stop.clone())
+            .with_pulls(pulls),
         config.auth.tokens.clone(),
         config.cors_origins.clone(),
         stop,

@@ -13,6 +13,8 @@ use crate::core::executor::ShutdownMode;
 use crate::core::model::AgentType;
 use crate::core::validate::{TaskRules, parse_duration};
 
+mod pulls;
+
 /// The file `serve` reads when neither `--config` nor `CLAUDOMATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "claudomator.toml";
 
@@ -59,6 +61,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The GitHub webhook shim.
     pub github: GithubConfig,
+    /// How tasks' work becomes pull requests, and their feedback loop.
+    pub pull_requests: crate::core::pulls::PullSettings,
     /// The HTTP listener on `http_listen`: timeouts and the connection cap.
     pub http: HttpConfig,
     /// An OpenAI-compatible model endpoint: runs `local` tasks and makes
@@ -802,6 +806,10 @@ pub struct ProjectConfig {
     /// URL or a path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_remote: Option<String>,
+    /// `off` (the default), `on_complete` or `on_accept`: whether its tasks'
+    /// work becomes a pull request on `github` (a task may say otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_requests: Option<crate::core::model::PullMode>,
     /// `sandbox`, `none` or `auto` (the default, or the agent's setting):
     /// whether its agents run in an OS sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -841,6 +849,7 @@ impl ProjectConfig {
             github_app_id: None,
             github_private_key_file: None,
             publish_remote: None,
+            pull_requests: None,
             isolation: None,
             network: None,
             max_processes: None,
@@ -869,6 +878,7 @@ impl Default for Config {
             prices: default_prices(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),
+            pull_requests: Default::default(),
             http: HttpConfig::default(),
             local_model: LocalModelConfig::default(),
         }
@@ -1097,6 +1107,7 @@ impl Config {
         }
         self.notifications.settings()?;
         self.github.validate()?;
+        pulls::validate(&self.pull_requests)?;
         if self.github.allow_unsigned && !self.http_listen.ip().is_loopback() {
             bail!(
                 "github.allow_unsigned: refusing unsigned webhook deliveries on {} (http_listen): \
@@ -1233,6 +1244,11 @@ impl Config {
         let max_timeout = parse_duration(&self.limits.max_timeout).unwrap_or(Duration::MAX);
         TaskRules {
             projects: self.projects.iter().map(|p| p.name.clone()).collect(),
+            project_pulls: self
+                .projects
+                .iter()
+                .map(|p| (p.name.clone(), p.pull_requests.unwrap_or_default()))
+                .collect(),
             max_instructions_bytes: self.limits.max_instructions_bytes,
             default_timeout: parse_duration(&self.defaults.timeout)
                 .unwrap_or(Duration::from_secs(1800)),
@@ -1628,6 +1644,7 @@ api_url = "https://api.github.com"
 # The longest a call waits out a rate limit; longer fails it at once.
 rate_limit_max_wait = "60s"
 
+{pull_requests}
 [http]
 # The listener on http_listen. A request's headers must arrive within
 # header_timeout and its body within body_timeout; at most max_connections
@@ -1656,6 +1673,7 @@ max_buffered_bytes = 33554432
         timeout = d.defaults.timeout,
         attempts = d.defaults.max_attempts,
         max_concurrent = d.executor.max_concurrent,
+        pull_requests = pulls::commented(&d.pull_requests),
         projects = projects,
     )
 }

@@ -574,6 +574,11 @@ async fn every_limit_is_enforced_where_the_input_enters() {
             "spec.tags",
         ),
         (
+            "reserved tag ci-pr:",
+            with(&|s| s.tags = vec!["ci-pr:1".into()]),
+            "spec.tags",
+        ),
+        (
             "project with ESC",
             with(&|s| s.project = "demo\x1b".into()),
             "spec.project",

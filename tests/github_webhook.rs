@@ -9,9 +9,9 @@ mod common;
 mod support;
 
 use support::chat_mock;
+use support::webhook_examples::example;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use claudomator::config::Config;
 use claudomator::proto as pb;
@@ -21,39 +21,6 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 const SECRET: &str = "webhook-test-secret";
-
-/// The recorded deliveries, installed on first use.
-fn examples() -> &'static Vec<Value> {
-    static EXAMPLES: OnceLock<Vec<Value>> = OnceLock::new();
-    EXAMPLES.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let file = root.join(
-            ".webhook-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
-        );
-        if !file.is_file() {
-            let status = std::process::Command::new("bash")
-                .arg(root.join("scripts/install-webhook-examples"))
-                .status()
-                .expect("runs scripts/install-webhook-examples");
-            assert!(
-                status.success(),
-                "scripts/install-webhook-examples failed (npm and the registry are needed once)"
-            );
-        }
-        let text = std::fs::read_to_string(&file).expect("the examples file");
-        serde_json::from_str(&text).expect("the examples are JSON")
-    })
-}
-
-/// The first recorded `event` delivery that `wanted` accepts.
-fn example(event: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    examples()
-        .iter()
-        .find(|e| e["name"] == event)
-        .and_then(|e| e["examples"].as_array())
-        .and_then(|list| list.iter().find(|p| wanted(p)).cloned())
-        .unwrap_or_else(|| panic!("no recorded {event} delivery like that"))
-}
 
 /// A recorded `event` delivery with this action (and conclusion, if given).
 fn recorded(event: &str, action: &str, conclusion: Option<&str>) -> Value {

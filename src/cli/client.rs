@@ -67,6 +67,11 @@ pub struct SubmitArgs {
     /// project's uncommitted changes).
     #[arg(long)]
     pub start_from: Option<String>,
+    /// Whether the work becomes a pull request on the project's GitHub
+    /// repository: `off`, `on_complete` or `on_accept` (default: the
+    /// project's `pull_requests`).
+    #[arg(long)]
+    pub pull_requests: Option<String>,
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Wait in READY for a person to accept or reject the result.
@@ -207,12 +212,36 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .get_task(pb::GetTaskRequest { id })
                 .await?
                 .into_inner();
+            let pull = response.task.as_ref().and_then(|t| t.pull_request.clone());
             let task = decode_task(response.task)?;
             let runs = all_executions(&mut client, &task.id.to_string()).await?;
             if connection.json {
-                output::json(&output::task_json(&task, &runs));
+                output::json(&output::task_json(&task, &runs, pull.as_ref()));
             } else {
-                output::task_details(&task, &runs);
+                output::task_details(&task, &runs, pull.as_ref());
+            }
+            Ok(())
+        }
+        Command::Pr {
+            task_id,
+            connection,
+        } => {
+            let response = connect(&connection)
+                .await?
+                .open_pull_request(pb::OpenPullRequestRequest { task_id })
+                .await?
+                .into_inner();
+            let pull = response.pull_request.unwrap_or_default();
+            if connection.json {
+                output::json(&serde_json::json!({
+                    "pull_request": output::pull_json(&pull),
+                    "opened": response.opened,
+                }));
+            } else {
+                if response.opened {
+                    println!("opened pull request #{}", pull.number);
+                }
+                output::pull_details(&pull);
             }
             Ok(())
         }
@@ -359,7 +388,7 @@ fn print_task(task: Option<pb::Task>, connection: &Connection) -> Result<(), Fai
     if connection.json {
         output::json(&serde_json::json!({ "task": task }));
     } else {
-        output::task_details(&task, &[]);
+        output::task_details(&task, &[], None);
     }
     Ok(())
 }
@@ -425,6 +454,7 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
     set(&mut spec.parent_task_id, &args.parent);
     set(&mut spec.base_ref, &args.base_ref);
     set(&mut spec.start_from, &args.start_from);
+    set(&mut spec.pull_requests, &args.pull_requests);
     set(&mut key, &args.idempotency_key);
     spec.agent.allowed_tools.extend(args.tools.iter().cloned());
     spec.tags.extend(args.tags.iter().cloned());
@@ -451,6 +481,11 @@ fn build_spec(args: &SubmitArgs) -> Result<(TaskSpec, String), Failure> {
         spec.priority
             .parse::<Priority>()
             .map_err(|e| usage(format!("--priority: {e}")))?;
+    }
+    if !spec.pull_requests.is_empty() {
+        spec.pull_requests
+            .parse::<crate::core::model::PullMode>()
+            .map_err(|e| usage(format!("--pull-requests: {e}")))?;
     }
     if !spec.start_from.is_empty() {
         spec.start_from
@@ -586,15 +621,17 @@ async fn submit_and_wait(
             exit::INTERRUPTED,
         ));
     };
-    let last = decode_task(Some(followed?))?;
+    let followed = followed?;
+    let pull = followed.pull_request.clone();
+    let last = decode_task(Some(followed))?;
     // The outcome decides the exit code: a failed listing only leaves the
     // attempts out of the printout.
     let runs = all_executions(&mut client, &id).await.unwrap_or_default();
     if connection.json {
-        output::json(&output::task_json(&last, &runs));
+        output::json(&output::task_json(&last, &runs, pull.as_ref()));
     } else {
         println!();
-        output::task_details(&last, &runs);
+        output::task_details(&last, &runs, pull.as_ref());
     }
     match logs::outcome_code(last.state) {
         0 => Ok(()),

@@ -88,6 +88,14 @@ pub enum Command {
     /// spec and why the others did not. --json prints {spec, source, model,
     /// notes}; with --submit --json, stdout carries only the submitted task.
     Elaborate(elaborate::ElaborateArgs),
+    /// Show a task's pull request, or open it for READY or COMPLETED work
+    /// that has none (its branch pushed to the project's GitHub
+    /// repository). --json prints {pull_request, opened}.
+    Pr {
+        task_id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Show one task.
     Get {
         id: String,
@@ -147,7 +155,9 @@ pub enum Command {
     /// without removing. --json prints {items: [{task_id, project, kind,
     /// name, removed, kept_because}]}.
     Prune(review::PruneArgs),
-    /// Accept a task's work that waits for review (READY): it is COMPLETED.
+    /// Accept a task's work that waits for review (READY): it is COMPLETED
+    /// (a task with `pull_requests = "on_accept"` opens its pull request
+    /// instead, and stays READY until it is merged).
     Accept {
         task_id: String,
         #[command(flatten)]

@@ -200,7 +200,7 @@ pub fn questions(tasks: &[Task]) {
 
 /// A task as `get` and `submit --wait` show it; with its executions
 /// (oldest first), also what its attempts cost and what the latest one left.
-pub fn task_details(t: &Task, runs: &[Execution]) {
+pub fn task_details(t: &Task, runs: &[Execution], pull: Option<&crate::proto::PullRequest>) {
     let t = &printable_task(t);
     let runs: &[Execution] = &runs.iter().map(printable_execution).collect::<Vec<_>>();
     let list = |items: &[String]| {
@@ -250,14 +250,63 @@ pub fn task_details(t: &Task, runs: &[Execution]) {
         }
     }
     task_outcome(t, runs);
+    if let Some(pull) = pull {
+        print!("pull request:  ");
+        pull_line(pull);
+    } else if t.pull_requests != crate::core::model::PullMode::Off {
+        println!("pull request:  {} (none yet)", t.pull_requests);
+    }
     println!("instructions:\n{}", t.instructions);
 }
 
+/// One line about a pull request: number, state, link, branches, resumes.
+fn pull_line(p: &crate::proto::PullRequest) {
+    println!(
+        "#{} {} {} ({} -> {}, {} automatic resume{})",
+        p.number,
+        escape_line(&p.state),
+        escape_line(&p.url),
+        escape_line(&p.head_ref),
+        escape_line(&p.base_ref),
+        p.automatic_resumes,
+        if p.automatic_resumes == 1 { "" } else { "s" }
+    );
+}
+
+/// A pull request as `pr` shows it.
+pub fn pull_details(p: &crate::proto::PullRequest) {
+    println!("repository:    {}", escape_line(&p.repository));
+    print!("pull request:  ");
+    pull_line(p);
+    if !p.head_sha.is_empty() {
+        println!("head:          {}", escape_line(&p.head_sha));
+    }
+}
+
+/// A pull request for `--json`.
+pub fn pull_json(p: &crate::proto::PullRequest) -> serde_json::Value {
+    serde_json::json!({
+        "repository": p.repository,
+        "number": p.number,
+        "url": p.url,
+        "state": p.state,
+        "head_ref": p.head_ref,
+        "head_sha": p.head_sha,
+        "base_ref": p.base_ref,
+        "automatic_resumes": p.automatic_resumes,
+    })
+}
+
 /// A task for `--json`, with what `get` prints about it: `{task,
-/// executions, cost_usd, cost_estimated, branch}` (`branch`: where its
-/// delivered work is, else null). Every command that shows one task prints
-/// this shape (commands that change a task print `{task}` alone).
-pub fn task_json(t: &Task, runs: &[Execution]) -> serde_json::Value {
+/// executions, cost_usd, cost_estimated, branch, pull_request}` (`branch`:
+/// where its delivered work is, else null; `pull_request`: its pull
+/// request, else null). Every command that shows one task prints this
+/// shape (commands that change a task print `{task}` alone).
+pub fn task_json(
+    t: &Task,
+    runs: &[Execution],
+    pull: Option<&crate::proto::PullRequest>,
+) -> serde_json::Value {
     let delivered = runs.last().is_some_and(|last| {
         !last.commits.is_empty() && last.state == crate::core::model::ExecutionState::Succeeded
     });
@@ -267,6 +316,7 @@ pub fn task_json(t: &Task, runs: &[Execution]) -> serde_json::Value {
         "cost_usd": runs.iter().map(|e| e.cost_usd).sum::<f64>(),
         "cost_estimated": runs.iter().any(|e| e.cost_estimated),
         "branch": delivered.then(|| format!("claudomator/{}", t.id)),
+        "pull_request": pull.map(pull_json),
     })
 }
 

@@ -36,6 +36,10 @@ pub const CI_TAG: &str = "ci";
 const RUN_TAG: &str = "ci-run:";
 const SHA_TAG: &str = "ci-sha:";
 const COMMIT_AT_TAG: &str = "ci-commit-at:";
+/// The pull request whose head failed (the first the run names): a
+/// project with pull requests offers the fix as a pull request onto its
+/// branch (`core::pulls`).
+pub const PR_TAG: &str = "ci-pr:";
 /// How much of a check's own report goes into the instructions.
 const MAX_DETAILS_CHARS: usize = 4000;
 /// How much of the model's plan is kept.
@@ -345,6 +349,9 @@ impl CiTriage {
         let mut tags = vec![CI_TAG.to_string(), run_tag(run), sha_tag(run)];
         if let Some(at) = run.commit_at {
             tags.push(format!("{COMMIT_AT_TAG}{at}"));
+        }
+        if let Some(pr) = run.pull_requests.first() {
+            tags.push(format!("{PR_TAG}{}", pr.number));
         }
         TaskSpec {
             name: truncate(

@@ -334,6 +334,7 @@ mod tests {
             max_timeout: Duration::from_secs(600),
             default_max_attempts: 1,
             max_attempts_limit: 3,
+            ..Default::default()
         };
         let task = crate::core::validate::validate(&task_spec, &rules).unwrap();
         let request = classify_request(

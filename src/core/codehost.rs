@@ -20,10 +20,19 @@ pub struct RepoName {
 }
 
 impl RepoName {
-    /// Reads `owner/name`; anything else (no slash, empty parts, more
-    /// slashes) is `None`.
+    /// Reads `owner/name`, or a repository's URL as GitHub shows it
+    /// (`https://github.com/owner/name(.git)`, `git@github.com:owner/name.git`);
+    /// anything else (no slash, empty parts, more slashes) is `None`.
     pub fn parse(text: &str) -> Option<RepoName> {
-        let (owner, name) = text.trim().split_once('/')?;
+        let text = text.trim().trim_end_matches('/');
+        let path = match text.split_once("://") {
+            Some((_, rest)) => rest.split_once('/')?.1.trim_end_matches(".git"),
+            None => match text.strip_prefix("git@") {
+                Some(rest) => rest.split_once(':')?.1.trim_end_matches(".git"),
+                None => text,
+            },
+        };
+        let (owner, name) = path.split_once('/')?;
         if owner.is_empty() || name.is_empty() || name.contains('/') {
             return None;
         }
@@ -343,7 +352,14 @@ mod tests {
     #[test]
     fn repo_names_and_permissions_read_githubs_words() {
         assert_eq!(RepoName::parse("o/r").unwrap().to_string(), "o/r");
-        for bad in ["o", "/r", "o/", "o/r/x", ""] {
+        for url in [
+            "https://github.com/o/r",
+            "https://github.com/o/r.git",
+            "git@github.com:o/r.git",
+        ] {
+            assert_eq!(RepoName::parse(url).unwrap().to_string(), "o/r", "{url}");
+        }
+        for bad in ["o", "/r", "o/", "o/r/x", "", "https://github.com/o"] {
             assert_eq!(RepoName::parse(bad), None, "{bad}");
         }
         assert!(Permission::parse("maintain").can_write());

@@ -16,6 +16,7 @@ pub mod follow;
 pub mod llm;
 pub mod logs;
 pub mod model;
+pub mod pulls;
 pub mod recovery;
 pub mod review;
 pub mod runner;

@@ -172,6 +172,27 @@ impl Default for StartFrom {
 }
 
 named_enum!(
+    /// Whether a task's work becomes a pull request on the project's GitHub
+    /// repository (`core::pulls`): `off`; `on_complete`, opened as soon as
+    /// the agent finishes (the task waits in READY: the pull request is the
+    /// review); `on_accept`, opened when a person accepts the work (the task
+    /// then stays READY until the pull request is merged or closed).
+    PullMode {
+        Off => "off",
+        OnComplete => "on_complete",
+        OnAccept => "on_accept",
+    }
+);
+
+// The macro's enums take no per-variant attributes, so no `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for PullMode {
+    fn default() -> Self {
+        PullMode::Off
+    }
+}
+
+named_enum!(
     /// Scheduling priority: high before normal before low, then oldest first.
     Priority {
         Low => "low",
@@ -324,6 +345,9 @@ pub struct TaskSpec {
     /// `dependencies`, `head` or `working_tree` (see [`StartFrom`]); empty:
     /// `dependencies`.
     pub start_from: String,
+    /// `off`, `on_complete` or `on_accept` (see [`PullMode`]); empty: the
+    /// project's `pull_requests` setting.
+    pub pull_requests: String,
 }
 
 /// A `SubmitTask` call: the spec plus the optional idempotency key and id.
@@ -367,6 +391,10 @@ pub struct Task {
     /// Where the sandbox starts when `base_ref` is empty.
     #[serde(default)]
     pub start_from: StartFrom,
+    /// Whether its work becomes a pull request (the spec's, else the
+    /// project's setting, at submit).
+    #[serde(default)]
+    pub pull_requests: PullMode,
     pub idempotency_key: Option<String>,
     pub state: TaskState,
     /// Why the task is in its state (a cancel reason, a failure), or empty.
@@ -415,6 +443,7 @@ impl Task {
             review_required: self.review_required,
             base_ref: self.base_ref.clone(),
             start_from: self.start_from.as_str().to_string(),
+            pull_requests: self.pull_requests.as_str().to_string(),
         }
     }
 }

@@ -6,7 +6,9 @@
 //!                                | CANCELLED | BUDGET_EXCEEDED | BLOCKED
 //! PENDING -> FAILED (a dependency failed or was cancelled)
 //! RUNNING -> QUEUED (requeued: rate-limited, or its server went away)
-//! READY   -> COMPLETED (accept) | QUEUED (reject with feedback)
+//! READY   -> COMPLETED (accept, its pull request merged) | QUEUED (reject
+//!            with feedback) | BLOCKED (a pull request's automatic resumes
+//!            ran out: a question for a person)
 //! BLOCKED -> QUEUED (answered) | TIMED_OUT (nobody answered in time)
 //! FAILED | TIMED_OUT -> QUEUED (retry)
 //! any non-final state -> CANCELLED
@@ -32,7 +34,7 @@ pub fn check(from: TaskState, to: TaskState) -> Result<(), IllegalTransition> {
         (Running, Ready | Completed | Failed | TimedOut | BudgetExceeded | Blocked | Queued) => {
             true
         }
-        (Ready, Completed | Queued) => true,
+        (Ready, Completed | Queued | Blocked) => true,
         (Blocked, Queued | TimedOut) => true,
         (Failed | TimedOut, Queued) => true,
         (from, Cancelled) => !from.is_final(),
@@ -75,6 +77,7 @@ mod tests {
             (Pending, Failed),
             (Ready, Completed),
             (Ready, Queued),
+            (Ready, Blocked),
             (Blocked, Queued),
             (Failed, Queued),
             (TimedOut, Queued),

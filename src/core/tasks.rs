@@ -13,7 +13,7 @@ use super::bus::ChangeBus;
 use super::error::{Checked, CoreError, CoreResult, Violations, WrongState, both};
 use super::events::EventSink;
 use super::logs::{LogError, LogHub, LogResult, LogSender};
-use super::model::{Execution, Id, Page, SubmitRequest, Task, TaskFilter, TaskState};
+use super::model::{Execution, Id, Page, Question, SubmitRequest, Task, TaskFilter, TaskState};
 use super::state;
 use super::validate::{
     MAX_ANSWER_BYTES, MAX_REASON_BYTES, TaskRules, check_required_text, check_text, validate,
@@ -143,6 +143,11 @@ impl TaskService {
     pub fn with_sandboxes(mut self, sandboxes: crate::sandbox::SandboxConfig) -> Self {
         self.sandboxes = Some(sandboxes);
         self
+    }
+
+    /// Where sandboxes live, when this server keeps them.
+    pub fn sandboxes(&self) -> Option<&crate::sandbox::SandboxConfig> {
+        self.sandboxes.as_ref()
     }
 
     /// Serves logs this server has no file of from the store.
@@ -309,6 +314,22 @@ impl TaskService {
             .ok_or_else(|| CoreError::not_found("task", id))
     }
 
+    /// A task and its pull request, if it has one.
+    pub async fn get_with_pull(
+        &self,
+        id: &str,
+    ) -> CoreResult<(Task, Option<super::pulls::PullRecord>)> {
+        let task = self.get(id).await?;
+        let pull = self.store.get_pull(task.id).await?;
+        Ok((task, pull))
+    }
+
+    /// The pull requests of these tasks (those that have one).
+    pub async fn pulls_of(&self, tasks: &[Task]) -> CoreResult<Vec<super::pulls::PullRecord>> {
+        let ids: Vec<Id> = tasks.iter().map(|t| t.id).collect();
+        Ok(self.store.pulls_of(&ids).await?)
+    }
+
     pub async fn list(&self, query: ListQuery) -> CoreResult<Page<Task>> {
         let filter = TaskFilter {
             states: query.states,
@@ -367,15 +388,21 @@ impl TaskService {
     /// Accepts a READY task's work.
     pub async fn accept(&self, task_id: &str) -> CoreResult<Task> {
         let id = parse_id("task_id", task_id)?;
+        self.complete(id, "accepted").await
+    }
+
+    /// A READY task's work is done (accepted, or its pull request merged):
+    /// COMPLETED, its sandbox removed.
+    pub async fn complete(&self, id: Id, reason: &str) -> CoreResult<Task> {
         let task = self
-            .transition_from(id, &[TaskState::Ready], TaskState::Completed, "accepted")
+            .transition_from(id, &[TaskState::Ready], TaskState::Completed, reason)
             .await?;
         if let Some(sandboxes) = &self.sandboxes
             && let Err(e) = crate::sandbox::remove(sandboxes, &id.to_string()).await
         {
             warn!(task_id = %id, error = %e, "cannot remove the accepted task's sandbox");
         }
-        info!(task_id = %id, "work accepted");
+        info!(task_id = %id, reason, "work completed");
         Ok(task)
     }
 
@@ -401,6 +428,26 @@ impl TaskService {
             .await?;
         info!(task_id = %id, "work rejected");
         Ok(task)
+    }
+
+    /// Sends a READY task back to its agent with `input` (feedback from a
+    /// pull request), said as `reason`; like `reject`.
+    pub async fn send_back(&self, id: Id, reason: &str, input: String) -> CoreResult<Task> {
+        self.resume_with(id, TaskState::Ready, TaskState::Queued, reason, input)
+            .await
+    }
+
+    /// Moves a READY task to BLOCKED with a question for a person (a pull
+    /// request's automatic resumes ran out); answering resumes it.
+    pub async fn ask(&self, id: Id, reason: &str, question: Question) -> CoreResult<Task> {
+        let mut update = TaskUpdate::new(id, TaskState::Ready, TaskState::Blocked, reason);
+        update.question = Some(Some(question));
+        if !self.apply(update).await? {
+            return Err(CoreError::FailedPrecondition(format!(
+                "task {id} is no longer READY"
+            )));
+        }
+        self.get(&id.to_string()).await
     }
 
     /// `from` → `to` (checked by the state machine), leaving `input` for the

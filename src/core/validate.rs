@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::error::{Checked, CoreError, CoreResult, Violations};
 use super::model::{
-    AgentSettings, AgentType, Id, Priority, StartFrom, SubmitRequest, Task, TaskState, now_millis,
+    AgentSettings, AgentType, Id, Priority, PullMode, StartFrom, SubmitRequest, Task, TaskState,
+    now_millis,
 };
 
 /// The limits and defaults a submitted task is checked against, from config.
@@ -15,6 +16,9 @@ use super::model::{
 pub struct TaskRules {
     /// Names of the projects tasks may target.
     pub projects: Vec<String>,
+    /// Each project's `pull_requests` setting, for tasks that name none
+    /// (a project not listed: off).
+    pub project_pulls: Vec<(String, PullMode)>,
     pub max_instructions_bytes: usize,
     pub default_timeout: Duration,
     pub max_timeout: Duration,
@@ -26,6 +30,7 @@ impl Default for TaskRules {
     fn default() -> Self {
         TaskRules {
             projects: Vec::new(),
+            project_pulls: Vec::new(),
             max_instructions_bytes: 64 * 1024,
             default_timeout: Duration::from_secs(30 * 60),
             max_timeout: Duration::from_secs(24 * 60 * 60),
@@ -64,7 +69,7 @@ pub const MAX_PAGE_SIZE: u32 = super::tasks::MAX_PAGE_SIZE;
 /// How much of an offending value an error message quotes.
 pub const QUOTED_CHARS: usize = 32;
 /// Tags only the server's own CI triage sets.
-pub const RESERVED_TAG_PREFIXES: [&str; 3] = ["ci-run:", "ci-sha:", "ci-commit-at:"];
+pub const RESERVED_TAG_PREFIXES: [&str; 4] = ["ci-run:", "ci-sha:", "ci-commit-at:", "ci-pr:"];
 
 /// A value for an error message: at most [`QUOTED_CHARS`] characters of it,
 /// control characters escaped, in backticks.
@@ -411,6 +416,19 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         found.add("spec.start_from", "set base_ref or start_from, not both");
     }
 
+    let pull_requests = if spec.pull_requests.trim().is_empty() {
+        rules
+            .project_pulls
+            .iter()
+            .find(|(name, _)| *name == project)
+            .map(|(_, mode)| *mode)
+            .unwrap_or_default()
+    } else {
+        spec.pull_requests
+            .parse()
+            .map_err(|e: String| CoreError::invalid("spec.pull_requests", e))?
+    };
+
     let idempotency_key = req.idempotency_key.trim();
     found.take(check_line(
         "idempotency_key",
@@ -438,9 +456,11 @@ pub fn validate(req: &SubmitRequest, rules: &TaskRules) -> CoreResult<Task> {
         depends_on,
         parent_task_id,
         max_attempts,
-        review_required: spec.review_required,
+        // A pull request is the review: the task waits in READY for it.
+        review_required: spec.review_required || pull_requests != PullMode::Off,
         base_ref,
         start_from,
+        pull_requests,
         idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_string()),
         state: TaskState::Pending,
         state_reason: String::new(),

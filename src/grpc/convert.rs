@@ -175,6 +175,52 @@ pub fn spec_from_pb(spec: pb::TaskSpec) -> TaskSpec {
         review_required: spec.review_required,
         base_ref: spec.base_ref,
         start_from: start_from_name(spec.start_from),
+        pull_requests: pull_mode_name(spec.pull_requests),
+    }
+}
+
+fn pull_mode_name(value: i32) -> String {
+    match pb::PullRequests::try_from(value) {
+        Ok(pb::PullRequests::Unspecified) => String::new(),
+        Ok(pb::PullRequests::Off) => "off".into(),
+        Ok(pb::PullRequests::OnComplete) => "on_complete".into(),
+        Ok(pb::PullRequests::OnAccept) => "on_accept".into(),
+        // Refused by validation, naming the number.
+        Err(_) => value.to_string(),
+    }
+}
+
+fn pull_mode_to_pb(mode: m::PullMode) -> pb::PullRequests {
+    match mode {
+        m::PullMode::Off => pb::PullRequests::Off,
+        m::PullMode::OnComplete => pb::PullRequests::OnComplete,
+        m::PullMode::OnAccept => pb::PullRequests::OnAccept,
+    }
+}
+
+/// A task's pull request record in proto form.
+pub fn pull_to_pb(p: &crate::core::pulls::PullRecord) -> pb::PullRequest {
+    pb::PullRequest {
+        repository: p.repository.clone(),
+        number: p.number,
+        url: p.url.clone(),
+        state: if p.is_opening() {
+            "opening".into()
+        } else {
+            p.state.as_str().into()
+        },
+        head_ref: p.head_ref.clone(),
+        head_sha: p.head_sha.clone(),
+        base_ref: p.base_ref.clone(),
+        automatic_resumes: p.resumes,
+    }
+}
+
+/// A task with its pull request, if it has one.
+pub fn task_with_pull_to_pb(t: &Task, pull: Option<&crate::core::pulls::PullRecord>) -> pb::Task {
+    pb::Task {
+        pull_request: pull.map(pull_to_pb),
+        ..task_to_pb(t)
     }
 }
 
@@ -235,6 +281,11 @@ pub fn spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
             .parse()
             .map(start_from_to_pb)
             .unwrap_or(pb::StartFrom::Unspecified) as i32,
+        pull_requests: spec
+            .pull_requests
+            .parse()
+            .map(pull_mode_to_pb)
+            .unwrap_or(pb::PullRequests::Unspecified) as i32,
     }
 }
 
@@ -264,6 +315,7 @@ pub fn task_to_pb(t: &Task) -> pb::Task {
             context: q.context.clone(),
             asked_at: Some(timestamp(q.asked_at)),
         }),
+        pull_request: None,
     }
 }
 
@@ -299,6 +351,7 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, String> {
         review_required: spec.review_required,
         base_ref: spec.base_ref,
         start_from: spec.start_from.parse().unwrap_or_default(),
+        pull_requests: spec.pull_requests.parse().unwrap_or_default(),
         idempotency_key: (!t.idempotency_key.is_empty()).then_some(t.idempotency_key),
         state: state_from_pb(t.state).map_err(|e| e.to_string())?,
         state_reason: t.state_reason,

@@ -8,12 +8,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     branch_diff_to_pb, elaborate_from_pb, elaboration_to_pb, execution_to_pb, log_event_to_pb,
-    pruned_to_pb, state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb,
-    watch_event_to_pb,
+    pruned_to_pb, pull_to_pb, state_from_pb, submit_from_pb, system_status_to_pb, task_to_pb,
+    task_with_pull_to_pb, watch_event_to_pb,
 };
 use crate::core::elaborate::Elaborator;
 use crate::core::logs::LogKind;
 use crate::core::model::AgentType;
+use crate::core::pulls::Pulls;
 use crate::core::review::Reviews;
 use crate::core::status::StatusService;
 use crate::core::validate as check;
@@ -27,6 +28,8 @@ pub struct Api {
     status: StatusService,
     elaborator: Elaborator,
     reviews: Reviews,
+    /// Pull requests, when some project can open them.
+    pulls: Option<Pulls>,
     /// Cancelled when the server stops: open streams end then.
     shutdown: CancellationToken,
 }
@@ -44,8 +47,15 @@ impl Api {
             status,
             elaborator,
             reviews,
+            pulls: None,
             shutdown,
         }
+    }
+
+    /// Accepting, `GetTask` and `OpenPullRequest` go through pull requests.
+    pub fn with_pulls(mut self, pulls: Option<Pulls>) -> Self {
+        self.pulls = pulls;
+        self
     }
 }
 
@@ -93,9 +103,9 @@ impl ClaudomatorService for Api {
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Reply<pb::GetTaskResponse> {
-        let task = self.tasks.get(&request.into_inner().id).await?;
+        let (task, pull) = self.tasks.get_with_pull(&request.into_inner().id).await?;
         Ok(Response::new(pb::GetTaskResponse {
-            task: Some(task_to_pb(&task)),
+            task: Some(task_with_pull_to_pb(&task, pull.as_ref())),
         }))
     }
 
@@ -120,8 +130,13 @@ impl ClaudomatorService for Api {
                 page_token: req.page_token,
             })
             .await?;
+        let pulls = self.tasks.pulls_of(&page.items).await?;
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: page.items.iter().map(task_to_pb).collect(),
+            tasks: page
+                .items
+                .iter()
+                .map(|t| task_with_pull_to_pb(t, pulls.iter().find(|p| p.task_id == t.id)))
+                .collect(),
             next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
@@ -162,7 +177,11 @@ impl ClaudomatorService for Api {
         &self,
         request: Request<pb::AcceptTaskRequest>,
     ) -> Reply<pb::AcceptTaskResponse> {
-        let task = self.tasks.accept(&request.into_inner().task_id).await?;
+        let task_id = request.into_inner().task_id;
+        let task = match &self.pulls {
+            Some(pulls) => pulls.accept(&task_id).await?,
+            None => self.tasks.accept(&task_id).await?,
+        };
         Ok(Response::new(pb::AcceptTaskResponse {
             task: Some(task_to_pb(&task)),
         }))
@@ -176,6 +195,26 @@ impl ClaudomatorService for Api {
         let task = self.tasks.reject(&req.task_id, &req.feedback).await?;
         Ok(Response::new(pb::RejectTaskResponse {
             task: Some(task_to_pb(&task)),
+        }))
+    }
+
+    async fn open_pull_request(
+        &self,
+        request: Request<pb::OpenPullRequestRequest>,
+    ) -> Reply<pb::OpenPullRequestResponse> {
+        let task_id = request.into_inner().task_id;
+        let Some(pulls) = &self.pulls else {
+            return Err(crate::core::CoreError::FailedPrecondition(
+                "no project of this server can open pull requests (a project needs `github` \
+                 and GitHub credentials)"
+                    .into(),
+            )
+            .into());
+        };
+        let (record, opened) = pulls.open(&task_id).await?;
+        Ok(Response::new(pb::OpenPullRequestResponse {
+            pull_request: Some(pull_to_pb(&record)),
+            opened,
         }))
     }
 

@@ -37,6 +37,9 @@ use super::Reply;
 use crate::config::Config;
 use crate::core::ci::{CiRun, CiTriage, Conclusion, PullRequest, TriageOutcome};
 use crate::core::model::UnixMillis;
+use crate::core::pulls::{PullEvent, PullEventKind, PullOutcome, Pulls};
+
+mod pulls;
 
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 pub const EVENT_HEADER: &str = "x-github-event";
@@ -56,9 +59,17 @@ pub struct GithubHook {
     /// App slugs and names (lower-cased) whose checks are not triaged.
     ignore_check_apps: Vec<String>,
     triage: CiTriage,
+    /// Pull requests' feedback, when some project opens them.
+    pulls: Option<Pulls>,
 }
 
 impl GithubHook {
+    /// Pull request events go to `pulls`.
+    pub fn with_pulls(mut self, pulls: Option<Pulls>) -> Self {
+        self.pulls = pulls;
+        self
+    }
+
     /// From the validated config.
     pub fn new(config: &Config, triage: CiTriage) -> Self {
         let github = &config.github;
@@ -79,6 +90,7 @@ impl GithubHook {
                 .map(|a| a.trim().to_lowercase())
                 .collect(),
             triage,
+            pulls: None,
         }
     }
 
@@ -149,10 +161,29 @@ async fn handle(hook: &GithubHook, headers: &HeaderMap, delivery: &str, body: Bo
     match delivered {
         Delivery::Ping(zen) => Reply::new(StatusCode::OK, "pong", format!("pong: {zen}")),
         Delivery::Ignored(why) => Reply::new(StatusCode::OK, "ignored", why),
+        Delivery::Pull(mut event) => {
+            event.delivery = delivery.to_string();
+            let Some(pulls) = &hook.pulls else {
+                return Reply::new(
+                    StatusCode::OK,
+                    "ignored",
+                    "no project opens pull requests here: pull request events are not acted on",
+                );
+            };
+            pull_event(pulls, *event).await
+        }
         Delivery::Run {
             mut run,
             conclusion,
         } => {
+            // A failure on the head of a pull request claudomator opened
+            // resumes its task rather than making a triage task.
+            if conclusion == Conclusion::Failing
+                && let Some(pulls) = &hook.pulls
+                && let Some(reply) = checks_failed(pulls, &run, delivery).await
+            {
+                return reply;
+            }
             let Some(project) = hook.project_of(&run.repository) else {
                 warn!(repository = %run.repository, delivery, "github delivery for a repository no project maps to");
                 return Reply::new(
@@ -169,6 +200,74 @@ async fn handle(hook: &GithubHook, headers: &HeaderMap, delivery: &str, body: Bo
             triage(&hook.triage, &run, conclusion).await
         }
     }
+}
+
+/// One call into the core for a pull request event.
+async fn pull_event(pulls: &Pulls, event: PullEvent) -> Reply {
+    let task_reply =
+        |outcome: &'static str, task: &crate::core::model::Task, message: String| Reply {
+            task_id: Some(task.id.to_string()),
+            ..Reply::new(StatusCode::OK, outcome, message)
+        };
+    match pulls.handle(event).await {
+        Ok(PullOutcome::Resumed(task)) => task_reply(
+            "resumed",
+            &task,
+            format!("task {} resumes with the feedback", task.id),
+        ),
+        Ok(PullOutcome::Asked(task)) => task_reply(
+            "blocked",
+            &task,
+            format!(
+                "task {} ran out of automatic resumes and asks a person",
+                task.id
+            ),
+        ),
+        Ok(PullOutcome::Completed(task)) => task_reply(
+            "completed",
+            &task,
+            format!("task {} completed: {}", task.id, task.state_reason),
+        ),
+        Ok(PullOutcome::Cancelled(task)) => task_reply(
+            "cancelled",
+            &task,
+            format!("task {} cancelled: {}", task.id, task.state_reason),
+        ),
+        Ok(PullOutcome::Recorded) => Reply::new(
+            StatusCode::OK,
+            "recorded",
+            "the pull request's new head is recorded",
+        ),
+        Ok(PullOutcome::Ignored(why)) => Reply::new(StatusCode::OK, "ignored", why),
+        Err(e) => core_error(e),
+    }
+}
+
+/// A failed run on pull requests: the first that claudomator opened gets
+/// it as feedback (None: none of them is claudomator's).
+async fn checks_failed(pulls: &Pulls, run: &CiRun, delivery: &str) -> Option<Reply> {
+    for pull in &run.pull_requests {
+        match pulls.tracks(&run.repository, pull.number).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => return Some(core_error(e)),
+        }
+        let event = PullEvent {
+            delivery: delivery.to_string(),
+            repository: run.repository.clone(),
+            number: pull.number,
+            head_sha: run.head_sha.clone(),
+            sender: String::new(),
+            sender_is_bot: false,
+            kind: PullEventKind::ChecksFailed {
+                name: run.workflow.clone(),
+                conclusion: run.conclusion.clone(),
+                url: run.run_url.clone(),
+            },
+        };
+        return Some(pull_event(pulls, event).await);
+    }
+    None
 }
 
 /// One call into the core for a completed run.
@@ -372,6 +471,9 @@ pub enum Delivery {
         run: Box<CiRun>,
         conclusion: Conclusion,
     },
+    /// Something happened on a pull request (`core::pulls` decides whether
+    /// it concerns a task).
+    Pull(Box<crate::core::pulls::PullEvent>),
 }
 
 /// Reads a (verified) delivery: content type, JSON, event. Pure, and never
@@ -436,9 +538,13 @@ pub fn read_delivery(
         "workflow_run" => read(RunSource::WorkflowRun),
         "check_suite" => read(RunSource::CheckSuite),
         "check_run" => read(RunSource::CheckRun),
+        "pull_request"
+        | "pull_request_review"
+        | "pull_request_review_comment"
+        | "issue_comment" => pulls::read_pull_event(event, &payload),
         other => Ok(Delivery::Ignored(format!(
             "event `{other}` is not handled: only workflow_run, check_suite and check_run \
-             failures are triaged"
+             failures are triaged, and pull request events acted on"
         ))),
     }
 }

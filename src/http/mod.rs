@@ -1,6 +1,7 @@
 //! The HTTP edge (axum), beside the gRPC one on `http_listen`: the GitHub
 //! webhook shim and a health check. A thin adapter: handlers read and check
-//! the request, make one call into the core (`core::ci::CiTriage`), and
+//! the request, make one call into the core (`core::ci::CiTriage`, or
+//! `core::pulls::Pulls` for pull request events), and
 //! write the answer as JSON.
 //!
 //! - `POST /webhooks/github`: see [`github`].
@@ -53,7 +54,8 @@ pub struct Reply {
     #[serde(skip)]
     pub status: StatusCode,
     /// `created`, `duplicate`, `capped`, `passed`, `ignored`, `pong`,
-    /// `ok`, or `error`.
+    /// `ok`, `error`; for pull requests `resumed`, `blocked`, `completed`,
+    /// `cancelled`, `recorded`.
     pub outcome: &'static str,
     pub message: String,
     /// The task made, or found, for the delivery.

@@ -24,7 +24,7 @@ use crate::core::TaskService;
 use crate::core::events::TaskEvent;
 use crate::core::model::{TaskState, now_millis};
 
-pub use payload::{ExecutionPart, Notification, TaskPart};
+pub use payload::{ExecutionPart, Notification, PullPart, TaskPart};
 
 pub const EVENT_HEADER: &str = "x-claudomator-event";
 pub const DELIVERY_HEADER: &str = "x-claudomator-delivery";
@@ -144,7 +144,11 @@ async fn describe(tasks: &TaskService, event: &TaskEvent) -> Notification {
             warn!(task_id = %event.task_id, error = %e, "notification without execution details");
             None
         });
-    Notification::new(event, task.as_ref(), execution.as_ref())
+    let pull = store.get_pull(event.task_id).await.unwrap_or_else(|e| {
+        warn!(task_id = %event.task_id, error = %e, "notification without its pull request");
+        None
+    });
+    Notification::new(event, task.as_ref(), execution.as_ref()).with_pull(pull.as_ref())
 }
 
 impl Deliverer {

@@ -1,5 +1,5 @@
-//! The JSON body of a notification: the event, the task as it is now, and
-//! its latest execution when there is one.
+//! The JSON body of a notification: the event, the task as it is now, its
+//! latest execution and its pull request when there are some.
 
 use serde::Serialize;
 
@@ -21,6 +21,21 @@ pub struct Notification {
     pub task: TaskPart,
     /// The task's latest execution, if it has run.
     pub execution: Option<ExecutionPart>,
+    /// The task's pull request, if it opened one.
+    pub pull_request: Option<PullPart>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PullPart {
+    /// `owner/name`.
+    pub repository: String,
+    pub number: u64,
+    pub url: String,
+    /// `open`, `closed` or `merged`.
+    pub state: String,
+    pub head_ref: String,
+    pub head_sha: String,
+    pub automatic_resumes: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -104,7 +119,22 @@ impl Notification {
             occurred_at: event.at,
             task: part,
             execution: execution.map(ExecutionPart::from),
+            pull_request: None,
         }
+    }
+
+    /// With the task's pull request (an unfinished opening is left out).
+    pub fn with_pull(mut self, pull: Option<&crate::core::pulls::PullRecord>) -> Self {
+        self.pull_request = pull.filter(|p| !p.is_opening()).map(|p| PullPart {
+            repository: p.repository.clone(),
+            number: p.number,
+            url: p.url.clone(),
+            state: p.state.as_str().to_string(),
+            head_ref: p.head_ref.clone(),
+            head_sha: p.head_sha.clone(),
+            automatic_resumes: p.resumes,
+        });
+        self
     }
 }
 
@@ -130,5 +160,54 @@ impl From<&Execution> for ExecutionPart {
             changed_files: e.changed_files.clone(),
             commits: e.commits.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::codehost::PullState;
+    use crate::core::model::{Id, TaskState};
+    use crate::core::pulls::PullRecord;
+
+    #[test]
+    fn a_notification_carries_the_pull_request_once_it_is_opened() {
+        let event = TaskEvent {
+            task_id: Id::new(),
+            from: TaskState::Running,
+            to: TaskState::Ready,
+            reason: "waiting for review".into(),
+            at: 1,
+            question: None,
+        };
+        let mut pull = PullRecord {
+            task_id: event.task_id,
+            repository: "octo/app".into(),
+            number: 0,
+            url: String::new(),
+            state: PullState::Open,
+            head_ref: format!("claudomator/{}", event.task_id),
+            head_sha: String::new(),
+            base_ref: "main".into(),
+            resumes: 0,
+            opened_at: 1,
+            updated_at: 1,
+        };
+        let opening = Notification::new(&event, None, None).with_pull(Some(&pull));
+        assert!(
+            opening.pull_request.is_none(),
+            "not while it is being opened"
+        );
+        pull.number = 7;
+        pull.url = "https://github.com/octo/app/pull/7".into();
+        let json =
+            serde_json::to_value(Notification::new(&event, None, None).with_pull(Some(&pull)))
+                .unwrap();
+        assert_eq!(json["pull_request"]["number"], 7);
+        assert_eq!(
+            json["pull_request"]["url"],
+            "https://github.com/octo/app/pull/7"
+        );
+        assert_eq!(json["pull_request"]["state"], "open");
     }
 }

@@ -110,6 +110,13 @@ impl Git {
         self
     }
 
+    /// Sets one environment variable on this git process only (a token
+    /// for a credential helper).
+    pub(super) fn env(mut self, name: &str, value: &str) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
     /// Commits made by this invocation carry `name <email>` as committer,
     /// and as author too when `author` is set (a rebase keeps the authors).
     pub(super) fn identity(mut self, name: &str, email: &str, author: bool) -> Self {

@@ -30,6 +30,7 @@ mod prepare;
 mod prune;
 mod publish;
 mod reclaim;
+mod remote;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ use prepare::{
 };
 pub use prune::{TaskBranch, delete_branch, sandboxes, task_branches};
 pub use publish::{default_branch, deliver, rebase_and_push};
+pub use remote::{pull_into_sandbox, push_branch};
 pub use shared::shared_paths;
 
 /// Sandbox branches are named `claudomator/<task-id>`.
@@ -450,7 +452,7 @@ pub async fn remove(cfg: &SandboxConfig, task_id: &str) -> Result<(), SandboxErr
     Ok(())
 }
 
-fn check_task_id(task_id: &str) -> Result<(), SandboxError> {
+pub(super) fn check_task_id(task_id: &str) -> Result<(), SandboxError> {
     let valid = !task_id.is_empty()
         && task_id.len() <= 64
         && task_id.bytes().all(|b| b.is_ascii_alphanumeric());
@@ -515,7 +517,7 @@ fn parse_numstat(raw: &str) -> Vec<FileChange> {
     files
 }
 
-async fn exists(path: &Path) -> Result<bool, SandboxError> {
+pub(super) async fn exists(path: &Path) -> Result<bool, SandboxError> {
     tokio::fs::try_exists(path)
         .await
         .map_err(|e| SandboxError::io("read", path, e))

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use sea_orm::ActiveValue::Set;
 
-use super::entity::{execution, task, task_change};
+use super::entity::{execution, pull_request, task, task_change};
 use super::{StoreError, StoreResult};
+use crate::core::codehost::PullState;
 use crate::core::model::{AgentSettings, Execution, Id, Priority, Task};
+use crate::core::pulls::PullRecord;
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain lists always serialize")
@@ -53,6 +55,7 @@ pub fn task_to_row(t: &Task) -> task::ActiveModel {
         review_required: Set(t.review_required),
         base_ref: Set(t.base_ref.clone()),
         start_from: Set(t.start_from.as_str().to_string()),
+        pull_requests: Set(t.pull_requests.as_str().to_string()),
         idempotency_key: Set(t.idempotency_key.clone()),
         state: Set(t.state.as_str().to_string()),
         state_reason: Set(t.state_reason.clone()),
@@ -96,6 +99,7 @@ pub fn task_from_row(r: task::Model) -> StoreResult<Task> {
         review_required: r.review_required,
         base_ref: r.base_ref,
         start_from: parse("task.start_from", &r.start_from)?,
+        pull_requests: parse("task.pull_requests", &r.pull_requests)?,
         idempotency_key: r.idempotency_key,
         state: parse("task.state", &r.state)?,
         state_reason: r.state_reason,
@@ -188,5 +192,39 @@ pub fn change_from_row(row: task_change::Model) -> StoreResult<crate::core::bus:
         reason: row.reason,
         at: row.at,
         origin: row.origin,
+    })
+}
+
+pub fn pull_to_row(p: &PullRecord) -> pull_request::ActiveModel {
+    pull_request::ActiveModel {
+        task_id: Set(p.task_id.to_string()),
+        repository: Set(p.repository.clone()),
+        number: Set(p.number as i64),
+        url: Set(p.url.clone()),
+        state: Set(p.state.as_str().to_string()),
+        head_ref: Set(p.head_ref.clone()),
+        head_sha: Set(p.head_sha.clone()),
+        base_ref: Set(p.base_ref.clone()),
+        resumes: Set(count(p.resumes)),
+        opened_at: Set(p.opened_at),
+        updated_at: Set(p.updated_at),
+    }
+}
+
+pub fn pull_from_row(r: pull_request::Model) -> StoreResult<PullRecord> {
+    Ok(PullRecord {
+        task_id: parse("pull_request.task_id", &r.task_id)?,
+        repository: r.repository,
+        number: u64::try_from(r.number)
+            .map_err(|_| StoreError::Corrupt(format!("pull_request.number: {}", r.number)))?,
+        url: r.url,
+        state: PullState::parse(&r.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("pull_request.state: {}", r.state)))?,
+        head_ref: r.head_ref,
+        head_sha: r.head_sha,
+        base_ref: r.base_ref,
+        resumes: uncount("pull_request.resumes", r.resumes)?,
+        opened_at: r.opened_at,
+        updated_at: r.updated_at,
     })
 }

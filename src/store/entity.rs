@@ -31,6 +31,8 @@ pub mod task {
         pub base_ref: String,
         /// `dependencies`, `head` or `working_tree`.
         pub start_from: String,
+        /// `off`, `on_complete` or `on_accept`.
+        pub pull_requests: String,
         #[sea_orm(unique)]
         pub idempotency_key: Option<String>,
         pub state: String,
@@ -197,6 +199,53 @@ pub mod task_change {
         pub reason: String,
         pub at: i64,
         pub origin: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod pull_request {
+    use sea_orm::entity::prelude::*;
+
+    /// A task's pull request (`core::pulls::PullRecord`); `number` 0 while
+    /// a server is opening it.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pull_request")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: String,
+        pub repository: String,
+        pub number: i64,
+        pub url: String,
+        pub state: String,
+        pub head_ref: String,
+        pub head_sha: String,
+        pub base_ref: String,
+        pub resumes: i64,
+        pub opened_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod github_delivery {
+    use sea_orm::entity::prelude::*;
+
+    /// A webhook delivery already handled (`X-GitHub-Delivery`), so a
+    /// redelivery does nothing twice.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "github_delivery")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0009TaskChanges),
             Box::new(M0010TaskStartFrom),
             Box::new(M0011CostUnknown),
+            Box::new(M0012PullRequests),
         ]
     }
 }
@@ -710,6 +711,125 @@ impl MigrationTrait for M0011CostUnknown {
                             .not_null()
                             .default(false),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Pull requests: a task's setting, the pull request it opened (one per
+/// task; found by repository and number when GitHub reports on it), and the
+/// webhook deliveries already handled.
+struct M0012PullRequests;
+
+impl MigrationName for M0012PullRequests {
+    fn name(&self) -> &str {
+        "m0012_pull_requests"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskV12 {
+    #[sea_orm(iden = "task")]
+    Table,
+    PullRequests,
+}
+
+#[derive(DeriveIden)]
+enum PullRequest {
+    Table,
+    TaskId,
+    Repository,
+    Number,
+    Url,
+    State,
+    HeadRef,
+    HeadSha,
+    BaseRef,
+    Resumes,
+    OpenedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum GithubDelivery {
+    Table,
+    Id,
+    At,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0012PullRequests {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskV12::Table)
+                    .add_column(
+                        ColumnDef::new(TaskV12::PullRequests)
+                            .text()
+                            .not_null()
+                            .default("off"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(PullRequest::Table)
+                    .col(
+                        ColumnDef::new(PullRequest::TaskId)
+                            .text()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(PullRequest::Repository).text().not_null())
+                    .col(ColumnDef::new(PullRequest::Number).big_integer().not_null())
+                    .col(ColumnDef::new(PullRequest::Url).text().not_null())
+                    .col(ColumnDef::new(PullRequest::State).text().not_null())
+                    .col(ColumnDef::new(PullRequest::HeadRef).text().not_null())
+                    .col(ColumnDef::new(PullRequest::HeadSha).text().not_null())
+                    .col(ColumnDef::new(PullRequest::BaseRef).text().not_null())
+                    .col(
+                        ColumnDef::new(PullRequest::Resumes)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PullRequest::OpenedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PullRequest::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_pull_request_repository_number")
+                    .table(PullRequest::Table)
+                    .col(PullRequest::Repository)
+                    .col(PullRequest::Number)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(GithubDelivery::Table)
+                    .col(
+                        ColumnDef::new(GithubDelivery::Id)
+                            .text()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(GithubDelivery::At).big_integer().not_null())
                     .to_owned(),
             )
             .await

@@ -8,6 +8,7 @@
 mod convert;
 mod entity;
 mod migration;
+mod pulls;
 mod writer;
 
 use std::path::Path;

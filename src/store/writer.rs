@@ -71,6 +71,8 @@ pub enum WriteOp {
     PruneChanges {
         before: i64,
     },
+    /// About pull requests (`store::pulls`).
+    Pull(super::pulls::PullOp),
 }
 
 struct Job {
@@ -429,6 +431,7 @@ async fn apply(txn: &DatabaseTransaction, op: &WriteOp) -> StoreResult<u64> {
                 .await?;
             Ok(1)
         }
+        WriteOp::Pull(op) => super::pulls::apply(txn, op).await,
         WriteOp::RenewLeases { owner, until, ids } => {
             let result = task::Entity::update_many()
                 .col_expr(task::Column::LeaseUntil, Expr::value(*until))

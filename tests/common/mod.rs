@@ -106,6 +106,13 @@ pub async fn start_local_model_server(
 }
 
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let (config, dirs) = adjusted_config(adjust).await;
+    boot(config, dirs).await
+}
+
+/// The test config in fresh directories, adjusted, on the test database,
+/// validated.
+async fn adjusted_config(adjust: impl FnOnce(&mut Config)) -> (Config, std::sync::Arc<TempDir>) {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dirs.path());
     adjust(&mut config);
@@ -113,7 +120,7 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         config.database_url = test_database().await;
     }
     config.validate().expect("test config is valid");
-    boot(config, dirs).await
+    (config, dirs)
 }
 
 /// The database a test server opens: empty (the embedded SQLite in its data
@@ -178,8 +185,25 @@ async fn create_postgres_database(admin: &str) -> String {
     }
 }
 
+/// `start_server_with`, with these code hosts (by project) instead of
+/// those the config's credentials make.
+pub async fn start_server_with_hosts(
+    adjust: impl FnOnce(&mut Config),
+    hosts: claudomator::core::codehost::CodeHosts,
+) -> TestServer {
+    let (config, dirs) = adjusted_config(adjust).await;
+    let running = app::start_with_hosts(config.clone(), hosts)
+        .await
+        .expect("server starts");
+    served(config, dirs, running)
+}
+
 async fn boot(config: Config, dirs: std::sync::Arc<TempDir>) -> TestServer {
     let running = app::start(config.clone()).await.expect("server starts");
+    served(config, dirs, running)
+}
+
+fn served(config: Config, dirs: std::sync::Arc<TempDir>, running: Running) -> TestServer {
     TestServer {
         addr: running.grpc_addr,
         http_addr: running.http_addr,

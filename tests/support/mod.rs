@@ -10,3 +10,4 @@ pub mod gemini_mock;
 pub mod http_thread;
 pub mod openai_mock;
 pub mod server_process;
+pub mod webhook_examples;

@@ -166,6 +166,7 @@ export class TaskView {
         " ",
         h("code", {}, task.id),
         task.stateReason ? h("span", { class: "reason" }, ` ${task.stateReason}`) : null,
+        pullLink(task.pullRequest),
       ),
     );
     this.drawActions(task);
@@ -439,4 +440,16 @@ export class TaskView {
       this.wake = undefined;
     }
   }
+}
+
+/** A link to the task's pull request (only an http(s) URL is a link). */
+function pullLink(pull: { number: bigint; url: string; state: string } | undefined): HTMLElement | null {
+  if (!pull || pull.number === 0n) {
+    return null;
+  }
+  const text = ` PR #${pull.number} (${pull.state})`;
+  if (!/^https?:\/\//.test(pull.url)) {
+    return h("span", { class: "pull" }, text);
+  }
+  return h("a", { class: "pull", href: pull.url, target: "_blank", rel: "noopener noreferrer" }, text);
 }

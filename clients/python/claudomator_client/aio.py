@@ -274,6 +274,10 @@ class AsyncClient:
         request = pb.PruneTasksRequest(dry_run=dry_run, force=force)
         return cast(pb.PruneTasksResponse, await self._call("PruneTasks", request))
 
+    async def open_pull_request(self, task_id: str) -> pb.OpenPullRequestResponse:
+        request = pb.OpenPullRequestRequest(task_id=task_id)
+        return cast(pb.OpenPullRequestResponse, await self._call("OpenPullRequest", request))
+
     # -- the server --------------------------------------------------------
 
     async def get_system_status(self) -> pb.GetSystemStatusResponse:

@@ -445,6 +445,15 @@ class Client:
         request = pb.PruneTasksRequest(dry_run=dry_run, force=force)
         return cast(pb.PruneTasksResponse, self._call("PruneTasks", request))
 
+    def open_pull_request(self, task_id: str) -> pb.OpenPullRequestResponse:
+        """A task's pull request on its project's GitHub repository
+        (`.pull_request`: repository, number, url, state, head, base,
+        automatic resumes): the one it has, or for READY or COMPLETED work
+        without one, opened now (`.opened`). FailedPreconditionError when the
+        project cannot open pull requests or the task has no work to show."""
+        request = pb.OpenPullRequestRequest(task_id=task_id)
+        return cast(pb.OpenPullRequestResponse, self._call("OpenPullRequest", request))
+
     # -- the server --------------------------------------------------------
 
     def get_system_status(self) -> pb.GetSystemStatusResponse:

@@ -64,6 +64,9 @@ def test_review_calls_map_their_errors(client: Client) -> None:
         client.get_task_diff(task.id)
     with pytest.raises(FailedPreconditionError):
         client.merge_task(task.id, into="trunk")
+    # No project of a queue-only server opens pull requests.
+    with pytest.raises(FailedPreconditionError, match="pull requests"):
+        client.open_pull_request(task.id)
     for call in (client.accept_task, client.get_task_diff, client.merge_task):
         with pytest.raises(NotFoundError):
             call(MISSING_ID)

@@ -23,6 +23,7 @@ import {
   type ListExecutionsResponse,
   type ListTasksResponse,
   type MergeTaskResponse,
+  type OpenPullRequestResponse,
   type PruneTasksResponse,
   type WatchTasksResponse,
 } from "./gen/claudomator/v1/service_pb.js";
@@ -487,6 +488,17 @@ export class ClientBase {
    */
   pruneTasks(prune: { dryRun?: boolean; force?: boolean } = {}, options?: CallOpts): Promise<PruneTasksResponse> {
     return this.call((o) => this.raw.pruneTasks(prune, o), options);
+  }
+
+  /**
+   * A task's pull request on its project's GitHub repository
+   * (`pullRequest`: repository, number, url, state, head, base, automatic
+   * resumes): the one it has, or for READY or COMPLETED work without one,
+   * opened now (`opened`). FAILED_PRECONDITION when the project cannot open
+   * pull requests or the task has no work to show.
+   */
+  openPullRequest(taskId: string, options?: CallOpts): Promise<OpenPullRequestResponse> {
+    return this.call((o) => this.raw.openPullRequest({ taskId }, o), options);
   }
 
   /** What will work before you submit: each agent, counts, git, the data dir, the database... */

@@ -64,6 +64,8 @@ describe("every RPC against a queue-only server", () => {
     assert.match((await refusedWith(Code.InvalidArgument, client.answerQuestion(task.id, ""))).message, /answer/);
     await refusedWith(Code.FailedPrecondition, client.getTaskDiff(task.id));
     await refusedWith(Code.FailedPrecondition, client.mergeTask(task.id, { into: "trunk" }));
+    // No project of a queue-only server opens pull requests.
+    assert.match((await refusedWith(Code.FailedPrecondition, client.openPullRequest(task.id))).message, /pull requests/);
     await refusedWith(Code.NotFound, client.acceptTask(MISSING_ID));
     await refusedWith(Code.NotFound, client.getTaskDiff(MISSING_ID));
     await refusedWith(Code.NotFound, client.mergeTask(MISSING_ID));

@@ -20,7 +20,7 @@ mod decide;
 mod protocol;
 mod scheduler;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 

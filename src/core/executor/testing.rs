@@ -26,7 +26,7 @@ use crate::store::Store;
 /// How long a test waits for something before it fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub tasks: TaskService,
     pub shutdown: CancellationToken,
     fakes: HashMap<AgentType, Arc<FakeRunner>>,
@@ -136,6 +136,11 @@ impl Harness {
             run,
             _dir: dir,
         }
+    }
+
+    /// The project's repository (`p`, default branch `trunk`).
+    pub fn project(&self) -> PathBuf {
+        self._dir.path().join("project")
     }
 
     pub fn fake(&self, agent: AgentType) -> &Arc<FakeRunner> {

@@ -228,3 +228,30 @@ fn one_project_is_the_default() {
     let task = validate(&request(|s| s.project.clear()), &rules).unwrap();
     assert_eq!(task.project, "solo");
 }
+
+#[test]
+fn pull_requests_come_from_the_task_else_its_project_and_make_it_wait_for_review() {
+    use crate::core::model::PullMode;
+    let rules = TaskRules {
+        project_pulls: vec![("demo".into(), PullMode::OnComplete)],
+        ..rules()
+    };
+    let task = validate(&request(|_| {}), &rules).unwrap();
+    assert_eq!(task.pull_requests, PullMode::OnComplete);
+    assert!(task.review_required, "the pull request is the review");
+    let task = validate(&request(|s| s.pull_requests = "off".into()), &rules).unwrap();
+    assert_eq!(task.pull_requests, PullMode::Off);
+    assert!(!task.review_required);
+    let task = validate(&request(|s| s.project = "other".into()), &rules).unwrap();
+    assert_eq!(
+        task.pull_requests,
+        PullMode::Off,
+        "a project without the setting"
+    );
+    let task = validate(&request(|s| s.pull_requests = "On-Accept".into()), &rules).unwrap();
+    assert_eq!(task.pull_requests, PullMode::OnAccept);
+    assert_eq!(
+        field_of(request(|s| s.pull_requests = "sometimes".into())),
+        "spec.pull_requests"
+    );
+}
