@@ -33,8 +33,14 @@ pub(super) fn commented(settings: &PullSettings) -> String {
          # Reviews requesting changes, review comments, comments mentioning `mention` (from\n\
          # users with write access) and failed check suites resume the task's agent, at\n\
          # most max_resumes times per pull request; then the task asks a person.\n\
+         # Work that changes .github/workflows/ is not pushed (GitHub runs a branch's\n\
+         # workflows with the repository's secrets) unless allow_workflow_changes = true.\n\
          draft = {}\nlabels = []\nreviewers = []\nmax_resumes = {}\nmention = \"{}\"\n\
-         delete_branch = {}\n",
-        settings.draft, settings.max_resumes, settings.mention, settings.delete_branch
+         delete_branch = {}\nallow_workflow_changes = {}\n",
+        settings.draft,
+        settings.max_resumes,
+        settings.mention,
+        settings.delete_branch,
+        settings.allow_workflow_changes
     )
 }

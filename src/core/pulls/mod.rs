@@ -65,6 +65,10 @@ pub struct PullSettings {
     pub mention: String,
     /// Delete the branch on GitHub once the pull request is merged or closed.
     pub delete_branch: bool,
+    /// Push work that changes `.github/workflows/` (GitHub runs a branch's
+    /// workflows with the repository's secrets); off, such work is kept
+    /// here and the pull request is not opened or updated.
+    pub allow_workflow_changes: bool,
 }
 
 impl Default for PullSettings {
@@ -76,6 +80,7 @@ impl Default for PullSettings {
             max_resumes: 3,
             mention: "@claudomator".into(),
             delete_branch: false,
+            allow_workflow_changes: false,
         }
     }
 }

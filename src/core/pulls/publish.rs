@@ -5,10 +5,10 @@
 
 use tracing::{info, warn};
 
-use super::{PullProject, PullRecord, Pulls, body, host_error, triage};
+use super::{PullProject, PullRecord, PullSettings, Pulls, body, host_error, triage};
 use crate::core::codehost::{NewPull, PullState};
 use crate::core::error::{CoreError, CoreResult};
-use crate::core::model::{Task, now_millis};
+use crate::core::model::{Execution, Task, now_millis};
 use crate::sandbox::push_branch;
 
 /// A claim older than this (its server died opening) may be taken over.
@@ -84,6 +84,9 @@ impl Pulls {
             None if looks_like_branch(&task.base_ref) => task.base_ref.clone(),
             None => repository.default_branch.clone(),
         };
+        let store = self.tasks().store();
+        let executions = store.list_executions(task.id, None, 500).await?.items;
+        refuse_workflow_changes(task, &executions, self.settings())?;
         let token = host.push_token(&project.repo).await.map_err(host_error)?;
         let sha = push_branch(
             &project.path,
@@ -94,8 +97,6 @@ impl Pulls {
         )
         .await
         .map_err(|e| no_branch(task, e))?;
-        let store = self.tasks().store();
-        let executions = store.list_executions(task.id, None, 500).await?.items;
         let settings = &self.inner.settings;
         let new = NewPull {
             title: match onto {
@@ -141,24 +142,29 @@ impl Pulls {
         let token = host.push_token(repo).await.map_err(host_error)?;
         let store = self.tasks().store();
         let latest = store.latest_execution(task.id).await?;
-        let pushed = push_branch(
-            &project.path,
-            &repository.push_url,
-            &record.head_ref,
-            Some(&token),
-            false,
-        )
-        .await;
+        let executions = store.list_executions(task.id, None, 500).await?.items;
+        let pushed = match refuse_workflow_changes(task, &executions, self.settings()) {
+            Err(refused) => Err(refused.to_string()),
+            Ok(()) => push_branch(
+                &project.path,
+                &repository.push_url,
+                &record.head_ref,
+                Some(&token),
+                false,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        };
         let reply = match &pushed {
             Ok(sha) if *sha == record.head_sha => body::unchanged(task, latest.as_ref()),
             Ok(sha) => body::pushed(task, latest.as_ref(), sha),
-            Err(e) => body::push_failed(task, &e.to_string()),
+            Err(e) => body::push_failed(task, e),
         };
         let reply = body::defuse(&reply, &self.settings().mention);
         host.comment(repo, record.number, &reply)
             .await
             .map_err(host_error)?;
-        let sha = pushed.map_err(|e| CoreError::Unavailable(e.to_string()))?;
+        let sha = pushed.map_err(CoreError::FailedPrecondition)?;
         store.update_pull(task.id, None, Some(&sha)).await?;
         info!(task_id = %task.id, number = record.number, sha = %sha, "pull request updated");
         Ok(PullRecord {
@@ -166,6 +172,41 @@ impl Pulls {
             ..record
         })
     }
+}
+
+/// Where a change runs code on GitHub with the repository's secrets: the
+/// workflows of a branch in the repository itself run on its pull request.
+const WORKFLOW_DIR: &str = ".github/workflows/";
+
+/// Work that changes a workflow is not pushed unless the settings allow it:
+/// an agent (or whoever wrote what it read) could otherwise have GitHub run
+/// its code with the repository's secrets.
+fn refuse_workflow_changes(
+    task: &Task,
+    executions: &[Execution],
+    settings: &PullSettings,
+) -> CoreResult<()> {
+    if settings.allow_workflow_changes {
+        return Ok(());
+    }
+    let mut paths: Vec<&str> = executions
+        .iter()
+        .flat_map(|e| e.file_changes.iter())
+        .map(|f| f.path.as_str())
+        .filter(|path| path.contains(WORKFLOW_DIR))
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    paths.sort_unstable();
+    paths.dedup();
+    Err(CoreError::FailedPrecondition(format!(
+        "task {id}'s work changes {paths}: GitHub runs a branch's workflows with the \
+         repository's secrets, so claudomator does not push them unless [pull_requests] \
+         allow_workflow_changes = true; see the work with `claudomator diff {id}`",
+        id = task.id,
+        paths = paths.join(", ")
+    )))
 }
 
 /// A `base_ref` a pull request can target: a branch name, not a commit.

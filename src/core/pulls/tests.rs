@@ -561,3 +561,46 @@ async fn a_pull_request_opened_by_hand_is_updated_like_any_other() {
     assert_eq!(updated.head_sha, s.remote_head(&task));
     assert!(s.comments_reach(1).await[0].1.starts_with("Pushed "));
 }
+
+#[tokio::test]
+async fn work_that_changes_a_workflow_is_not_pushed_unless_allowed() {
+    for allowed in [false, true] {
+        let s = setup(PullSettings {
+            allow_workflow_changes: allowed,
+            ..PullSettings::default()
+        })
+        .await;
+        s.h.fake(Claude).push([FakeStep::write_file(
+            ".github/workflows/ci.yml",
+            "on: pull_request\njobs: {}\n",
+        )]);
+        let task = s.h.submit(Claude, |spec| spec.review_required = true).await;
+        s.h.wait_for(&task, TaskState::Ready).await;
+        let opened = s.pulls.open(&task.id.to_string()).await;
+        if allowed {
+            assert!(matches!(opened, Ok((_, true))), "{opened:?}");
+            assert_eq!(s.host.pulls().len(), 1);
+            continue;
+        }
+        let err = opened.unwrap_err();
+        assert!(matches!(err, CoreError::FailedPrecondition(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(".github/workflows/ci.yml") && text.contains("allow_workflow_changes"),
+            "{text}"
+        );
+        assert!(s.host.pulls().is_empty(), "no pull request");
+        let pushed = std::process::Command::new("git")
+            .arg("-C")
+            .arg(s.remote.path())
+            .args(["rev-parse", "--verify", "--quiet"])
+            .arg(format!("refs/heads/claudomator/{}", task.id))
+            .output()
+            .unwrap();
+        assert!(!pushed.status.success(), "the branch was not pushed");
+        assert!(
+            s.pulls.get(task.id).await.unwrap().is_none(),
+            "no claim left"
+        );
+    }
+}

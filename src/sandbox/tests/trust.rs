@@ -201,3 +201,86 @@ async fn alternates_the_agent_rewrites_are_put_back() {
     assert!(err.to_string().contains(".git/objects/info"), "{err}");
     assert!(!other.join(".git/objects/info/alternates").exists());
 }
+
+/// A git HTTP remote on loopback that asks for credentials, then records the
+/// `Authorization` header git comes back with and refuses the push.
+fn credential_checking_remote() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/o/r.git", listener.local_addr().unwrap());
+    let (seen, headers) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            let mut auth = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(value) = line.strip_prefix("Authorization: ") {
+                    auth = value.trim().to_string();
+                }
+                line.clear();
+            }
+            let reply = if auth.is_empty() {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\n"
+            } else {
+                let _ = seen.send(auth);
+                "HTTP/1.1 403 Forbidden\r\n"
+            };
+            let _ = stream.write_all(
+                format!("{reply}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+        }
+    });
+    (url, headers)
+}
+
+#[tokio::test]
+async fn a_push_token_reaches_git_only_through_the_one_process_helper() {
+    let world = World::new();
+    let project = world.project("demo");
+    let cfg = world.cfg(true);
+    let sandbox = Sandbox::prepare(&cfg, "demo", &project, TASK)
+        .await
+        .unwrap();
+    write(&sandbox.path, "work.txt", "done\n");
+    sandbox.commit_all(&cfg, "agent work").await.unwrap();
+    deliver(&sandbox).await.unwrap();
+    // As the user: a helper of their own that would hand out another secret.
+    world.git(
+        &project,
+        &[
+            "config",
+            "credential.helper",
+            "!echo password=users-own-secret #",
+        ],
+    );
+
+    let (url, headers) = credential_checking_remote();
+    let token = crate::core::codehost::Secret::new("ghs_pushTOKEN_4242");
+    let branch = format!("claudomator/{TASK}");
+    let err = push_branch(&project, &url, &branch, Some(&token), true)
+        .await
+        .unwrap_err();
+    // base64("x-access-token:ghs_pushTOKEN_4242"): the helper answered, the
+    // user's own helper did not.
+    let auth = headers
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("git came back with credentials");
+    assert_eq!(auth, "Basic eC1hY2Nlc3MtdG9rZW46Z2hzX3B1c2hUT0tFTl80MjQy");
+    assert!(!err.to_string().contains("ghs_pushTOKEN"), "{err}");
+    // Nowhere on disk: not in the project's or the sandbox's repository.
+    for dir in [project.join(".git"), sandbox.path.join(".git")] {
+        let found = Command::new("grep")
+            .args(["-r", "-l", "ghs_pushTOKEN"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "the token was written under {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+}
