@@ -144,7 +144,7 @@ impl Pulls {
         let latest = store.latest_execution(task.id).await?;
         let executions = store.list_executions(task.id, None, 500).await?.items;
         let pushed = match refuse_workflow_changes(task, &executions, self.settings()) {
-            Err(refused) => Err(refused.to_string()),
+            Err(refused) => Err(refused),
             Ok(()) => push_branch(
                 &project.path,
                 &repository.push_url,
@@ -153,18 +153,18 @@ impl Pulls {
                 false,
             )
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| CoreError::Unavailable(e.to_string())),
         };
         let reply = match &pushed {
             Ok(sha) if *sha == record.head_sha => body::unchanged(task, latest.as_ref()),
             Ok(sha) => body::pushed(task, latest.as_ref(), sha),
-            Err(e) => body::push_failed(task, e),
+            Err(e) => body::push_failed(task, &e.to_string()),
         };
         let reply = body::defuse(&reply, &self.settings().mention);
         host.comment(repo, record.number, &reply)
             .await
             .map_err(host_error)?;
-        let sha = pushed.map_err(CoreError::FailedPrecondition)?;
+        let sha = pushed?;
         store.update_pull(task.id, None, Some(&sha)).await?;
         info!(task_id = %task.id, number = record.number, sha = %sha, "pull request updated");
         Ok(PullRecord {
